@@ -1,0 +1,54 @@
+"""Baselines for Benchmarks/run.sh, measured in the same run as GradSketch.
+
+  python3 baselines.py make ROWS.npy N K          random float32 rows
+  python3 baselines.py h5py-append ROWS.npy DIR REPEAT   numpy load + h5py write of the same bytes
+  python3 baselines.py numpy-scan ROWS.npy REPEAT        numpy sum of the memory-mapped .npy
+  python3 baselines.py offset SEGMENT.h5                 file offset of the rows dataset
+"""
+import json, os, sys, time
+import h5py, numpy as np
+
+
+def now():
+    return time.perf_counter()
+
+
+command = sys.argv[1]
+if command == "make":
+    path, n, k = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rng = np.random.default_rng(0)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, k))
+    for start in range(0, n, 65536):
+        end = min(n, start + 65536)
+        out[start:end] = rng.standard_normal((end - start, k), dtype=np.float32)
+    out.flush()
+elif command == "h5py-append":
+    rows_path, directory, repeat = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    for run in range(repeat):
+        for durable in (False, True):
+            path = f"{directory}/h5py-{run}-{int(durable)}.h5"
+            if os.path.exists(path):
+                os.remove(path)
+            start = now()
+            rows = np.load(rows_path, mmap_mode="r")
+            with h5py.File(path, "w") as f:
+                f.create_dataset("rows", data=rows)  # contiguous, as GradSketch writes
+            if durable:  # the same durability GradSketch gives: fsync the file and directory
+                fd = os.open(path, os.O_RDONLY); os.fsync(fd); os.close(fd)
+                fd = os.open(directory, os.O_RDONLY); os.fsync(fd); os.close(fd)
+            seconds = now() - start
+            print(json.dumps({"what": "h5py-append" + ("-fsync" if durable else ""), "run": run,
+                              "seconds": seconds, "bytes": rows.nbytes}))
+elif command == "numpy-scan":
+    rows_path, repeat = sys.argv[2], int(sys.argv[3])
+    rows = np.load(rows_path, mmap_mode="r")
+    rows.sum(dtype=np.float64)  # fault the pages in
+    best = 1e30
+    for _ in range(repeat):
+        start = now()
+        total = float(rows.sum(dtype=np.float32))
+        best = min(best, now() - start)
+    print(json.dumps({"what": "numpy-scan", "seconds": best, "bytes": rows.nbytes, "sum": total}))
+elif command == "offset":
+    with h5py.File(sys.argv[2], "r") as f:
+        print(f["rows"].id.get_offset(), f["rows"].size)

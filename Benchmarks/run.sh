@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Append and scan benchmarks, each against baselines measured in the same run:
+#   append: GradSketch (checksums + fsync) vs numpy + h5py writing the same bytes
+#   scan:   GradSketch's zero-copy sum of every row vs a plain C mmap scan of the same
+#           file, numpy, and the machine's streaming read bandwidth (shared/bench/stream_mini.c)
+# Usage: Benchmarks/run.sh [ROWS] [K]   (default 262144 × 1024 float32 = 1 GiB)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows="${1:-262144}"; k="${2:-1024}"
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+
+swift build -c release --product gradsketch-bench >&2
+bench=.build/release/gradsketch-bench
+stream_source="${STREAM_SOURCE:-../shared/bench/stream_mini.c}"
+gcc -O3 -march=native -fopenmp Benchmarks/scan_file.c -o "$work/scan_file"
+
+echo "data: $rows × $k float32 in $work" >&2
+python3 Benchmarks/baselines.py make "$work/rows.npy" "$rows" "$k"
+{
+  python3 Benchmarks/baselines.py h5py-append "$work/rows.npy" "$work" 3
+  "$bench" append "$work" "$work/rows.npy" float32 3
+  "$bench" scan "$work/append-0" bench 10 "$OMP_NUM_THREADS"
+  read -r offset size < <(python3 Benchmarks/baselines.py offset "$(ls "$work"/append-0/segments/*.h5)")
+  "$work/scan_file" "$(ls "$work"/append-0/segments/*.h5)" "$offset" "$size" 10
+  python3 Benchmarks/baselines.py numpy-scan "$work/rows.npy" 5
+  if [ -f "$stream_source" ]; then
+    gcc -O3 -march=native -ffast-math -fopenmp "$stream_source" -o "$work/stream_mini"
+    "$work/stream_mini" | sed -E 's/.*ReadSum ([0-9.]+) GB\/s.*/{"what": "stream-readsum", "gbps": \1}/'
+  fi
+} | tee "$work/results.jsonl" >&2
+
+python3 - "$work/results.jsonl" <<'PY'
+import json, sys
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+def best(what):
+    xs = [r for r in runs if r["what"] == what]
+    if not xs: return None
+    if "gbps" in xs[0]: return xs[0]["gbps"]
+    return max(r["bytes"] / r["seconds"] / 1e9 for r in xs)
+figures = {w: best(w) for w in ["append", "h5py-append", "h5py-append-fsync", "scan", "scan-first", "c-scan", "numpy-scan", "stream-readsum"]}
+print("figure                         GB/s")
+for name, value in figures.items():
+    if value is not None: print(f"{name:28s} {value:8.2f}")
+def ratio(a, b):
+    return "n/a" if figures[a] is None or figures[b] is None else f"{figures[a] / figures[b]:.2f}"
+print()
+print(f"append / h5py (no fsync)        {ratio('append', 'h5py-append')}   target ≥ 0.9")
+print(f"append / h5py + fsync           {ratio('append', 'h5py-append-fsync')}")
+print(f"scan / stream ReadSum           {ratio('scan', 'stream-readsum')}   target ≥ 0.8")
+print(f"scan / C mmap scan of the file  {ratio('scan', 'c-scan')}")
+print(f"scan / numpy sum                {ratio('scan', 'numpy-scan')}")
+sums = {r["what"]: r.get("sum") for r in runs if "sum" in r}
+print(f"sums (must agree to float32 rounding): {sums}")
+PY

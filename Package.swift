@@ -1,0 +1,94 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// Settings every Swift target shares: Swift 6 mode, and imports that stay internal unless
+/// a module re-exports them on purpose, so no C type (`hid_t`) leaks into a public API.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
+
+let package = Package(
+    name: "GradSketch",
+    products: [
+        .library(name: "GradSketchStore", targets: ["GradSketchStore"]),
+        .executable(name: "gradsketch", targets: ["gradsketch"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+    ],
+    targets: [
+        // MARK: - C libraries
+
+        .systemLibrary(
+            name: "CHDF5",
+            pkgConfig: "hdf5",
+            providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]
+        ),
+        /// Byte-level kernels that need CPU instructions Swift cannot name (SSE4.2 CRC32, F16C).
+        .target(name: "CGradSketchKernels"),
+
+        // MARK: - Modules
+
+        .target(name: "GradSketchHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
+        .target(
+            name: "GradSketchInterchange",
+            dependencies: ["CGradSketchKernels"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "GradSketchStore",
+            dependencies: ["GradSketchHDF5", "GradSketchInterchange", "CGradSketchKernels", crypto],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - Tools
+
+        .executableTarget(
+            name: "gradsketch",
+            dependencies: ["GradSketchStore", "GradSketchInterchange", argumentParser],
+            path: "Tools/gradsketch",
+            swiftSettings: swiftSettings
+        ),
+
+        .executableTarget(
+            name: "gradsketch-bench",
+            dependencies: ["GradSketchStore", "GradSketchInterchange"],
+            path: "Tools/gradsketch-bench",
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: - Tests
+
+        .target(
+            name: "GradSketchTestSupport",
+            dependencies: ["GradSketchInterchange"],
+            path: "Tests/GradSketchTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchHDF5Tests",
+            dependencies: ["GradSketchHDF5", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchInterchangeTests",
+            dependencies: ["GradSketchInterchange", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchStoreTests",
+            dependencies: ["GradSketchStore", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchToolTests",
+            dependencies: ["gradsketch", "GradSketchStore", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

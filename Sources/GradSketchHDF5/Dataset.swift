@@ -1,0 +1,236 @@
+internal import CHDF5
+
+/// Where a dataset's elements lie in its file, when they may be memory-mapped.
+public struct MappableExtent: Sendable, Equatable {
+    /// Absolute byte offset in the file (user block included).
+    public let offset: Int
+    /// Length in bytes: element count × element size.
+    public let length: Int
+}
+
+/// An open dataset.
+public struct Dataset: ~Copyable, HDF5Object {
+    public let file: HDF5File
+    public let objectPath: String
+    let owned: OwnedID
+    public var objectHandle: ObjectHandle { ObjectHandle(id: owned.id) }
+    var objectID: hid_t { owned.id }
+
+    init(file: HDF5File, path: String, id: hid_t) {
+        self.file = file
+        self.objectPath = path
+        owned = OwnedID(id, .dataset)
+    }
+
+    /// The dataset's shape (`[]` for a scalar).
+    public func shape() throws(HDF5Error) -> [Int] {
+        let space = Dataspace(adopting: try hdf5("H5Dget_space", location) { H5Dget_space(objectID) })
+        return try space.shape
+    }
+
+    /// The Spec storage type the file's datatype equals, or nil if it is none of them.
+    public func storageType() throws(HDF5Error) -> StorageType? {
+        let type = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
+        return try type.storageType()
+    }
+
+    /// A description of the file's datatype, for messages.
+    public func typeDescription() throws(HDF5Error) -> String {
+        let type = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
+        return type.describe()
+    }
+
+    /// Writes elements of type `E` into rows `rows` of a rank-1 or rank-2 dataset
+    /// (`rowLength` nil for rank 1), or into the whole dataset when `rows` is nil.
+    ///
+    /// - Precondition: `values.count` equals the number of selected elements.
+    ///
+    /// The corresponding HDF5 call is `H5Dwrite`.
+    public func write<E: HDF5Element>(_ values: UnsafeBufferPointer<E>, rows: Range<Int>? = nil, rowLength: Int? = nil) throws(HDF5Error) {
+        let memoryType = try Datatype.memory(E.storageType)
+        try transfer(rows: rows, rowLength: rowLength, count: values.count) { (memorySpace, fileSpace) in
+            H5Dwrite(objectID, memoryType.id, memorySpace, fileSpace, chdf5_p_default(), values.baseAddress)
+        }
+    }
+
+    /// Reads elements of type `E` from rows `rows` (or the whole dataset) into `buffer`.
+    ///
+    /// The memory type is `E`'s: HDF5 converts from the file type if they differ.
+    ///
+    /// The corresponding HDF5 call is `H5Dread`.
+    public func read<E: HDF5Element>(into buffer: UnsafeMutableBufferPointer<E>, rows: Range<Int>? = nil, rowLength: Int? = nil) throws(HDF5Error) {
+        let memoryType = try Datatype.memory(E.storageType)
+        try transfer(rows: rows, rowLength: rowLength, count: buffer.count) { (memorySpace, fileSpace) in
+            H5Dread(objectID, memoryType.id, memorySpace, fileSpace, chdf5_p_default(), buffer.baseAddress)
+        }
+    }
+
+    /// Writes raw little-endian elements of `type` (the memory type is `type`'s native one,
+    /// so `bytes.count` must be the selected element count times `type.byteSize`).
+    public func writeBytes(_ bytes: UnsafeRawBufferPointer, as type: StorageType, rows: Range<Int>? = nil, rowLength: Int? = nil) throws(HDF5Error) {
+        precondition(type != .string && bytes.count % type.byteSize == 0, "raw writes take whole numeric elements")
+        let memoryType = try Datatype.memory(type)
+        try transfer(rows: rows, rowLength: rowLength, count: bytes.count / type.byteSize) { (memorySpace, fileSpace) in
+            H5Dwrite(objectID, memoryType.id, memorySpace, fileSpace, chdf5_p_default(), bytes.baseAddress)
+        }
+    }
+
+    /// Reads elements converted to `type` into raw memory (see ``writeBytes(_:as:rows:rowLength:)``).
+    public func readBytes(into bytes: UnsafeMutableRawBufferPointer, as type: StorageType, rows: Range<Int>? = nil, rowLength: Int? = nil) throws(HDF5Error) {
+        precondition(type != .string && bytes.count % type.byteSize == 0, "raw reads take whole numeric elements")
+        let memoryType = try Datatype.memory(type)
+        try transfer(rows: rows, rowLength: rowLength, count: bytes.count / type.byteSize) { (memorySpace, fileSpace) in
+            H5Dread(objectID, memoryType.id, memorySpace, fileSpace, chdf5_p_default(), bytes.baseAddress)
+        }
+    }
+
+    /// Reads the whole dataset as `[E]`.
+    public func readAll<E: HDF5Element>(as type: E.Type = E.self) throws(HDF5Error) -> [E] {
+        let count = try shape().reduce(1, *)
+        var failure: HDF5Error?
+        let values = [E](unsafeUninitializedCapacity: count) { buffer, initialized in
+            do {
+                try read(into: buffer)
+                initialized = count
+            } catch let error as HDF5Error {
+                failure = error
+                initialized = 0
+            } catch {
+                failure = HDF5Error(call: "H5Dread", context: location, stack: ["\(error)"])
+                initialized = 0
+            }
+        }
+        if let failure { throw failure }
+        return values
+    }
+
+    private func transfer(rows: Range<Int>?, rowLength: Int?, count: Int, _ call: (hid_t, hid_t) -> herr_t) throws(HDF5Error) {
+        guard let rows else {
+            try hdf5("H5Dread/H5Dwrite", location) { call(chdf5_s_all(), chdf5_s_all()) }
+            return
+        }
+        precondition(rows.count * (rowLength ?? 1) == count, "buffer size does not match the selected rows")
+        if count == 0 { return }
+        let fileSpace = Dataspace(adopting: try hdf5("H5Dget_space", location) { H5Dget_space(objectID) })
+        try fileSpace.selectRows(rows, rowLength: rowLength)
+        let memorySpace = try Dataspace(shape: [count])
+        try hdf5("H5Dread/H5Dwrite", "\(location) rows \(rows)") { call(memorySpace.id, fileSpace.id) }
+    }
+
+    /// Writes every element of a string dataset (or the one element of a scalar one), in
+    /// the dataset's own string form: fixed-length (NUL-padded) or variable-length.
+    public func writeStrings(_ strings: [String]) throws(HDF5Error) {
+        let stored = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
+        if try hdf5("H5Tis_variable_str", location) { H5Tis_variable_str(stored.id) } == 0 {
+            let width = try hdf5("H5Tget_size", location) { H5Tget_size(stored.id) }
+            var buffer = [UInt8](repeating: 0, count: max(1, strings.count * width))
+            for (index, string) in strings.enumerated() {
+                let utf8 = Array(string.utf8)
+                precondition(utf8.count <= width, "string longer than the dataset's fixed width")
+                buffer.replaceSubrange((index * width)..<(index * width + utf8.count), with: utf8)
+            }
+            try hdf5("H5Dwrite", location) {
+                H5Dwrite(objectID, stored.id, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), buffer)
+            }
+            return
+        }
+        let type = try Datatype.memory(.string)
+        // Keep every C string alive for the duration of the call.
+        let storage = strings.map { Array($0.utf8CString) }
+        var pointers: [UnsafePointer<CChar>?] = []
+        pointers.reserveCapacity(storage.count)
+        for index in storage.indices {
+            storage[index].withUnsafeBufferPointer { pointers.append($0.baseAddress) }
+        }
+        try withExtendedLifetime(storage) { () throws(HDF5Error) in
+            try hdf5("H5Dwrite", location) {
+                H5Dwrite(objectID, type.id, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), pointers)
+            }
+        }
+    }
+
+    /// Reads every element of a string dataset, fixed-length (trailing NULs dropped) or
+    /// variable-length (a scalar reads as one element).
+    public func readStrings() throws(HDF5Error) -> [String] {
+        let stored = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
+        guard try hdf5("H5Tget_class", location) { H5Tget_class(stored.id).rawValue } == H5T_STRING.rawValue else {
+            throw hdf5Failure("H5Dread", location, "expected strings, found \(try typeDescription())")
+        }
+        let count = try shape().reduce(1, *)
+        if count == 0 { return [] }
+        if try hdf5("H5Tis_variable_str", location) { H5Tis_variable_str(stored.id) } == 0 {
+            let width = try hdf5("H5Tget_size", location) { H5Tget_size(stored.id) }
+            var buffer = [UInt8](repeating: 0, count: count * width)
+            try hdf5("H5Dread", location) {
+                H5Dread(objectID, stored.id, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), &buffer)
+            }
+            return (0..<count).map { index in
+                let element = buffer[(index * width)..<((index + 1) * width)]
+                let end = element.firstIndex(of: 0) ?? element.endIndex
+                return String(decoding: element[..<end], as: UTF8.self)
+            }
+        }
+        let type = try Datatype.memory(.string)
+        var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
+        try hdf5("H5Dread", location) {
+            H5Dread(objectID, type.id, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), &pointers)
+        }
+        let strings = pointers.map { $0.map { String(cString: $0) } ?? "" }
+        let space = Dataspace(adopting: try hdf5("H5Dget_space", location) { H5Dget_space(objectID) })
+        try hdf5("H5Dvlen_reclaim", location) { H5Dvlen_reclaim(type.id, space.id, chdf5_p_default(), &pointers) }
+        return strings
+    }
+
+    /// Where this dataset's elements lie in the file, if Spec §2.4 allows mapping them.
+    ///
+    /// Every condition is checked: contiguous layout, no filters, no external files, storage
+    /// allocated, a defined offset, a file type equal to `type` (which fixes byte order),
+    /// storage size equal to elements × element size, and an offset aligned to the element
+    /// size. Returns a reason instead of an extent when any check fails, so the caller can
+    /// fall back to `H5Dread` and say why.
+    public func mappableExtent(as type: StorageType) throws(HDF5Error) -> Result<MappableExtent, MappingRefusal> {
+        let dcpl = PropertyList(adopting: try hdf5("H5Dget_create_plist", location) { H5Dget_create_plist(objectID) })
+        let layout = callHDF5 { H5Pget_layout(dcpl.id) }
+        guard layout == H5D_CONTIGUOUS else { return .failure(MappingRefusal("layout is not contiguous")) }
+        guard try hdf5("H5Pget_nfilters", location) { H5Pget_nfilters(dcpl.id) } == 0 else {
+            return .failure(MappingRefusal("the dataset has filters"))
+        }
+        guard try hdf5("H5Pget_external_count", location) { H5Pget_external_count(dcpl.id) } == 0 else {
+            return .failure(MappingRefusal("the dataset uses external files"))
+        }
+        var status = H5D_SPACE_STATUS_ERROR
+        try hdf5("H5Dget_space_status", location) { H5Dget_space_status(objectID, &status) }
+        guard status == H5D_SPACE_STATUS_ALLOCATED else { return .failure(MappingRefusal("storage is not allocated")) }
+        // HDF5 1.10.8 returns `userblock - 1` instead of HADDR_UNDEF for unallocated storage in
+        // a file with a user block; the status check above rules that case out first.
+        let offset = callHDF5 { H5Dget_offset(objectID) }
+        guard offset != chdf5_haddr_undef() else { return .failure(MappingRefusal("HDF5 reports no file offset")) }
+        guard try storageType() == type else {
+            return .failure(MappingRefusal("stored type is \(try typeDescription()), expected \(type.rawValue) little-endian"))
+        }
+        let length = try shape().reduce(1, *) * type.byteSize
+        let storage = callHDF5 { H5Dget_storage_size(objectID) }
+        guard Int(storage) == length else {
+            return .failure(MappingRefusal("storage size is \(storage) bytes, expected \(length)"))
+        }
+        guard Int(offset) % type.byteSize == 0 else {
+            return .failure(MappingRefusal("offset \(offset) is not a multiple of \(type.byteSize)"))
+        }
+        return .success(MappableExtent(offset: Int(offset), length: length))
+    }
+
+    /// Closes the dataset now, reporting failure.
+    public consuming func close() throws(HDF5Error) {
+        try owned.close()
+    }
+}
+
+/// Why a dataset may not be memory-mapped.
+public struct MappingRefusal: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    init(_ reason: String) { description = reason }
+}
+
+extension PropertyList {
+    init(adopting id: hid_t) { owned = OwnedID(id, .propertyList) }
+}

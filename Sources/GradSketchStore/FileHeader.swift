@@ -1,0 +1,66 @@
+import GradSketchHDF5
+
+/// The `encoding-type` values of Spec §2.1 and §5–§9.
+enum EncodingType: String {
+    case store, manifest, sketchSegment = "sketch-segment", tensorSet = "tensor-set"
+    case rowDeletions = "row-deletions", packedStore = "packed-store"
+    case denseRows = "dense-rows", rowIDs = "row-ids", rowLabels = "row-labels"
+    case rowMetadata = "row-metadata", rowColumn = "row-column", tensor
+    case deletedRows = "deleted-rows", manifestJSON = "manifest-json"
+}
+
+/// Writing and checking the attributes every store file and dataset carries (Spec §2.1).
+enum FileHeader {
+    static let encodingVersion = "1.0"
+
+    /// Writes the root attributes of Spec §2.1 on `root`.
+    static func write<G: HDF5Object & ~Copyable>(on root: borrowing G, type: EncodingType) throws {
+        try root.setAttribute("format", StoreFormat.name)
+        try root.setAttribute("format-version", StoreFormat.versionString)
+        try root.setAttribute("encoding-type", type.rawValue)
+        try root.setAttribute("encoding-version", encodingVersion)
+        try root.setAttribute("creator", StoreFormat.creator)
+        try root.setAttribute("creator-version", StoreFormat.creatorVersion)
+        try root.setAttribute("hdf5-version", HDF5File.libraryVersion)
+    }
+
+    /// Marks a dataset with its encoding type, version and checksum.
+    static func mark(_ dataset: borrowing Dataset, type: EncodingType, checksum: String) throws {
+        try dataset.setAttribute("encoding-type", type.rawValue)
+        try dataset.setAttribute("encoding-version", encodingVersion)
+        try dataset.setAttribute("checksum", checksum)
+    }
+
+    /// Checks a file's root attributes: the format name, a major version this code reads,
+    /// and the expected encoding type (Spec §2.2).
+    static func check(_ root: borrowing Group, expected type: EncodingType) throws {
+        let path = root.file.path
+        guard let format = try root.stringAttribute("format") else {
+            throw StoreError(.notAStore, "not a GradSketch file: expected a root attribute format=\"gradsketch\", found none", path: path)
+        }
+        guard format == StoreFormat.name else {
+            throw StoreError(.notAStore, "not a GradSketch file: expected format \"gradsketch\", found \"\(format)\"", path: path)
+        }
+        try checkVersion(try root.stringAttribute("format-version"), what: "format-version", path: path)
+        let found = try root.stringAttribute("encoding-type") ?? "(none)"
+        guard found == type.rawValue else {
+            throw StoreError(.corrupt, "expected encoding-type \"\(type.rawValue)\", found \"\(found)\"", path: path)
+        }
+        try checkVersion(try root.stringAttribute("encoding-version"), what: "encoding-version", path: path)
+    }
+
+    /// Refuses a version whose major number is greater than the one implemented.
+    static func checkVersion(_ text: String?, what: String, path: String) throws {
+        guard let text else {
+            throw StoreError(.corrupt, "missing \(what) attribute", path: path)
+        }
+        let parts = text.split(separator: ".")
+        guard parts.count >= 2, let major = Int(parts[0]), Int(parts[1]) != nil else {
+            throw StoreError(.corrupt, "\(what) must be MAJOR.MINOR, found \"\(text)\"", path: path)
+        }
+        guard major <= StoreFormat.major else {
+            throw StoreError(.unsupportedVersion,
+                "\(what) \(text) is newer than this reader supports (\(StoreFormat.versionString)); upgrade gradsketch", path: path)
+        }
+    }
+}

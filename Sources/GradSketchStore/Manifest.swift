@@ -1,0 +1,205 @@
+public import Foundation
+
+/// The JSON content of one version's manifest (Spec §7.1).
+///
+/// Field names follow the Spec's JSON keys exactly; unknown keys in a manifest written by a
+/// newer minor version are ignored on decoding.
+public struct Manifest: Codable, Sendable, Equatable {
+    public var format: String = StoreFormat.name
+    public var formatVersion: String = StoreFormat.versionString
+    public var version: Int
+    public var parent: Int?
+    public var created: String
+    public var creator: String = StoreFormat.creator
+    public var creatorVersion: String = StoreFormat.creatorVersion
+    public var change: Change
+    public var extensions: [Extension] = []
+    public var tensorSets: [String: TensorSetEntry] = [:]
+    public var sketchSets: [String: SketchSetEntry] = [:]
+
+    enum CodingKeys: String, CodingKey {
+        case format, version, parent, created, creator, change, extensions
+        case formatVersion = "format_version", creatorVersion = "creator_version"
+        case tensorSets = "tensor_sets", sketchSets = "sketch_sets"
+    }
+
+    /// What a version changed, for `log`.
+    public struct Change: Codable, Sendable, Equatable {
+        public var operation: String
+        public var set: String?
+        public var rowsAdded: Int = 0
+        public var rowsDeleted: Int = 0
+        public var writer: String
+        public var detail: String?
+
+        enum CodingKeys: String, CodingKey {
+            case operation, set, writer, detail
+            case rowsAdded = "rows_added", rowsDeleted = "rows_deleted"
+        }
+
+        public init(operation: String, set: String? = nil, rowsAdded: Int = 0, rowsDeleted: Int = 0, writer: String, detail: String? = nil) {
+            self.operation = operation
+            self.set = set
+            self.rowsAdded = rowsAdded
+            self.rowsDeleted = rowsDeleted
+            self.writer = writer
+            self.detail = detail
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            operation = try c.decode(String.self, forKey: .operation)
+            set = try c.decodeIfPresent(String.self, forKey: .set)
+            rowsAdded = try c.decodeIfPresent(Int.self, forKey: .rowsAdded) ?? 0
+            rowsDeleted = try c.decodeIfPresent(Int.self, forKey: .rowsDeleted) ?? 0
+            writer = try c.decodeIfPresent(String.self, forKey: .writer) ?? ""
+            detail = try c.decodeIfPresent(String.self, forKey: .detail)
+        }
+    }
+
+    /// An optional feature a version uses (Spec §2.2).
+    public struct Extension: Codable, Sendable, Equatable {
+        public var name: String
+        public var mustUnderstand: Bool
+        enum CodingKeys: String, CodingKey { case name, mustUnderstand = "must_understand" }
+    }
+
+    public struct TensorEntry: Codable, Sendable, Equatable {
+        public var name: String
+        public var dtype: String
+        public var shape: [Int]
+        public var checksum: String
+        public var sourceDtype: String?
+        enum CodingKeys: String, CodingKey { case name, dtype, shape, checksum, sourceDtype = "source_dtype" }
+    }
+
+    public struct TensorSetEntry: Codable, Sendable, Equatable {
+        public var file: String
+        public var kind: String
+        public var contentHash: String
+        public var from: String?
+        public var to: String?
+        public var tensors: [TensorEntry]
+        public var size: Int?
+        public var fileChecksum: String?
+        enum CodingKeys: String, CodingKey { case file, kind, from, to, tensors, size, contentHash = "content_hash", fileChecksum = "file_checksum" }
+    }
+
+    public struct DeletionEntry: Codable, Sendable, Equatable {
+        public var file: String
+        public var count: Int
+        public var checksum: String
+        public var size: Int?
+        public var fileChecksum: String?
+        enum CodingKeys: String, CodingKey { case file, count, checksum, size, fileChecksum = "file_checksum" }
+    }
+
+    public struct SegmentEntry: Codable, Sendable, Equatable {
+        public var file: String
+        public var rows: Int
+        public var checksums: [String: String]
+        public var metadataKind: String?
+        public var deletions: DeletionEntry?
+        public var size: Int?
+        public var fileChecksum: String?
+        enum CodingKeys: String, CodingKey { case file, rows, checksums, deletions, size, metadataKind = "metadata_kind", fileChecksum = "file_checksum" }
+
+        public init(file: String, rows: Int, checksums: [String: String], metadataKind: String?, deletions: DeletionEntry?,
+                    size: Int? = nil, fileChecksum: String? = nil) {
+            self.file = file
+            self.rows = rows
+            self.checksums = checksums
+            self.metadataKind = metadataKind
+            self.deletions = deletions
+            self.size = size
+            self.fileChecksum = fileChecksum
+        }
+
+        // `deletions` and `metadata_kind` are written as explicit nulls (Spec §7.1).
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(file, forKey: .file)
+            try c.encode(rows, forKey: .rows)
+            try c.encode(checksums, forKey: .checksums)
+            try c.encode(metadataKind, forKey: .metadataKind)
+            try c.encode(deletions, forKey: .deletions)
+            try c.encodeIfPresent(size, forKey: .size)
+            try c.encodeIfPresent(fileChecksum, forKey: .fileChecksum)
+        }
+
+        /// Rows of this segment still live in this version.
+        public var liveRows: Int { rows - (deletions?.count ?? 0) }
+        /// The segment's id (its file name without directory and extension).
+        public var segmentID: String { String(file.split(separator: "/").last ?? "").replacingOccurrences(of: ".h5", with: "") }
+    }
+
+    public struct SketchSetEntry: Codable, Sendable, Equatable {
+        public var k: Int
+        public var dtype: String
+        public var allowNonfinite: Bool
+        public var attributes: [String: JSONValue]
+        public var segments: [SegmentEntry]
+        enum CodingKeys: String, CodingKey { case k, dtype, attributes, segments, allowNonfinite = "allow_nonfinite" }
+
+        public init(k: Int, dtype: String, allowNonfinite: Bool, attributes: [String: JSONValue], segments: [SegmentEntry]) {
+            self.k = k
+            self.dtype = dtype
+            self.allowNonfinite = allowNonfinite
+            self.attributes = attributes
+            self.segments = segments
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            k = try c.decode(Int.self, forKey: .k)
+            dtype = try c.decode(String.self, forKey: .dtype)
+            allowNonfinite = try c.decodeIfPresent(Bool.self, forKey: .allowNonfinite) ?? false
+            attributes = try c.decodeIfPresent([String: JSONValue].self, forKey: .attributes) ?? [:]
+            segments = try c.decode([SegmentEntry].self, forKey: .segments)
+        }
+
+        /// Live rows in this version.
+        public var rowCount: Int { segments.reduce(0) { $0 + $1.liveRows } }
+        /// Names of the per-row float columns any segment has, sorted.
+        public var columnNames: [String] {
+            Set(segments.flatMap { $0.checksums.keys.filter { $0.hasPrefix("columns/") } }.map { String($0.dropFirst(8)) }).sorted()
+        }
+        public var hasLabels: Bool { segments.contains { $0.checksums["labels"] != nil } }
+        public var hasMetadata: Bool { segments.contains { $0.checksums["metadata"] != nil } }
+    }
+
+    /// Every data file this version references, relative to the store root.
+    public var referencedFiles: Set<String> {
+        var files = Set(tensorSets.values.map(\.file))
+        for set in sketchSets.values {
+            for segment in set.segments {
+                files.insert(segment.file)
+                if let deletions = segment.deletions { files.insert(deletions.file) }
+            }
+        }
+        return files
+    }
+
+    /// Sorted-key compact JSON, as written into manifest files.
+    func encoded() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    static func decode(_ text: String) throws -> Manifest {
+        try JSONDecoder().decode(Manifest.self, from: Data(text.utf8))
+    }
+}
+
+/// Constants of the format this code implements (Spec §2).
+public enum StoreFormat {
+    public static let name = "gradsketch"
+    public static let major = 1
+    public static let minor = 0
+    public static var versionString: String { "\(major).\(minor)" }
+    public static let creator = "gradsketch"
+    public static let creatorVersion = "0.1.0"
+    /// Extensions this implementation understands (none yet).
+    public static let knownExtensions: Set<String> = []
+}

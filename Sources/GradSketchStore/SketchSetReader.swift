@@ -1,0 +1,438 @@
+public import GradSketchInterchange
+import GradSketchHDF5
+import Synchronization
+
+/// Datasets whose checksum this process has verified (Spec §4). Published files never change,
+/// so one verification per process per dataset is enough.
+enum VerifiedDatasets {
+    private static let verified = Mutex<Set<String>>([])
+
+    static func contains(_ key: String) -> Bool { verified.withLock { $0.contains(key) } }
+    static func insert(_ key: String) { _ = verified.withLock { $0.insert(key) } }
+}
+
+/// Row storage of one segment: the file mapped read-only where Spec §2.4 allows, or the rows
+/// read with `H5Dread` into memory this object owns.
+final class RowStorage: @unchecked Sendable {
+    let bytes: UnsafeRawBufferPointer
+    /// Why the rows were not mapped, or nil when they are.
+    let notMappedBecause: String?
+    private let mapping: MappedFile?
+    private let owned: UnsafeMutableRawBufferPointer?
+
+    init(mapping: MappedFile) {
+        self.mapping = mapping
+        self.owned = nil
+        self.bytes = mapping.bytes
+        self.notMappedBecause = nil
+    }
+
+    init(owned: UnsafeMutableRawBufferPointer, reason: String) {
+        self.mapping = nil
+        self.owned = owned
+        self.bytes = UnsafeRawBufferPointer(owned)
+        self.notMappedBecause = reason
+    }
+
+    deinit { owned?.deallocate() }
+}
+
+/// One segment of a sketch set as of one version: its rows (loaded on first use, verified
+/// once) and which of them that version has deleted.
+public final class SegmentRows: Sendable {
+    public let entry: Manifest.SegmentEntry
+    public let path: String
+    public let k: Int
+    public let dtype: SketchDType
+    private let storage = Mutex<RowStorage?>(nil)
+
+    init(entry: Manifest.SegmentEntry, storePath: String, k: Int, dtype: SketchDType) {
+        self.entry = entry
+        self.path = storePath + "/" + entry.file
+        self.k = k
+        self.dtype = dtype
+    }
+
+    /// All rows of the file `[entry.rows, k]`, deleted ones included; see ``deletedRows()``.
+    func rowStorage() throws -> RowStorage {
+        if let loaded = storage.withLock({ $0 }) { return loaded }
+        let loaded = try SegmentFiles.loadRows(path: path, entry: entry, k: k, dtype: dtype)
+        storage.withLock { $0 = loaded }
+        return loaded
+    }
+
+    /// Local indices of rows this version removed, ascending.
+    public func deletedRows() throws -> [Int] {
+        guard let deletions = entry.deletions else { return [] }
+        return try SegmentFiles.readDeletions(storePath: String(path.dropLast(entry.file.count + 1)),
+                                              entry: deletions, segment: entry)
+    }
+
+    /// Whether the rows are memory-mapped (after the first access), and why not otherwise.
+    public func mappingStatus() throws -> (mapped: Bool, reason: String?) {
+        let storage = try rowStorage()
+        return (storage.notMappedBecause == nil, storage.notMappedBecause)
+    }
+}
+
+/// A block of stored rows handed to a scan: one segment's rows, zero-copy when mapped.
+public struct RowBlock: @unchecked Sendable {
+    /// `[rowCount, k]` elements of `dtype`, row-major, deleted rows included.
+    public let bytes: UnsafeRawBufferPointer
+    public let dtype: SketchDType
+    public let k: Int
+    public let rowCount: Int
+    /// Local indices (ascending) of rows in `bytes` that are not live in this version.
+    public let deleted: [Int]
+    /// Position in the set (live numbering) of this block's first live row.
+    public let firstLiveIndex: Int
+    public let isMapped: Bool
+
+    /// The bytes of local row `row`.
+    public func row(_ row: Int) -> UnsafeRawBufferPointer {
+        let width = k * dtype.byteWidth
+        return UnsafeRawBufferPointer(rebasing: bytes[(row * width)..<((row + 1) * width)])
+    }
+
+    /// Local indices of live rows, ascending.
+    public var liveRows: [Int] {
+        if deleted.isEmpty { return Array(0..<rowCount) }
+        var result: [Int] = []
+        result.reserveCapacity(rowCount - deleted.count)
+        var next = 0
+        for row in 0..<rowCount {
+            if next < deleted.count && deleted[next] == row { next += 1; continue }
+            result.append(row)
+        }
+        return result
+    }
+}
+
+/// A sketch set as of one version (Spec §5): its rows, ids, labels, metadata and columns.
+///
+/// Opening is cheap: files are opened, verified and mapped on first use of each.
+public final class SketchSet: Sendable {
+    public let name: String
+    public let version: Int
+    public let entry: Manifest.SketchSetEntry
+    public let segments: [SegmentRows]
+    let storePath: String
+
+    init(store: Store, name: String, version: Int, entry: Manifest.SketchSetEntry) throws {
+        guard let dtype = SketchDType(rawValue: entry.dtype) else {
+            throw StoreError(.unsupportedVersion, "set \(name) has dtype \"\(entry.dtype)\": expected float16 or float32", path: store.path)
+        }
+        self.name = name
+        self.version = version
+        self.entry = entry
+        self.storePath = store.path
+        self.segments = entry.segments.map { SegmentRows(entry: $0, storePath: store.path, k: entry.k, dtype: dtype) }
+    }
+
+    public var k: Int { entry.k }
+    public var dtype: SketchDType { SketchDType(rawValue: entry.dtype) ?? .float32 }
+    /// Live rows in this version.
+    public var rowCount: Int { entry.rowCount }
+    public var attributes: [String: JSONValue] { entry.attributes }
+    public var columnNames: [String] { entry.columnNames }
+
+    /// Calls `body` with each segment's rows in set order, verified, zero-copy when mapped.
+    public func forEachBlock(_ body: (RowBlock) throws -> Void) throws {
+        var firstLive = 0
+        for segment in segments {
+            let storage = try segment.rowStorage()
+            let deleted = try segment.deletedRows()
+            try body(RowBlock(bytes: storage.bytes, dtype: dtype, k: k, rowCount: segment.entry.rows,
+                              deleted: deleted, firstLiveIndex: firstLive, isMapped: storage.notMappedBecause == nil))
+            firstLive += segment.entry.rows - deleted.count
+        }
+    }
+
+    /// Ids of the live rows, in set order.
+    public func ids() throws -> [String] {
+        try liveStrings("ids", fallback: nil)
+    }
+
+    /// Labels of the live rows ("" for rows of segments without labels).
+    public func labels() throws -> [String] {
+        try liveStrings("labels", fallback: "")
+    }
+
+    /// Metadata of the live rows ("" for rows of segments without metadata).
+    public func metadata() throws -> [String] {
+        try liveStrings("metadata", fallback: "")
+    }
+
+    /// A float column of the live rows (NaN for rows of segments without it).
+    public func column(_ name: String) throws -> [Double] {
+        guard entry.columnNames.contains(name) else {
+            throw StoreError(.notFound, "set \(self.name) has no column \"\(name)\" (columns: \(entry.columnNames.joined(separator: ", ")))")
+        }
+        var values: [Double] = []
+        values.reserveCapacity(rowCount)
+        for segment in segments {
+            let deleted = try segment.deletedRows()
+            let key = "columns/" + name
+            let column: [Double]
+            if let checksum = segment.entry.checksums[key] {
+                column = try SegmentFiles.readColumn(path: segment.path, dataset: key, expected: checksum, rows: segment.entry.rows)
+            } else {
+                column = Array(repeating: .nan, count: segment.entry.rows)
+            }
+            values += SegmentFiles.live(column, deleted: deleted)
+        }
+        return values
+    }
+
+    private func liveStrings(_ dataset: String, fallback: String?) throws -> [String] {
+        var values: [String] = []
+        values.reserveCapacity(rowCount)
+        for segment in segments {
+            let deleted = try segment.deletedRows()
+            let strings: [String]
+            if let checksum = segment.entry.checksums[dataset] {
+                strings = try SegmentFiles.readStrings(path: segment.path, dataset: dataset, expected: checksum, rows: segment.entry.rows)
+            } else if let fallback {
+                strings = Array(repeating: fallback, count: segment.entry.rows)
+            } else {
+                throw StoreError(.corrupt, "segment has no \(dataset) checksum in the manifest (expected one, found none)", path: segment.path)
+            }
+            values += SegmentFiles.live(strings, deleted: deleted)
+        }
+        return values
+    }
+
+    /// Copies live rows as float32, in set order (or the rows at `positions`, live
+    /// numbering, in that order), into a new array `[count, k]`.
+    public func floatRows(at positions: [Int]? = nil) throws -> [Float] {
+        var output = [Float](repeating: 0, count: (positions?.count ?? rowCount) * k)
+        try output.withUnsafeMutableBytes { target in
+            try copyRows(at: positions, as: .float32, into: target)
+        }
+        return output
+    }
+
+    /// Copies live rows (all, or those at `positions` in live numbering) converted to `dtype`
+    /// into `target`, which must hold exactly that many rows.
+    public func copyRows(at positions: [Int]?, as dtype: SketchDType, into target: UnsafeMutableRawBufferPointer) throws {
+        let rowBytes = k * dtype.byteWidth
+        let count = positions?.count ?? rowCount
+        precondition(target.count == count * rowBytes, "target must hold exactly the selected rows")
+        // Which block (segment) holds live position p, and its local row.
+        var blocks: [RowBlock] = []
+        try forEachBlock { blocks.append($0) }
+        func write(_ block: RowBlock, local: Int, to slot: Int) throws {
+            let destination = UnsafeMutableRawBufferPointer(rebasing: target[(slot * rowBytes)..<((slot + 1) * rowBytes)])
+            _ = try ElementConversion.convert(block.row(local), from: block.dtype.elementType, to: dtype.elementType, into: destination)
+        }
+        if let positions {
+            let liveByBlock = blocks.map { $0.liveRows }
+            let starts = blocks.map(\.firstLiveIndex)
+            for (slot, position) in positions.enumerated() {
+                guard position >= 0 && position < rowCount else {
+                    throw StoreError(.invalidInput, "row position \(position) is out of range: the set has \(rowCount) rows")
+                }
+                var index = starts.count - 1
+                while starts[index] > position { index -= 1 }
+                // Empty blocks share a start with the next one; skip to the block that holds it.
+                while liveByBlock[index].count <= position - starts[index] { index += 1 }
+                try write(blocks[index], local: liveByBlock[index][position - starts[index]], to: slot)
+            }
+        } else {
+            var slot = 0
+            for block in blocks {
+                if block.deleted.isEmpty {
+                    let destination = UnsafeMutableRawBufferPointer(rebasing: target[(slot * rowBytes)..<((slot + block.rowCount) * rowBytes)])
+                    _ = try ElementConversion.convert(block.bytes, from: block.dtype.elementType, to: dtype.elementType, into: destination)
+                    slot += block.rowCount
+                } else {
+                    for local in block.liveRows {
+                        try write(block, local: local, to: slot)
+                        slot += 1
+                    }
+                }
+            }
+        }
+    }
+
+    /// Live positions of `ids`, in the order given.
+    ///
+    /// - Throws: `.notFound` naming the first id the set does not have.
+    public func positions(of wanted: [String]) throws -> [Int] {
+        let all = try ids()
+        var index: [String: Int] = [:]
+        index.reserveCapacity(all.count)
+        for (position, id) in all.enumerated() { index[id] = position }
+        return try wanted.map { id in
+            guard let position = index[id] else {
+                throw StoreError(.notFound, "set \(name) has no row with id \"\(id)\" in version \(version)")
+            }
+            return position
+        }
+    }
+}
+
+extension Store {
+    /// Opens sketch set `name` as of `version` (the latest when nil).
+    public func sketchSet(_ name: String, at version: Int? = nil) throws -> SketchSet {
+        let manifest = try self.manifest(at: version)
+        guard let entry = manifest.sketchSets[name] else {
+            let known = manifest.sketchSets.keys.sorted()
+            throw StoreError(.notFound, "no sketch set \"\(name)\" in version \(manifest.version) (sets: \(known.isEmpty ? "none" : known.joined(separator: ", ")))", path: path)
+        }
+        return try SketchSet(store: self, name: name, version: manifest.version, entry: entry)
+    }
+}
+
+/// Reading the datasets of segment and deletion files, each verified against the checksum
+/// the manifest records before anything is returned (Spec §4).
+enum SegmentFiles {
+    static func open(_ path: String, expected type: EncodingType) throws -> HDF5File {
+        guard FileSystem.exists(path) else {
+            throw StoreError(.corrupt, "file referenced by the manifest is missing", path: path)
+        }
+        let file = try withContext(.corrupt, "cannot open as HDF5 (truncated or corrupted?)", path: path) {
+            try HDF5File.open(path: path)
+        }
+        let root = try withContext(.corrupt, "cannot read the root group", path: path) { try file.root() }
+        try FileHeader.check(root, expected: type)
+        try root.close()
+        return file
+    }
+
+    static func mismatch(_ path: String, _ dataset: String, expected: String, found: String) -> StoreError {
+        StoreError(.corrupt, "checksum mismatch in dataset \(dataset): expected \(expected), computed \(found)", path: path + ":/" + dataset)
+    }
+
+    static func loadRows(path: String, entry: Manifest.SegmentEntry, k: Int, dtype: SketchDType, alwaysVerify: Bool = false) throws -> RowStorage {
+        let location = path + ":/rows"
+        guard let expected = entry.checksums["rows"] else {
+            throw StoreError(.corrupt, "manifest lists no checksum for the rows dataset", path: location)
+        }
+        let file = try open(path, expected: .sketchSegment)
+        let root = try withContext(.corrupt, "cannot read the segment", path: path) { try file.root() }
+        let fileRows = try withContext(.corrupt, "cannot read segment attributes", path: path) { try root.integerAttribute("rows") }
+        let fileK = try withContext(.corrupt, "cannot read segment attributes", path: path) { try root.integerAttribute("k") }
+        guard fileRows == Int64(entry.rows), fileK == Int64(k) else {
+            throw StoreError(.corrupt, "segment shape disagrees with the manifest: expected [\(entry.rows), \(k)], found [\(fileRows.map(String.init) ?? "?"), \(fileK.map(String.init) ?? "?")]", path: path)
+        }
+        let dataset = try withContext(.corrupt, "cannot open the rows dataset", path: location) { try root.openDataset("rows") }
+        let shape = try withContext(.corrupt, "cannot read the rows shape", path: location) { try dataset.shape() }
+        guard shape == [entry.rows, k] else {
+            throw StoreError(.corrupt, "rows dataset has shape \(shape), expected [\(entry.rows), \(k)]", path: location)
+        }
+        let attribute = try withContext(.corrupt, "cannot read the rows checksum", path: location) { try dataset.stringAttribute("checksum") }
+        guard attribute == expected else {
+            throw StoreError(.corrupt, "rows checksum attribute is \(attribute ?? "(none)"), the manifest says \(expected)", path: location)
+        }
+        let extent = try withContext(.corrupt, "cannot inspect the rows layout", path: location) { try dataset.mappableExtent(as: dtype.storageType) }
+        let storage: RowStorage
+        switch extent {
+        case .success(let extent):
+            storage = RowStorage(mapping: try withContext(.io, "cannot map rows", path: location) {
+                try MappedFile(path: path, offset: extent.offset, length: extent.length)
+            })
+        case .failure(let refusal):
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: entry.rows * k * dtype.byteWidth, alignment: 64)
+            do {
+                try withContext(.corrupt, "cannot read rows", path: location) { try dataset.readBytes(into: buffer, as: dtype.storageType) }
+            } catch {
+                buffer.deallocate()
+                throw error
+            }
+            storage = RowStorage(owned: buffer, reason: refusal.description)
+        }
+        try? dataset.close()
+        try? root.close()
+        try? file.close()
+        let key = location + "@" + expected
+        if alwaysVerify || !VerifiedDatasets.contains(key) {
+            let computed = CRC32C.formatted(CRC32C.checksum(storage.bytes))
+            guard computed == expected else { throw mismatch(path, "rows", expected: expected, found: computed) }
+            VerifiedDatasets.insert(key)
+        }
+        return storage
+    }
+
+    static func readStrings(path: String, dataset name: String, expected: String, rows: Int) throws -> [String] {
+        let file = try open(path, expected: .sketchSegment)
+        let strings = try withContext(.corrupt, "cannot read strings", path: path + ":/" + name) { () throws -> [String] in
+            let root = try file.root()
+            let dataset = try root.openDataset(name)
+            let values = try dataset.readStrings()
+            let attribute = try dataset.stringAttribute("checksum")
+            try dataset.close()
+            try root.close()
+            guard attribute == expected else {
+                throw StoreError(.corrupt, "\(name) checksum attribute is \(attribute ?? "(none)"), the manifest says \(expected)", path: path + ":/" + name)
+            }
+            return values
+        }
+        try? file.close()
+        guard strings.count == rows else {
+            throw StoreError(.corrupt, "\(name) has \(strings.count) entries, expected \(rows)", path: path + ":/" + name)
+        }
+        let computed = Checksum.strings(strings)
+        guard computed == expected else { throw mismatch(path, name, expected: expected, found: computed) }
+        return strings
+    }
+
+    static func readColumn(path: String, dataset name: String, expected: String, rows: Int) throws -> [Double] {
+        let file = try open(path, expected: .sketchSegment)
+        let values = try withContext(.corrupt, "cannot read column", path: path + ":/" + name) { () throws -> [Double] in
+            let root = try file.root()
+            let dataset = try root.openDataset(name)
+            guard try dataset.shape() == [rows] else {
+                throw StoreError(.corrupt, "\(name) has shape \(try dataset.shape()), expected [\(rows)]", path: path + ":/" + name)
+            }
+            let values: [Double] = try dataset.readAll()
+            try dataset.close()
+            try root.close()
+            return values
+        }
+        try? file.close()
+        let computed = Checksum.values(values)
+        guard computed == expected else { throw mismatch(path, name, expected: expected, found: computed) }
+        return values
+    }
+
+    static func readDeletions(storePath: String, entry: Manifest.DeletionEntry, segment: Manifest.SegmentEntry) throws -> [Int] {
+        let path = storePath + "/" + entry.file
+        let file = try open(path, expected: .rowDeletions)
+        let values = try withContext(.corrupt, "cannot read deletions", path: path + ":/rows") { () throws -> [Int64] in
+            let root = try file.root()
+            let dataset = try root.openDataset("rows")
+            let values: [Int64] = try dataset.readAll()
+            try dataset.close()
+            try root.close()
+            return values
+        }
+        try? file.close()
+        let computed = Checksum.values(values)
+        guard computed == entry.checksum else { throw mismatch(path, "rows", expected: entry.checksum, found: computed) }
+        guard values.count == entry.count else {
+            throw StoreError(.corrupt, "deletion list has \(values.count) rows, the manifest says \(entry.count)", path: path)
+        }
+        var previous: Int64 = -1
+        for value in values {
+            guard value > previous, value < Int64(segment.rows) else {
+                throw StoreError(.corrupt, "deletion list must be strictly increasing indices in [0, \(segment.rows)), found \(value) after \(previous)", path: path)
+            }
+            previous = value
+        }
+        return values.map { Int($0) }
+    }
+
+    /// The elements of `values` whose indices are not in `deleted` (ascending).
+    static func live<T>(_ values: [T], deleted: [Int]) -> [T] {
+        if deleted.isEmpty { return values }
+        var result: [T] = []
+        result.reserveCapacity(values.count - deleted.count)
+        var next = 0
+        for (index, value) in values.enumerated() {
+            if next < deleted.count && deleted[next] == index { next += 1; continue }
+            result.append(value)
+        }
+        return result
+    }
+}

@@ -1,0 +1,306 @@
+public import Foundation
+import GradSketchHDF5
+import GradSketchInterchange
+import Synchronization
+
+/// A GradSketch store: a directory of immutable HDF5 files plus one manifest per version
+/// (Spec §1).
+///
+/// A `Store` value reads any retained version and commits new ones. Several processes may
+/// hold the same store open and commit concurrently: each commit is re-validated against the
+/// latest version and published with one atomic `link(2)` (Spec §7.2).
+public final class Store: Sendable {
+    /// The store's directory.
+    public let path: String
+    /// The store's random identity (Spec §3).
+    public let storeID: String
+    /// Created time of the store (UTC ISO 8601).
+    public let created: String
+
+    private let manifestCache = Mutex<[Int: Manifest]>([:])
+    /// Ids of segment files read so far (segments are immutable).
+    let idCache = Mutex<[String: [String]]>([:])
+
+    static let identityFile = "gradsketch.h5"
+    static let dataDirectories = ["versions", "segments", "tensors", "deletions", "tmp"]
+
+    /// Opens an existing store.
+    ///
+    /// - Throws: ``StoreError`` `.notAStore` if `path` is not a store, `.unsupportedVersion`
+    ///   if it was written by a newer major format version.
+    public init(opening path: String) throws {
+        let path = Store.normalize(path)
+        self.path = path
+        guard FileSystem.isDirectory(path) else {
+            let what = FileSystem.exists(path) ? "a file" : "nothing"
+            throw StoreError(.notAStore, "not a GradSketch store: expected a directory, found \(what)", path: path)
+        }
+        let identity = path + "/" + Store.identityFile
+        guard FileSystem.exists(identity) else {
+            throw StoreError(.notAStore, "not a GradSketch store: expected \(Store.identityFile) in the directory, found none", path: path)
+        }
+        (storeID, created) = try withContext(.corrupt, "cannot read the store identity file", path: identity) {
+            let file = try HDF5File.open(path: identity)
+            let root = try file.root()
+            try FileHeader.check(root, expected: .store)
+            let id = try root.stringAttribute("store-id") ?? ""
+            let created = try root.stringAttribute("created") ?? ""
+            try root.close()
+            try file.close()
+            return (id, created)
+        }
+        for directory in Store.dataDirectories where !FileSystem.isDirectory(path + "/" + directory) {
+            throw StoreError(.corrupt, "store is missing its \(directory)/ directory", path: path)
+        }
+    }
+
+    /// Creates a new, empty store at `path` (which must not exist, or be an empty directory)
+    /// and commits version 0.
+    @discardableResult
+    public static func create(at path: String) throws -> Store {
+        let path = normalize(path)
+        if FileSystem.exists(path) {
+            guard FileSystem.isDirectory(path), try FileSystem.list(path).isEmpty else {
+                throw StoreError(.invalidInput, "cannot create a store: expected a new path or an empty directory, found existing content", path: path)
+            }
+        } else {
+            try FileSystem.makeDirectory(path)
+        }
+        for directory in dataDirectories { try FileSystem.makeDirectory(path + "/" + directory) }
+        // The identity file is written last-but-one and published by rename, so a directory
+        // with an identity file always has all its subdirectories.
+        let temporary = path + "/tmp/" + temporaryName()
+        try withContext(.io, "cannot write the store identity file", path: temporary) {
+            let file = try HDF5File.create(path: temporary)
+            let root = try file.root()
+            try FileHeader.write(on: root, type: .store)
+            try root.setAttribute("store-id", randomIdentifier())
+            try root.setAttribute("created", utcTimestamp())
+            try root.close()
+            try file.close()
+        }
+        try FileSystem.fsyncFile(temporary)
+        try FileSystem.rename(temporary, path + "/" + identityFile)
+        try FileSystem.fsyncDirectory(path)
+        let store = try Store(opening: path)
+        try store.commit(operation: "init", set: nil, detail: nil) { _ in }
+        return store
+    }
+
+    static func normalize(_ path: String) -> String {
+        var path = path
+        while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+        return path
+    }
+
+    static func temporaryName() -> String {
+        "\(FileSystem.hostName).\(FileSystem.processID).\(randomIdentifier()).h5"
+    }
+
+    /// A fresh path under `tmp/` for a file being written.
+    func temporaryPath() -> String { path + "/tmp/" + Store.temporaryName() }
+
+    /// Identifies this writer in `log` (host and process).
+    var writerName: String { "\(FileSystem.hostName):\(FileSystem.processID)" }
+
+    // MARK: - Versions
+
+    static func manifestName(_ version: Int) -> String {
+        let digits = String(version)
+        return "v" + String(repeating: "0", count: max(0, 12 - digits.count)) + digits + ".h5"
+    }
+
+    /// Every retained version number, ascending.
+    public func versions() throws -> [Int] {
+        try FileSystem.list(path + "/versions").compactMap { name -> Int? in
+            guard name.hasPrefix("v"), name.hasSuffix(".h5"), name.count == 16 else { return nil }
+            return Int(name.dropFirst().dropLast(3))
+        }.sorted()
+    }
+
+    /// The greatest version number (Spec §7.3).
+    public func latestVersion() throws -> Int {
+        guard let latest = try versions().last else {
+            throw StoreError(.corrupt, "store has no versions (expected at least version 0 from init)", path: path + "/versions")
+        }
+        return latest
+    }
+
+    /// The manifest of `version` (the latest when nil), verified (Spec §7.1).
+    public func manifest(at version: Int? = nil) throws -> Manifest {
+        let version = try version ?? latestVersion()
+        if let cached = manifestCache.withLock({ $0[version] }) { return cached }
+        let file = path + "/versions/" + Store.manifestName(version)
+        guard FileSystem.exists(file) else {
+            let retained = try versions()
+            let range = retained.isEmpty ? "none" : "\(retained.first!)–\(retained.last!)"
+            throw StoreError(.notFound, "version \(version) is not in this store (retained versions: \(range))", path: path)
+        }
+        let manifest = try Store.readManifest(file: file, expectedVersion: version)
+        manifestCache.withLock { $0[version] = manifest }
+        return manifest
+    }
+
+    static func readManifest(file: String, expectedVersion: Int) throws -> Manifest {
+        let (text, stored) = try withContext(.corrupt, "cannot read manifest", path: file) { () throws -> (String, String?) in
+            let hdf = try HDF5File.open(path: file)
+            let root = try hdf.root()
+            try FileHeader.check(root, expected: .manifest)
+            let dataset = try root.openDataset("manifest")
+            let strings = try dataset.readStrings()
+            let checksum = try dataset.stringAttribute("checksum")
+            try dataset.close()
+            try root.close()
+            try hdf.close()
+            guard strings.count == 1 else {
+                throw StoreError(.corrupt, "manifest dataset must hold one string, found \(strings.count)", path: file)
+            }
+            return (strings[0], checksum)
+        }
+        let computed = Checksum.strings([text])
+        guard stored == computed else {
+            throw StoreError(.corrupt, "manifest checksum mismatch: expected \(stored ?? "(none)"), computed \(computed)", path: file + ":/manifest")
+        }
+        let manifest: Manifest
+        do {
+            manifest = try Manifest.decode(text)
+        } catch {
+            throw StoreError(.corrupt, "manifest is not valid JSON of the expected shape: \(error)", path: file)
+        }
+        guard manifest.format == StoreFormat.name else {
+            throw StoreError(.notAStore, "manifest format is \"\(manifest.format)\", expected \"gradsketch\"", path: file)
+        }
+        try FileHeader.checkVersion(manifest.formatVersion, what: "format_version", path: file)
+        guard manifest.version == expectedVersion else {
+            throw StoreError(.corrupt, "manifest says version \(manifest.version), its file name says \(expectedVersion)", path: file)
+        }
+        for ext in manifest.extensions where ext.mustUnderstand && !StoreFormat.knownExtensions.contains(ext.name) {
+            throw StoreError(.unsupportedVersion, "version \(expectedVersion) uses extension \"\(ext.name)\", which this reader does not implement (must_understand)", path: file)
+        }
+        return manifest
+    }
+
+    // MARK: - Committing
+
+    /// Commits a new version (Spec §7.2).
+    ///
+    /// `change` is applied to the latest manifest and may throw to refuse the change; when
+    /// another writer commits first, it runs again on the newer manifest, so every check it
+    /// makes holds against the version actually committed on top of.
+    ///
+    /// - Returns: the new version number, acknowledged only once durable.
+    @discardableResult
+    public func commit(operation: String, set: String?, detail: String?, _ change: (inout Manifest) throws -> Void) throws -> Int {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let base = try versions().last
+            var manifest: Manifest
+            if let base {
+                manifest = try self.manifest(at: base)
+            } else {
+                manifest = Manifest(version: 0, parent: nil, created: "", change: .init(operation: "init", writer: ""))
+            }
+            let before = manifest
+            try change(&manifest)
+            let next = base.map { $0 + 1 } ?? 0
+            manifest.version = next
+            manifest.parent = base
+            manifest.created = utcTimestamp()
+            manifest.format = StoreFormat.name
+            manifest.formatVersion = StoreFormat.versionString
+            manifest.creator = StoreFormat.creator
+            manifest.creatorVersion = StoreFormat.creatorVersion
+            manifest.change = Manifest.Change(
+                operation: operation, set: set,
+                rowsAdded: Store.rowsDelta(before, manifest, set: set).added,
+                rowsDeleted: Store.rowsDelta(before, manifest, set: set).deleted,
+                writer: writerName, detail: detail)
+            let temporary = temporaryPath()
+            try writeManifest(manifest, to: temporary)
+            defer { try? FileSystem.remove(temporary) }
+            let final = path + "/versions/" + Store.manifestName(next)
+            if try FileSystem.linkIfAbsent(temporary, final) {
+                try FileSystem.remove(temporary)
+                try FileSystem.fsyncDirectory(path + "/versions")
+                manifestCache.withLock { $0[next] = manifest }
+                return next
+            }
+            // Another writer committed `next` first: back off a little (randomised, so
+            // writers that collided do not collide again in lockstep) and rebase.
+            if attempt > 10_000 {
+                throw StoreError(.conflict, "gave up committing after \(attempt) attempts: other writers keep committing first", path: path)
+            }
+            usleep(UInt32.random(in: 0...UInt32(min(attempt, 50) * 200)))
+        }
+    }
+
+    static func rowsDelta(_ before: Manifest, _ after: Manifest, set: String?) -> (added: Int, deleted: Int) {
+        guard let set else { return (0, 0) }
+        let old = before.sketchSets[set]
+        let new = after.sketchSets[set]
+        let oldFiles = Set(old?.segments.map(\.file) ?? [])
+        let added = new?.segments.filter { !oldFiles.contains($0.file) }.reduce(0) { $0 + $1.rows } ?? 0
+        let oldDeleted = old?.segments.reduce(0) { $0 + ($1.deletions?.count ?? 0) } ?? 0
+        let newDeleted = new?.segments.filter { oldFiles.contains($0.file) }.reduce(0) { $0 + ($1.deletions?.count ?? 0) } ?? 0
+        let dropped = new == nil ? (old?.rowCount ?? 0) : 0
+        return (added, max(0, newDeleted - oldDeleted) + dropped)
+    }
+
+    private func writeManifest(_ manifest: Manifest, to temporary: String) throws {
+        let text = try manifest.encoded()
+        try withContext(.io, "cannot write manifest", path: temporary) {
+            let file = try HDF5File.create(path: temporary)
+            let root = try file.root()
+            try FileHeader.write(on: root, type: .manifest)
+            try root.setAttribute("version", Int64(manifest.version))
+            let dataset = try root.createStringDataset("manifest", strings: [text], scalar: true)
+            try FileHeader.mark(dataset, type: .manifestJSON, checksum: Checksum.strings([text]))
+            try dataset.close()
+            try root.close()
+            try file.close()
+        }
+        try FileSystem.fsyncFile(temporary)
+    }
+
+    /// Publishes a finished temporary file under `directory/` (Spec §7.2 step 1) and returns
+    /// its size and whole-file checksum, which the manifest records so `verify` catches a
+    /// changed byte anywhere in the file, HDF5 metadata and padding included.
+    @discardableResult
+    func publish(_ temporary: String, as relativePath: String) throws -> (size: Int, checksum: String) {
+        let whole = try withContext(.io, "cannot read back the file just written", path: temporary) {
+            try MappedFile(path: temporary)
+        }
+        let summary = (whole.count, CRC32C.formatted(CRC32C.checksum(whole.bytes)))
+        try FileSystem.fsyncFile(temporary)
+        try FileSystem.rename(temporary, path + "/" + relativePath)
+        let directory = relativePath.split(separator: "/").dropLast().joined(separator: "/")
+        try FileSystem.fsyncDirectory(path + "/" + directory)
+        return summary
+    }
+
+    /// Absolute path of a file named relative to the store.
+    func absolute(_ relativePath: String) -> String { path + "/" + relativePath }
+}
+
+/// Checksums as Spec §4 defines them.
+enum Checksum {
+    static func bytes(_ buffer: UnsafeRawBufferPointer) -> String {
+        CRC32C.formatted(CRC32C.checksum(buffer))
+    }
+
+    /// Each string's UTF-8 bytes followed by one 0x00 byte.
+    static func strings(_ strings: [String]) -> String {
+        var crc = CRC32C()
+        for string in strings {
+            var copy = string
+            copy.withUTF8 { crc.update(UnsafeRawBufferPointer($0)) }
+            withUnsafeBytes(of: UInt8(0)) { crc.update($0) }
+        }
+        return CRC32C.formatted(crc.value)
+    }
+
+    static func values<T: BitwiseCopyable>(_ values: [T]) -> String {
+        values.withUnsafeBytes { bytes($0) }
+    }
+}

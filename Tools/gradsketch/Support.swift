@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import GradSketchInterchange
+import GradSketchStore
+
+/// Runs a command body; a library error becomes one line on stderr and exit status 1.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as StoreError {
+        FileHandle.standardError.write(Data("gradsketch: error: \(error)\n".utf8))
+        throw ExitCode.failure
+    } catch let error as InterchangeError {
+        FileHandle.standardError.write(Data("gradsketch: error: \(error)\n".utf8))
+        throw ExitCode.failure
+    }
+}
+
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    let data = (try? encoder.encode(value)) ?? Data("null".utf8)
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// Splits `name=value`.
+func splitPair(_ text: String, option: String) throws -> (String, String) {
+    guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+        throw ValidationError("\(option) expects NAME=VALUE, found \"\(text)\"")
+    }
+    return (String(text[..<equals]), String(text[text.index(after: equals)...]))
+}
+
+func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// A progress line on stderr, shown only when stderr is a terminal and the work takes long
+/// enough to be worth watching; redrawn at most ten times a second.
+final class ProgressLine {
+    let label: String
+    let unit: String
+    let bytesPerUnit: Int?
+    private let enabled = isatty(2) == 1
+    private let start = Date()
+    private var lastDraw = Date.distantPast
+    private var drawn = false
+
+    init(label: String, unit: String, bytesPerUnit: Int?) {
+        self.label = label
+        self.unit = unit
+        self.bytesPerUnit = bytesPerUnit
+    }
+
+    func update(_ done: Int, _ total: Int) {
+        guard enabled else { return }
+        let now = Date()
+        let elapsed = now.timeIntervalSince(start)
+        guard elapsed > 0.5, now.timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
+        lastDraw = now
+        drawn = true
+        var line = "\r\(label): \(done)/\(total) \(unit) (\(total > 0 ? done * 100 / total : 100)%)"
+        if let bytesPerUnit, elapsed > 0 {
+            line += String(format: ", %.0f MB/s", Double(done * bytesPerUnit) / elapsed / 1e6)
+        }
+        FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
+    }
+
+    func finish() {
+        if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+/// Rows from a `.npy` or `.safetensors` file, mapped; `input` stays valid while this lives.
+final class RowsFile {
+    let input: RowInput
+    private let owner: AnyObject
+
+    init(path: String, tensor: String?) throws {
+        if path.hasSuffix(".safetensors") {
+            let file = try SafetensorsFile(path: path)
+            owner = file
+            let chosen: SafetensorsTensor
+            if let tensor {
+                guard let found = file.tensor(named: tensor) else {
+                    throw StoreError(.notFound, "no tensor \"\(tensor)\" in the file (tensors: \(file.tensors.map(\.name).joined(separator: ", ")))", path: path)
+                }
+                chosen = found
+            } else {
+                guard file.tensors.count == 1 else {
+                    throw StoreError(.invalidInput, "expected one tensor or --tensor NAME, found \(file.tensors.count) tensors: \(file.tensors.map(\.name).prefix(10).joined(separator: ", "))", path: path)
+                }
+                chosen = file.tensors[0]
+            }
+            guard chosen.shape.count == 2 else {
+                throw StoreError(.invalidInput, "rows must have shape [N, k], tensor \(chosen.name) has shape \(chosen.shape)", path: path)
+            }
+            input = try RowInput(bytes: chosen.data, elementType: chosen.elementType, rowCount: chosen.shape[0], k: chosen.shape[1])
+        } else {
+            let file = try NumpyFile(path: path)
+            owner = file
+            guard file.shape.count == 2 else {
+                throw StoreError(.invalidInput, "rows must have shape [N, k], found shape \(file.shape)", path: path)
+            }
+            do {
+                input = try RowInput(bytes: file.data, elementType: file.elementType, rowCount: file.shape[0], k: file.shape[1])
+            } catch let error as StoreError {
+                throw StoreError(error.code, error.message, path: path)
+            }
+        }
+    }
+}
+
+/// Files of one entry per line (ids, labels, metadata).
+enum TextLines {
+    static func read(_ path: String) throws -> [String] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StoreError(.notFound, "cannot read file", path: path)
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw StoreError(.invalidInput, "expected UTF-8 text, found invalid bytes", path: path)
+        }
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            line.hasSuffix("\r") ? String(line.dropLast()) : String(line)
+        }
+        if lines.last == "" { lines.removeLast() }
+        return lines
+    }
+
+    static func write(_ lines: [String], to path: String) throws {
+        let text = lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
+        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else {
+            throw StoreError(.io, "cannot write file", path: path)
+        }
+    }
+}
+
+/// A float column: a 1-D `.npy` (any float or integer type) or one number per line.
+enum ColumnFile {
+    static func read(_ path: String) throws -> [Double] {
+        if path.hasSuffix(".npy") {
+            let array = try NumpyFile(path: path)
+            guard array.shape.count == 1 else {
+                throw StoreError(.invalidInput, "a column must be 1-D, found shape \(array.shape)", path: path)
+            }
+            let data = array.data
+            let count = array.shape[0]
+            switch array.elementType {
+            case .float64: return (0..<count).map { data.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) }
+            case .float32: return (0..<count).map { Double(data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self)) }
+            case .float16: return (0..<count).map { Double(data.loadUnaligned(fromByteOffset: $0 * 2, as: Float16.self)) }
+            case .int64: return (0..<count).map { Double(data.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+            case .int32: return (0..<count).map { Double(data.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
+            default:
+                throw StoreError(.invalidInput, "a column must be a float or integer array, found \(array.elementType.rawValue)", path: path)
+            }
+        }
+        return try TextLines.read(path).enumerated().map { index, line in
+            guard let value = Double(line.trimmingCharacters(in: .whitespaces)) else {
+                throw StoreError(.invalidInput, "line \(index + 1) is not a number: \"\(line.prefix(40))\"", path: path)
+            }
+            return value
+        }
+    }
+}
