@@ -13,7 +13,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 swift build -c release --product gradsketch-bench >&2
 bench=.build/release/gradsketch-bench
 stream_source="${STREAM_SOURCE:-../shared/bench/stream_mini.c}"
-gcc -O3 -march=native -fopenmp Benchmarks/scan_file.c -o "$work/scan_file"
+gcc -O3 -march=native -ffast-math -fopenmp Benchmarks/scan_file.c -o "$work/scan_file"
 
 echo "data: $rows × $k float32 in $work" >&2
 python3 Benchmarks/baselines.py make "$work/rows.npy" "$rows" "$k"

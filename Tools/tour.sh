@@ -98,7 +98,7 @@ with h5py.File(f"{work}/packed.h5", "r") as f:
     assert [s.decode() for s in train["ids"][()]] == ids
     assert np.allclose(train["columns/loss"][()], np.concatenate([np.load(f"{work}/loss_a.npy")[keep], np.load(f"{work}/loss_b.npy")]))
     delta = f["tensor_sets/finetune"]
-    assert delta.attrs["kind"] == "delta"
+    assert delta.attrs["kind"].decode() == "delta"  # fixed-length strings read as bytes (Spec §2.3)
 info = json.load(open(f"{work}/info.json"))
 print(f"tour: ok — {len(now)} live rows (of {len(before)} before the delete), k={now.shape[1]}, "
       f"float16 storage, exports and packed file equal to numpy/h5py; info says {info['sketchSets'][0]['rows']} rows")

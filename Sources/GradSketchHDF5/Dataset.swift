@@ -121,7 +121,7 @@ public struct Dataset: ~Copyable, HDF5Object {
     /// the dataset's own string form: fixed-length (NUL-padded) or variable-length.
     public func writeStrings(_ strings: [String]) throws(HDF5Error) {
         let stored = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
-        if try hdf5("H5Tis_variable_str", location) { H5Tis_variable_str(stored.id) } == 0 {
+        if try hdf5("H5Tis_variable_str", location, { H5Tis_variable_str(stored.id) }) == 0 {
             let width = try hdf5("H5Tget_size", location) { H5Tget_size(stored.id) }
             var buffer = [UInt8](repeating: 0, count: max(1, strings.count * width))
             for (index, string) in strings.enumerated() {
@@ -153,12 +153,12 @@ public struct Dataset: ~Copyable, HDF5Object {
     /// variable-length (a scalar reads as one element).
     public func readStrings() throws(HDF5Error) -> [String] {
         let stored = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
-        guard try hdf5("H5Tget_class", location) { H5Tget_class(stored.id).rawValue } == H5T_STRING.rawValue else {
+        guard try hdf5("H5Tget_class", location, { H5Tget_class(stored.id).rawValue }) == H5T_STRING.rawValue else {
             throw hdf5Failure("H5Dread", location, "expected strings, found \(try typeDescription())")
         }
         let count = try shape().reduce(1, *)
         if count == 0 { return [] }
-        if try hdf5("H5Tis_variable_str", location) { H5Tis_variable_str(stored.id) } == 0 {
+        if try hdf5("H5Tis_variable_str", location, { H5Tis_variable_str(stored.id) }) == 0 {
             let width = try hdf5("H5Tget_size", location) { H5Tget_size(stored.id) }
             var buffer = [UInt8](repeating: 0, count: count * width)
             try hdf5("H5Dread", location) {
@@ -192,10 +192,10 @@ public struct Dataset: ~Copyable, HDF5Object {
         let dcpl = PropertyList(adopting: try hdf5("H5Dget_create_plist", location) { H5Dget_create_plist(objectID) })
         let layout = callHDF5 { H5Pget_layout(dcpl.id) }
         guard layout == H5D_CONTIGUOUS else { return .failure(MappingRefusal("layout is not contiguous")) }
-        guard try hdf5("H5Pget_nfilters", location) { H5Pget_nfilters(dcpl.id) } == 0 else {
+        guard try hdf5("H5Pget_nfilters", location, { H5Pget_nfilters(dcpl.id) }) == 0 else {
             return .failure(MappingRefusal("the dataset has filters"))
         }
-        guard try hdf5("H5Pget_external_count", location) { H5Pget_external_count(dcpl.id) } == 0 else {
+        guard try hdf5("H5Pget_external_count", location, { H5Pget_external_count(dcpl.id) }) == 0 else {
             return .failure(MappingRefusal("the dataset uses external files"))
         }
         var status = H5D_SPACE_STATUS_ERROR

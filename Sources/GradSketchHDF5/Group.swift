@@ -65,7 +65,7 @@ public struct Group: ~Copyable, HDF5Object {
             try hdf5("H5Lget_name_by_idx", location) {
                 H5Lget_name_by_idx(objectID, ".", H5_INDEX_NAME, H5_ITER_INC, index, &buffer, buffer.count, chdf5_p_default())
             }
-            names.append(String(cString: buffer))
+            names.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         return names
     }

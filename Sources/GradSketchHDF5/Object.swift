@@ -68,7 +68,7 @@ extension HDF5Object where Self: ~Copyable {
         guard cls == H5T_STRING.rawValue else {
             throw hdf5Failure("H5Aread", context, "expected a string attribute, found \(stored.describe())")
         }
-        if try hdf5("H5Tis_variable_str", context) { H5Tis_variable_str(stored.id) } > 0 {
+        if try hdf5("H5Tis_variable_str", context, { H5Tis_variable_str(stored.id) }) > 0 {
             let memory = try Datatype.memory(.string)
             var pointer: UnsafeMutablePointer<CChar>? = nil
             try hdf5("H5Aread", context) { H5Aread(attribute.id, memory.id, &pointer) }
@@ -111,7 +111,7 @@ extension HDF5Object where Self: ~Copyable {
             try hdf5("H5Aget_name_by_idx", location) {
                 H5Aget_name_by_idx(objectID, ".", H5_INDEX_NAME, H5_ITER_INC, index, &buffer, buffer.count, chdf5_p_default())
             }
-            names.append(String(cString: buffer))
+            names.append(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         return names
     }

@@ -1,3 +1,4 @@
+import CGradSketchKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -89,6 +90,26 @@ enum FileSystem {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return Double(now.tv_sec - info.st_mtim.tv_sec) + Double(now.tv_nsec - info.st_mtim.tv_nsec) / 1e9
+    }
+
+    /// Asks the kernel to start writing a byte range of a file to disk now, without waiting.
+    ///
+    /// Appends call this after each block so the disk writes while the next block is being
+    /// converted and checksummed; the fsync at publish then has little left to flush.
+    /// Best effort: a failure only means the final fsync does all the work.
+    final class Writeback {
+        private let descriptor: Int32
+
+        init?(path: String) {
+            descriptor = open(path, O_RDONLY)
+            if descriptor < 0 { return nil }
+        }
+
+        deinit { close(descriptor) }
+
+        func start(offset: Int, length: Int) {
+            _ = gsk_start_writeback(descriptor, Int64(offset), Int64(length))
+        }
     }
 
     static var hostName: String {

@@ -75,8 +75,15 @@ struct SegmentWriter {
             try root.setAttribute("dtype", dtype.rawValue)
 
             let rows = try root.createDataset("rows", type: dtype.storageType, shape: [input.rowCount, input.k])
+            // Storage is allocated at creation, so the rows' place in the file is known now.
+            let writeback: (FileSystem.Writeback, Int)?
+            if case .success(let extent) = try rows.mappableExtent(as: dtype.storageType), let handle = FileSystem.Writeback(path: temporary) {
+                writeback = (handle, extent.offset)
+            } else {
+                writeback = nil
+            }
             let rowsChecksum = try writeRows(input, to: rows, dtype: dtype, allowNonfinite: allowNonfinite,
-                                             hasNonfinite: &hasNonfinite, progress: progress)
+                                             hasNonfinite: &hasNonfinite, writeback: writeback, progress: progress)
             try FileHeader.mark(rows, type: .denseRows, checksum: rowsChecksum)
             try rows.close()
             checksums["rows"] = rowsChecksum
@@ -123,7 +130,7 @@ struct SegmentWriter {
     /// Streams the rows block by block; returns the checksum of the stored bytes.
     private static func writeRows(
         _ input: RowInput, to dataset: borrowing Dataset, dtype: SketchDType, allowNonfinite: Bool,
-        hasNonfinite: inout Bool, progress: ((Int, Int) -> Void)?
+        hasNonfinite: inout Bool, writeback: (FileSystem.Writeback, Int)?, progress: ((Int, Int) -> Void)?
     ) throws -> String {
         let inputRowBytes = input.k * input.elementType.byteWidth
         let storedRowBytes = input.k * dtype.byteWidth
@@ -163,6 +170,9 @@ struct SegmentWriter {
             }
             crc.update(stored)
             try dataset.writeBytes(stored, as: dtype.storageType, rows: start..<end, rowLength: input.k)
+            if let (handle, offset) = writeback {
+                handle.start(offset: offset + start * storedRowBytes, length: stored.count)
+            }
             start = end
             progress?(start, input.rowCount)
         }

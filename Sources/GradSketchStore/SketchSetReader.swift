@@ -1,4 +1,4 @@
-public import GradSketchInterchange
+import GradSketchInterchange
 import GradSketchHDF5
 import Synchronization
 
