@@ -77,7 +77,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GradSketchInterchangeTests",
-            dependencies: ["GradSketchInterchange", "GradSketchTestSupport"],
+            dependencies: ["GradSketchInterchange", "CGradSketchKernels", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -123,9 +123,11 @@ import Testing
         #expect(h.dtype == .float16)
         var halfBytes: [UInt8] = []
         try h.forEachBlock { halfBytes += Array($0.bytes) }
-        #expect(halfBytes.elementsEqual(try NumpyFile(path: scratch.path + "/h.npy").data))
+        let expectedHalves = try NumpyFile(path: scratch.path + "/h.npy")  // owns the mapping `data` points into
+        #expect(halfBytes.elementsEqual(expectedHalves.data))
         let delta = try store.tensorSet("d")
         #expect(delta.kind == "delta")
-        #expect(try delta.tensor(named: "b").bytes.elementsEqual(try NumpyFile(path: scratch.path + "/d_b.npy").data))
+        let expectedDelta = try NumpyFile(path: scratch.path + "/d_b.npy")
+        #expect(try delta.tensor(named: "b").bytes.elementsEqual(expectedDelta.data))
     }
 }

@@ -1,0 +1,37 @@
+#ifndef GRADSKETCH_KERNELS_H
+#define GRADSKETCH_KERNELS_H
+// Byte-level kernels for GradSketch: CRC-32C, float16/bfloat16/float64 conversion,
+// non-finite detection and sums. Every function accepts unaligned input and picks the
+// fastest implementation this CPU supports at run time (SSE4.2, F16C, AVX2), with portable
+// fallbacks that give identical results.
+#include <stddef.h>
+#include <stdint.h>
+
+/// CRC-32C (Castagnoli, reflected) of `data`, continuing from `crc`, the finalized CRC of
+/// the bytes before (0 to start). Like zlib's crc32: crc(a‖b) = update(update(0, a), b).
+uint32_t gsk_crc32c_update(uint32_t crc, const void *data, size_t length);
+/// The same, with the table-driven (slicing-by-8) code only, for tests and old CPUs.
+uint32_t gsk_crc32c_update_portable(uint32_t crc, const void *data, size_t length);
+
+/// IEEE binary16 → binary32 (exact).
+void gsk_f16_to_f32(const uint16_t *source, float *destination, size_t count);
+/// binary32 → binary16, round to nearest, ties to even; overflow gives ±Inf, NaN stays NaN.
+void gsk_f32_to_f16(const float *source, uint16_t *destination, size_t count);
+/// bfloat16 → binary32 (exact: the 16 bits become the high half of the word).
+void gsk_bf16_to_f32(const uint16_t *source, float *destination, size_t count);
+/// binary64 → binary32, round to nearest, ties to even.
+void gsk_f64_to_f32(const double *source, float *destination, size_t count);
+
+/// Index of the first NaN or ±Inf, or -1.
+ptrdiff_t gsk_first_nonfinite_f32(const float *values, size_t count);
+ptrdiff_t gsk_first_nonfinite_f16(const uint16_t *values, size_t count);
+
+/// Sum of all values: float32 partial sums in many independent lanes, combined in double.
+double gsk_sum_f32(const float *values, size_t count);
+double gsk_sum_f16(const uint16_t *values, size_t count);
+
+/// Whether the hardware paths are in use (for benchmarks and tests to report).
+int gsk_has_hardware_crc32c(void);
+int gsk_has_f16c(void);
+
+#endif
