@@ -14,6 +14,7 @@ import Testing
     sys.path.insert(0, sys.argv[1])
     import gradsketch_ref as ref
     work = sys.argv[2]
+
     """
 
     @Test func pythonReadsWhatSwiftWrites() throws {

@@ -1,0 +1,603 @@
+"""Reference reader and writer of the GradSketch store format 1.0, written from
+Spec/format.md alone with numpy and h5py, as an independent check on the Swift engine.
+
+It favours clarity over speed. Library use: create_store, append, delete, put_tensors,
+delta, read_set, read_tensors, manifest, verify. Command line:
+
+  python3 gradsketch_ref.py verify STORE            exit 1 and print problems, if any
+  python3 gradsketch_ref.py dump STORE OUT_DIR [--version N]
+                                                    every set and tensor set as .npy/.json
+  python3 gradsketch_ref.py crc32c FILE             CRC-32C of a file's bytes
+"""
+import datetime
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+import struct
+import sys
+
+import h5py
+import numpy as np
+
+FORMAT_MAJOR, FORMAT_MINOR = 1, 0
+NAME_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+
+# ---- §4 checksums --------------------------------------------------------------------
+
+def _crc_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return np.array(table, dtype=np.uint32)
+
+_TABLE = _crc_table()
+
+
+def crc32c(data, crc=0):
+    """CRC-32C of bytes, continuing from the finalized value `crc`."""
+    c = (~crc) & 0xFFFFFFFF
+    table = _TABLE
+    for byte in memoryview(bytes(data)):
+        c = int(table[(c ^ byte) & 0xFF]) ^ (c >> 8)
+    return (~c) & 0xFFFFFFFF
+
+
+def fmt(value):
+    return f"crc32c:{value:08x}"
+
+
+def checksum_numeric(array):
+    return fmt(crc32c(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()))
+
+
+def checksum_strings(strings):
+    return fmt(crc32c(b"".join(s.encode("utf-8") + b"\0" for s in strings)))
+
+
+def file_checksum(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return len(data), fmt(crc32c(data))
+
+# ---- §2 conventions ------------------------------------------------------------------
+
+def _fixed_type(width):
+    """Fixed-length NUL-padded UTF-8 string type of `width` bytes (§2.3)."""
+    tid = h5py.h5t.C_S1.copy()
+    tid.set_size(max(1, width))
+    tid.set_cset(h5py.h5t.CSET_UTF8)
+    tid.set_strpad(h5py.h5t.STR_NULLPAD)
+    return tid
+
+
+def _encode(strings):
+    encoded = [s.encode("utf-8") for s in strings]
+    width = max([1] + [len(e) for e in encoded])
+    return np.array(encoded, dtype=f"S{width}"), width
+
+
+def _write_strings(group, name, strings, scalar=False):
+    """A fixed-length UTF-8 string dataset; written through the low-level API because h5py
+    will not convert numpy's ASCII strings to a UTF-8 file type itself."""
+    data, width = _encode(strings)
+    tid = _fixed_type(width)
+    space = h5py.h5s.create(h5py.h5s.SCALAR) if scalar else h5py.h5s.create_simple((len(strings),))
+    lcpl = h5py.h5p.create(h5py.h5p.LINK_CREATE)
+    lcpl.set_create_intermediate_group(True)
+    dsid = h5py.h5d.create(group.id, name.encode(), tid, space, lcpl=lcpl)
+    if strings:
+        dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, data.reshape(()) if scalar else data, mtype=tid)
+    return h5py.Dataset(dsid)
+
+
+def _set_attr(obj, name, value):
+    if isinstance(value, str):
+        data, width = _encode([value])
+        tid = _fixed_type(width)
+        attr = h5py.h5a.create(obj.id, name.encode(), tid, h5py.h5s.create(h5py.h5s.SCALAR))
+        attr.write(data.reshape(()), mtype=tid)
+    else:
+        obj.attrs.create(name, np.int64(value))
+
+
+def _get_str(obj, name):
+    value = obj.attrs.get(name)
+    if value is None:
+        return None
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).split(b"\0", 1)[0].decode("utf-8")
+    return str(value)
+
+
+def _root_attrs(f, encoding_type):
+    for key, value in (("format", "gradsketch"), ("format-version", f"{FORMAT_MAJOR}.{FORMAT_MINOR}"),
+                       ("encoding-type", encoding_type), ("encoding-version", "1.0"),
+                       ("creator", "gradsketch_ref.py"), ("creator-version", "1.0"),
+                       ("hdf5-version", h5py.version.hdf5_version)):
+        _set_attr(f, key, value)
+
+
+def _mark(dset, encoding_type, checksum):
+    _set_attr(dset, "encoding-type", encoding_type)
+    _set_attr(dset, "encoding-version", "1.0")
+    _set_attr(dset, "checksum", checksum)
+
+
+def _new_file(path):
+    """An HDF5 file as §2.2/§2.4 ask: 1.8 format, 4096-byte alignment, no locking."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_alignment(4096, 4096)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
+    fid = h5py.h5f.create(path.encode(), h5py.h5f.ACC_EXCL, fapl=fapl)
+    return h5py.File(fid)
+
+
+def _mappable(group, name, array):
+    """A contiguous, unfiltered dataset with storage allocated at creation (§2.4)."""
+    array = np.ascontiguousarray(array)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    if array.size:
+        dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    space = h5py.h5s.create_simple(array.shape) if array.shape else h5py.h5s.create(h5py.h5s.SCALAR)
+    type_id = h5py.h5t.py_create(array.dtype.newbyteorder("<"))
+    dsid = h5py.h5d.create(group.id, name.encode(), type_id, space, dcpl=dcpl)
+    dset = h5py.Dataset(dsid)
+    if array.size:
+        dset[...] = array
+    return dset
+
+
+def _check_version(text, what, where):
+    major, minor = (int(x) for x in text.split("."))
+    if major > FORMAT_MAJOR:
+        raise ValueError(f"{where}: {what} {text} is newer than this reader ({FORMAT_MAJOR}.{FORMAT_MINOR})")
+
+
+def _check_root(f, encoding_type, where):
+    if _get_str(f, "format") != "gradsketch":
+        raise ValueError(f"{where}: not a GradSketch file")
+    _check_version(_get_str(f, "format-version"), "format-version", where)
+    found = _get_str(f, "encoding-type")
+    if found != encoding_type:
+        raise ValueError(f"{where}: expected encoding-type {encoding_type}, found {found}")
+    _check_version(_get_str(f, "encoding-version"), "encoding-version", where)
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(store, tmp, relative):
+    size, checksum = file_checksum(tmp)
+    _fsync(tmp)
+    os.rename(tmp, os.path.join(store, relative))
+    _fsync(os.path.join(store, os.path.dirname(relative)))
+    return size, checksum
+
+
+def _tmp(store):
+    return os.path.join(store, "tmp", f"ref.{os.getpid()}.{secrets.token_hex(16)}.h5")
+
+# ---- §7 versions ----------------------------------------------------------------------
+
+def versions(store):
+    names = os.listdir(os.path.join(store, "versions"))
+    return sorted(int(n[1:13]) for n in names if re.fullmatch(r"v\d{12}\.h5", n))
+
+
+def manifest(store, version=None):
+    if version is None:
+        version = versions(store)[-1]
+    path = os.path.join(store, "versions", f"v{version:012d}.h5")
+    if not os.path.exists(path):
+        raise KeyError(f"version {version} is not retained (retained: {versions(store)})")
+    with h5py.File(path, "r") as f:
+        _check_root(f, "manifest", path)
+        dset = f["manifest"]
+        raw = dset[()]
+        text = raw.split(b"\0", 1)[0].decode("utf-8") if isinstance(raw, (bytes, np.bytes_)) else str(raw)
+        if checksum_strings([text]) != _get_str(dset, "checksum"):
+            raise ValueError(f"{path}: manifest checksum mismatch")
+    m = json.loads(text)
+    if m["version"] != version:
+        raise ValueError(f"{path}: manifest says version {m['version']}")
+    _check_version(m["format_version"], "format_version", path)
+    for ext in m.get("extensions", []):
+        if ext.get("must_understand"):
+            raise ValueError(f"{path}: unknown extension {ext['name']} must be understood")
+    return m
+
+
+def _commit(store, operation, set_name, change, detail=None):
+    """§7.2 steps 2–3: rebuild N+1 from the latest N, link it, retry if another writer won."""
+    while True:
+        base = versions(store)
+        parent = base[-1] if base else None
+        m = manifest(store, parent) if base else {"tensor_sets": {}, "sketch_sets": {}}
+        m = json.loads(json.dumps(m))
+        added, deleted = change(m)
+        version = 0 if parent is None else parent + 1
+        m.update({"format": "gradsketch", "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}", "version": version,
+                  "parent": parent, "created": _now(), "creator": "gradsketch_ref.py", "creator_version": "1.0",
+                  "extensions": m.get("extensions", []),
+                  "change": {"operation": operation, "set": set_name, "rows_added": added, "rows_deleted": deleted,
+                             "writer": f"{socket.gethostname()}:{os.getpid()}", "detail": detail}})
+        text = json.dumps(m, sort_keys=True, separators=(",", ":"))
+        tmp = _tmp(store)
+        with _new_file(tmp) as f:
+            _root_attrs(f, "manifest")
+            _set_attr(f, "version", version)
+            dset = _write_strings(f, "manifest", [text], scalar=True)
+            _mark(dset, "manifest-json", checksum_strings([text]))
+        _fsync(tmp)
+        try:
+            os.link(tmp, os.path.join(store, "versions", f"v{version:012d}.h5"))
+        except FileExistsError:
+            os.unlink(tmp)
+            continue
+        os.unlink(tmp)
+        _fsync(os.path.join(store, "versions"))
+        return version
+
+
+def create_store(store):
+    os.makedirs(store)
+    for d in ("versions", "segments", "tensors", "deletions", "tmp"):
+        os.makedirs(os.path.join(store, d))
+    tmp = _tmp(store)
+    with _new_file(tmp) as f:
+        _root_attrs(f, "store")
+        _set_attr(f, "store-id", secrets.token_hex(16))
+        _set_attr(f, "created", _now())
+    _fsync(tmp)
+    os.rename(tmp, os.path.join(store, "gradsketch.h5"))
+    _fsync(store)
+    return _commit(store, "init", None, lambda m: (0, 0))
+
+# ---- §5 sketch sets -------------------------------------------------------------------
+
+def _segment_ids(store, seg):
+    with h5py.File(os.path.join(store, seg["file"]), "r") as f:
+        ids = [s.decode("utf-8") if isinstance(s, bytes) else s for s in f["ids"].asstr()[()]]
+    if checksum_strings(ids) != seg["checksums"]["ids"]:
+        raise ValueError(f"{seg['file']}: ids checksum mismatch")
+    return ids
+
+
+def _deleted(store, seg):
+    d = seg.get("deletions")
+    if not d:
+        return np.zeros(0, dtype=np.int64)
+    path = os.path.join(store, d["file"])
+    with h5py.File(path, "r") as f:
+        _check_root(f, "row-deletions", path)
+        rows = f["rows"][()]
+    if checksum_numeric(rows) != d["checksum"]:
+        raise ValueError(f"{d['file']}: deletion list checksum mismatch")
+    return rows
+
+
+def _live_ids(store, entry):
+    live = set()
+    for seg in entry["segments"]:
+        ids = _segment_ids(store, seg)
+        gone = set(_deleted(store, seg).tolist())
+        live.update(i for n, i in enumerate(ids) if n not in gone)
+    return live
+
+
+def append(store, set_name, rows, ids=None, labels=None, metadata=None, metadata_kind=None, columns=None,
+           attributes=None, allow_nonfinite=False, dtype=None):
+    if not NAME_RULE.match(set_name):
+        raise ValueError(f"invalid set name {set_name!r}")
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[0] < 1 or rows.shape[1] < 1:
+        raise ValueError(f"rows must be [N, k], found {rows.shape}")
+    current = manifest(store)["sketch_sets"].get(set_name)
+    dtype = np.dtype(current["dtype"] if current else (dtype or ("float16" if rows.dtype == np.float16 else "float32")))
+    allow = current["allow_nonfinite"] if current else allow_nonfinite
+    stored = (rows.astype(np.float32) if rows.dtype == np.float64 else rows).astype(dtype)
+    if not allow and not np.isfinite(stored).all():
+        raise ValueError(f"row {int(np.argwhere(~np.isfinite(stored))[0][0])} is not finite")
+    n, k = stored.shape
+    seg_id = secrets.token_hex(16)
+    ids = list(ids) if ids is not None else [f"{seg_id}:{i}" for i in range(n)]
+    if len(ids) != n or len(set(ids)) != n:
+        raise ValueError("ids must be unique, one per row")
+    tmp = _tmp(store)
+    checksums = {}
+    with _new_file(tmp) as f:
+        _root_attrs(f, "sketch-segment")
+        _set_attr(f, "segment-id", seg_id)
+        _set_attr(f, "rows", n)
+        _set_attr(f, "k", k)
+        _set_attr(f, "dtype", dtype.name)
+        dset = _mappable(f, "rows", stored)
+        checksums["rows"] = checksum_numeric(stored)
+        _mark(dset, "dense-rows", checksums["rows"])
+        for name, values, kind in (("ids", ids, "row-ids"), ("labels", labels, "row-labels"),
+                                   ("metadata", metadata, "row-metadata")):
+            if values is None:
+                continue
+            values = list(values)
+            assert len(values) == n, f"{name} must have one entry per row"
+            dset = _write_strings(f, name, values)
+            checksums[name] = checksum_strings(values)
+            _mark(dset, kind, checksums[name])
+            if name == "metadata":
+                _set_attr(dset, "metadata-kind", metadata_kind or "text")
+        for name, values in sorted((columns or {}).items()):
+            values = np.asarray(values, dtype="<f8")
+            dset = f.create_dataset(f"columns/{name}", data=values)
+            checksums[f"columns/{name}"] = checksum_numeric(values)
+            _mark(dset, "row-column", checksums[f"columns/{name}"])
+    relative = f"segments/{seg_id}.h5"
+    size, whole = _publish(store, tmp, relative)
+    entry = {"file": relative, "rows": n, "size": size, "file_checksum": whole, "checksums": checksums,
+             "metadata_kind": (metadata_kind or "text") if metadata is not None else None, "deletions": None}
+
+    def change(m):
+        s = m["sketch_sets"].get(set_name)
+        if s is None:
+            m["sketch_sets"][set_name] = {"k": k, "dtype": dtype.name, "allow_nonfinite": allow,
+                                          "attributes": attributes or {}, "segments": [entry]}
+        else:
+            if s["k"] != k or s["dtype"] != dtype.name:
+                raise ValueError("k or dtype differs from the set's")
+            if _live_ids(store, s) & set(ids):
+                raise ValueError("an id is already in the set")
+            s["segments"].append(entry)
+        return n, 0
+    return _commit(store, "append", set_name, change)
+
+
+def delete(store, set_name, ids):
+    wanted = set(ids)
+
+    def change(m):
+        s = m["sketch_sets"][set_name]
+        found = 0
+        for seg in s["segments"]:
+            seg_ids = _segment_ids(store, seg)
+            gone = set(_deleted(store, seg).tolist())
+            new = {n for n, i in enumerate(seg_ids) if i in wanted and n not in gone}
+            if not new:
+                continue
+            found += len(new)
+            rows = np.array(sorted(gone | new), dtype="<i8")
+            tmp = _tmp(store)
+            del_id = secrets.token_hex(16)
+            with _new_file(tmp) as f:
+                _root_attrs(f, "row-deletions")
+                _set_attr(f, "segment", os.path.basename(seg["file"])[:-3])
+                dset = f.create_dataset("rows", data=rows)
+                _mark(dset, "deleted-rows", checksum_numeric(rows))
+            relative = f"deletions/{del_id}.h5"
+            size, whole = _publish(store, tmp, relative)
+            seg["deletions"] = {"file": relative, "count": len(rows), "checksum": checksum_numeric(rows),
+                                "size": size, "file_checksum": whole}
+        if found != len(wanted):
+            raise KeyError("some ids are not live rows of the set")
+        return 0, found
+    return _commit(store, "delete", set_name, change)
+
+
+def read_set(store, name, version=None):
+    """Live rows, ids, labels, metadata and columns of a set, every checksum verified."""
+    m = manifest(store, version)
+    s = m["sketch_sets"][name]
+    column_names = sorted({c[8:] for seg in s["segments"] for c in seg["checksums"] if c.startswith("columns/")})
+    rows, ids, labels, metadata = [], [], [], []
+    columns = {c: [] for c in column_names}
+    for seg in s["segments"]:
+        path = os.path.join(store, seg["file"])
+        with h5py.File(path, "r") as f:
+            _check_root(f, "sketch-segment", path)
+            data = f["rows"][()]
+            if checksum_numeric(data) != seg["checksums"]["rows"]:
+                raise ValueError(f"{path}:/rows checksum mismatch")
+            keep = np.ones(seg["rows"], dtype=bool)
+            keep[_deleted(store, seg)] = False
+            rows.append(data[keep])
+            strings = {}
+            for name_ in ("ids", "labels", "metadata"):
+                if name_ in seg["checksums"]:
+                    values = list(f[name_].asstr()[()])
+                    if checksum_strings(values) != seg["checksums"][name_]:
+                        raise ValueError(f"{path}:/{name_} checksum mismatch")
+                    strings[name_] = values
+                else:
+                    strings[name_] = [""] * seg["rows"]
+            ids += [v for v, k in zip(strings["ids"], keep) if k]
+            labels += [v for v, k in zip(strings["labels"], keep) if k]
+            metadata += [v for v, k in zip(strings["metadata"], keep) if k]
+            for c in column_names:
+                key = f"columns/{c}"
+                if key in seg["checksums"]:
+                    values = f[key][()]
+                    if checksum_numeric(values) != seg["checksums"][key]:
+                        raise ValueError(f"{path}:/{key} checksum mismatch")
+                else:
+                    values = np.full(seg["rows"], np.nan)
+                columns[c].append(values[keep])
+    k = s["k"]
+    matrix = np.concatenate(rows) if rows else np.zeros((0, k), dtype=s["dtype"])
+    return matrix, ids, labels, metadata, {c: np.concatenate(v) for c, v in columns.items()}
+
+# ---- §6 tensor sets -------------------------------------------------------------------
+
+def _escape(name):
+    return "%2E" if name == "." else name.replace("%", "%25").replace("/", "%2F")
+
+
+def content_hash(tensors):
+    h = hashlib.sha256()
+    for name in sorted(tensors, key=lambda s: s.encode("utf-8")):
+        v = np.ascontiguousarray(tensors[name])
+        data = v.astype(v.dtype.newbyteorder("<")).tobytes()
+        h.update(name.encode() + b"\0" + v.dtype.name.encode() + b"\0" + struct.pack("<Q", v.ndim)
+                 + b"".join(struct.pack("<Q", d) for d in v.shape) + struct.pack("<Q", len(data)) + data)
+    return "sha256:" + h.hexdigest()
+
+
+def _write_tensors(store, kind, tensors, extra):
+    tmp = _tmp(store)
+    entries = []
+    with _new_file(tmp) as f:
+        _root_attrs(f, "tensor-set")
+        _set_attr(f, "kind", kind)
+        _set_attr(f, "content-hash", content_hash(tensors))
+        for key, value in extra.items():
+            _set_attr(f, key, value)
+        group = f.create_group("tensors")
+        for name in sorted(tensors, key=lambda s: s.encode("utf-8")):
+            v = tensors[name]
+            dset = _mappable(group, _escape(name), v)
+            _mark(dset, "tensor", checksum_numeric(v))
+            _set_attr(dset, "name", name)
+            entries.append({"name": name, "dtype": v.dtype.name, "shape": list(v.shape),
+                            "checksum": checksum_numeric(v), "source_dtype": None})
+    relative = f"tensors/{secrets.token_hex(16)}.h5"
+    size, whole = _publish(store, tmp, relative)
+    return {"file": relative, "size": size, "file_checksum": whole, "kind": kind,
+            "content_hash": content_hash(tensors), "from": None, "to": None, "tensors": entries}
+
+
+def put_tensors(store, name, tensors, kind="weights"):
+    tensors = {n: (np.asarray(v, dtype=np.float32) if np.asarray(v).dtype != np.float16 else np.asarray(v))
+               for n, v in tensors.items()}
+    entry = _write_tensors(store, kind, tensors, {})
+
+    def change(m):
+        assert name not in m["tensor_sets"], "tensor set exists"
+        m["tensor_sets"][name] = entry
+        return 0, 0
+    return _commit(store, "put-tensors", name, change)
+
+
+def read_tensors(store, name, version=None):
+    m = manifest(store, version)
+    entry = m["tensor_sets"][name]
+    path = os.path.join(store, entry["file"])
+    out = {}
+    with h5py.File(path, "r") as f:
+        _check_root(f, "tensor-set", path)
+        for t in entry["tensors"]:
+            v = f["tensors"][_escape(t["name"])][()]
+            if checksum_numeric(np.asarray(v)) != t["checksum"]:
+                raise ValueError(f"{path}: tensor {t['name']} checksum mismatch")
+            out[t["name"]] = np.asarray(v)
+    if content_hash(out) != entry["content_hash"]:
+        raise ValueError(f"{path}: content hash mismatch")
+    return out
+
+
+def delta(store, name, from_set, to_set):
+    a, b = read_tensors(store, from_set), read_tensors(store, to_set)
+    if sorted(a) != sorted(b) or any(a[n].shape != b[n].shape for n in a):
+        raise ValueError("tensor names or shapes differ")
+    diff = {n: b[n].astype(np.float32) - a[n].astype(np.float32) for n in a}
+    m = manifest(store)
+    entry = _write_tensors(store, "delta", diff, {"from-hash": m["tensor_sets"][from_set]["content_hash"],
+                                                 "to-hash": m["tensor_sets"][to_set]["content_hash"]})
+    entry["from"], entry["to"] = from_set, to_set
+
+    def change(m):
+        m["tensor_sets"][name] = entry
+        return 0, 0
+    return _commit(store, "delta", name, change)
+
+# ---- verify ----------------------------------------------------------------------------
+
+def verify(store):
+    problems = []
+    for version in versions(store):
+        try:
+            m = manifest(store, version)
+        except Exception as error:  # noqa: BLE001 - report and go on
+            problems.append(f"v{version}: {error}")
+            continue
+        entries = []
+        for s in m["sketch_sets"].values():
+            for seg in s["segments"]:
+                entries.append(seg)
+                if seg.get("deletions"):
+                    entries.append(seg["deletions"])
+        entries += list(m["tensor_sets"].values())
+        for e in entries:
+            path = os.path.join(store, e["file"])
+            if not os.path.exists(path):
+                problems.append(f"v{version} {e['file']}: missing")
+                continue
+            size, whole = file_checksum(path)
+            if (size, whole) != (e.get("size"), e.get("file_checksum")):
+                problems.append(f"v{version} {e['file']}: whole-file size/checksum {size}/{whole}, "
+                                f"manifest says {e.get('size')}/{e.get('file_checksum')}")
+        for name, s in m["sketch_sets"].items():
+            try:
+                _, ids, *_ = read_set(store, name, version)
+                if len(set(ids)) != len(ids):
+                    problems.append(f"v{version} set {name}: duplicate ids")
+                for seg in s["segments"]:
+                    with h5py.File(os.path.join(store, seg["file"]), "r") as f:
+                        d = f["rows"]
+                        plist = d.id.get_create_plist()
+                        aligned = d.id.get_offset() is not None and d.id.get_offset() % 4096 == 0
+                        if plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters() or \
+                                (d.nbytes >= 4096 and not aligned):
+                            problems.append(f"v{version} {seg['file']}: rows not mappable")
+            except Exception as error:  # noqa: BLE001
+                problems.append(f"v{version} set {name}: {error}")
+        for name in m["tensor_sets"]:
+            try:
+                read_tensors(store, name, version)
+            except Exception as error:  # noqa: BLE001
+                problems.append(f"v{version} tensor set {name}: {error}")
+    return problems
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[0] == "verify":
+        problems = verify(argv[1])
+        for p in problems:
+            print("problem:", p)
+        print("ok" if not problems else f"{len(problems)} problems")
+        return 1 if problems else 0
+    if len(argv) >= 3 and argv[0] == "dump":
+        store, out = argv[1], argv[2]
+        version = int(argv[argv.index("--version") + 1]) if "--version" in argv else None
+        os.makedirs(out, exist_ok=True)
+        m = manifest(store, version)
+        for name in m["sketch_sets"]:
+            rows, ids, labels, metadata, columns = read_set(store, name, version)
+            np.save(f"{out}/set.{name}.rows.npy", rows)
+            json.dump({"ids": ids, "labels": labels, "metadata": metadata,
+                       "columns": {c: v.tolist() for c, v in columns.items()}}, open(f"{out}/set.{name}.json", "w"))
+        for name in m["tensor_sets"]:
+            for t, v in read_tensors(store, name, version).items():
+                np.save(f"{out}/tensors.{name}.{_escape(t)}.npy", v)
+        return 0
+    if len(argv) == 2 and argv[0] == "crc32c":
+        print(fmt(crc32c(open(argv[1], "rb").read())))
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
