@@ -149,7 +149,7 @@ extension Store {
 
     private func writeDeletions(_ rows: [Int], segment: Manifest.SegmentEntry) throws -> Manifest.DeletionEntry {
         let id = randomIdentifier()
-        let temporary = temporaryPath()
+        let temporary = try temporaryPath()
         defer { try? FileSystem.remove(temporary) }
         let values = rows.map { Int64($0) }
         let checksum = Checksum.values(values)

@@ -213,7 +213,7 @@ extension Store {
             }
             try FileSystem.fsyncDirectory(path + "/versions")
         }
-        for directory in ["segments", "tensors", "deletions", "tmp"] {
+        for directory in ["segments", "tensors", "deletions", "tmp"] where FileSystem.isDirectory(path + "/" + directory) {
             for name in try FileSystem.list(path + "/" + directory).sorted() {
                 let relative = directory + "/" + name
                 if referenced.contains(relative) { continue }

@@ -57,7 +57,7 @@ struct SegmentWriter {
     ) throws -> Written {
         try validate(annotations, rows: input.rowCount)
         let segmentID = randomIdentifier()
-        let temporary = store.temporaryPath()
+        let temporary = try store.temporaryPath()
         var published = false
         defer { if !published { try? FileSystem.remove(temporary) } }
 

@@ -49,8 +49,10 @@ public final class Store: Sendable {
             try file.close()
             return (id, created)
         }
-        for directory in Store.dataDirectories where !FileSystem.isDirectory(path + "/" + directory) {
-            throw StoreError(.corrupt, "store is missing its \(directory)/ directory", path: path)
+        // Only versions/ is needed to read; the data directories are created again when a
+        // writer needs one (git, for one, does not keep an empty tmp/).
+        guard FileSystem.isDirectory(path + "/versions") else {
+            throw StoreError(.corrupt, "store is missing its versions/ directory", path: path)
         }
     }
 
@@ -98,7 +100,10 @@ public final class Store: Sendable {
     }
 
     /// A fresh path under `tmp/` for a file being written.
-    func temporaryPath() -> String { path + "/tmp/" + Store.temporaryName() }
+    func temporaryPath() throws -> String {
+        try FileSystem.makeDirectory(path + "/tmp")
+        return path + "/tmp/" + Store.temporaryName()
+    }
 
     /// Identifies this writer in `log` (host and process).
     var writerName: String { "\(FileSystem.hostName):\(FileSystem.processID)" }
@@ -216,7 +221,7 @@ public final class Store: Sendable {
                 rowsAdded: Store.rowsDelta(before, manifest, set: set).added,
                 rowsDeleted: Store.rowsDelta(before, manifest, set: set).deleted,
                 writer: writerName, detail: detail)
-            let temporary = temporaryPath()
+            let temporary = try temporaryPath()
             try writeManifest(manifest, to: temporary)
             defer { try? FileSystem.remove(temporary) }
             let final = path + "/versions/" + Store.manifestName(next)
@@ -273,6 +278,7 @@ public final class Store: Sendable {
         }
         let summary = (whole.count, CRC32C.formatted(CRC32C.checksum(whole.bytes)))
         try FileSystem.fsyncFile(temporary)
+        try FileSystem.makeDirectory(path + "/" + relativePath.split(separator: "/").dropLast().joined(separator: "/"))
         try FileSystem.rename(temporary, path + "/" + relativePath)
         let directory = relativePath.split(separator: "/").dropLast().joined(separator: "/")
         try FileSystem.fsyncDirectory(path + "/" + directory)

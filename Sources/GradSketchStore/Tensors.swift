@@ -37,8 +37,18 @@ public struct TensorView: @unchecked Sendable {
     public let name: String
     public let dtype: SketchDType
     public let shape: [Int]
-    /// Little-endian elements of `dtype`, row-major. Valid while the ``TensorSet`` lives.
+    /// Little-endian elements of `dtype`, row-major; valid while this view exists (it keeps
+    /// the mapping or buffer alive).
     public let bytes: UnsafeRawBufferPointer
+    let owner: RowStorage
+
+    init(name: String, dtype: SketchDType, shape: [Int], storage: RowStorage) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.bytes = storage.bytes
+        self.owner = storage
+    }
 
     /// The values widened to float32.
     public func floats() throws -> [Float] {
@@ -78,11 +88,11 @@ public final class TensorSet: Sendable {
             throw StoreError(.unsupportedVersion, "tensor \(name) has dtype \(tensor.dtype): expected float16 or float32", path: path)
         }
         if let storage = loaded.withLock({ $0[name] }) {
-            return TensorView(name: name, dtype: dtype, shape: tensor.shape, bytes: storage.bytes)
+            return TensorView(name: name, dtype: dtype, shape: tensor.shape, storage: storage)
         }
         let storage = try TensorFiles.load(path: path, tensor: tensor, dtype: dtype)
         loaded.withLock { $0[name] = storage }
-        return TensorView(name: name, dtype: dtype, shape: tensor.shape, bytes: storage.bytes)
+        return TensorView(name: name, dtype: dtype, shape: tensor.shape, storage: storage)
     }
 }
 
@@ -197,7 +207,7 @@ enum TensorFiles {
             throw StoreError(.invalidInput, "tensor name \"\(sorted[index].name)\" appears twice")
         }
         let id = randomIdentifier()
-        let temporary = store.temporaryPath()
+        let temporary = try store.temporaryPath()
         defer { try? FileSystem.remove(temporary) }
         var hash = SHA256()
         var entries: [Manifest.TensorEntry] = []
