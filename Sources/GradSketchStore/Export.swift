@@ -78,17 +78,38 @@ extension Store {
             try NumpyWriter(path: output, elementType: dtype.elementType, shape: [count, set.k])
         }
         // Rows go out in bounded batches so memory does not grow with the set.
-        let batch = max(1, (8 << 20) / (set.k * dtype.byteWidth))
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: batch * set.k * dtype.byteWidth, alignment: 64)
+        let rowBytes = set.k * dtype.byteWidth
+        let batch = max(1, (8 << 20) / rowBytes)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: batch * rowBytes, alignment: 64)
         defer { buffer.deallocate() }
-        var start = 0
-        while start < count {
-            let end = min(count, start + batch)
-            let slice = positions.map { Array($0[start..<end]) } ?? Array(start..<end)
-            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<((end - start) * set.k * dtype.byteWidth)])
-            try set.copyRows(at: slice, as: dtype, into: target)
-            try withContext(.io, "cannot write output file", path: output) { try writer.append(UnsafeRawBufferPointer(target)) }
-            start = end
+        func emit(_ rows: Int) throws {
+            let filled = UnsafeRawBufferPointer(rebasing: buffer[0..<(rows * rowBytes)])
+            try withContext(.io, "cannot write output file", path: output) { try writer.append(filled) }
+        }
+        if let positions {
+            let locator = try RowLocator(set)
+            var start = 0
+            while start < count {
+                let end = min(count, start + batch)
+                try locator.copy(Array(positions[start..<end]), as: dtype,
+                                 into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<((end - start) * rowBytes)]))
+                try emit(end - start)
+                start = end
+            }
+        } else {
+            try set.forEachBlock { block in
+                // One block at a time, in batch-sized pieces of its rows.
+                var first = 0
+                while first < block.rowCount {
+                    let last = min(block.rowCount, first + batch)
+                    let piece = RowBlock(bytes: UnsafeRawBufferPointer(rebasing: block.bytes[(first * block.k * block.dtype.byteWidth)..<(last * block.k * block.dtype.byteWidth)]),
+                                         dtype: block.dtype, k: block.k, rowCount: last - first,
+                                         deleted: block.deleted.filter { $0 >= first && $0 < last }.map { $0 - first },
+                                         firstLiveIndex: 0, isMapped: block.isMapped)
+                    try emit(try piece.copyLiveRows(as: dtype, into: buffer, at: 0))
+                    first = last
+                }
+            }
         }
         try withContext(.io, "cannot finish output file", path: output) { try writer.finish() }
         return positions.map { $0.map { allIDs[$0] } } ?? allIDs

@@ -44,10 +44,12 @@ public final class SegmentRows: Sendable {
     public let path: String
     public let k: Int
     public let dtype: SketchDType
+    private let storePath: String
     private let storage = Mutex<RowStorage?>(nil)
 
     init(entry: Manifest.SegmentEntry, storePath: String, k: Int, dtype: SketchDType) {
         self.entry = entry
+        self.storePath = storePath
         self.path = storePath + "/" + entry.file
         self.k = k
         self.dtype = dtype
@@ -64,8 +66,7 @@ public final class SegmentRows: Sendable {
     /// Local indices of rows this version removed, ascending.
     public func deletedRows() throws -> [Int] {
         guard let deletions = entry.deletions else { return [] }
-        return try SegmentFiles.readDeletions(storePath: String(path.dropLast(entry.file.count + 1)),
-                                              entry: deletions, segment: entry)
+        return try SegmentFiles.readDeletions(storePath: storePath, entry: deletions, segment: entry)
     }
 
     /// Whether the rows are memory-mapped (after the first access), and why not otherwise.
@@ -105,6 +106,75 @@ public struct RowBlock: @unchecked Sendable {
             result.append(row)
         }
         return result
+    }
+}
+
+extension RowBlock {
+    /// Copies this block's live rows, converted, into `target` starting at row `slot`, one
+    /// conversion per run of consecutive live rows; returns the next free slot.
+    func copyLiveRows(as output: SketchDType, into target: UnsafeMutableRawBufferPointer, at slot: Int) throws -> Int {
+        let inputWidth = k * dtype.byteWidth, outputWidth = k * output.byteWidth
+        var slot = slot
+        var start = 0
+        for end in deleted + [rowCount] {
+            if end > start {
+                let source = UnsafeRawBufferPointer(rebasing: bytes[(start * inputWidth)..<(end * inputWidth)])
+                let destination = UnsafeMutableRawBufferPointer(rebasing: target[(slot * outputWidth)..<((slot + end - start) * outputWidth)])
+                _ = try ElementConversion.convert(source, from: dtype.elementType, to: output.elementType, into: destination)
+                slot += end - start
+            }
+            start = end + 1
+        }
+        return slot
+    }
+}
+
+/// Finds the block and local row of a live position, for reads of chosen rows.
+struct RowLocator {
+    let blocks: [RowBlock]
+    /// Live position of each block's first live row, ascending.
+    let starts: [Int]
+    let rowCount: Int
+    let k: Int
+
+    init(_ set: SketchSet) throws {
+        var blocks: [RowBlock] = []
+        try set.forEachBlock { blocks.append($0) }
+        self.blocks = blocks
+        starts = blocks.map(\.firstLiveIndex)
+        rowCount = set.rowCount
+        k = set.k
+    }
+
+    /// (block index, local row) of live position `position`.
+    func locate(_ position: Int) throws -> (Int, Int) {
+        guard position >= 0 && position < rowCount else {
+            throw StoreError(.invalidInput, "row position \(position) is out of range: the set has \(rowCount) rows")
+        }
+        // The last block starting at or before `position` that has live rows left there.
+        var low = 0, high = starts.count - 1
+        while low < high {
+            let middle = (low + high + 1) / 2
+            if starts[middle] <= position { low = middle } else { high = middle - 1 }
+        }
+        var index = low
+        while position - starts[index] >= blocks[index].rowCount - blocks[index].deleted.count { index += 1 }
+        // Local row: skip the deleted rows before it (deleted is ascending).
+        var local = position - starts[index]
+        for removed in blocks[index].deleted {
+            if removed <= local { local += 1 } else { break }
+        }
+        return (index, local)
+    }
+
+    func copy(_ positions: [Int], as dtype: SketchDType, into target: UnsafeMutableRawBufferPointer) throws {
+        let width = k * dtype.byteWidth
+        for (slot, position) in positions.enumerated() {
+            let (index, local) = try locate(position)
+            let destination = UnsafeMutableRawBufferPointer(rebasing: target[(slot * width)..<((slot + 1) * width)])
+            let block = blocks[index]
+            _ = try ElementConversion.convert(block.row(local), from: block.dtype.elementType, to: dtype.elementType, into: destination)
+        }
     }
 }
 
@@ -215,43 +285,16 @@ public final class SketchSet: Sendable {
     /// Copies live rows (all, or those at `positions` in live numbering) converted to `dtype`
     /// into `target`, which must hold exactly that many rows.
     public func copyRows(at positions: [Int]?, as dtype: SketchDType, into target: UnsafeMutableRawBufferPointer) throws {
-        let rowBytes = k * dtype.byteWidth
         let count = positions?.count ?? rowCount
-        precondition(target.count == count * rowBytes, "target must hold exactly the selected rows")
-        // Which block (segment) holds live position p, and its local row.
-        var blocks: [RowBlock] = []
-        try forEachBlock { blocks.append($0) }
-        func write(_ block: RowBlock, local: Int, to slot: Int) throws {
-            let destination = UnsafeMutableRawBufferPointer(rebasing: target[(slot * rowBytes)..<((slot + 1) * rowBytes)])
-            _ = try ElementConversion.convert(block.row(local), from: block.dtype.elementType, to: dtype.elementType, into: destination)
-        }
+        precondition(target.count == count * k * dtype.byteWidth, "target must hold exactly the selected rows")
         if let positions {
-            let liveByBlock = blocks.map { $0.liveRows }
-            let starts = blocks.map(\.firstLiveIndex)
-            for (slot, position) in positions.enumerated() {
-                guard position >= 0 && position < rowCount else {
-                    throw StoreError(.invalidInput, "row position \(position) is out of range: the set has \(rowCount) rows")
-                }
-                var index = starts.count - 1
-                while starts[index] > position { index -= 1 }
-                // Empty blocks share a start with the next one; skip to the block that holds it.
-                while liveByBlock[index].count <= position - starts[index] { index += 1 }
-                try write(blocks[index], local: liveByBlock[index][position - starts[index]], to: slot)
-            }
-        } else {
-            var slot = 0
-            for block in blocks {
-                if block.deleted.isEmpty {
-                    let destination = UnsafeMutableRawBufferPointer(rebasing: target[(slot * rowBytes)..<((slot + block.rowCount) * rowBytes)])
-                    _ = try ElementConversion.convert(block.bytes, from: block.dtype.elementType, to: dtype.elementType, into: destination)
-                    slot += block.rowCount
-                } else {
-                    for local in block.liveRows {
-                        try write(block, local: local, to: slot)
-                        slot += 1
-                    }
-                }
-            }
+            let locator = try RowLocator(self)
+            try locator.copy(positions, as: dtype, into: target)
+            return
+        }
+        var slot = 0
+        try forEachBlock { block in
+            slot = try block.copyLiveRows(as: dtype, into: target, at: slot)
         }
     }
 

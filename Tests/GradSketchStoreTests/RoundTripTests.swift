@@ -212,4 +212,41 @@ import Testing
         #expect(try store.latestVersion() == versionBefore)
         #expect(try store.verify().isClean)
     }
+
+    /// Reads by position and full exports across segments with scattered deletions, against
+    /// a naive list of the surviving rows.
+    @Test func chosenRowsAcrossDeletions() throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        var generator = SplitMix64(seed: 77)
+        let k = 5
+        var naive: [(id: String, row: [Float])] = []
+        for segment in 0..<4 {
+            let n = Int.random(in: 1...40, using: &generator)
+            let rows = (0..<(n * k)).map { _ in Float.random(in: -10...10, using: &generator) }
+            let ids = (0..<n).map { "s\(segment)-\($0)" }
+            try rows.withUnsafeBytes { bytes in
+                try store.append(to: "t", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k),
+                                 annotations: RowAnnotations(ids: ids))
+            }
+            naive += (0..<n).map { (ids[$0], Array(rows[($0 * k)..<(($0 + 1) * k)])) }
+        }
+        for _ in 0..<3 {
+            let doomed = Array(Set((0..<8).map { _ in naive[Int.random(in: 0..<naive.count, using: &generator)].id }))
+            try store.delete(ids: doomed, from: "t")
+            naive.removeAll { doomed.contains($0.id) }
+        }
+        let set = try store.sketchSet("t")
+        #expect(try set.ids() == naive.map(\.id))
+        #expect(try set.floatRows() == naive.flatMap(\.row))
+        let positions = (0..<200).map { _ in Int.random(in: 0..<naive.count, using: &generator) }
+        #expect(try set.floatRows(at: positions) == positions.flatMap { naive[$0].row })
+        let wanted = positions.prefix(50).map { naive[$0].id }
+        let unique = Array(NSOrderedSet(array: wanted)) as! [String]
+        try store.exportRows(of: "t", ids: unique, to: scratch.path + "/chosen.npy")
+        let chosen = try NumpyFile(path: scratch.path + "/chosen.npy")
+        let expected = unique.flatMap { id in naive.first { $0.id == id }!.row }
+        #expect((0..<expected.count).map { chosen.data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) } == expected)
+        #expect(throws: StoreError.self) { try set.floatRows(at: [naive.count]) }
+    }
 }
