@@ -21,6 +21,9 @@ python3 Benchmarks/baselines.py make "$work/rows.npy" "$rows" "$k"
   python3 Benchmarks/baselines.py h5py-append "$work/rows.npy" "$work" 3
   "$bench" append "$work" "$work/rows.npy" float32 3
   "$bench" scan "$work/append-0" bench 10 "$OMP_NUM_THREADS"
+  mkdir -p "$work/f16"
+  "$bench" append "$work/f16" "$work/rows.npy" float16 2   # convert + round while appending
+  "$bench" scan "$work/f16/append-0" bench 10 "$OMP_NUM_THREADS"
   read -r offset size < <(python3 Benchmarks/baselines.py offset "$(ls "$work"/append-0/segments/*.h5)")
   "$work/scan_file" "$(ls "$work"/append-0/segments/*.h5)" "$offset" "$size" 10
   python3 Benchmarks/baselines.py numpy-scan "$work/rows.npy" 5
@@ -38,8 +41,9 @@ def best(what):
     if not xs: return None
     if "gbps" in xs[0]: return xs[0]["gbps"]
     return max(r["bytes"] / r["seconds"] / 1e9 for r in xs)
-figures = {w: best(w) for w in ["append", "h5py-append", "h5py-append-fsync", "scan", "scan-first", "c-scan", "numpy-scan", "stream-readsum"]}
-print("figure                         GB/s")
+figures = {w: best(w) for w in ["append", "append-float16", "h5py-append", "h5py-append-fsync", "scan", "scan-first",
+                                 "scan-float16", "c-scan", "numpy-scan", "stream-readsum"]}
+print("figure                         GB/s  (append: stored bytes; scan: bytes read)")
 for name, value in figures.items():
     if value is not None: print(f"{name:28s} {value:8.2f}")
 def ratio(a, b):
@@ -48,6 +52,7 @@ print()
 print(f"append / h5py (no fsync)        {ratio('append', 'h5py-append')}   target ≥ 0.9")
 print(f"append / h5py + fsync           {ratio('append', 'h5py-append-fsync')}")
 print(f"scan / stream ReadSum           {ratio('scan', 'stream-readsum')}   target ≥ 0.8")
+print(f"float16 scan / stream ReadSum   {ratio('scan-float16', 'stream-readsum')}   (bytes of float16 read per second)")
 print(f"scan / C mmap scan of the file  {ratio('scan', 'c-scan')}")
 print(f"scan / numpy sum                {ratio('scan', 'numpy-scan')}")
 sums = {r["what"]: r.get("sum") for r in runs if "sum" in r}

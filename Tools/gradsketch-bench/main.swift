@@ -38,7 +38,7 @@ do {
             try? FileManager.default.removeItem(atPath: path)
             let store = try Store.create(at: path)
             let time = try seconds { try store.append(to: "bench", rows: rows, options: SketchSetOptions(dtype: dtype)) }
-            emit(["what": "append", "run": run, "seconds": time, "bytes": rows.rowCount * rows.k * dtype.byteWidth,
+            emit(["what": dtype == .float32 ? "append" : "append-float16", "run": run, "seconds": time, "bytes": rows.rowCount * rows.k * dtype.byteWidth,
                   "input_bytes": file.data.count, "rows": rows.rowCount, "k": rows.k, "dtype": dtype.rawValue])
         }
     case "scan":
@@ -50,10 +50,11 @@ do {
         var sum = 0.0
         // The first scan maps the rows and verifies their checksum (once per process).
         let first = try seconds { sum = try set.sumOfLiveValues(threads: threads) }
-        emit(["what": "scan-first", "seconds": first, "bytes": set.rowCount * set.k * set.dtype.byteWidth, "sum": sum])
+        let suffix = set.dtype == .float32 ? "" : "-float16"
+        emit(["what": "scan-first" + suffix, "seconds": first, "bytes": set.rowCount * set.k * set.dtype.byteWidth, "sum": sum])
         for run in 0..<repeats {
             let time = try seconds { sum = try set.sumOfLiveValues(threads: threads) }
-            emit(["what": "scan", "run": run, "seconds": time, "bytes": set.rowCount * set.k * set.dtype.byteWidth, "sum": sum,
+            emit(["what": "scan" + suffix, "run": run, "seconds": time, "bytes": set.rowCount * set.k * set.dtype.byteWidth, "sum": sum,
                   "mapped": try set.segments.allSatisfy { try $0.mappingStatus().mapped }])
         }
     default:
