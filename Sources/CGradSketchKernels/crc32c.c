@@ -46,16 +46,6 @@ uint32_t gsk_crc32c_update_portable(uint32_t crc, const void *data, size_t lengt
     return ~c;
 }
 
-#if defined(__x86_64__)
-// One crc32 instruction has a latency of 3 cycles but a throughput of 1 per cycle, so three
-// independent streams over three equal blocks run about three times faster than one; the
-// three partial CRCs are then joined with the "append zeros" operator, applied by table.
-#define BLOCK 8192  // bytes per stream per round
-
-// zeros[k][b]: the CRC state change caused by appending BLOCK << k... kept simple: one
-// operator for BLOCK bytes and one for 2·BLOCK bytes, each as 4 byte tables.
-static uint32_t shift1[4][256], shift2[4][256];
-
 static uint32_t multiply_matrix(const uint32_t *matrix, uint32_t vector) {
     uint32_t sum = 0;
     for (int i = 0; vector; i++, vector >>= 1)
@@ -91,6 +81,25 @@ static void zeros_operator(uint32_t *result, size_t length) {
     } while (length);
     memcpy(result, acc, sizeof acc);
 }
+
+uint32_t gsk_crc32c_combine(uint32_t first, uint32_t second, uint64_t second_length) {
+    // first is the CRC of A, second of B; the state after A‖B is the state after A pushed
+    // through len(B) zero bytes, xor the state of B from a zero start. The pre/post
+    // inversion of finalized CRCs cancels out, as in zlib's crc32_combine.
+    if (second_length == 0) return first;
+    uint32_t op[32];
+    zeros_operator(op, (size_t)second_length);
+    return multiply_matrix(op, first) ^ second;
+}
+
+#if defined(__x86_64__)
+// One crc32 instruction has a latency of 3 cycles but a throughput of 1 per cycle, so three
+// independent streams over three equal blocks run about three times faster than one; the
+// three partial CRCs are then joined with the "append zeros" operator, applied by table.
+#define BLOCK 8192  // bytes per stream per round
+
+// Operators that append BLOCK and 2·BLOCK zero bytes to a CRC state, as 4 byte tables each.
+static uint32_t shift1[4][256], shift2[4][256];
 
 static void operator_tables(uint32_t tables[4][256], size_t length) {
     uint32_t op[32];

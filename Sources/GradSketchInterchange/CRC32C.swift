@@ -22,6 +22,11 @@ public struct CRC32C: Sendable, Equatable {
         return crc.value
     }
 
+    /// The CRC of A‖B from the CRCs of A and B and the length of B, without reading either.
+    public static func combine(_ first: UInt32, _ second: UInt32, secondLength: Int) -> UInt32 {
+        gsk_crc32c_combine(first, second, UInt64(secondLength))
+    }
+
     /// `crc32c:` and 8 lowercase hex digits, as manifests and attributes write it.
     public static func formatted(_ value: UInt32) -> String {
         let digits = String(value, radix: 16)

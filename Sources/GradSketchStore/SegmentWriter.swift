@@ -63,6 +63,8 @@ struct SegmentWriter {
 
         var checksums: [String: String] = [:]
         var hasNonfinite = false
+        var rowsExtent: MappableExtent?
+        var rowsCRC: UInt32 = 0
         let ids = annotations.ids ?? (0..<input.rowCount).map { "\(segmentID):\($0)" }
 
         try withContext(.io, "cannot write segment", path: temporary) {
@@ -77,13 +79,15 @@ struct SegmentWriter {
             let rows = try root.createDataset("rows", type: dtype.storageType, shape: [input.rowCount, input.k])
             // Storage is allocated at creation, so the rows' place in the file is known now.
             let writeback: (FileSystem.Writeback, Int)?
-            if case .success(let extent) = try rows.mappableExtent(as: dtype.storageType), let handle = FileSystem.Writeback(path: temporary) {
-                writeback = (handle, extent.offset)
+            if case .success(let extent) = try rows.mappableExtent(as: dtype.storageType) {
+                rowsExtent = extent
+                writeback = FileSystem.Writeback(path: temporary).map { ($0, extent.offset) }
             } else {
                 writeback = nil
             }
-            let rowsChecksum = try writeRows(input, to: rows, dtype: dtype, allowNonfinite: allowNonfinite,
-                                             hasNonfinite: &hasNonfinite, writeback: writeback, progress: progress)
+            rowsCRC = try writeRows(input, to: rows, dtype: dtype, allowNonfinite: allowNonfinite,
+                                    hasNonfinite: &hasNonfinite, writeback: writeback, progress: progress)
+            let rowsChecksum = CRC32C.formatted(rowsCRC)
             try FileHeader.mark(rows, type: .denseRows, checksum: rowsChecksum)
             try rows.close()
             checksums["rows"] = rowsChecksum
@@ -108,7 +112,8 @@ struct SegmentWriter {
             try file.close()
         }
         let relative = "segments/\(segmentID).h5"
-        let whole = try store.publish(temporary, as: relative)
+        let whole = try store.publish(temporary, as: relative,
+                                      known: rowsExtent.map { ($0.offset, $0.length, rowsCRC) })
         published = true
         let entry = Manifest.SegmentEntry(
             file: relative, rows: input.rowCount, checksums: checksums,
@@ -127,11 +132,11 @@ struct SegmentWriter {
         return checksum
     }
 
-    /// Streams the rows block by block; returns the checksum of the stored bytes.
+    /// Streams the rows block by block; returns the CRC-32C of the stored bytes.
     private static func writeRows(
         _ input: RowInput, to dataset: borrowing Dataset, dtype: SketchDType, allowNonfinite: Bool,
         hasNonfinite: inout Bool, writeback: (FileSystem.Writeback, Int)?, progress: ((Int, Int) -> Void)?
-    ) throws -> String {
+    ) throws -> UInt32 {
         let inputRowBytes = input.k * input.elementType.byteWidth
         let storedRowBytes = input.k * dtype.byteWidth
         let blockRows = max(1, blockBytes / storedRowBytes)
@@ -176,6 +181,6 @@ struct SegmentWriter {
             start = end
             progress?(start, input.rowCount)
         }
-        return CRC32C.formatted(crc.value)
+        return crc.value
     }
 }

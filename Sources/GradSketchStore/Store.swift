@@ -271,18 +271,29 @@ public final class Store: Sendable {
     /// Publishes a finished temporary file under `directory/` (Spec §7.2 step 1) and returns
     /// its size and whole-file checksum, which the manifest records so `verify` catches a
     /// changed byte anywhere in the file, HDF5 metadata and padding included.
+    ///
+    /// `known` names a byte range whose CRC the caller computed while writing it (the rows):
+    /// only the rest of the file is read back, and the CRCs are combined.
     @discardableResult
-    func publish(_ temporary: String, as relativePath: String) throws -> (size: Int, checksum: String) {
-        let whole = try withContext(.io, "cannot read back the file just written", path: temporary) {
-            try MappedFile(path: temporary)
+    func publish(_ temporary: String, as relativePath: String, known: (offset: Int, length: Int, crc: UInt32)? = nil) throws -> (size: Int, checksum: String) {
+        guard let size = FileSystem.size(temporary) else {
+            throw StoreError(.io, "the file just written is missing", path: temporary)
         }
-        let summary = (whole.count, CRC32C.formatted(CRC32C.checksum(whole.bytes)))
+        let region = known ?? (offset: 0, length: 0, crc: 0)
+        let crc = try withContext(.io, "cannot read back the file just written", path: temporary) { () throws -> UInt32 in
+            let head = try MappedFile(path: temporary, offset: 0, length: region.offset)
+            let tailStart = region.offset + region.length
+            let tail = try MappedFile(path: temporary, offset: tailStart, length: size - tailStart)
+            var crc = CRC32C.checksum(head.bytes)
+            crc = CRC32C.combine(crc, region.crc, secondLength: region.length)
+            return CRC32C.combine(crc, CRC32C.checksum(tail.bytes), secondLength: tail.count)
+        }
         try FileSystem.fsyncFile(temporary)
-        try FileSystem.makeDirectory(path + "/" + relativePath.split(separator: "/").dropLast().joined(separator: "/"))
-        try FileSystem.rename(temporary, path + "/" + relativePath)
         let directory = relativePath.split(separator: "/").dropLast().joined(separator: "/")
+        try FileSystem.makeDirectory(path + "/" + directory)
+        try FileSystem.rename(temporary, path + "/" + relativePath)
         try FileSystem.fsyncDirectory(path + "/" + directory)
-        return summary
+        return (size, CRC32C.formatted(crc))
     }
 
     /// Absolute path of a file named relative to the store.

@@ -40,6 +40,10 @@ import Testing
                 crc.update(UnsafeRawBufferPointer(rebasing: slice[0..<cut]))
                 crc.update(UnsafeRawBufferPointer(rebasing: slice[cut...]))
                 #expect(crc.value == portable)
+                // And the CRCs of the two pieces combine into the whole's.
+                let head = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: slice[0..<cut]))
+                let tail = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: slice[cut...]))
+                #expect(CRC32C.combine(head, tail, secondLength: length - cut) == portable)
             }
         }
     }
@@ -107,6 +111,15 @@ import Testing
         values[4321] = .nan
         values[4999] = .infinity
         #expect(gsk_first_nonfinite_f32(values, values.count) == 4321)
+        // Every position, around the vector blocks' edges included, and every offset.
+        for position in [0, 7, 8, 31, 32, 1023, 1024, 1025, 2047, 4095, 4999] {
+            var clean = [Float](repeating: -3, count: 5000)
+            clean[position] = -.infinity
+            for offset in 0..<3 {
+                let found = clean.withUnsafeBufferPointer { gsk_first_nonfinite_f32($0.baseAddress! + offset, 5000 - offset) }
+                #expect(found == (position >= offset ? position - offset : -1), "position \(position) offset \(offset)")
+            }
+        }
         let halves: [UInt16] = [0x3C00, 0x7BFF, 0xFC00, 0x7E00]
         #expect(gsk_first_nonfinite_f16(halves, 4) == 2)
         // Sums against a Double reference.

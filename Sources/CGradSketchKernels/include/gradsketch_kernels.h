@@ -13,6 +13,10 @@ uint32_t gsk_crc32c_update(uint32_t crc, const void *data, size_t length);
 /// The same, with the table-driven (slicing-by-8) code only, for tests and old CPUs.
 uint32_t gsk_crc32c_update_portable(uint32_t crc, const void *data, size_t length);
 
+/// The CRC of A‖B from the CRC of A, the CRC of B and the length of B (as zlib's
+/// crc32_combine), so a file's checksum can reuse a region whose CRC is already known.
+uint32_t gsk_crc32c_combine(uint32_t first, uint32_t second, uint64_t second_length);
+
 /// IEEE binary16 → binary32 (exact).
 void gsk_f16_to_f32(const uint16_t *source, float *destination, size_t count);
 /// binary32 → binary16, round to nearest, ties to even; overflow gives ±Inf, NaN stays NaN.
