@@ -131,4 +131,38 @@ import Testing
         let expectedDelta = try NumpyFile(path: scratch.path + "/d_b.npy")
         #expect(try delta.tensor(named: "b").bytes.elementsEqual(expectedDelta.data))
     }
+
+    /// Another writer may store rows chunked and compressed: the reader must refuse to map
+    /// them, say why, read them through HDF5 instead, and still check their checksum.
+    @Test func unmappableRowsFallBackToHDF5Reads() throws {
+        let scratch = try TemporaryDirectory()
+        let script = Self.preamble + """
+        import h5py, glob
+        store = f"{work}/store"
+        ref.create_store(store)
+        x = np.random.default_rng(4).standard_normal((64, 40)).astype(np.float32)
+        ref.append(store, "s", x)
+        np.save(f"{work}/x.npy", x)
+        segment = glob.glob(f"{store}/segments/*.h5")[0]
+        with h5py.File(segment, "r+") as f:  # same values and attributes, chunked + gzip
+            attrs = {k: v for k, v in f["rows"].attrs.items()}
+            del f["rows"]
+            d = f.create_dataset("rows", data=x, chunks=(16, 40), compression="gzip")
+            for k, v in attrs.items(): d.attrs[k] = v
+        """
+        let made = try ChildProcess.python(script, [Repository.root + "/Spec/reference", scratch.path])
+        try #require(made.status == 0, "\(made.standardError)")
+        let store = try Store(opening: scratch.path + "/store")
+        let set = try store.sketchSet("s")
+        let rows = try set.floatRows()
+        let expected = try NumpyFile(path: scratch.path + "/x.npy")
+        #expect(rows.withUnsafeBytes { $0.elementsEqual(expected.data) })
+        let status = try set.segments[0].mappingStatus()
+        #expect(!status.mapped)
+        #expect(status.reason?.contains("not contiguous") == true)
+        // verify says the file changed after publication and is not mappable as §2.4 asks.
+        let problems = try store.verify().problems.map(\.message)
+        #expect(problems.contains { $0.contains("whole-file checksum mismatch") || $0.contains("file size") })
+        #expect(problems.contains { $0.contains("not mappable") })
+    }
 }
