@@ -117,8 +117,8 @@ public struct Dataset: ~Copyable, HDF5Object {
         try hdf5("H5Dread/H5Dwrite", "\(location) rows \(rows)") { call(memorySpace.id, fileSpace.id) }
     }
 
-    /// Writes every element of a string dataset (or the one element of a scalar one), in
-    /// the dataset's own string form: fixed-length (NUL-padded) or variable-length.
+    /// Writes every element of a fixed-length string dataset (or the one element of a scalar
+    /// one), NUL-padded to the dataset's width.
     public func writeStrings(_ strings: [String]) throws(HDF5Error) {
         let stored = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
         if try hdf5("H5Tis_variable_str", location, { H5Tis_variable_str(stored.id) }) == 0 {
@@ -134,19 +134,9 @@ public struct Dataset: ~Copyable, HDF5Object {
             }
             return
         }
-        let type = try Datatype.memory(.string)
-        // Keep every C string alive for the duration of the call.
-        let storage = strings.map { Array($0.utf8CString) }
-        var pointers: [UnsafePointer<CChar>?] = []
-        pointers.reserveCapacity(storage.count)
-        for index in storage.indices {
-            storage[index].withUnsafeBufferPointer { pointers.append($0.baseAddress) }
-        }
-        try withExtendedLifetime(storage) { () throws(HDF5Error) in
-            try hdf5("H5Dwrite", location) {
-                H5Dwrite(objectID, type.id, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), pointers)
-            }
-        }
+        // GradSketch writes fixed-length strings only (Spec §2.3); variable-length ones are
+        // read for other writers' files but never produced.
+        throw hdf5Failure("H5Dwrite", location, "expected a fixed-length string dataset, found variable-length strings")
     }
 
     /// Reads every element of a string dataset, fixed-length (trailing NULs dropped) or

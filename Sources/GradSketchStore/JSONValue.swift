@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A JSON value, for the free-form parts of a manifest (set attributes, projections).
 public enum JSONValue: Codable, Sendable, Equatable, CustomStringConvertible {

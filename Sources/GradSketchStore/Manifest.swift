@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// The JSON content of one version's manifest (Spec §7.1).
 ///
