@@ -15,6 +15,7 @@ let package = Package(
     name: "GradSketch",
     products: [
         .library(name: "GradSketchStore", targets: ["GradSketchStore"]),
+        .library(name: "GradSketchProjection", targets: ["GradSketchProjection"]),
         .executable(name: "gradsketch", targets: ["gradsketch"]),
     ],
     dependencies: [
@@ -29,6 +30,11 @@ let package = Package(
             pkgConfig: "hdf5",
             providers: [.apt(["libhdf5-dev"]), .brew(["hdf5"])]
         ),
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]
+        ),
         /// Byte-level kernels that need CPU instructions Swift cannot name (SSE4.2 CRC32, F16C).
         .target(name: "CGradSketchKernels"),
 
@@ -38,6 +44,11 @@ let package = Package(
         .target(
             name: "GradSketchInterchange",
             dependencies: ["CGradSketchKernels"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "GradSketchProjection",
+            dependencies: ["COpenBLAS", crypto],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -83,6 +94,11 @@ let package = Package(
         .testTarget(
             name: "GradSketchStoreTests",
             dependencies: ["GradSketchStore", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchProjectionTests",
+            dependencies: ["GradSketchProjection", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

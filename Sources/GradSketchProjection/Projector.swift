@@ -1,0 +1,66 @@
+import COpenBLAS
+import Dispatch
+
+/// Projecting rows with dense Rademacher matrices (GEMM through OpenBLAS) and linear-layer
+/// gradients through the Kronecker path (Spec/projection.md §4).
+public enum Projector {
+    /// Columns of Pᵀ generated per GEMM call: large enough that sgemm runs at full speed,
+    /// small enough that the block (columns × k floats) stays in cache-friendly sizes.
+    static let columnBlock = 512
+
+    /// Y [n, k] += X [n, d] · Pᵀ for the dense Rademacher P of `stream`.
+    ///
+    /// Pᵀ is generated block by block (two threads: one generates the next block while
+    /// OpenBLAS multiplies the current one), so memory stays at two blocks whatever d is.
+    public static func projectDense(_ x: UnsafeBufferPointer<Float>, rows n: Int, d: Int, stream: ProjectionStream,
+                                    k: Int, addingInto y: UnsafeMutableBufferPointer<Float>) {
+        precondition(x.count == n * d && y.count == n * k, "shapes do not match: x \(x.count) vs \(n)×\(d), y \(y.count) vs \(n)×\(k)")
+        let blocks = stride(from: 0, to: d, by: columnBlock).map { $0..<min(d, $0 + columnBlock) }
+        if blocks.isEmpty || n == 0 { return }
+        let buffers = (0..<2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: columnBlock * k) }
+        defer { buffers.forEach { $0.deallocate() } }
+        DenseRademacher.fillTransposed(stream, k: k, columns: blocks[0], into: buffers[0])
+        for (index, columns) in blocks.enumerated() {
+            let current = buffers[index % 2]
+            let next = buffers[(index + 1) % 2]
+            let group = DispatchGroup()
+            if index + 1 < blocks.count {
+                nonisolated(unsafe) let target = next
+                let following = blocks[index + 1]
+                DispatchQueue.global().async(group: group) {
+                    DenseRademacher.fillTransposed(stream, k: k, columns: following, into: target)
+                }
+            }
+            // Y (n×k) += X[:, columns] (n×c, leading dimension d) · Pᵀ[columns] (c×k)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(k), Int32(columns.count),
+                        1, x.baseAddress! + columns.lowerBound, Int32(d), current.baseAddress, Int32(k),
+                        1, y.baseAddress, Int32(k))
+            group.wait()
+        }
+    }
+
+    /// The Kronecker sketch of one example's linear-layer gradient G = Bᵀ A without forming
+    /// G: S = (B P_outᵀ)ᵀ (A P_inᵀ), k_out × k_in, row-major (Spec/projection.md §4).
+    ///
+    /// - Parameters:
+    ///   - activations: A, `tokens × nIn` (row-major).
+    ///   - outputGradients: B, `tokens × nOut`.
+    public static func kronecker(activations: UnsafeBufferPointer<Float>, outputGradients: UnsafeBufferPointer<Float>,
+                                 tokens: Int, nIn: Int, nOut: Int, name: String, seed: UInt64,
+                                 kIn: Int, kOut: Int) -> [Float] {
+        precondition(activations.count == tokens * nIn && outputGradients.count == tokens * nOut, "shapes do not match")
+        var projectedIn = [Float](repeating: 0, count: tokens * kIn)    // A P_inᵀ
+        var projectedOut = [Float](repeating: 0, count: tokens * kOut)  // B P_outᵀ
+        projectedIn.withUnsafeMutableBufferPointer {
+            projectDense(activations, rows: tokens, d: nIn, stream: ProjectionStream(seed: seed, name: name + "/in"), k: kIn, addingInto: $0)
+        }
+        projectedOut.withUnsafeMutableBufferPointer {
+            projectDense(outputGradients, rows: tokens, d: nOut, stream: ProjectionStream(seed: seed, name: name + "/out"), k: kOut, addingInto: $0)
+        }
+        var sketch = [Float](repeating: 0, count: kOut * kIn)
+        // S (kOut×kIn) = (B P_outᵀ)ᵀ (tokens×kOut)ᵀ · (A P_inᵀ) (tokens×kIn)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(kOut), Int32(kIn), Int32(tokens),
+                    1, projectedOut, Int32(kOut), projectedIn, Int32(kIn), 0, &sketch, Int32(kIn))
+        return sketch
+    }
+}

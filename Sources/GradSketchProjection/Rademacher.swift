@@ -1,0 +1,75 @@
+/// Dense Rademacher projections (Spec/projection.md §2): entries ±1/√k, 128 per Philox call.
+public enum DenseRademacher {
+    /// Writes the transposed block Pᵀ[columns, 0..<k] (row-major, `columns.count × k`): row
+    /// `c` holds P[·, columns.lowerBound + c]. This is the operand a GEMM `X · Pᵀ` needs.
+    @inlinable
+    public static func fillTransposed(_ stream: ProjectionStream, k: Int, columns: Range<Int>,
+                                      into output: UnsafeMutableBufferPointer<Float>) {
+        precondition(output.count >= columns.count * k, "output too small for the block")
+        let scale = inverseSquareRootScale(k)
+        let key = stream.key
+        let blocks = (k + 127) / 128
+        for (offset, column) in columns.enumerated() {
+            let row = output.baseAddress! + offset * k
+            for block in 0..<blocks {
+                let bits = Philox4x32.random((UInt32(truncatingIfNeeded: column), UInt32(block), stream.id.0, stream.id.1), key: key)
+                let words = [bits.0, bits.1, bits.2, bits.3]
+                let base = block * 128
+                for word in 0..<4 {
+                    let start = base + word * 32
+                    if start >= k { break }
+                    let value = words[word]
+                    for bit in 0..<min(32, k - start) {
+                        row[start + bit] = (value >> UInt32(bit)) & 1 == 1 ? -scale : scale
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole matrix P [k, d], row-major (for tests and small layers).
+    public static func matrix(_ stream: ProjectionStream, k: Int, d: Int) -> [Float] {
+        var transposed = [Float](repeating: 0, count: k * d)
+        transposed.withUnsafeMutableBufferPointer { fillTransposed(stream, k: k, columns: 0..<d, into: $0) }
+        var matrix = [Float](repeating: 0, count: k * d)
+        for j in 0..<d {
+            for r in 0..<k { matrix[r * d + j] = transposed[j * k + r] }
+        }
+        return matrix
+    }
+}
+
+/// Sparse JL / CountSketch projections (Spec/projection.md §3): s signed entries of 1/√s per
+/// input coordinate, at rows chosen by multiply-shift.
+public enum SparseJL {
+    /// For input coordinate j, its s (row, value) entries in t order.
+    @inlinable
+    public static func entries(_ stream: ProjectionStream, k: Int, nonzeros s: Int, column j: Int) -> [(row: Int, value: Float)] {
+        let scale = inverseSquareRootScale(s)
+        return (0..<s).map { t in
+            let bits = Philox4x32.random((UInt32(truncatingIfNeeded: j), 0x8000_0000 &+ UInt32(t), stream.id.0, stream.id.1), key: stream.key)
+            let row = Int((UInt64(bits.0) &* UInt64(k)) >> 32)
+            return (row, bits.1 & 1 == 1 ? -scale : scale)
+        }
+    }
+
+    /// Projects rows X [n, d] into Y [n, k] (added to Y).
+    public static func project(_ x: UnsafeBufferPointer<Float>, rows n: Int, d: Int, stream: ProjectionStream,
+                               k: Int, nonzeros s: Int, addingInto y: UnsafeMutableBufferPointer<Float>) {
+        precondition(x.count == n * d && y.count == n * k, "shapes do not match")
+        for j in 0..<d {
+            for (row, value) in entries(stream, k: k, nonzeros: s, column: j) {
+                for example in 0..<n { y[example * k + row] += value * x[example * d + j] }
+            }
+        }
+    }
+
+    /// The whole matrix P [k, d], row-major (for tests).
+    public static func matrix(_ stream: ProjectionStream, k: Int, d: Int, nonzeros s: Int) -> [Float] {
+        var matrix = [Float](repeating: 0, count: k * d)
+        for j in 0..<d {
+            for (row, value) in entries(stream, k: k, nonzeros: s, column: j) { matrix[row * d + j] += value }
+        }
+        return matrix
+    }
+}

@@ -1,0 +1,78 @@
+"""Reference implementation of Spec/projection.md with numpy, written from the Spec text.
+
+  rademacher(seed, stream, k, d)  -> float32 [k, d]
+  sparse(seed, stream, k, d, s)   -> float32 [k, d]
+  kronecker_sketch(seed, name, A, B, k_out, k_in) -> float32 [k_out * k_in]
+"""
+import hashlib
+import sys
+
+import numpy as np
+
+M0, M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+W0, W1 = 0x9E3779B9, 0xBB67AE85
+MASK = np.uint64(0xFFFFFFFF)
+
+
+def philox(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on arrays of counters (uint32-valued) with a scalar key."""
+    c = [np.asarray(x, dtype=np.uint64) & MASK for x in (c0, c1, c2, c3)]
+    c = np.broadcast_arrays(*c)
+    c = [x.copy() for x in c]
+    k0, k1 = int(k0) & 0xFFFFFFFF, int(k1) & 0xFFFFFFFF
+    for round_ in range(10):
+        p0 = M0 * c[0]
+        p1 = M1 * c[2]
+        hi0, lo0 = p0 >> np.uint64(32), p0 & MASK
+        hi1, lo1 = p1 >> np.uint64(32), p1 & MASK
+        c = [hi1 ^ c[1] ^ np.uint64(k0), lo1, hi0 ^ c[3] ^ np.uint64(k1), lo0]
+        if round_ < 9:
+            k0, k1 = (k0 + W0) & 0xFFFFFFFF, (k1 + W1) & 0xFFFFFFFF
+    return [x.astype(np.uint32) for x in c]
+
+
+def stream_id(name):
+    value = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+    return value & 0xFFFFFFFF, value >> 32
+
+
+def rademacher(seed, stream, k, d):
+    s0, s1 = stream_id(stream)
+    rows = np.arange(k)
+    cols = np.arange(d)
+    j, block = np.meshgrid(cols, rows // 128)  # shapes [k, d]
+    words = philox(j, block, s0, s1, seed & 0xFFFFFFFF, seed >> 32)
+    b = (rows % 128)[:, None]
+    word = np.choose(np.broadcast_to(b // 32, (k, d)), words)
+    bit = (word >> (b % 32).astype(np.uint32)) & 1
+    scale = np.float32(1.0 / np.sqrt(np.float64(k)))
+    return np.where(bit == 1, -scale, scale).astype(np.float32)
+
+
+def sparse(seed, stream, k, d, s):
+    s0, s1 = stream_id(stream)
+    scale = np.float32(1.0 / np.sqrt(np.float64(s)))
+    out = np.zeros((k, d), dtype=np.float32)
+    cols = np.arange(d)
+    for t in range(s):
+        w0, w1, _, _ = philox(cols, 0x80000000 + t, s0, s1, seed & 0xFFFFFFFF, seed >> 32)
+        rows = ((w0.astype(np.uint64) * np.uint64(k)) >> np.uint64(32)).astype(np.int64)
+        signs = np.where(w1 & 1, -scale, scale).astype(np.float32)
+        np.add.at(out, (rows, cols), signs)
+    return out
+
+
+def kronecker_sketch(seed, name, A, B, k_out, k_in):
+    """(B P_outᵀ)ᵀ (A P_inᵀ), flattened row-major, in float64 then rounded."""
+    p_in = rademacher(seed, name + "/in", k_in, A.shape[1]).astype(np.float64)
+    p_out = rademacher(seed, name + "/out", k_out, B.shape[1]).astype(np.float64)
+    return ((B @ p_out.T).T @ (A @ p_in.T)).ravel()
+
+
+if __name__ == "__main__":
+    # python3 projection_ref.py rademacher|sparse SEED STREAM K D [S] OUT.npy
+    kind, seed, stream, k, d = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    if kind == "rademacher":
+        np.save(sys.argv[6], rademacher(seed, stream, k, d))
+    elif kind == "sparse":
+        np.save(sys.argv[7], sparse(seed, stream, k, d, int(sys.argv[6])))

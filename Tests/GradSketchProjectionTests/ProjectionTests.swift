@@ -1,0 +1,149 @@
+import Foundation
+import GradSketchInterchange
+import GradSketchProjection
+import GradSketchTestSupport
+import Testing
+
+/// Projections against the Random123 known answers and the numpy reference written from
+/// Spec/projection.md (Spec/reference/projection_ref.py), bit for bit.
+@Suite struct ProjectionTests {
+    static let reference = """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import numpy as np
+    import projection_ref as ref
+    out = sys.argv[2]
+
+    """
+
+    func python(_ body: String, in scratch: TemporaryDirectory) throws {
+        let result = try ChildProcess.python(Self.reference + body, [Repository.root + "/Spec/reference", scratch.path])
+        try #require(result.status == 0, "\(result.standardError)")
+    }
+
+    func floats(_ path: String) throws -> [Float] {
+        let file = try NumpyFile(path: path)
+        return (0..<file.elementCount).map { file.data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+    }
+
+    @Test func philoxKnownAnswers() {
+        let cases: [(Philox4x32.Block, (UInt32, UInt32), [UInt32])] = [
+            ((0, 0, 0, 0), (0, 0), [0x6627_E8D5, 0xE169_C58D, 0xBC57_AC4C, 0x9B00_DBD8]),
+            ((.max, .max, .max, .max), (.max, .max), [0x408F_276D, 0x41C8_3B0E, 0xA20B_C7C6, 0x6D54_51FD]),
+            ((0x243F_6A88, 0x85A3_08D3, 0x1319_8A2E, 0x0370_7344), (0xA409_3822, 0x299F_31D0), [0xD16C_FE09, 0x94FD_CCEB, 0x5001_E420, 0x2412_6EA1]),
+        ]
+        for (counter, key, expected) in cases {
+            let out = Philox4x32.random(counter, key: key)
+            #expect([out.0, out.1, out.2, out.3] == expected)
+        }
+    }
+
+    @Test(arguments: [(UInt64(42), "fc1.weight", 300, 37), (UInt64(0xFFFF_FFFF_1234), "model.layers.0.mlp/up_proj.weight", 128, 5), (UInt64(7), "ü", 1, 3)])
+    func rademacherMatchesTheReference(seed: UInt64, stream: String, k: Int, d: Int) throws {
+        let scratch = try TemporaryDirectory()
+        try python("np.save(f'{out}/p.npy', ref.rademacher(\(seed), '\(stream)', \(k), \(d)))", in: scratch)
+        let ours = DenseRademacher.matrix(ProjectionStream(seed: seed, name: stream), k: k, d: d)
+        let theirs = try floats(scratch.path + "/p.npy")
+        #expect(ours.map(\.bitPattern) == theirs.map(\.bitPattern))
+    }
+
+    @Test func sparseMatchesTheReference() throws {
+        let scratch = try TemporaryDirectory()
+        try python("np.save(f'{out}/p.npy', ref.sparse(9, 'emb', 64, 200, 3))", in: scratch)
+        let ours = SparseJL.matrix(ProjectionStream(seed: 9, name: "emb"), k: 64, d: 200, nonzeros: 3)
+        #expect(ours.map(\.bitPattern) == (try floats(scratch.path + "/p.npy")).map(\.bitPattern))
+    }
+
+    /// Y = X Pᵀ through OpenBLAS (blocked, with generation overlapped) against a Double
+    /// product with the reference's P.
+    @Test func denseProjectionEqualsNaiveProduct() throws {
+        let scratch = try TemporaryDirectory()
+        let (n, d, k) = (13, 1300, 200)  // d spans three generation blocks
+        try python("""
+        rng = np.random.default_rng(5)
+        x = rng.standard_normal((\(n), \(d))).astype(np.float32)
+        p = ref.rademacher(3, 'w', \(k), \(d)).astype(np.float64)
+        np.save(f'{out}/x.npy', x)
+        np.save(f'{out}/y.npy', (x.astype(np.float64) @ p.T).astype(np.float32))
+        """, in: scratch)
+        let x = try floats(scratch.path + "/x.npy"), expected = try floats(scratch.path + "/y.npy")
+        var y = [Float](repeating: 0, count: n * k)
+        x.withUnsafeBufferPointer { input in
+            y.withUnsafeMutableBufferPointer { Projector.projectDense(input, rows: n, d: d, stream: ProjectionStream(seed: 3, name: "w"), k: k, addingInto: $0) }
+        }
+        let worst = zip(y, expected).map { abs($0 - $1) }.max() ?? 0
+        // float32 GEMM over d = 1300 terms of size ~|x|/√k: error ≲ 1e-5 · √d.
+        #expect(worst < 1e-4, "max |error| \(worst)")
+    }
+
+    /// The Kronecker path equals the dense projection of the materialized gradient with
+    /// P_out ⊗ P_in (numpy's np.kron, float64) — without ever forming the gradient.
+    @Test func kroneckerEqualsDenseProjectionOfTheGradient() throws {
+        let scratch = try TemporaryDirectory()
+        let (tokens, nIn, nOut, kIn, kOut) = (7, 50, 30, 8, 4)
+        try python("""
+        rng = np.random.default_rng(8)
+        a = rng.standard_normal((\(tokens), \(nIn))).astype(np.float32)
+        b = rng.standard_normal((\(tokens), \(nOut))).astype(np.float32)
+        g = b.astype(np.float64).T @ a.astype(np.float64)              # n_out × n_in gradient
+        p_in = ref.rademacher(11, 'fc.weight/in', \(kIn), \(nIn)).astype(np.float64)
+        p_out = ref.rademacher(11, 'fc.weight/out', \(kOut), \(nOut)).astype(np.float64)
+        np.save(f'{out}/a.npy', a); np.save(f'{out}/b.npy', b)
+        np.save(f'{out}/s.npy', (np.kron(p_out, p_in) @ g.ravel()).astype(np.float32))
+        """, in: scratch)
+        let a = try floats(scratch.path + "/a.npy"), b = try floats(scratch.path + "/b.npy")
+        let sketch = a.withUnsafeBufferPointer { activations in
+            b.withUnsafeBufferPointer { gradients in
+                Projector.kronecker(activations: activations, outputGradients: gradients, tokens: tokens, nIn: nIn, nOut: nOut,
+                                    name: "fc.weight", seed: 11, kIn: kIn, kOut: kOut)
+            }
+        }
+        let expected = try floats(scratch.path + "/s.npy")
+        #expect(sketch.count == kIn * kOut)
+        let worst = zip(sketch, expected).map { abs($0 - $1) / max(1, abs($1)) }.max() ?? 0
+        #expect(worst < 1e-5, "max relative error \(worst)")
+    }
+
+    /// Johnson–Lindenstrauss: inner products of unit vectors survive within a few 1/√k.
+    @Test func innerProductsArePreserved() {
+        var generator = SplitMix64(seed: 31)
+        let (n, d, k) = (20, 3000, 1024)
+        var x = (0..<(n * d)).map { _ in Float.random(in: -1...1, using: &generator) }
+        for row in 0..<n {  // unit rows
+            let norm = (0..<d).reduce(Float(0)) { $0 + x[row * d + $1] * x[row * d + $1] }.squareRoot()
+            for j in 0..<d { x[row * d + j] /= norm }
+        }
+        var y = [Float](repeating: 0, count: n * k)
+        x.withUnsafeBufferPointer { input in
+            y.withUnsafeMutableBufferPointer { Projector.projectDense(input, rows: n, d: d, stream: ProjectionStream(seed: 1, name: "jl"), k: k, addingInto: $0) }
+        }
+        var errors: [Double] = []
+        for i in 0..<n {
+            for j in i..<n {
+                let exact = (0..<d).reduce(0.0) { $0 + Double(x[i * d + $1]) * Double(x[j * d + $1]) }
+                let sketched = (0..<k).reduce(0.0) { $0 + Double(y[i * k + $1]) * Double(y[j * k + $1]) }
+                errors.append(abs(sketched - exact))
+            }
+        }
+        let bound = 1 / Double(k).squareRoot()  // standard deviation of the error is ≤ √2/√k
+        #expect(errors.max()! < 5 * bound, "max error \(errors.max()!) vs 5/√k = \(5 * bound)")
+        #expect(errors.reduce(0, +) / Double(errors.count) < 1.5 * bound)
+    }
+
+    @Test func definitionsNameTheirFirstDifference() throws {
+        let layout = [ProjectionDefinition.Parameter(name: "fc1.weight", shape: [256, 784], kronecker: (16, 16)),
+                      ProjectionDefinition.Parameter(name: "fc1.bias", shape: [256])]
+        let a = ProjectionDefinition(seed: 42, kind: .rademacher, kDense: 64, layout: layout)
+        var b = a
+        #expect(a.firstDifference(from: b) == nil)
+        #expect(a.k == 16 * 16 + 64)
+        b.seed = 43
+        #expect(a.firstDifference(from: b) == "seed: 42 here, 43 there")
+        b = a
+        b.layout[1].shape = [255]
+        #expect(a.firstDifference(from: b)?.contains("layout parameter fc1.bias") == true)
+        let json = try JSONEncoder().encode(a)
+        #expect(try JSONDecoder().decode(ProjectionDefinition.self, from: json) == a)
+        #expect(String(decoding: json, as: UTF8.self).contains("\"k_dense\":64"))
+    }
+}
