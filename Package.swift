@@ -68,7 +68,7 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch-bench",
-            dependencies: ["GradSketchStore", "GradSketchInterchange"],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "COpenBLAS"],
             path: "Tools/gradsketch-bench",
             swiftSettings: swiftSettings
         ),

@@ -27,6 +27,7 @@ python3 Benchmarks/baselines.py make "$work/rows.npy" "$rows" "$k"
   read -r offset size < <(python3 Benchmarks/baselines.py offset "$(ls "$work"/append-0/segments/*.h5)")
   "$work/scan_file" "$(ls "$work"/append-0/segments/*.h5)" "$offset" "$size" 10
   python3 Benchmarks/baselines.py numpy-scan "$work/rows.npy" 5
+  "$bench" projection 256 16384 4096
   if [ -f "$stream_source" ]; then
     gcc -O3 -march=native -ffast-math -fopenmp "$stream_source" -o "$work/stream_mini"
     "$work/stream_mini" | sed -E 's/.*ReadSum ([0-9.]+) GB\/s.*/{"what": "stream-readsum", "gbps": \1}/'
@@ -55,6 +56,16 @@ print(f"scan / stream ReadSum           {ratio('scan', 'stream-readsum')}   targ
 print(f"float16 scan / stream ReadSum   {ratio('scan-float16', 'stream-readsum')}   (bytes of float16 read per second)")
 print(f"scan / C mmap scan of the file  {ratio('scan', 'c-scan')}")
 print(f"scan / numpy sum                {ratio('scan', 'numpy-scan')}")
+projection = {r["what"]: r for r in runs if r["what"] in ("sgemm", "project-dense", "generate", "kronecker-vs-dense")}
+if "sgemm" in projection and "project-dense" in projection:
+    s, p = projection["sgemm"]["gflops"], projection["project-dense"]["gflops"]
+    print(f"dense projection (generate + GEMM) / sgemm   {p:.1f} / {s:.1f} GFLOP/s = {p / s:.2f}   target ≥ 0.7")
+if "generate" in projection:
+    print(f"Rademacher generation          {projection['generate']['entries_per_second'] / 1e9:.2f} G entries/s (one thread)")
+if "kronecker-vs-dense" in projection:
+    r = projection["kronecker-vs-dense"]
+    print(f"4096×4096 layer, k=4096: Kronecker {r['kronecker_seconds_per_example'] * 1e3:.2f} ms/example, "
+          f"dense {r['dense_seconds_per_example']:.1f} s/example → {r['speedup']:.0f}×   target ≥ 10×")
 sums = {r["what"]: r.get("sum") for r in runs if "sum" in r}
 print(f"sums (must agree to float32 rounding): {sums}")
 PY

@@ -2,28 +2,37 @@
 public enum DenseRademacher {
     /// Writes the transposed block Pᵀ[columns, 0..<k] (row-major, `columns.count × k`): row
     /// `c` holds P[·, columns.lowerBound + c]. This is the operand a GEMM `X · Pᵀ` needs.
+    ///
+    /// Branch-free: each entry is the scale's bit pattern with the random bit as its sign
+    /// bit, so the 32-entry loops vectorise.
     @inlinable
     public static func fillTransposed(_ stream: ProjectionStream, k: Int, columns: Range<Int>,
                                       into output: UnsafeMutableBufferPointer<Float>) {
         precondition(output.count >= columns.count * k, "output too small for the block")
-        let scale = inverseSquareRootScale(k)
+        let scaleBits = inverseSquareRootScale(k).bitPattern
         let key = stream.key
         let blocks = (k + 127) / 128
-        for (offset, column) in columns.enumerated() {
-            let row = output.baseAddress! + offset * k
+        var row = output.baseAddress!
+        for column in columns {
             for block in 0..<blocks {
                 let bits = Philox4x32.random((UInt32(truncatingIfNeeded: column), UInt32(block), stream.id.0, stream.id.1), key: key)
-                let words = [bits.0, bits.1, bits.2, bits.3]
                 let base = block * 128
-                for word in 0..<4 {
-                    let start = base + word * 32
-                    if start >= k { break }
-                    let value = words[word]
-                    for bit in 0..<min(32, k - start) {
-                        row[start + bit] = (value >> UInt32(bit)) & 1 == 1 ? -scale : scale
-                    }
-                }
+                writeSigns(bits.0, scaleBits, row + base, count: min(32, k - base))
+                if base + 32 < k { writeSigns(bits.1, scaleBits, row + base + 32, count: min(32, k - base - 32)) }
+                if base + 64 < k { writeSigns(bits.2, scaleBits, row + base + 64, count: min(32, k - base - 64)) }
+                if base + 96 < k { writeSigns(bits.3, scaleBits, row + base + 96, count: min(32, k - base - 96)) }
             }
+            row += k
+        }
+    }
+
+    /// Entry b of the run is `−scale` when bit b of `word` is set, `+scale` otherwise.
+    @inlinable @inline(__always)
+    static func writeSigns(_ word: UInt32, _ scaleBits: UInt32, _ target: UnsafeMutablePointer<Float>, count: Int) {
+        if count == 32 {
+            for bit in 0..<32 { target[bit] = Float(bitPattern: scaleBits | ((word >> UInt32(bit)) & 1) << 31) }
+        } else {
+            for bit in 0..<count { target[bit] = Float(bitPattern: scaleBits | ((word >> UInt32(bit)) & 1) << 31) }
         }
     }
 

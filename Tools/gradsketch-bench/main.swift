@@ -3,10 +3,13 @@
 //
 //   gradsketch-bench append DIR ROWS.npy [float16|float32] REPEAT
 //   gradsketch-bench scan STORE SET REPEAT THREADS
+//   gradsketch-bench projection N D K          dense projection vs plain sgemm, Kronecker vs dense
 //
 // Prints one JSON object per run on stdout.
+import COpenBLAS
 import Foundation
 import GradSketchInterchange
+import GradSketchProjection
 import GradSketchStore
 
 func seconds(_ body: () throws -> Void) rethrows -> Double {
@@ -60,6 +63,72 @@ do {
             emit(["what": "scan" + suffix, "run": run, "seconds": time, "bytes": set.rowCount * set.k * set.dtype.byteWidth, "sum": sum,
                   "mapped": try set.segments.allSatisfy { try $0.mappingStatus().mapped }])
         }
+    case "projection":
+        let n = Int(arguments[2]) ?? 256, d = Int(arguments[3]) ?? 16384, k = Int(arguments[4]) ?? 4096
+        var generator = SystemRandomNumberGenerator()
+        let x = (0..<(n * d)).map { _ in Float.random(in: -1...1, using: &generator) }
+        var y = [Float](repeating: 0, count: n * k)
+        let stream = ProjectionStream(seed: 1, name: "bench")
+        // Baseline: the same GEMM with Pᵀ already in memory (OpenBLAS, all threads).
+        var transposed = [Float](repeating: 0, count: d * k)
+        transposed.withUnsafeMutableBufferPointer { DenseRademacher.fillTransposed(stream, k: k, columns: 0..<d, into: $0) }
+        let flops = 2.0 * Double(n) * Double(d) * Double(k)
+        var best = Double.infinity
+        for _ in 0..<3 {
+            best = min(best, seconds {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(k), Int32(d), 1, x, Int32(d),
+                            transposed, Int32(k), 0, &y, Int32(k))
+            })
+        }
+        emit(["what": "sgemm", "gflops": flops / best / 1e9, "n": n, "d": d, "k": k])
+        best = .infinity
+        for _ in 0..<3 {
+            for index in y.indices { y[index] = 0 }
+            best = min(best, seconds {
+                x.withUnsafeBufferPointer { input in
+                    y.withUnsafeMutableBufferPointer { Projector.projectDense(input, rows: n, d: d, stream: stream, k: k, addingInto: $0) }
+                }
+            })
+        }
+        emit(["what": "project-dense", "gflops": flops / best / 1e9, "n": n, "d": d, "k": k])
+        best = .infinity
+        let generateColumns = min(d, 4096)
+        for _ in 0..<3 {
+            best = min(best, seconds {
+                transposed.withUnsafeMutableBufferPointer { DenseRademacher.fillTransposed(stream, k: k, columns: 0..<generateColumns, into: $0) }
+            })
+        }
+        emit(["what": "generate", "entries_per_second": Double(generateColumns * k) / best])
+
+        // A 4096 × 4096 linear layer, T tokens per example, k = 64 × 64 = 4096.
+        let (tokens, width, side) = (64, 4096, 64)
+        let a = (0..<(tokens * width)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let b = (0..<(tokens * width)).map { _ in Float.random(in: -1...1, using: &generator) }
+        best = .infinity
+        for _ in 0..<3 {
+            best = min(best, seconds {
+                _ = a.withUnsafeBufferPointer { activations in
+                    b.withUnsafeBufferPointer { gradients in
+                        Projector.kronecker(activations: activations, outputGradients: gradients, tokens: tokens, nIn: width,
+                                            nOut: width, name: "layer", seed: 1, kIn: side, kOut: side)
+                    }
+                }
+            })
+        }
+        let kroneckerSeconds = best
+        // Dense at equal k: form G (width²) and project it with a 4096 × width² matrix. Timed
+        // on a slice of G's columns with 8 examples batched, then scaled to the whole layer.
+        let slice = 1 << 16, batch = 8
+        let g = (0..<(batch * slice)).map { _ in Float.random(in: -1...1, using: &generator) }
+        var sketches = [Float](repeating: 0, count: batch * k)
+        let sliceSeconds = seconds {
+            g.withUnsafeBufferPointer { input in
+                sketches.withUnsafeMutableBufferPointer { Projector.projectDense(input, rows: batch, d: slice, stream: stream, k: k, addingInto: $0) }
+            }
+        }
+        let densePerExample = sliceSeconds * Double(width * width / slice) / Double(batch)
+        emit(["what": "kronecker-vs-dense", "kronecker_seconds_per_example": kroneckerSeconds,
+              "dense_seconds_per_example": densePerExample, "speedup": densePerExample / kroneckerSeconds])
     default:
         FileHandle.standardError.write(Data("unknown benchmark \(arguments[1])\n".utf8))
         exit(2)
