@@ -61,7 +61,7 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", argumentParser],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", argumentParser],
             path: "Tools/gradsketch",
             swiftSettings: swiftSettings
         ),

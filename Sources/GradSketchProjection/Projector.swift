@@ -64,3 +64,53 @@ public enum Projector {
         return sketch
     }
 }
+
+extension Projector {
+    /// Projects rows `[n, d]` of one parameter (stream `name`) with `definition`'s kind,
+    /// into `[n, kDense]` (Spec/projection.md §2–§4: a dense parameter adds its projection to
+    /// the shared dense block).
+    public static func projectRows(_ x: UnsafeBufferPointer<Float>, rows n: Int, d: Int, parameter name: String,
+                                   definition: ProjectionDefinition) -> [Float] {
+        var y = [Float](repeating: 0, count: n * definition.kDense)
+        let stream = ProjectionStream(seed: definition.seed, name: name)
+        y.withUnsafeMutableBufferPointer { output in
+            switch definition.kind {
+            case .rademacher:
+                projectDense(x, rows: n, d: d, stream: stream, k: definition.kDense, addingInto: output)
+            case .sparse:
+                SparseJL.project(x, rows: n, d: d, stream: stream, k: definition.kDense,
+                                 nonzeros: definition.nonzeros ?? 1, addingInto: output)
+            }
+        }
+        return y
+    }
+
+    /// The sketch of one whole vector given tensor by tensor (a weight delta, say), for a
+    /// layout of dense parameters: Σ over tensors of P_name · vec(tensor).
+    ///
+    /// - Throws: when a tensor's name or element count does not match the layout.
+    public static func projectTensors(_ tensors: [(name: String, values: [Float])], definition: ProjectionDefinition) throws -> [Float] {
+        let byName = Dictionary(tensors.map { ($0.name, $0.values) }, uniquingKeysWith: { first, _ in first })
+        var sketch = [Float](repeating: 0, count: definition.kDense)
+        for parameter in definition.layout {
+            guard parameter.kind == "dense" else {
+                throw ProjectionError("parameter \(parameter.name) is Kronecker-factored: a whole tensor is projected with dense parameters only")
+            }
+            guard let values = byName[parameter.name] else {
+                throw ProjectionError("the layout names \(parameter.name), which the tensors do not have")
+            }
+            guard values.count == parameter.shape.reduce(1, *) else {
+                throw ProjectionError("tensor \(parameter.name) has \(values.count) elements, the layout says shape \(parameter.shape)")
+            }
+            let part = values.withUnsafeBufferPointer { projectRows($0, rows: 1, d: values.count, parameter: parameter.name, definition: definition) }
+            for index in sketch.indices { sketch[index] += part[index] }
+        }
+        return sketch
+    }
+}
+
+/// A projection request that cannot be served, saying what was expected and what was found.
+public struct ProjectionError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import GradSketchInterchange
+import GradSketchProjection
+import GradSketchStore
+
+struct Project: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Project gradient rows into a sketch set, or a stored weight delta into a query vector.",
+        discussion: """
+        With --rows, each row [d] of the file is projected to k numbers (dense Rademacher or sparse JL, Spec/projection.md) \
+        and appended to --set, whose projection definition is stored with it; appending with a different definition is refused. \
+        With --delta, the tensors of a stored tensor set are projected tensor by tensor and summed into one [1, k] .npy row \
+        (--negate gives P(base − finetuned) from a delta stored as finetuned − base).
+        """)
+
+    @OptionGroup var location: StoreArgument
+    @Option(help: "Seed of the projection (64-bit).") var seed: UInt64
+    @Option(help: "Sketch width k.") var k: Int
+    @Option(help: "rademacher or sparse.") var kind: String = "rademacher"
+    @Option(help: "Nonzeros per input coordinate for sparse projections.") var nonzeros: Int = 4
+    @Option(help: "Rows file (.npy or .safetensors) of shape [N, d].") var rows: String?
+    @Option(help: "Tensor to read from a .safetensors rows file.") var tensor: String?
+    @Option(help: "Parameter (stream) name the rows are gradients of.") var parameter: String = "gradient"
+    @Option(help: "Sketch set to append the projected rows to.") var set: String?
+    @Option(help: "Ids file for the rows, one per line.") var ids: String?
+    @Option(help: "Tensor set (a weight delta) to project into one query row.") var delta: String?
+    @Flag(help: "Negate the projected delta.") var negate = false
+    @Option(help: "Output .npy for --delta.") var out: String?
+
+    func run() throws {
+        try reportingErrors {
+            let store = try Store(opening: location.store)
+            guard let kindValue = ProjectionDefinition.Kind(rawValue: kind) else {
+                throw ValidationError("--kind must be rademacher or sparse, found \(kind)")
+            }
+            guard k >= 1 else { throw ValidationError("--k must be at least 1, found \(k)") }
+            if let delta {
+                guard let out else { throw ValidationError("--delta needs --out FILE.npy") }
+                let tensors = try store.tensorSet(delta)
+                let values = try tensors.entry.tensors.map { (name: $0.name, values: try tensors.tensor(named: $0.name).floats()) }
+                let definition = ProjectionDefinition(
+                    seed: seed, kind: kindValue, kDense: k, nonzeros: kindValue == .sparse ? nonzeros : nil,
+                    layout: tensors.entry.tensors.map { .init(name: $0.name, shape: $0.shape) })
+                var sketch = try projectionErrors { try Projector.projectTensors(values, definition: definition) }
+                if negate { sketch = sketch.map { -$0 } }
+                try NumpyWriter.write(sketch, as: .float32, shape: [1, k], to: out)
+                print("projected \(delta) (\(tensors.entry.tensors.count) tensors) to \(out) with k = \(k)")
+                return
+            }
+            guard let rows, let set else { throw ValidationError("expected --rows FILE and --set NAME (or --delta NAME --out FILE)") }
+            let source = try RowsFile(path: rows, tensor: tensor)
+            let input = source.input
+            var widened = [Float](repeating: 0, count: input.rowCount * input.k)
+            _ = try widened.withUnsafeMutableBytes { try ElementConversion.convert(input.bytes, from: input.elementType, to: .float32, into: $0) }
+            let definition = ProjectionDefinition(
+                seed: seed, kind: kindValue, kDense: k, nonzeros: kindValue == .sparse ? nonzeros : nil,
+                layout: [.init(name: parameter, shape: [input.k])])
+            let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
+            if let existing = try store.manifest().sketchSets[set]?.attributes["projection"] {
+                let stored = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(existing.jsonText.utf8))
+                if let difference = definition.firstDifference(from: stored) {
+                    throw StoreError(.invalidInput, "set \(set) was sketched with a different projection (\(difference)); refusing to mix them")
+                }
+            }
+            let sketches = widened.withUnsafeBufferPointer {
+                Projector.projectRows($0, rows: input.rowCount, d: input.k, parameter: parameter, definition: definition)
+            }
+            let result = try sketches.withUnsafeBytes { bytes in
+                try store.append(to: set, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: input.rowCount, k: k),
+                                 annotations: RowAnnotations(ids: try ids.map(TextLines.read)),
+                                 options: SketchSetOptions(attributes: ["projection": definitionJSON]),
+                                 detail: "projected \((rows as NSString).lastPathComponent), k = \(k)")
+            }
+            print("projected \(result.rows) rows of d = \(input.k) to k = \(k) into \(set): version \(result.version)")
+        }
+    }
+
+    private func projectionErrors<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as ProjectionError {
+            throw StoreError(.invalidInput, error.description)
+        }
+    }
+}
