@@ -35,6 +35,11 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]
         ),
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
+        ),
         /// Byte-level kernels that need CPU instructions Swift cannot name (SSE4.2 CRC32, F16C).
         .target(name: "CGradSketchKernels"),
 
@@ -52,6 +57,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "GradSketchModels",
+            dependencies: ["GradSketchProjection", "COpenBLAS", "CZlib"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "GradSketchStore",
             dependencies: ["GradSketchHDF5", "GradSketchInterchange", "CGradSketchKernels", crypto],
             swiftSettings: swiftSettings
@@ -61,7 +71,7 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", argumentParser],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", argumentParser],
             path: "Tools/gradsketch",
             swiftSettings: swiftSettings
         ),
@@ -99,6 +109,11 @@ let package = Package(
         .testTarget(
             name: "GradSketchProjectionTests",
             dependencies: ["GradSketchProjection", "GradSketchInterchange", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchModelsTests",
+            dependencies: ["GradSketchModels", "GradSketchProjection", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what GradSketch needs on Debian/Ubuntu: HDF5 (library, headers, pkg-config file,
-# h5dump for inspection), OpenBLAS for projections, a C compiler for the kernels, and numpy + h5py for the tests'
+# h5dump for inspection), OpenBLAS for projections, zlib and the Fashion-MNIST dataset, a C compiler for the kernels, and numpy + h5py for the tests'
 # independent oracles and the Python reference reader. Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
 
-packages=(libhdf5-dev hdf5-tools libopenblas-dev pkg-config gcc)
+packages=(libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev dataset-fashion-mnist pkg-config gcc)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -23,7 +23,7 @@ if ! python3 -c 'import numpy, h5py' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check numpy h5py
 fi
 
-for library in hdf5 openblas; do
+for library in hdf5 openblas zlib; do
   pkg-config --exists "$library" || { echo "setup: pkg-config cannot find $library after installing its -dev package" >&2; exit 1; }
 done
 echo "setup: ok (HDF5 $(pkg-config --modversion hdf5), $(python3 -c 'import numpy, h5py; print("numpy", numpy.__version__, "h5py", h5py.__version__)'))" >&2
