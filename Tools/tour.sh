@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The tour: builds a store from generated data, versions it, verifies it, exports it and
-# checks every exported value against numpy and h5py. Usage: Tools/tour.sh [WORKDIR]
+# checks every exported value against numpy and h5py; then runs the real pipeline on
+# Fashion-MNIST: train an MLP, store checkpoints and their delta, sketch per-example
+# gradients, project the delta into a query. Usage: Tools/tour.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-$(mktemp -d)/tour}"
@@ -103,3 +105,16 @@ info = json.load(open(f"{work}/info.json"))
 print(f"tour: ok — {len(now)} live rows (of {len(before)} before the delete), k={now.shape[1]}, "
       f"float16 storage, exports and packed file equal to numpy/h5py; info says {info['sketchSets'][0]['rows']} rows")
 PY
+
+step "real data: train an MLP on Fashion-MNIST, checkpoint it, sketch per-example gradients"
+real="$work/fashion"
+rm -rf "$real"
+gs init "$real"
+gs train "$real" --split train --hidden 128 --epochs 1 --batch 128 --learning-rate 0.001 --name mlp
+last=$(gs info "$real" --json | python3 -c 'import json,sys; print(sorted((t["name"] for t in json.load(sys.stdin)["tensorSets"]), key=lambda n: int(n.split("step")[1]))[-1])')
+gs tensors delta "$real" --name finetune --from mlp-step0 --to "$last"
+gs sketch "$real" --split train --checkpoint "$last" --set train --side 32 --k-dense 64 --batch 2048
+gs sketch "$real" --split test --checkpoint "$last" --set test --side 32 --k-dense 64 --batch 2048
+gs project "$real" --delta finetune --seed 0 --k 1024 --negate --out "$work/query.npy"
+gs info "$real"
+gs verify "$real"
