@@ -78,7 +78,7 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch-bench",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "COpenBLAS"],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "COpenBLAS"],
             path: "Tools/gradsketch-bench",
             swiftSettings: swiftSettings
         ),

@@ -28,6 +28,7 @@ python3 Benchmarks/baselines.py make "$work/rows.npy" "$rows" "$k"
   "$work/scan_file" "$(ls "$work"/append-0/segments/*.h5)" "$offset" "$size" 10
   python3 Benchmarks/baselines.py numpy-scan "$work/rows.npy" 5
   "$bench" projection 256 16384 4096
+  "$bench" jl 200
   if [ -f "$stream_source" ]; then
     gcc -O3 -march=native -ffast-math -fopenmp "$stream_source" -o "$work/stream_mini"
     "$work/stream_mini" | sed -E 's/.*ReadSum ([0-9.]+) GB\/s.*/{"what": "stream-readsum", "gbps": \1}/'
@@ -66,6 +67,10 @@ if "kronecker-vs-dense" in projection:
     r = projection["kronecker-vs-dense"]
     print(f"4096×4096 layer, k=4096: Kronecker {r['kronecker_seconds_per_example'] * 1e3:.2f} ms/example, "
           f"dense {r['dense_seconds_per_example']:.1f} s/example → {r['speedup']:.0f}×   target ≥ 10×")
+for r in (r for r in runs if r["what"] == "jl"):
+    print(f"JL on Fashion-MNIST MLP gradients (d={r['d']}), k={r['k']:5d}: |<Px,Py>-<x,y>|/(|x||y|) median {r['pair_error_median']:.4f}, "
+          f"p99 {r['pair_error_p99']:.4f}; squared-norm error median {r['norm_error_median']:.4f}, max {r['norm_error_max']:.4f} "
+          f"(theory sd √(2/k) = {r['theory_sd']:.4f})")
 sums = {r["what"]: r.get("sum") for r in runs if "sum" in r}
 print(f"sums (must agree to float32 rounding): {sums}")
 PY

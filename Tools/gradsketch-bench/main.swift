@@ -4,11 +4,13 @@
 //   gradsketch-bench append DIR ROWS.npy [float16|float32] REPEAT
 //   gradsketch-bench scan STORE SET REPEAT THREADS
 //   gradsketch-bench projection N D K          dense projection vs plain sgemm, Kronecker vs dense
+//   gradsketch-bench jl EXAMPLES               inner-product distortion on Fashion-MNIST gradients
 //
 // Prints one JSON object per run on stdout.
 import COpenBLAS
 import Foundation
 import GradSketchInterchange
+import GradSketchModels
 import GradSketchProjection
 import GradSketchStore
 
@@ -129,6 +131,48 @@ do {
         let densePerExample = sliceSeconds * Double(width * width / slice) / Double(batch)
         emit(["what": "kronecker-vs-dense", "kronecker_seconds_per_example": kroneckerSeconds,
               "dense_seconds_per_example": densePerExample, "speedup": densePerExample / kroneckerSeconds])
+    case "jl":
+        // Real per-example gradients: an MLP (128 hidden) after 100 Adam steps on Fashion-MNIST.
+        let examples = Int(arguments[2]) ?? 200
+        let data = try FashionMNIST(split: .train)
+        var trainer = Trainer(model: MLP(hidden: 128, seed: 0), optimizer: .adam(learningRate: 1e-3))
+        for start in stride(from: 0, to: 12800, by: 128) {
+            _ = trainer.step(images: Array(data.images[(start * 784)..<((start + 128) * 784)]), labels: Array(data.labels[start..<(start + 128)]))
+        }
+        let model = trainer.model
+        let offset = 20000
+        let trace = model.trace(images: Array(data.images[(offset * 784)..<((offset + examples) * 784)]),
+                                labels: Array(data.labels[offset..<(offset + examples)]))
+        let names = model.shapes.map(\.name)
+        let gradients = (0..<examples).map { i in let g = model.gradient(of: trace, example: i); return names.flatMap { g[$0]! } }
+        let d = gradients[0].count
+        let flat = gradients.flatMap { $0 }
+        var exact = [Double](repeating: 0, count: examples * examples)
+        for i in 0..<examples { for j in i..<examples {
+            var sum = 0.0
+            for t in 0..<d { sum += Double(gradients[i][t]) * Double(gradients[j][t]) }
+            exact[i * examples + j] = sum
+        } }
+        for k in [256, 512, 1024, 2048, 4096, 8192] {
+            var y = [Float](repeating: 0, count: examples * k)
+            flat.withUnsafeBufferPointer { input in
+                y.withUnsafeMutableBufferPointer { Projector.projectDense(input, rows: examples, d: d, stream: ProjectionStream(seed: 0, name: "gradient"), k: k, addingInto: $0) }
+            }
+            // Error of each inner product relative to the product of the two norms (the
+            // scale JL bounds), and of the squared norms relative to themselves.
+            var pairErrors: [Double] = [], normErrors: [Double] = []
+            for i in 0..<examples { for j in i..<examples {
+                var sketched = 0.0
+                for t in 0..<k { sketched += Double(y[i * k + t]) * Double(y[j * k + t]) }
+                let scale = (exact[i * examples + i] * exact[j * examples + j]).squareRoot()
+                if i == j { normErrors.append(abs(sketched - exact[i * examples + j]) / scale) } else { pairErrors.append(abs(sketched - exact[i * examples + j]) / scale) }
+            } }
+            pairErrors.sort(); normErrors.sort()
+            emit(["what": "jl", "k": k, "d": d, "examples": examples,
+                  "pair_error_median": pairErrors[pairErrors.count / 2], "pair_error_p99": pairErrors[pairErrors.count * 99 / 100],
+                  "norm_error_median": normErrors[normErrors.count / 2], "norm_error_max": normErrors.last!,
+                  "theory_sd": (2.0 / Double(k)).squareRoot()])
+        }
     default:
         FileHandle.standardError.write(Data("unknown benchmark \(arguments[1])\n".utf8))
         exit(2)
