@@ -2,7 +2,7 @@ import Foundation
 
 /// The JSON record of a projection stored with each sketch set (Spec/projection.md §5).
 public struct ProjectionDefinition: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable { case rademacher, sparse }
+    public enum Kind: String, Codable, Sendable { case rademacher, gaussian, sparse }
 
     /// One parameter of the layout: dense (projected into the shared block) or Kronecker.
     public struct Parameter: Codable, Sendable, Equatable {

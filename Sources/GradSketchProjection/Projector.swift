@@ -13,13 +13,14 @@ public enum Projector {
     /// Pᵀ is generated block by block (two threads: one generates the next block while
     /// OpenBLAS multiplies the current one), so memory stays at two blocks whatever d is.
     public static func projectDense(_ x: UnsafeBufferPointer<Float>, rows n: Int, d: Int, stream: ProjectionStream,
-                                    k: Int, addingInto y: UnsafeMutableBufferPointer<Float>) {
+                                    k: Int, gaussian: Bool = false, addingInto y: UnsafeMutableBufferPointer<Float>) {
+        let fill = gaussian ? DenseGaussian.fillTransposed : DenseRademacher.fillTransposed
         precondition(x.count == n * d && y.count == n * k, "shapes do not match: x \(x.count) vs \(n)×\(d), y \(y.count) vs \(n)×\(k)")
         let blocks = stride(from: 0, to: d, by: columnBlock).map { $0..<min(d, $0 + columnBlock) }
         if blocks.isEmpty || n == 0 { return }
         let buffers = (0..<2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: columnBlock * k) }
         defer { buffers.forEach { $0.deallocate() } }
-        DenseRademacher.fillTransposed(stream, k: k, columns: blocks[0], into: buffers[0])
+        fill(stream, k, blocks[0], buffers[0])
         for (index, columns) in blocks.enumerated() {
             let current = buffers[index % 2]
             let next = buffers[(index + 1) % 2]
@@ -28,7 +29,7 @@ public enum Projector {
                 nonisolated(unsafe) let target = next
                 let following = blocks[index + 1]
                 DispatchQueue.global().async(group: group) {
-                    DenseRademacher.fillTransposed(stream, k: k, columns: following, into: target)
+                    fill(stream, k, following, target)
                 }
             }
             // Y (n×k) += X[:, columns] (n×c, leading dimension d) · Pᵀ[columns] (c×k)
@@ -75,8 +76,8 @@ extension Projector {
         let stream = ProjectionStream(seed: definition.seed, name: name)
         y.withUnsafeMutableBufferPointer { output in
             switch definition.kind {
-            case .rademacher:
-                projectDense(x, rows: n, d: d, stream: stream, k: definition.kDense, addingInto: output)
+            case .rademacher, .gaussian:
+                projectDense(x, rows: n, d: d, stream: stream, k: definition.kDense, gaussian: definition.kind == .gaussian, addingInto: output)
             case .sparse:
                 SparseJL.project(x, rows: n, d: d, stream: stream, k: definition.kDense,
                                  nonzeros: definition.nonzeros ?? 1, addingInto: output)

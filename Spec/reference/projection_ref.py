@@ -76,3 +76,58 @@ if __name__ == "__main__":
         np.save(sys.argv[6], rademacher(seed, stream, k, d))
     elif kind == "sparse":
         np.save(sys.argv[7], sparse(seed, stream, k, d, int(sys.argv[6])))
+
+
+# ---- §3a dense Gaussian: Box–Muller with the Spec's own log and cos (binary64, no FMA) ----
+
+SQRT2 = 1.4142135623730951
+LN2_HI, LN2_LO = 0.6931471803691238, 1.9082149292705877e-10
+TWO_PI = 6.283185307179586
+
+
+def gs_log(u):
+    u = np.asarray(u, dtype=np.float64)
+    m, e = np.frexp(u)            # u = m · 2^e, m ∈ [0.5, 1)
+    m, e = m * 2.0, e - 1         # m ∈ [1, 2), exact
+    big = m > SQRT2
+    m = np.where(big, m / 2.0, m)
+    e = np.where(big, e + 1, e).astype(np.float64)
+    s = (m - 1.0) / (m + 1.0)
+    t = s * s
+    p = np.full_like(t, 2.0 / 19.0)
+    for n in range(17, 1, -2):
+        p = p * t + 2.0 / n
+    p = p * t + 2.0
+    return e * LN2_HI + (s * p + e * LN2_LO)
+
+
+def gs_cos2pi(u):
+    import math
+    u = np.asarray(u, dtype=np.float64)
+    q = np.rint(4.0 * u)
+    x = u - q / 4.0
+    theta = x * TWO_PI
+    t = theta * theta
+    c = np.full_like(t, (-1.0) ** 8 / math.factorial(16))
+    for n in range(7, -1, -1):
+        c = c * t + (-1.0) ** n / math.factorial(2 * n)
+    s = np.full_like(t, (-1.0) ** 8 / math.factorial(17))
+    for n in range(7, -1, -1):
+        s = s * t + (-1.0) ** n / math.factorial(2 * n + 1)
+    s = theta * s
+    quadrant = q.astype(np.int64) % 4
+    return np.choose(quadrant, [c, -s, -c, s])
+
+
+def gaussian(seed, stream, k, d):
+    s0, s1 = stream_id(stream)
+    rows = np.arange(k)
+    j, pair = np.meshgrid(np.arange(d), rows // 2)
+    w = philox(j, pair, s0, s1, seed & 0xFFFFFFFF, seed >> 32)
+    odd = (rows % 2 == 1)[:, None]
+    a = np.where(odd, w[2], w[0]).astype(np.float64)
+    b = np.where(odd, w[3], w[1]).astype(np.float64)
+    u1 = (a + 1.0) / 4294967296.0
+    u2 = b / 4294967296.0
+    z = np.sqrt(-2.0 * gs_log(u1)) * gs_cos2pi(u2)
+    return (z / np.sqrt(np.float64(k))).astype(np.float32)

@@ -47,6 +47,27 @@ import Testing
         #expect(ours.map(\.bitPattern) == theirs.map(\.bitPattern))
     }
 
+    /// The Gaussian kind's own log and cos (§3a) agree with numpy's evaluation of the same
+    /// formulas bit for bit, and with the true functions to 1e-15.
+    @Test func gaussianMatchesTheReference() throws {
+        let scratch = try TemporaryDirectory()
+        try python("np.save(f'{out}/p.npy', ref.gaussian(123, 'layers.3.attn', 257, 61))", in: scratch)
+        let ours = DenseGaussian.matrix(ProjectionStream(seed: 123, name: "layers.3.attn"), k: 257, d: 61)
+        let theirs = try floats(scratch.path + "/p.npy")
+        let differing = zip(ours, theirs).filter { $0.bitPattern != $1.bitPattern }.count
+        #expect(differing == 0, "\(differing) of \(ours.count) entries differ")
+        let mean = ours.reduce(0.0) { $0 + Double($1) } / Double(ours.count)
+        let variance = ours.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(ours.count) * 257
+        #expect(abs(mean) < 0.01 && abs(variance - 1) < 0.05, "mean \(mean), k·variance \(variance)")
+        var generator = SplitMix64(seed: 4)
+        for _ in 0..<10_000 {
+            let u = Double(UInt32.random(in: 0...UInt32.max, using: &generator)) / 4_294_967_296
+            let positive = u + 1 / 4_294_967_296
+            #expect(abs(DenseGaussian.log(positive) - Foundation.log(positive)) < 2e-15)
+            #expect(abs(DenseGaussian.cos2pi(u) - Foundation.cos(2 * Double.pi * u)) < 2e-15)
+        }
+    }
+
     @Test func sparseMatchesTheReference() throws {
         let scratch = try TemporaryDirectory()
         try python("np.save(f'{out}/p.npy', ref.sparse(9, 'emb', 64, 200, 3))", in: scratch)

@@ -17,7 +17,7 @@ struct Project: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Seed of the projection (64-bit).") var seed: UInt64
     @Option(help: "Sketch width k.") var k: Int
-    @Option(help: "rademacher or sparse.") var kind: String = "rademacher"
+    @Option(help: "rademacher, gaussian or sparse.") var kind: String = "rademacher"
     @Option(help: "Nonzeros per input coordinate for sparse projections.") var nonzeros: Int = 4
     @Option(help: "Rows file (.npy or .safetensors) of shape [N, d].") var rows: String?
     @Option(help: "Tensor to read from a .safetensors rows file.") var tensor: String?
@@ -32,7 +32,7 @@ struct Project: ParsableCommand {
         try reportingErrors {
             let store = try Store(opening: location.store)
             guard let kindValue = ProjectionDefinition.Kind(rawValue: kind) else {
-                throw ValidationError("--kind must be rademacher or sparse, found \(kind)")
+                throw ValidationError("--kind must be rademacher, gaussian or sparse, found \(kind)")
             }
             guard k >= 1 else { throw ValidationError("--k must be at least 1, found \(k)") }
             if let delta {
