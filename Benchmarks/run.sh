@@ -29,6 +29,7 @@ python3 Benchmarks/baselines.py make "$work/rows.npy" "$rows" "$k"
   python3 Benchmarks/baselines.py numpy-scan "$work/rows.npy" 5
   "$bench" projection 256 16384 4096
   "$bench" jl 200
+  "$bench" srht 4194304 4096 8
   if [ -f "$stream_source" ]; then
     gcc -O3 -march=native -ffast-math -fopenmp "$stream_source" -o "$work/stream_mini"
     "$work/stream_mini" | sed -E 's/.*ReadSum ([0-9.]+) GB\/s.*/{"what": "stream-readsum", "gbps": \1}/'
@@ -67,6 +68,8 @@ if "kronecker-vs-dense" in projection:
     r = projection["kronecker-vs-dense"]
     print(f"4096×4096 layer, k=4096: Kronecker {r['kronecker_seconds_per_example'] * 1e3:.2f} ms/example, "
           f"dense {r['dense_seconds_per_example']:.1f} s/example → {r['speedup']:.0f}×   target ≥ 10×")
+for r in (r for r in runs if r["what"] == "srht-vs-dense"):
+    print(f"SRHT vs dense, d={r['d']}, k={r['k']}, {r['rows']} rows: {r['srht_seconds']:.2f} s vs {r['dense_seconds']:.2f} s → {r['speedup']:.1f}×")
 for r in (r for r in runs if r["what"] == "jl"):
     print(f"JL on Fashion-MNIST MLP gradients (d={r['d']}), k={r['k']:5d}: |<Px,Py>-<x,y>|/(|x||y|) median {r['pair_error_median']:.4f}, "
           f"p99 {r['pair_error_p99']:.4f}; squared-norm error median {r['norm_error_median']:.4f}, max {r['norm_error_max']:.4f} "

@@ -2,7 +2,7 @@ import Foundation
 
 /// The JSON record of a projection stored with each sketch set (Spec/projection.md §5).
 public struct ProjectionDefinition: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable { case rademacher, gaussian, sparse }
+    public enum Kind: String, Codable, Sendable { case rademacher, gaussian, sparse, srht }
 
     /// One parameter of the layout: dense (projected into the shared block) or Kronecker.
     public struct Parameter: Codable, Sendable, Equatable {
@@ -28,15 +28,18 @@ public struct ProjectionDefinition: Codable, Sendable, Equatable {
     public var kind: Kind
     public var kDense: Int
     public var nonzeros: Int?
+    /// SRHT block size (a power of two).
+    public var block: Int?
     public var layout: [Parameter]
 
-    enum CodingKeys: String, CodingKey { case version, generator, seed, kind, nonzeros, layout, kDense = "k_dense" }
+    enum CodingKeys: String, CodingKey { case version, generator, seed, kind, nonzeros, block, layout, kDense = "k_dense" }
 
-    public init(seed: UInt64, kind: Kind, kDense: Int, nonzeros: Int? = nil, layout: [Parameter]) {
+    public init(seed: UInt64, kind: Kind, kDense: Int, nonzeros: Int? = nil, block: Int? = nil, layout: [Parameter]) {
         self.seed = seed
         self.kind = kind
         self.kDense = kDense
         self.nonzeros = nonzeros
+        self.block = block
         self.layout = layout
     }
 
@@ -52,6 +55,7 @@ public struct ProjectionDefinition: Codable, Sendable, Equatable {
             ("version", version, other.version), ("generator", generator, other.generator),
             ("seed", "\(seed)", "\(other.seed)"), ("kind", kind.rawValue, other.kind.rawValue),
             ("k_dense", "\(kDense)", "\(other.kDense)"), ("nonzeros", "\(nonzeros.map(String.init) ?? "none")", "\(other.nonzeros.map(String.init) ?? "none")"),
+            ("block", "\(block.map(String.init) ?? "none")", "\(other.block.map(String.init) ?? "none")"),
             ("layout size", "\(layout.count)", "\(other.layout.count)"),
         ]
         if let (name, mine, theirs) = fields.first(where: { $0.1 != $0.2 }) {

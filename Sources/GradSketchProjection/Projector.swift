@@ -81,6 +81,9 @@ extension Projector {
             case .sparse:
                 SparseJL.project(x, rows: n, d: d, stream: stream, k: definition.kDense,
                                  nonzeros: definition.nonzeros ?? 1, addingInto: output)
+            case .srht:
+                SRHT.project(x, rows: n, d: d, stream: stream, k: definition.kDense,
+                             blockSize: definition.block ?? SRHT.defaultBlock(for: d), addingInto: output)
             }
         }
         return y

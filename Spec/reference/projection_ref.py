@@ -131,3 +131,39 @@ def gaussian(seed, stream, k, d):
     u2 = b / 4294967296.0
     z = np.sqrt(-2.0 * gs_log(u1)) * gs_cos2pi(u2)
     return (z / np.sqrt(np.float64(k))).astype(np.float32)
+
+
+# ---- §3b SRHT ----------------------------------------------------------------------------
+
+def srht_signs(seed, stream, d):
+    s0, s1 = stream_id(stream)
+    w = philox(np.arange(d), 0xE0000000, s0, s1, seed & 0xFFFFFFFF, seed >> 32)
+    return np.where(w[0] & 1, -1.0, 1.0)
+
+
+def srht_rows(seed, stream, k, n, block):
+    s0, s1 = stream_id(stream)
+    w = philox(np.arange(k), 0xC0000000 + block, s0, s1, seed & 0xFFFFFFFF, seed >> 32)
+    return ((w[0].astype(np.uint64) * np.uint64(n)) >> np.uint64(32)).astype(np.int64)
+
+
+def hadamard(n):
+    h = np.array([[1.0]])
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def srht(seed, stream, k, x, n):
+    """P x for rows x [N, d] in float64, with explicit Hadamard matrices (small n only)."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    d = x.shape[1]
+    signed = x * srht_signs(seed, stream, d)
+    h = hadamard(n)
+    out = np.zeros((x.shape[0], k))
+    for b in range(0, (d + n - 1) // n):
+        chunk = np.zeros((x.shape[0], n))
+        part = signed[:, b * n:(b + 1) * n]
+        chunk[:, :part.shape[1]] = part
+        out += (chunk @ h.T)[:, srht_rows(seed, stream, k, n, b)]
+    return out / np.sqrt(k)

@@ -68,6 +68,25 @@ import Testing
         }
     }
 
+    /// SRHT over several blocks (the last zero-padded) against the reference's explicit
+    /// Hadamard matrices in float64; the sampled rows and signs are the Spec's exactly.
+    @Test func srhtMatchesTheReference() throws {
+        let scratch = try TemporaryDirectory()
+        let (n, d, k, block) = (5, 300, 48, 128)
+        try python("""
+        x = np.random.default_rng(6).standard_normal((\(n), \(d))).astype(np.float32)
+        np.save(f'{out}/x.npy', x)
+        np.save(f'{out}/y.npy', ref.srht(17, 'big', \(k), x, \(block)).astype(np.float32))
+        """, in: scratch)
+        let x = try floats(scratch.path + "/x.npy"), expected = try floats(scratch.path + "/y.npy")
+        var y = [Float](repeating: 0, count: n * k)
+        x.withUnsafeBufferPointer { input in
+            y.withUnsafeMutableBufferPointer { SRHT.project(input, rows: n, d: d, stream: ProjectionStream(seed: 17, name: "big"), k: k, blockSize: block, addingInto: $0) }
+        }
+        let worst = zip(y, expected).map { abs($0 - $1) }.max()!
+        #expect(worst < 1e-4, "max |error| \(worst)")
+    }
+
     @Test func sparseMatchesTheReference() throws {
         let scratch = try TemporaryDirectory()
         try python("np.save(f'{out}/p.npy', ref.sparse(9, 'emb', 64, 200, 3))", in: scratch)

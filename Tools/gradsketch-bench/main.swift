@@ -5,6 +5,7 @@
 //   gradsketch-bench scan STORE SET REPEAT THREADS
 //   gradsketch-bench projection N D K          dense projection vs plain sgemm, Kronecker vs dense
 //   gradsketch-bench jl EXAMPLES               inner-product distortion on Fashion-MNIST gradients
+//   gradsketch-bench srht D K ROWS             SRHT vs dense Rademacher for very large inputs
 //
 // Prints one JSON object per run on stdout.
 import COpenBLAS
@@ -131,6 +132,24 @@ do {
         let densePerExample = sliceSeconds * Double(width * width / slice) / Double(batch)
         emit(["what": "kronecker-vs-dense", "kronecker_seconds_per_example": kroneckerSeconds,
               "dense_seconds_per_example": densePerExample, "speedup": densePerExample / kroneckerSeconds])
+    case "srht":
+        let d = Int(arguments[2]) ?? (1 << 22), k = Int(arguments[3]) ?? 4096, rows = Int(arguments[4]) ?? 8
+        var generator = SystemRandomNumberGenerator()
+        let x = (0..<(rows * d)).map { _ in Float.random(in: -1...1, using: &generator) }
+        var y = [Float](repeating: 0, count: rows * k)
+        let stream = ProjectionStream(seed: 2, name: "huge")
+        let srhtSeconds = seconds {
+            x.withUnsafeBufferPointer { input in
+                y.withUnsafeMutableBufferPointer { SRHT.project(input, rows: rows, d: d, stream: stream, k: k, blockSize: SRHT.defaultBlock(for: d), addingInto: $0) }
+            }
+        }
+        let denseSeconds = seconds {
+            x.withUnsafeBufferPointer { input in
+                y.withUnsafeMutableBufferPointer { Projector.projectDense(input, rows: rows, d: d, stream: stream, k: k, addingInto: $0) }
+            }
+        }
+        emit(["what": "srht-vs-dense", "d": d, "k": k, "rows": rows, "srht_seconds": srhtSeconds, "dense_seconds": denseSeconds,
+              "speedup": denseSeconds / srhtSeconds])
     case "jl":
         // Real per-example gradients: an MLP (128 hidden) after 100 Adam steps on Fashion-MNIST.
         let examples = Int(arguments[2]) ?? 200

@@ -17,7 +17,8 @@ struct Project: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Seed of the projection (64-bit).") var seed: UInt64
     @Option(help: "Sketch width k.") var k: Int
-    @Option(help: "rademacher, gaussian or sparse.") var kind: String = "rademacher"
+    @Option(help: "rademacher, gaussian, sparse or srht.") var kind: String = "rademacher"
+    @Option(help: "SRHT block size, a power of two (default: the smallest power of two ≥ d, at most 2^20).") var block: Int?
     @Option(help: "Nonzeros per input coordinate for sparse projections.") var nonzeros: Int = 4
     @Option(help: "Rows file (.npy or .safetensors) of shape [N, d].") var rows: String?
     @Option(help: "Tensor to read from a .safetensors rows file.") var tensor: String?
@@ -32,7 +33,7 @@ struct Project: ParsableCommand {
         try reportingErrors {
             let store = try Store(opening: location.store)
             guard let kindValue = ProjectionDefinition.Kind(rawValue: kind) else {
-                throw ValidationError("--kind must be rademacher, gaussian or sparse, found \(kind)")
+                throw ValidationError("--kind must be rademacher, gaussian, sparse or srht, found \(kind)")
             }
             guard k >= 1 else { throw ValidationError("--k must be at least 1, found \(k)") }
             if let delta {
@@ -53,8 +54,12 @@ struct Project: ParsableCommand {
             let input = source.input
             var widened = [Float](repeating: 0, count: input.rowCount * input.k)
             _ = try widened.withUnsafeMutableBytes { try ElementConversion.convert(input.bytes, from: input.elementType, to: .float32, into: $0) }
+            if let block, block <= 0 || block & (block - 1) != 0 {
+                throw ValidationError("--block must be a power of two, found \(block)")
+            }
             let definition = ProjectionDefinition(
                 seed: seed, kind: kindValue, kDense: k, nonzeros: kindValue == .sparse ? nonzeros : nil,
+                block: kindValue == .srht ? (block ?? SRHT.defaultBlock(for: input.k)) : nil,
                 layout: [.init(name: parameter, shape: [input.k])])
             let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
             if let existing = try store.manifest().sketchSets[set]?.attributes["projection"] {

@@ -1,0 +1,66 @@
+/// Subsampled randomized Hadamard transforms (Spec/projection.md §3b): O(d log n) per row
+/// instead of O(d k), for inputs too large for a dense matrix.
+public enum SRHT {
+    /// The smallest power of two ≥ d, at most 2²⁰ (4 MiB of float32 per transform).
+    public static func defaultBlock(for d: Int) -> Int {
+        var n = 1
+        while n < d && n < 1 << 20 { n <<= 1 }
+        return n
+    }
+
+    /// The sign of input coordinate j (§3b).
+    @inlinable
+    public static func sign(_ stream: ProjectionStream, column j: Int) -> Float {
+        Philox4x32.random((UInt32(truncatingIfNeeded: j), 0xE000_0000, stream.id.0, stream.id.1), key: stream.key).0 & 1 == 1 ? -1 : 1
+    }
+
+    /// The k Hadamard rows block b samples (§3b).
+    public static func sampledRows(_ stream: ProjectionStream, k: Int, blockSize n: Int, block b: Int) -> [Int] {
+        (0..<k).map { r in
+            let w = Philox4x32.random((UInt32(r), 0xC000_0000 &+ UInt32(truncatingIfNeeded: b), stream.id.0, stream.id.1), key: stream.key)
+            return Int((UInt64(w.0) &* UInt64(n)) >> 32)
+        }
+    }
+
+    /// In-place unnormalised fast Walsh–Hadamard transform of `n` (a power of two) floats.
+    @inlinable
+    public static func transform(_ values: UnsafeMutableBufferPointer<Float>) {
+        let n = values.count
+        var half = 1
+        while half < n {
+            var start = 0
+            while start < n {
+                for i in start..<(start + half) {
+                    let a = values[i], b = values[i + half]
+                    values[i] = a + b
+                    values[i + half] = a - b
+                }
+                start += 2 * half
+            }
+            half *= 2
+        }
+    }
+
+    /// Y [rows, k] += P X for rows X [rows, d], blocks of `blockSize` (a power of two).
+    public static func project(_ x: UnsafeBufferPointer<Float>, rows: Int, d: Int, stream: ProjectionStream, k: Int,
+                               blockSize n: Int, addingInto y: UnsafeMutableBufferPointer<Float>) {
+        precondition(n > 0 && n & (n - 1) == 0, "block size must be a power of two")
+        precondition(x.count == rows * d && y.count == rows * k, "shapes do not match")
+        let blocks = (d + n - 1) / n
+        let scale = 1 / Float(k).squareRoot()
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+        defer { buffer.deallocate() }
+        var signs = [Float](repeating: 0, count: min(n, d))
+        for b in 0..<blocks {
+            let start = b * n, end = min(d, start + n)
+            for j in start..<end { signs[j - start] = sign(stream, column: j) }
+            let samples = sampledRows(stream, k: k, blockSize: n, block: b)
+            for row in 0..<rows {
+                for j in start..<end { buffer[j - start] = x[row * d + j] * signs[j - start] }
+                for j in (end - start)..<n { buffer[j] = 0 }
+                transform(buffer)
+                for (r, sample) in samples.enumerated() { y[row * k + r] += scale * buffer[sample] }
+            }
+        }
+    }
+}
