@@ -187,3 +187,46 @@ import Testing
         #expect(String(decoding: json, as: UTF8.self).contains("\"k_dense\":64"))
     }
 }
+
+/// The committed golden vectors (Spec/golden/projection.json), reproduced bit for bit; the
+/// numpy reference is re-run to show it still produces them too.
+@Suite struct ProjectionGoldenTests {
+    struct Golden: Decodable {
+        struct Case: Decodable {
+            let kind: String, seed: UInt64, stream: String, k: Int, d: Int
+            let nonzeros: Int?, block: Int?, bits: [UInt32]?, signs: [Int]?, rows: [[Int]]?
+        }
+        let cases: [Case]
+        let streamIDs: [String: [UInt32]]
+        enum CodingKeys: String, CodingKey { case cases, streamIDs = "stream_ids" }
+    }
+
+    @Test func goldenVectorsReproduce() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: Repository.goldenDirectory + "/projection.json"))
+        let golden = try JSONDecoder().decode(Golden.self, from: data)
+        for (name, id) in golden.streamIDs {
+            let stream = ProjectionStream(seed: 0, name: name)
+            #expect([stream.id.0, stream.id.1] == id, "stream id of \"\(name)\"")
+        }
+        for item in golden.cases {
+            let stream = ProjectionStream(seed: item.seed, name: item.stream)
+            switch item.kind {
+            case "rademacher":
+                #expect(DenseRademacher.matrix(stream, k: item.k, d: item.d).map(\.bitPattern) == item.bits, "\(item.stream)")
+            case "gaussian":
+                #expect(DenseGaussian.matrix(stream, k: item.k, d: item.d).map(\.bitPattern) == item.bits, "\(item.stream)")
+            case "sparse":
+                #expect(SparseJL.matrix(stream, k: item.k, d: item.d, nonzeros: item.nonzeros!).map(\.bitPattern) == item.bits)
+            case "srht":
+                #expect((0..<item.d).map { Int(SRHT.sign(stream, column: $0)) } == item.signs)
+                for (block, rows) in (item.rows ?? []).enumerated() {
+                    #expect(SRHT.sampledRows(stream, k: item.k, blockSize: item.block!, block: block) == rows)
+                }
+            default:
+                Issue.record("unknown kind \(item.kind)")
+            }
+        }
+        let check = try ChildProcess.run("/usr/bin/env", ["python3", Repository.goldenDirectory + "/make_projection_golden.py", "--check"])
+        #expect(check.status == 0, "the numpy reference no longer reproduces projection.json: \(check.standardError)")
+    }
+}
