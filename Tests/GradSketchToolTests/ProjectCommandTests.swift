@@ -59,4 +59,38 @@ import Testing
         let info = try expectSuccess(ChildProcess.tool("info", store, "--json"))
         #expect(info.standardOutput.contains("\"generator\" : \"philox4x32-10\""))
     }
+
+    /// Per-example layer gradients from activation / output-gradient files: each sketch
+    /// equals numpy's (P_out ⊗ P_in) · vec(Bᵀ A) of the materialised gradient.
+    @Test func projectsLayerGradientsThroughTheKroneckerPath() throws {
+        let fixture = try ToolFixture()
+        let script = """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import numpy as np
+        import projection_ref as ref
+        out = sys.argv[2]
+        rng = np.random.default_rng(3)
+        a = rng.standard_normal((6, 5, 40)).astype(np.float32)   # N, T, n_in
+        b = rng.standard_normal((6, 5, 24)).astype(np.float32)   # N, T, n_out
+        np.save(f"{out}/a.npy", a); np.save(f"{out}/b.npy", b)
+        p_in = ref.rademacher(8, "mlp.up/in", 8, 40).astype(np.float64)
+        p_out = ref.rademacher(8, "mlp.up/out", 8, 24).astype(np.float64)
+        rows = [np.kron(p_out, p_in) @ (b[i].astype(np.float64).T @ a[i].astype(np.float64)).ravel() for i in range(6)]
+        np.save(f"{out}/expected.npy", np.array(rows, dtype=np.float32))
+        """
+        let made = try ChildProcess.python(script, [Repository.root + "/Spec/reference", fixture.scratch.path])
+        try #require(made.status == 0, "\(made.standardError)")
+        try expectSuccess(ChildProcess.tool("project", fixture.store, "--activations", fixture.path("a.npy"), "--output-gradients", fixture.path("b.npy"),
+                                            "--parameter", "mlp.up", "--side", "8", "--seed", "8", "--set", "layer"))
+        try expectSuccess(ChildProcess.tool("export", fixture.store, "--set", "layer", "--out", fixture.path("got.npy")))
+        let check = try ChildProcess.python("""
+        import sys, numpy as np
+        got, expected = np.load(sys.argv[1] + "/got.npy"), np.load(sys.argv[1] + "/expected.npy")
+        print(got.shape, bool(np.allclose(got, expected, rtol=1e-4, atol=1e-3)))
+        """, [fixture.scratch.path])
+        #expect(check.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "(6, 64) True", "\(check.standardOutput)\(check.standardError)")
+        try expectFailure(["project", fixture.store, "--activations", fixture.path("a.npy"), "--output-gradients", fixture.path("got.npy"),
+                           "--parameter", "mlp.up", "--set", "layer", "--seed", "8"], saying: "expected the same examples and tokens")
+    }
 }

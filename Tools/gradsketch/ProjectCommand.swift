@@ -16,7 +16,7 @@ struct Project: ParsableCommand {
 
     @OptionGroup var location: StoreArgument
     @Option(help: "Seed of the projection (64-bit).") var seed: UInt64
-    @Option(help: "Sketch width k.") var k: Int
+    @Option(help: "Sketch width k (for --rows and --delta).") var k: Int?
     @Option(help: "rademacher, gaussian, sparse or srht.") var kind: String = "rademacher"
     @Option(help: "SRHT block size, a power of two (default: the smallest power of two ≥ d, at most 2^20).") var block: Int?
     @Option(help: "Nonzeros per input coordinate for sparse projections.") var nonzeros: Int = 4
@@ -26,6 +26,9 @@ struct Project: ParsableCommand {
     @Option(help: "Sketch set to append the projected rows to.") var set: String?
     @Option(help: "Ids file for the rows, one per line.") var ids: String?
     @Option(help: "Tensor set (a weight delta) to project into one query row.") var delta: String?
+    @Option(help: "Input activations of a linear layer, .npy [N, T, n_in] or [N, n_in] (Kronecker path, with --output-gradients).") var activations: String?
+    @Option(help: "Output gradients of the same layer, .npy [N, T, n_out] or [N, n_out].") var outputGradients: String?
+    @Option(help: "Kronecker side: the layer's sketch is side_out × side_in (at most n_out × n_in).") var side: Int = 32
     @Flag(help: "Negate the projected delta.") var negate = false
     @Option(help: "Output .npy for --delta.") var out: String?
 
@@ -35,7 +38,12 @@ struct Project: ParsableCommand {
             guard let kindValue = ProjectionDefinition.Kind(rawValue: kind) else {
                 throw ValidationError("--kind must be rademacher, gaussian, sparse or srht, found \(kind)")
             }
-            guard k >= 1 else { throw ValidationError("--k must be at least 1, found \(k)") }
+            if let activations, let outputGradients {
+                guard let set else { throw ValidationError("--activations needs --set NAME") }
+                try projectLayer(store: store, activations: activations, outputGradients: outputGradients, set: set)
+                return
+            }
+            guard let k, k >= 1 else { throw ValidationError("--k must be given and at least 1 for --rows and --delta") }
             if let delta {
                 guard let out else { throw ValidationError("--delta needs --out FILE.npy") }
                 let tensors = try store.tensorSet(delta)
@@ -79,6 +87,57 @@ struct Project: ParsableCommand {
             }
             print("projected \(result.rows) rows of d = \(input.k) to k = \(k) into \(set): version \(result.version)")
         }
+    }
+
+    /// Per-example sketches of a linear layer's gradients from its activations and output
+    /// gradients, through the Kronecker path: the gradient Bᵀ A is never formed.
+    private func projectLayer(store: Store, activations: String, outputGradients: String, set: String) throws {
+        let a = try NumpyFile(path: activations), b = try NumpyFile(path: outputGradients)
+        func dims(_ file: NumpyFile, _ path: String) throws -> (examples: Int, tokens: Int, width: Int) {
+            switch file.shape.count {
+            case 2: return (file.shape[0], 1, file.shape[1])
+            case 3: return (file.shape[0], file.shape[1], file.shape[2])
+            default: throw StoreError(.invalidInput, "expected shape [N, T, n] or [N, n], found \(file.shape)", path: path)
+            }
+        }
+        let (n, tokens, nIn) = try dims(a, activations), (nB, tokensB, nOut) = try dims(b, outputGradients)
+        guard n == nB, tokens == tokensB else {
+            throw StoreError(.invalidInput, "activations are [\(n), \(tokens), \(nIn)] but output gradients are [\(nB), \(tokensB), \(nOut)]: expected the same examples and tokens")
+        }
+        func floats(_ file: NumpyFile) throws -> [Float] {
+            var values = [Float](repeating: 0, count: file.elementCount)
+            _ = try values.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
+            return values
+        }
+        let x = try floats(a), g = try floats(b)
+        let (kOut, kIn) = (min(side, nOut), min(side, nIn))
+        let definition = ProjectionDefinition(seed: seed, kind: .rademacher, kDense: 0,
+                                              layout: [.init(name: parameter, shape: [nOut, nIn], kronecker: (kOut, kIn))])
+        let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
+        if let existing = try store.manifest().sketchSets[set]?.attributes["projection"] {
+            let stored = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(existing.jsonText.utf8))
+            if let difference = definition.firstDifference(from: stored) {
+                throw StoreError(.invalidInput, "set \(set) was sketched with a different projection (\(difference)); refusing to mix them")
+            }
+        }
+        var sketches: [Float] = []
+        sketches.reserveCapacity(n * kOut * kIn)
+        for example in 0..<n {
+            let sketch = x[(example * tokens * nIn)..<((example + 1) * tokens * nIn)].withUnsafeBufferPointer { input in
+                g[(example * tokens * nOut)..<((example + 1) * tokens * nOut)].withUnsafeBufferPointer { gradients in
+                    Projector.kronecker(activations: input, outputGradients: gradients, tokens: tokens, nIn: nIn, nOut: nOut,
+                                        name: parameter, seed: seed, kIn: kIn, kOut: kOut)
+                }
+            }
+            sketches += sketch
+        }
+        let result = try sketches.withUnsafeBytes { bytes in
+            try store.append(to: set, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: kOut * kIn),
+                             annotations: RowAnnotations(ids: try ids.map(TextLines.read)),
+                             options: SketchSetOptions(attributes: ["projection": definitionJSON]),
+                             detail: "Kronecker sketches of \(parameter), \(kOut)×\(kIn)")
+        }
+        print("projected \(n) examples of layer \(parameter) (\(nOut)×\(nIn), \(tokens) tokens) to \(kOut)×\(kIn) into \(set): version \(result.version)")
     }
 
     private func projectionErrors<T>(_ body: () throws -> T) throws -> T {
