@@ -1,3 +1,6 @@
+import Dispatch
+import Foundation
+
 /// Subsampled randomized Hadamard transforms (Spec/projection.md §3b): O(d log n) per row
 /// instead of O(d k), for inputs too large for a dense matrix.
 public enum SRHT {
@@ -42,24 +45,30 @@ public enum SRHT {
     }
 
     /// Y [rows, k] += P X for rows X [rows, d], blocks of `blockSize` (a power of two).
+    ///
+    /// Rows are spread over all cores; each thread transforms its rows in its own buffer and
+    /// writes only its own rows of Y.
     public static func project(_ x: UnsafeBufferPointer<Float>, rows: Int, d: Int, stream: ProjectionStream, k: Int,
                                blockSize n: Int, addingInto y: UnsafeMutableBufferPointer<Float>) {
         precondition(n > 0 && n & (n - 1) == 0, "block size must be a power of two")
         precondition(x.count == rows * d && y.count == rows * k, "shapes do not match")
         let blocks = (d + n - 1) / n
         let scale = 1 / Float(k).squareRoot()
-        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
-        defer { buffer.deallocate() }
-        var signs = [Float](repeating: 0, count: min(n, d))
+        let threads = max(1, min(rows, ProcessInfo.processInfo.activeProcessorCount))
         for b in 0..<blocks {
             let start = b * n, end = min(d, start + n)
-            for j in start..<end { signs[j - start] = sign(stream, column: j) }
+            let signs = (start..<end).map { sign(stream, column: $0) }
             let samples = sampledRows(stream, k: k, blockSize: n, block: b)
-            for row in 0..<rows {
-                for j in start..<end { buffer[j - start] = x[row * d + j] * signs[j - start] }
-                for j in (end - start)..<n { buffer[j] = 0 }
-                transform(buffer)
-                for (r, sample) in samples.enumerated() { y[row * k + r] += scale * buffer[sample] }
+            nonisolated(unsafe) let output = y, input = x
+            DispatchQueue.concurrentPerform(iterations: threads) { thread in
+                let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: n)
+                defer { buffer.deallocate() }
+                for row in stride(from: thread, to: rows, by: threads) {
+                    for j in start..<end { buffer[j - start] = input[row * d + j] * signs[j - start] }
+                    for j in (end - start)..<n { buffer[j] = 0 }
+                    transform(buffer)
+                    for (r, sample) in samples.enumerated() { output[row * k + r] += scale * buffer[sample] }
+                }
             }
         }
     }
