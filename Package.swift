@@ -16,6 +16,7 @@ let package = Package(
     products: [
         .library(name: "GradSketchStore", targets: ["GradSketchStore"]),
         .library(name: "GradSketchProjection", targets: ["GradSketchProjection"]),
+        .library(name: "GradSketchSearch", targets: ["GradSketchSearch"]),
         .executable(name: "gradsketch", targets: ["gradsketch"]),
     ],
     dependencies: [
@@ -57,6 +58,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "GradSketchSearch",
+            dependencies: ["GradSketchStore", "CGradSketchKernels", "COpenBLAS"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "GradSketchModels",
             dependencies: ["GradSketchProjection", "COpenBLAS", "CZlib"],
             swiftSettings: swiftSettings
@@ -71,7 +77,7 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", argumentParser],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", argumentParser],
             path: "Tools/gradsketch",
             swiftSettings: swiftSettings
         ),
@@ -109,6 +115,11 @@ let package = Package(
         .testTarget(
             name: "GradSketchProjectionTests",
             dependencies: ["GradSketchProjection", "GradSketchInterchange", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchSearchTests",
+            dependencies: ["GradSketchSearch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -34,6 +34,12 @@ ptrdiff_t gsk_first_nonfinite_f16(const uint16_t *values, size_t count);
 double gsk_sum_f32(const float *values, size_t count);
 double gsk_sum_f16(const uint16_t *values, size_t count);
 
+/// Dot products of a float32 query with n rows of k values, and (when `norms` is not NULL)
+/// the rows' squared norms, in one pass: float32 accumulation in 16 lanes (FMA where the CPU
+/// has it), so results agree with a Double reference to float32 rounding, not bit for bit.
+void gsk_dots_f16(const uint16_t *rows, size_t n, size_t k, const float *query, float *dots, float *norms);
+void gsk_dots_f32(const float *rows, size_t n, size_t k, const float *query, float *dots, float *norms);
+
 /// Whether the hardware paths are in use (for benchmarks and tests to report).
 int gsk_has_hardware_crc32c(void);
 int gsk_has_f16c(void);

@@ -1,0 +1,193 @@
+import CGradSketchKernels
+import COpenBLAS
+import Dispatch
+public import GradSketchStore
+
+/// How query scores are compared with rows.
+public enum SearchMetric: String, Sendable, CaseIterable {
+    /// ⟨row, query⟩.
+    case innerProduct = "ip"
+    /// ⟨row, query⟩ / (‖row‖ ‖query‖); rows of norm 0 score 0.
+    case cosine
+}
+
+/// How several queries combine into one score per row (LESS-style task scoring).
+public enum QueryAggregation: Sendable, Equatable {
+    case mean, max
+    /// Mean within each group of queries, then the max over groups (groups may differ in size).
+    case groupMeanThenMax(groups: [Int])
+}
+
+/// One result: a row of the set (live numbering and id) and its score.
+public struct SearchHit: Codable, Sendable, Equatable {
+    public let position: Int
+    public let id: String
+    public let score: Float
+}
+
+/// Exact search over a sketch set's mapped rows: a single query streams the rows once at
+/// memory speed; several queries run block by block as GEMM with the top-k kept per block,
+/// never materialising a rows × queries matrix.
+public enum ExactSearch {
+    /// Rows per block handed to a kernel or to GEMM.
+    static let blockRows = 2048
+
+    /// The best `k` rows for each query (or, with `aggregate`, for the combined score; then
+    /// the result has one list). `smallest` returns the bottom-k instead.
+    ///
+    /// - Parameter queries: `count × set.k` float32, row-major.
+    public static func search(_ set: SketchSet, queries: [Float], count: Int, metric: SearchMetric = .innerProduct,
+                              k: Int, smallest: Bool = false, aggregate: QueryAggregation? = nil,
+                              threads: Int = 2) throws -> [[SearchHit]] {
+        let width = set.k
+        guard count >= 1, queries.count == count * width else {
+            throw StoreError(.invalidInput, "queries must be [Q, \(width)] for set \(set.name), found \(queries.count) values for Q = \(count)")
+        }
+        if let bad = queries.firstIndex(where: { !$0.isFinite }) {
+            throw StoreError(.invalidInput, "query \(bad / width) has a non-finite value at column \(bad % width)")
+        }
+        if case .groupMeanThenMax(let groups) = aggregate, groups.count != count || groups.contains(where: { $0 < 0 }) {
+            throw StoreError(.invalidInput, "group-mean-then-max needs one non-negative group number per query: expected \(count), found \(groups.count)")
+        }
+        var prepared = queries
+        if metric == .cosine {
+            for q in 0..<count {
+                let norm = (0..<width).reduce(Float(0)) { $0 + prepared[q * width + $1] * prepared[q * width + $1] }.squareRoot()
+                guard norm > 0 else { throw StoreError(.invalidInput, "query \(q) has norm 0: cosine is undefined") }
+                for j in 0..<width { prepared[q * width + j] /= norm }
+            }
+        }
+        let sign: Float = smallest ? -1 : 1
+        let lists = aggregate == nil ? count : 1
+        var results = [TopK](repeating: TopK(capacity: k), count: lists)
+        try set.forEachBlock { block in
+            let live = LiveMask(block)
+            if count == 1 {
+                let local = scanSingle(block, query: prepared, metric: metric, k: k, sign: sign, live: live, threads: threads)
+                results[0].merge(local)
+            } else {
+                scanBatch(block, queries: prepared, count: count, metric: metric, sign: sign, aggregate: aggregate,
+                          live: live, into: &results)
+            }
+        }
+        let ids = try set.ids()
+        return results.map { top in
+            top.sorted.map { SearchHit(position: $0.position, id: ids[$0.position], score: sign * $0.score) }
+        }
+    }
+
+    /// Maps a block's local rows to live positions (nil for deleted rows).
+    struct LiveMask {
+        let first: Int
+        let deleted: Set<Int>
+        let sortedDeleted: [Int]
+        init(_ block: RowBlock) {
+            first = block.firstLiveIndex
+            sortedDeleted = block.deleted
+            deleted = Set(block.deleted)
+        }
+        /// Live position of local row `row`, or nil when deleted.
+        func position(_ row: Int) -> Int? {
+            if sortedDeleted.isEmpty { return first + row }
+            if deleted.contains(row) { return nil }
+            // rows deleted before this one
+            var low = 0, high = sortedDeleted.count
+            while low < high { let mid = (low + high) / 2; if sortedDeleted[mid] < row { low = mid + 1 } else { high = mid } }
+            return first + row - low
+        }
+    }
+
+    static func scanSingle(_ block: RowBlock, query: [Float], metric: SearchMetric, k: Int, sign: Float,
+                           live: LiveMask, threads: Int) -> TopK {
+        let parts = max(1, min(threads, (block.rowCount + blockRows - 1) / blockRows))
+        let per = (block.rowCount + parts - 1) / parts
+        nonisolated(unsafe) var partial = [TopK](repeating: TopK(capacity: k), count: parts)
+        partial.withUnsafeMutableBufferPointer { heaps in
+            nonisolated(unsafe) let heaps = heaps
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                var top = TopK(capacity: k)
+                var dots = [Float](repeating: 0, count: blockRows), norms = [Float](repeating: 0, count: blockRows)
+                var start = part * per
+                let end = min(block.rowCount, start + per)
+                while start < end {
+                    let n = min(blockRows, end - start)
+                    let rows = block.bytes.baseAddress! + start * block.k * block.dtype.byteWidth
+                    query.withUnsafeBufferPointer { q in
+                        dots.withUnsafeMutableBufferPointer { d in
+                            norms.withUnsafeMutableBufferPointer { s in
+                                let normsPointer = metric == .cosine ? s.baseAddress : nil
+                                if block.dtype == .float16 {
+                                    gsk_dots_f16(rows.assumingMemoryBound(to: UInt16.self), n, block.k, q.baseAddress, d.baseAddress, normsPointer)
+                                } else {
+                                    gsk_dots_f32(rows.assumingMemoryBound(to: Float.self), n, block.k, q.baseAddress, d.baseAddress, normsPointer)
+                                }
+                            }
+                        }
+                    }
+                    for i in 0..<n {
+                        guard let position = live.position(start + i) else { continue }
+                        var score = dots[i]
+                        if metric == .cosine { score = norms[i] > 0 ? score / norms[i].squareRoot() : 0 }
+                        score *= sign
+                        if score >= top.threshold { top.offer(score, position: position) }
+                    }
+                    start += n
+                }
+                heaps[part] = top
+            }
+        }
+        var merged = TopK(capacity: k)
+        for top in partial { merged.merge(top) }
+        return merged
+    }
+
+    static func scanBatch(_ block: RowBlock, queries: [Float], count: Int, metric: SearchMetric, sign: Float,
+                          aggregate: QueryAggregation?, live: LiveMask, into results: inout [TopK]) {
+        let width = block.k
+        var rows = [Float](repeating: 0, count: blockRows * width)
+        var scores = [Float](repeating: 0, count: blockRows * count)
+        var start = 0
+        while start < block.rowCount {
+            let n = min(blockRows, block.rowCount - start)
+            let source = UnsafeRawBufferPointer(rebasing: block.bytes[(start * width * block.dtype.byteWidth)..<((start + n) * width * block.dtype.byteWidth)])
+            rows.withUnsafeMutableBufferPointer { target in
+                if block.dtype == .float16 {
+                    gsk_f16_to_f32(source.baseAddress!.assumingMemoryBound(to: UInt16.self), target.baseAddress, n * width)
+                } else {
+                    target.baseAddress!.update(from: source.baseAddress!.assumingMemoryBound(to: Float.self), count: n * width)
+                }
+            }
+            // scores (n × Q) = rows (n × k) · queriesᵀ (k × Q)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(count), Int32(width),
+                        1, rows, Int32(width), queries, Int32(width), 0, &scores, Int32(count))
+            for i in 0..<n {
+                guard let position = live.position(start + i) else { continue }
+                var scale: Float = 1
+                if metric == .cosine {
+                    var norm: Float = 0
+                    for j in 0..<width { norm += rows[i * width + j] * rows[i * width + j] }
+                    scale = norm > 0 ? 1 / norm.squareRoot() : 0
+                }
+                let row = i * count
+                switch aggregate {
+                case nil:
+                    for q in 0..<count { results[q].offer(sign * scale * scores[row + q], position: position) }
+                case .mean:
+                    var sum: Float = 0
+                    for q in 0..<count { sum += scores[row + q] }
+                    results[0].offer(sign * scale * sum / Float(count), position: position)
+                case .max:
+                    var best = -Float.infinity
+                    for q in 0..<count { best = Swift.max(best, scores[row + q]) }
+                    results[0].offer(sign * scale * best, position: position)
+                case .groupMeanThenMax(let groups):
+                    var sums: [Int: (Float, Int)] = [:]
+                    for q in 0..<count { let value = sums[groups[q]] ?? (0, 0); sums[groups[q]] = (value.0 + scores[row + q], value.1 + 1) }
+                    let best = sums.values.map { $0.0 / Float($0.1) }.max()!
+                    results[0].offer(sign * scale * best, position: position)
+                }
+            }
+            start += n
+        }
+    }
+}
