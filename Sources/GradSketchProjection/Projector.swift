@@ -89,27 +89,46 @@ extension Projector {
         return y
     }
 
-    /// The sketch of one whole vector given tensor by tensor (a weight delta, say), for a
-    /// layout of dense parameters: Σ over tensors of P_name · vec(tensor).
+    /// The sketch of one whole vector given tensor by tensor (a weight delta, say), laid out
+    /// as Spec/projection.md §4 says: one block per Kronecker parameter, then the dense block.
+    /// A Kronecker block is `P_out · W · P_inᵀ`, which equals `(P_out ⊗ P_in) vec(W)`.
     ///
-    /// - Throws: when a tensor's name or element count does not match the layout.
+    /// - Throws: when a tensor is missing or its element count does not match the layout.
     public static func projectTensors(_ tensors: [(name: String, values: [Float])], definition: ProjectionDefinition) throws -> [Float] {
         let byName = Dictionary(tensors.map { ($0.name, $0.values) }, uniquingKeysWith: { first, _ in first })
-        var sketch = [Float](repeating: 0, count: definition.kDense)
+        var blocks: [Float] = []
+        var dense = [Float](repeating: 0, count: definition.kDense)
         for parameter in definition.layout {
-            guard parameter.kind == "dense" else {
-                throw ProjectionError("parameter \(parameter.name) is Kronecker-factored: a whole tensor is projected with dense parameters only")
-            }
             guard let values = byName[parameter.name] else {
                 throw ProjectionError("the layout names \(parameter.name), which the tensors do not have")
             }
             guard values.count == parameter.shape.reduce(1, *) else {
                 throw ProjectionError("tensor \(parameter.name) has \(values.count) elements, the layout says shape \(parameter.shape)")
             }
-            let part = values.withUnsafeBufferPointer { projectRows($0, rows: 1, d: values.count, parameter: parameter.name, definition: definition) }
-            for index in sketch.indices { sketch[index] += part[index] }
+            if parameter.kind == "kronecker", let kOut = parameter.kOut, let kIn = parameter.kIn, parameter.shape.count == 2 {
+                let (nOut, nIn) = (parameter.shape[0], parameter.shape[1])
+                // W P_inᵀ (nOut × kIn), then (P_out (W P_inᵀ))ᵀ = (W P_inᵀ)ᵀ P_outᵀ (kIn × kOut).
+                var right = [Float](repeating: 0, count: nOut * kIn)
+                values.withUnsafeBufferPointer { w in
+                    right.withUnsafeMutableBufferPointer {
+                        projectDense(w, rows: nOut, d: nIn, stream: ProjectionStream(seed: definition.seed, name: parameter.name + "/in"), k: kIn, addingInto: $0)
+                    }
+                }
+                var transposed = [Float](repeating: 0, count: kIn * nOut)
+                for o in 0..<nOut { for i in 0..<kIn { transposed[i * nOut + o] = right[o * kIn + i] } }
+                var both = [Float](repeating: 0, count: kIn * kOut)
+                transposed.withUnsafeBufferPointer { t in
+                    both.withUnsafeMutableBufferPointer {
+                        projectDense(t, rows: kIn, d: nOut, stream: ProjectionStream(seed: definition.seed, name: parameter.name + "/out"), k: kOut, addingInto: $0)
+                    }
+                }
+                for o in 0..<kOut { for i in 0..<kIn { blocks.append(both[i * kOut + o]) } }
+            } else {
+                let part = values.withUnsafeBufferPointer { projectRows($0, rows: 1, d: values.count, parameter: parameter.name, definition: definition) }
+                for index in dense.indices { dense[index] += part[index] }
+            }
         }
-        return sketch
+        return definition.layout.contains { $0.kind == "dense" } ? blocks + dense : blocks
     }
 }
 

@@ -144,6 +144,31 @@ import Testing
         #expect(worst < 1e-5, "max relative error \(worst)")
     }
 
+    /// A whole weight matrix (a delta) through a Kronecker layout equals (P_out ⊗ P_in) vec(W)
+    /// computed naively in Double; a dense bias lands in the shared block after it.
+    @Test func tensorsProjectThroughKroneckerLayouts() throws {
+        var generator = SplitMix64(seed: 12)
+        let (nOut, nIn, kOut, kIn, kDense) = (6, 9, 3, 4, 5)
+        let w = (0..<(nOut * nIn)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let b = (0..<nOut).map { _ in Float.random(in: -1...1, using: &generator) }
+        let definition = ProjectionDefinition(seed: 21, kind: .rademacher, kDense: kDense, layout: [
+            .init(name: "fc.weight", shape: [nOut, nIn], kronecker: (kOut, kIn)), .init(name: "fc.bias", shape: [nOut])])
+        let sketch = try Projector.projectTensors([("fc.weight", w), ("fc.bias", b)], definition: definition)
+        let pOut = DenseRademacher.matrix(ProjectionStream(seed: 21, name: "fc.weight/out"), k: kOut, d: nOut)
+        let pIn = DenseRademacher.matrix(ProjectionStream(seed: 21, name: "fc.weight/in"), k: kIn, d: nIn)
+        let pBias = DenseRademacher.matrix(ProjectionStream(seed: 21, name: "fc.bias"), k: kDense, d: nOut)
+        var expected: [Double] = []
+        for ro in 0..<kOut { for ri in 0..<kIn {
+            var sum = 0.0
+            for o in 0..<nOut { for i in 0..<nIn { sum += Double(pOut[ro * nOut + o]) * Double(pIn[ri * nIn + i]) * Double(w[o * nIn + i]) } }
+            expected.append(sum)
+        } }
+        for r in 0..<kDense { expected.append((0..<nOut).reduce(0.0) { $0 + Double(pBias[r * nOut + $1]) * Double(b[$1]) }) }
+        #expect(sketch.count == expected.count)
+        #expect(zip(sketch, expected).allSatisfy { abs(Double($0) - $1) < 1e-5 }, "\(sketch) vs \(expected)")
+        #expect(throws: ProjectionError.self) { _ = try Projector.projectTensors([("fc.weight", w)], definition: definition) }
+    }
+
     /// Johnson–Lindenstrauss: inner products of unit vectors survive within a few 1/√k.
     @Test func innerProductsArePreserved() {
         var generator = SplitMix64(seed: 31)
