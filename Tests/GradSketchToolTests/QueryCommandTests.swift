@@ -1,0 +1,70 @@
+import Foundation
+import GradSketchTestSupport
+import Testing
+
+/// `gradsketch query` against numpy's own top-k over the same rows.
+@Suite struct QueryCommandTests {
+    struct Output: Decodable {
+        struct Result: Decodable { let rank: Int, id: String, score: Float, label: String? }
+        let results: [[Result]]
+    }
+
+    @Test func queriesMatchNumpyAndBadQueriesAreRefused() throws {
+        let fixture = try ToolFixture()
+        let script = """
+        import sys, numpy as np
+        out = sys.argv[1]
+        rng = np.random.default_rng(4)
+        x = rng.standard_normal((3000, 32)).astype(np.float32)
+        np.save(f"{out}/rows.npy", x)
+        open(f"{out}/ids.txt", "w").writelines(f"doc{i}\\n" for i in range(3000))
+        open(f"{out}/labels.txt", "w").writelines(f"L{i % 7}\\n" for i in range(3000))
+        q = rng.standard_normal(32).astype(np.float32)
+        np.save(f"{out}/q.npy", q)
+        np.save(f"{out}/bad.npy", np.ones(31, dtype=np.float32))
+        stored = x.astype(np.float16).astype(np.float64)
+        scores = stored @ q.astype(np.float64)
+        top = np.lexsort((np.arange(3000), -scores))[:10]
+        open(f"{out}/expected.txt", "w").write(" ".join(f"doc{i}" for i in top))
+        cos = scores / np.linalg.norm(stored, axis=1)
+        low = np.lexsort((np.arange(3000), cos))[:5]
+        open(f"{out}/expected_low.txt", "w").write(" ".join(f"doc{i}" for i in low))
+        """
+        try #require(try ChildProcess.python(script, [fixture.scratch.path]).status == 0)
+        let store = fixture.store
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "s", "--rows", fixture.path("rows.npy"), "--ids", fixture.path("ids.txt"),
+                                            "--labels", fixture.path("labels.txt"), "--dtype", "float16"))
+        let result = try expectSuccess(ChildProcess.tool("query", store, "--set", "s", "--vector", fixture.path("q.npy"), "-k", "10", "--json"))
+        let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
+        let expected = try String(contentsOfFile: fixture.path("expected.txt"), encoding: .utf8).split(separator: " ").map(String.init)
+        #expect(output.results[0].map(\.id) == expected)
+        #expect(output.results[0].map(\.rank) == Array(1...10))
+        #expect(output.results[0].first?.label == "L\(Int(expected[0].dropFirst(3))! % 7)")
+        let low = try expectSuccess(ChildProcess.tool("query", store, "--set", "s", "--vector", fixture.path("q.npy"), "-k", "5",
+                                                      "--metric", "cosine", "--bottom", "--json"))
+        let lowest = try JSONDecoder().decode(Output.self, from: Data(low.standardOutput.utf8))
+        #expect(lowest.results[0].map(\.id) == (try String(contentsOfFile: fixture.path("expected_low.txt"), encoding: .utf8).split(separator: " ").map(String.init)))
+        // A stored row as the query finds itself first under cosine.
+        let itself = try expectSuccess(ChildProcess.tool("query", store, "--set", "s", "--id", "doc1234", "-k", "1", "--metric", "cosine", "--json"))
+        #expect(try JSONDecoder().decode(Output.self, from: Data(itself.standardOutput.utf8)).results[0].first?.id == "doc1234")
+
+        try expectFailure(["query", store, "--set", "s", "--vector", fixture.path("bad.npy")], saying: "query must have shape [32] or [Q, 32]")
+        try expectFailure(["query", store, "--set", "s", "--id", "nope"], saying: "no row with id \"nope\"")
+        try expectFailure(["query", store, "--set", "s", "--delta", "nothing"], saying: "records no projection")
+        try expectFailure(["query", store, "--set", "missing", "--vector", fixture.path("q.npy")], saying: "no sketch set \"missing\"")
+    }
+
+    @Test func aWeightDeltaQueriesGradientSketchesOfTheSameModel() throws {
+        let fixture = try ToolFixture()
+        let store = fixture.store
+        try expectSuccess(ChildProcess.tool("train", store, "--split", "test", "--limit", "500", "--hidden", "16", "--batch", "100"))
+        try expectSuccess(ChildProcess.tool("sketch", store, "--split", "test", "--limit", "200", "--checkpoint", "mlp-step5",
+                                            "--set", "g", "--side", "8", "--k-dense", "16"))
+        try expectSuccess(ChildProcess.tool("tensors", "delta", store, "--name", "d", "--from", "mlp-step0", "--to", "mlp-step5"))
+        let result = try expectSuccess(ChildProcess.tool("query", store, "--set", "g", "--delta", "d", "--negate", "-k", "5", "--json"))
+        let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
+        #expect(output.results[0].count == 5)
+        #expect(output.results[0].allSatisfy { $0.id.hasPrefix("fashion-mnist/test/") })
+        #expect(zip(output.results[0], output.results[0].dropFirst()).allSatisfy { $0.score >= $1.score })
+    }
+}

@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import GradSketchInterchange
+import GradSketchProjection
+import GradSketchSearch
+import GradSketchStore
+
+struct Query: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Find the rows of a sketch set that best match a query gradient (exact search).",
+        discussion: """
+        The query is a .npy vector [k] or rows [Q, k] (--vector), a stored row (--id), a stored weight delta projected \
+        with the set's own projection (--delta), or all rows of another sketch set (--query-set). Several queries give one \
+        result list each, or one combined list with --aggregate mean|max|group-max (--groups: one group number per query). \
+        Search is exact over the memory-mapped rows; an ANN index is not built yet, so --exact is the only mode.
+        """)
+
+    @OptionGroup var location: StoreArgument
+    @Option(help: "Sketch set to search.") var set: String
+    @Option(help: "Query vector(s): .npy of shape [k] or [Q, k].") var vector: String?
+    @Option(help: "Use the stored row with this id as the query.") var id: String?
+    @Option(help: "Use a stored tensor set (weight delta), projected with the set's projection.") var delta: String?
+    @Flag(help: "Negate the projected delta (base − finetuned from a delta stored as finetuned − base).") var negate = false
+    @Option(help: "Use every row of this sketch set as a query.") var querySet: String?
+    @Option(name: .customShort("k"), help: "How many results.") var count: Int = 10
+    @Option(help: "ip (inner product) or cosine.") var metric: String = "ip"
+    @Flag(help: "Return the lowest scores instead of the highest.") var bottom = false
+    @Option(help: "Combine several queries per row: mean, max or group-max.") var aggregate: String?
+    @Option(help: "For group-max: a file with one group number per query.") var groups: String?
+    @Flag(help: "Exact search (the only mode until an ANN index exists).") var exact = false
+    @Option(help: "Search the store as of this version.") var at: Int?
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Output: Encodable {
+        struct Result: Encodable { let rank: Int, id: String, score: Float, label: String?, metadata: String? }
+        let set: String, version: Int, metric: String, exact: Bool, queries: Int
+        let results: [[Result]]
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let store = try Store(opening: location.store)
+            let target = try store.sketchSet(set, at: at)
+            guard let metricValue = SearchMetric(rawValue: metric) else {
+                throw ValidationError("--metric must be ip or cosine, found \(metric)")
+            }
+            guard count >= 1 else { throw ValidationError("-k must be at least 1, found \(count)") }
+            let (queries, queryCount) = try loadQueries(store: store, target: target)
+            var aggregation: QueryAggregation?
+            switch aggregate {
+            case nil: aggregation = nil
+            case "mean": aggregation = .mean
+            case "max": aggregation = .max
+            case "group-max":
+                guard let groups else { throw ValidationError("--aggregate group-max needs --groups FILE") }
+                let numbers = try TextLines.read(groups).enumerated().map { index, line in
+                    guard let value = Int(line.trimmingCharacters(in: .whitespaces)) else {
+                        throw StoreError(.invalidInput, "line \(index + 1) is not a group number: \"\(line)\"", path: groups)
+                    }
+                    return value
+                }
+                aggregation = .groupMeanThenMax(groups: numbers)
+            default: throw ValidationError("--aggregate must be mean, max or group-max, found \(aggregate!)")
+            }
+            let hits = try ExactSearch.search(target, queries: queries, count: queryCount, metric: metricValue, k: count,
+                                              smallest: bottom, aggregate: aggregation)
+            let labels = target.entry.hasLabels ? try target.labels() : nil
+            let metadata = target.entry.hasMetadata ? try target.metadata() : nil
+            let output = Output(set: set, version: target.version, metric: metric, exact: true, queries: queryCount, results: hits.map { list in
+                list.enumerated().map { rank, hit in
+                    .init(rank: rank + 1, id: hit.id, score: hit.score, label: labels?[hit.position], metadata: metadata?[hit.position])
+                }
+            })
+            if json { printJSON(output); return }
+            for (index, list) in output.results.enumerated() {
+                if output.results.count > 1 { print("query \(index):") }
+                for result in list {
+                    var line = String(format: "%3d  %-40@ %.6g", result.rank, result.id as NSString, result.score)
+                    if let label = result.label, !label.isEmpty { line += "  [\(label)]" }
+                    if let text = result.metadata, !text.isEmpty { line += "  \(text.prefix(80))" }
+                    print(line)
+                }
+            }
+        }
+    }
+
+    private func loadQueries(store: Store, target: SketchSet) throws -> ([Float], Int) {
+        let sources = [vector != nil, id != nil, delta != nil, querySet != nil].filter { $0 }.count
+        guard sources == 1 else {
+            throw ValidationError("give exactly one query source: --vector, --id, --delta or --query-set (found \(sources))")
+        }
+        if let vector {
+            let file = try NumpyFile(path: vector)
+            let (rows, width) = file.shape.count == 1 ? (1, file.shape[0]) : file.shape.count == 2 ? (file.shape[0], file.shape[1]) : (0, 0)
+            guard width == target.k, rows >= 1 else {
+                throw StoreError(.invalidInput, "query must have shape [\(target.k)] or [Q, \(target.k)] for set \(target.name), found \(file.shape)", path: vector)
+            }
+            var values = [Float](repeating: 0, count: rows * width)
+            _ = try values.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
+            return (values, rows)
+        }
+        if let id {
+            return (try target.floatRows(at: try target.positions(of: [id])), 1)
+        }
+        if let querySet {
+            let queries = try store.sketchSet(querySet, at: at)
+            guard queries.k == target.k else {
+                throw StoreError(.invalidInput, "query set \(querySet) has k = \(queries.k), set \(target.name) has k = \(target.k)")
+            }
+            if let mine = target.attributes["projection"], let theirs = queries.attributes["projection"], mine != theirs {
+                throw StoreError(.invalidInput, "query set \(querySet) was sketched with a different projection than \(target.name)")
+            }
+            return (try queries.floatRows(), queries.rowCount)
+        }
+        let deltaName = delta!
+        guard let stored = target.attributes["projection"] else {
+            throw StoreError(.invalidInput, "set \(target.name) records no projection, so a delta cannot be projected to match it")
+        }
+        let definition = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(stored.jsonText.utf8))
+        let tensors = try store.tensorSet(deltaName, at: at)
+        let values = try tensors.entry.tensors.map { (name: $0.name, values: try tensors.tensor(named: $0.name).floats()) }
+        var query: [Float]
+        do {
+            query = try Projector.projectTensors(values, definition: definition)
+        } catch let error as ProjectionError {
+            throw StoreError(.invalidInput, "tensor set \(deltaName) does not fit set \(target.name)'s projection: \(error.description)")
+        }
+        if negate { query = query.map { -$0 } }
+        guard query.count == target.k else {
+            throw StoreError(.invalidInput, "the projected delta has \(query.count) values, set \(target.name) has k = \(target.k)")
+        }
+        return (query, 1)
+    }
+}
