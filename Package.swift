@@ -84,7 +84,7 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch-bench",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "COpenBLAS"],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "COpenBLAS"],
             path: "Tools/gradsketch-bench",
             swiftSettings: swiftSettings
         ),

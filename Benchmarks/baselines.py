@@ -51,6 +51,28 @@ elif command == "numpy-scan":
         total = float(rows.sum(dtype=np.float32))
         best = min(best, now() - start)
     print(json.dumps({"what": "numpy-scan", "seconds": best, "bytes": rows.nbytes, "sum": total}))
+elif command == "queries":
+    rows_path, out, count = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    d = np.load(rows_path, mmap_mode="r").shape[1]
+    np.save(out, np.random.default_rng(1).standard_normal((count, d)).astype(np.float32))
+elif command == "faiss-flat":
+    import faiss
+    rows_path, queries_path = sys.argv[2], sys.argv[3]
+    rows, queries = np.load(rows_path), np.load(queries_path)
+    index = faiss.IndexFlatIP(rows.shape[1])
+    index.add(rows)
+    for threads in (1, 2):
+        faiss.omp_set_num_threads(threads)
+        index.search(queries[:1], 10)
+        start = now()
+        first = None
+        for q in range(len(queries)):  # one query at a time, as an interactive user asks
+            _, ids = index.search(queries[q:q + 1], 10)
+            first = first if first is not None else ids[0]
+        seconds = now() - start
+        print(json.dumps({"what": f"search-faiss-flat-{threads}t", "qps": len(queries) / seconds,
+                          "gbps": rows.nbytes * len(queries) / seconds / 1e9, "dtype": "float32",
+                          "first_top10": ",".join(str(i) for i in first)}))
 elif command == "offset":
     with h5py.File(sys.argv[2], "r") as f:
         print(f["rows"].id.get_offset(), f["rows"].size)

@@ -27,6 +27,14 @@ python3 Benchmarks/baselines.py make "$work/rows.npy" "$rows" "$k"
   read -r offset size < <(python3 Benchmarks/baselines.py offset "$(ls "$work"/append-0/segments/*.h5)")
   "$work/scan_file" "$(ls "$work"/append-0/segments/*.h5)" "$offset" "$size" 10
   python3 Benchmarks/baselines.py numpy-scan "$work/rows.npy" 5
+  python3 Benchmarks/baselines.py queries "$work/rows.npy" "$work/queries.npy" 50
+  "$bench" search "$work/f16/append-0" bench "$work/queries.npy" 1
+  "$bench" search "$work/f16/append-0" bench "$work/queries.npy" 2
+  if python3 -c "import faiss" 2>/dev/null; then
+    python3 Benchmarks/baselines.py faiss-flat "$work/rows.npy" "$work/queries.npy"
+  else
+    echo "faiss not installed (pip install faiss-cpu): skipping the FAISS baseline" >&2
+  fi
   "$bench" projection 256 16384 4096
   "$bench" jl 200
   "$bench" srht 4194304 4096 8
@@ -68,6 +76,16 @@ if "kronecker-vs-dense" in projection:
     r = projection["kronecker-vs-dense"]
     print(f"4096×4096 layer, k=4096: Kronecker {r['kronecker_seconds_per_example'] * 1e3:.2f} ms/example, "
           f"dense {r['dense_seconds_per_example']:.1f} s/example → {r['speedup']:.0f}×   target ≥ 10×")
+search = {r["what"]: r for r in runs if r["what"].startswith("search-")}
+for threads in ("1t", "2t"):
+    ours, theirs = search.get(f"search-gradsketch-{threads}"), search.get(f"search-faiss-flat-{threads}")
+    if ours:
+        line = f"exact top-10, one query at a time, {threads}: GradSketch float16 {ours['qps']:.1f} q/s ({ours['gbps']:.1f} GB/s of rows)"
+        if theirs:
+            line += f" vs FAISS IndexFlatIP float32 {theirs['qps']:.1f} q/s → {ours['qps'] / theirs['qps']:.2f}× (target ≥ 1.5)"
+        if figures["stream-readsum"]:
+            line += f"; {ours['gbps'] / figures['stream-readsum']:.2f} of STREAM (target ≥ 0.8)"
+        print(line)
 for r in (r for r in runs if r["what"] == "srht-vs-dense"):
     print(f"SRHT vs dense, d={r['d']}, k={r['k']}, {r['rows']} rows: {r['srht_seconds']:.2f} s vs {r['dense_seconds']:.2f} s → {r['speedup']:.1f}×")
 for r in (r for r in runs if r["what"] == "jl"):

@@ -151,11 +151,13 @@ public final class NumpyWriter {
         self.path = path
         temporary = path + ".tmp-\(UInt64.random(in: 0...UInt64.max))"
         expected = shape.reduce(1, *) * elementType.byteWidth
-        guard FileManager.default.createFile(atPath: temporary, contents: nil),
-              let handle = FileHandle(forWritingAtPath: temporary) else {
-            throw InterchangeError(path: path, "cannot create the output file next to this path")
+        // open(2) directly: FileManager.createFile writes "atomically" through a scratch
+        // directory that Foundation on Linux leaves behind in /tmp.
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        guard descriptor >= 0 else {
+            throw InterchangeError(path: path, "cannot create the output file next to this path: \(String(cString: strerror(errno)))")
         }
-        self.handle = handle
+        self.handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         buffer = NumpyFile.header(elementType: elementType, shape: shape)
         buffer.reserveCapacity(Self.flushBytes + (1 << 20))
     }

@@ -34,7 +34,7 @@ final class ToolFixture {
     @discardableResult
     func writeLines(_ name: String, _ lines: [String]) throws -> String {
         let file = path(name)
-        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: file))
         return file
     }
 

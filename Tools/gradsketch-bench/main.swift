@@ -6,6 +6,7 @@
 //   gradsketch-bench projection N D K          dense projection vs plain sgemm, Kronecker vs dense
 //   gradsketch-bench jl EXAMPLES               inner-product distortion on Fashion-MNIST gradients
 //   gradsketch-bench srht D K ROWS             SRHT vs dense Rademacher for very large inputs
+//   gradsketch-bench search STORE SET QUERIES.npy THREADS   exact single-query top-10 latency
 //
 // Prints one JSON object per run on stdout.
 import COpenBLAS
@@ -13,6 +14,7 @@ import Foundation
 import GradSketchInterchange
 import GradSketchModels
 import GradSketchProjection
+import GradSketchSearch
 import GradSketchStore
 
 func seconds(_ body: () throws -> Void) rethrows -> Double {
@@ -150,6 +152,24 @@ do {
         }
         emit(["what": "srht-vs-dense", "d": d, "k": k, "rows": rows, "srht_seconds": srhtSeconds, "dense_seconds": denseSeconds,
               "speedup": denseSeconds / srhtSeconds])
+    case "search":
+        let store = try Store(opening: arguments[2])
+        let set = try store.sketchSet(arguments[3])
+        let file = try NumpyFile(path: arguments[4])
+        let threads = Int(arguments[5]) ?? 2
+        let count = file.shape[0], width = file.shape[1]
+        let queries = (0..<(count * width)).map { file.data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+        _ = try ExactSearch.search(set, queries: Array(queries[0..<width]), count: 1, k: 10, threads: threads)  // map + verify once
+        var results: [String] = []
+        let time = try seconds {
+            for q in 0..<count {
+                let hits = try ExactSearch.search(set, queries: Array(queries[(q * width)..<((q + 1) * width)]), count: 1, k: 10, threads: threads)
+                results.append(hits[0].map(\.id).joined(separator: ","))
+            }
+        }
+        let bytes = set.rowCount * set.k * set.dtype.byteWidth
+        emit(["what": "search-gradsketch-\(threads)t", "qps": Double(count) / time, "gbps": Double(bytes) * Double(count) / time / 1e9,
+              "dtype": set.dtype.rawValue, "rows": set.rowCount, "k": set.k, "first_top10": results[0]])
     case "jl":
         // Real per-example gradients: an MLP (128 hidden) after 100 Adam steps on Fashion-MNIST.
         let examples = Int(arguments[2]) ?? 200

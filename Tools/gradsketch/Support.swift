@@ -132,10 +132,16 @@ enum TextLines {
         return lines
     }
 
+    /// Writes next to `path` and renames into place, so readers never see half a file.
     static func write(_ lines: [String], to path: String) throws {
         let text = lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
-        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else {
-            throw StoreError(.io, "cannot write file", path: path)
+        let temporary = path + ".tmp-\(UInt64.random(in: 0...UInt64.max))"
+        do {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: temporary))
+            guard rename(temporary, path) == 0 else { throw StoreError(.io, "cannot rename into place", path: path) }
+        } catch {
+            unlink(temporary)
+            throw StoreError(.io, "cannot write file: \(error)", path: path)
         }
     }
 }
