@@ -187,6 +187,7 @@ public final class SketchSet: Sendable {
     public let entry: Manifest.SketchSetEntry
     public let segments: [SegmentRows]
     let storePath: String
+    private let cachedIDs = Mutex<[String]?>(nil)
 
     init(store: Store, name: String, version: Int, entry: Manifest.SketchSetEntry) throws {
         guard let dtype = SketchDType(rawValue: entry.dtype) else {
@@ -218,9 +219,12 @@ public final class SketchSet: Sendable {
         }
     }
 
-    /// Ids of the live rows, in set order.
+    /// Ids of the live rows, in set order (read and verified once per set object).
     public func ids() throws -> [String] {
-        try liveStrings("ids", fallback: nil)
+        if let cached = cachedIDs.withLock({ $0 }) { return cached }
+        let ids = try liveStrings("ids", fallback: nil)
+        cachedIDs.withLock { $0 = ids }
+        return ids
     }
 
     /// Labels of the live rows ("" for rows of segments without labels).
