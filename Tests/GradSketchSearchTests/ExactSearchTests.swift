@@ -109,3 +109,51 @@ import Testing
         }
     }
 }
+
+/// Σ_c w_c ⟨g_c, q_c⟩ across sets of the same documents stored in different orders.
+@Suite struct MultiCheckpointTests {
+    @Test func weightedSumsAcrossCheckpointsMatchTheReference() throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        var generator = SplitMix64(seed: 3)
+        let (n, k) = (500, 16)
+        let ids = (0..<n).map { "doc\($0)" }
+        var stored: [[Float]] = []
+        for checkpoint in 0..<2 {
+            let rows = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+            stored.append(rows)
+            // The second checkpoint's set stores the documents in reverse order.
+            let order = checkpoint == 0 ? Array(0..<n) : Array((0..<n).reversed())
+            let arranged = order.flatMap { rows[($0 * k)..<(($0 + 1) * k)] }
+            try arranged.withUnsafeBytes { bytes in
+                try store.append(to: "c\(checkpoint)", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k),
+                                 annotations: RowAnnotations(ids: order.map { ids[$0] }))
+            }
+        }
+        let queries = (0..<2).map { _ in (0..<k).map { _ in Float.random(in: -1...1, using: &generator) } }
+        let weights: [Float] = [0.3, 1.7]
+        let hits = try ExactSearch.searchAcrossCheckpoints(
+            [(try store.sketchSet("c0"), queries[0], weights[0]), (try store.sketchSet("c1"), queries[1], weights[1])], k: 7)
+        var totals: [(score: Double, doc: Int)] = []
+        for doc in 0..<n {
+            var sum: Double = 0
+            for c in 0..<2 {
+                let weight = Double(weights[c])
+                for j in 0..<k {
+                    let value = Double(stored[c][doc * k + j])
+                    let query = Double(queries[c][j])
+                    sum += weight * value * query
+                }
+            }
+            totals.append((sum, doc))
+        }
+        totals.sort { $0.score != $1.score ? $0.score > $1.score : $0.doc < $1.doc }
+        let naive = totals.prefix(7).map { ($0.score, $0.doc) }
+        #expect(hits.map(\.id) == naive.map { ids[$0.1] })
+        #expect(zip(hits, naive).allSatisfy { abs(Double($0.score) - $1.0) < 1e-4 })
+        try store.delete(ids: ["doc3"], from: "c1")
+        #expect(throws: StoreError.self) {
+            _ = try ExactSearch.searchAcrossCheckpoints([(try store.sketchSet("c0"), queries[0], 1), (try store.sketchSet("c1"), queries[1], 1)], k: 3)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import CGradSketchKernels
+public import GradSketchStore
+
+extension ExactSearch {
+    /// Every live row's ⟨row, query⟩, in live order: one streaming pass over the set.
+    static func allScores(_ set: SketchSet, query: [Float]) throws -> [Float] {
+        var scores = [Float](repeating: 0, count: set.rowCount)
+        var dots = [Float](repeating: 0, count: blockRows)
+        try set.forEachBlock { block in
+            let live = LiveMask(block)
+            var start = 0
+            while start < block.rowCount {
+                let n = min(blockRows, block.rowCount - start)
+                let rows = block.bytes.baseAddress! + start * block.k * block.dtype.byteWidth
+                query.withUnsafeBufferPointer { q in
+                    dots.withUnsafeMutableBufferPointer { d in
+                        if block.dtype == .float16 {
+                            gsk_dots_f16(rows.assumingMemoryBound(to: UInt16.self), n, block.k, q.baseAddress, d.baseAddress, nil)
+                        } else {
+                            gsk_dots_f32(rows.assumingMemoryBound(to: Float.self), n, block.k, q.baseAddress, d.baseAddress, nil)
+                        }
+                    }
+                }
+                for i in 0..<n { if let position = live.position(start + i) { scores[position] = dots[i] } }
+                start += n
+            }
+        }
+        return scores
+    }
+
+    /// Multi-checkpoint scores Σ_c w_c ⟨g_c, q_c⟩ (TracIn-style): each term is a sketch set of
+    /// the same documents' gradients at one checkpoint, with that checkpoint's query and
+    /// weight (e.g. its learning rate). Rows are matched by id, so the sets may store them in
+    /// any order; a document missing from any set is an error naming it.
+    public static func searchAcrossCheckpoints(_ terms: [(set: SketchSet, query: [Float], weight: Float)],
+                                               k: Int, smallest: Bool = false) throws -> [SearchHit] {
+        guard let first = terms.first else {
+            throw StoreError(.invalidInput, "expected at least one (set, query, weight) term, found none")
+        }
+        let ids = try first.set.ids()
+        var index: [String: Int] = [:]
+        index.reserveCapacity(ids.count)
+        for (position, id) in ids.enumerated() { index[id] = position }
+        var total = [Double](repeating: 0, count: ids.count)
+        for term in terms {
+            guard term.query.count == term.set.k else {
+                throw StoreError(.invalidInput, "the query for set \(term.set.name) has \(term.query.count) values, the set has k = \(term.set.k)")
+            }
+            if let bad = term.query.firstIndex(where: { !$0.isFinite }) {
+                throw StoreError(.invalidInput, "the query for set \(term.set.name) has a non-finite value at column \(bad)")
+            }
+            let termIDs = try term.set.ids()
+            guard termIDs.count == ids.count else {
+                throw StoreError(.invalidInput, "set \(term.set.name) has \(termIDs.count) rows, set \(first.set.name) has \(ids.count): expected the same documents")
+            }
+            let scores = try allScores(term.set, query: term.query)
+            for (position, id) in termIDs.enumerated() {
+                guard let target = index[id] else {
+                    throw StoreError(.invalidInput, "document \"\(id)\" of set \(term.set.name) is not in set \(first.set.name)")
+                }
+                total[target] += Double(term.weight) * Double(scores[position])
+            }
+        }
+        let sign: Double = smallest ? -1 : 1
+        var top = TopK(capacity: k)
+        for (position, score) in total.enumerated() { top.offer(Float(sign * score), position: position) }
+        return top.sorted.map { SearchHit(position: $0.position, id: ids[$0.position], score: Float(sign) * $0.score) }
+    }
+}
