@@ -1,12 +1,13 @@
 import GradSketchHDF5
-import GradSketchInterchange
+public import GradSketchInterchange
 import Synchronization
 
 /// What an append committed.
 public struct AppendResult: Codable, Sendable {
     public let version: Int
     public let rows: Int
-    public let segment: String
+    /// The segment files the version added, relative to the store.
+    public let segments: [String]
 }
 
 /// What a delete committed.
@@ -15,7 +16,113 @@ public struct DeleteResult: Codable, Sendable {
     public let rows: Int
 }
 
+/// Several batches of rows appended to one sketch set and committed as one version: the
+/// way a training loop or a sketching job writes (Spec §7.2). Each batch is written and
+/// published as its own segment as it arrives, so memory stays at one batch; nothing is
+/// visible until ``commit(detail:)``, and an abandoned session leaves only unreferenced
+/// segments, removed here (or by `vacuum` after a crash).
+public final class AppendSession {
+    public let store: Store
+    public let set: String
+    public let dtype: SketchDType
+    public let allowNonfinite: Bool
+    let options: SketchSetOptions
+    private(set) var k: Int?
+    private var written: [SegmentWriter.Written] = []
+    private var ids = Set<String>()
+    private var committed = false
+
+    init(store: Store, set: String, options: SketchSetOptions, firstInputType: ElementType?) throws {
+        try Rules.checkName(set, what: "set")
+        let existing = try store.manifest().sketchSets[set]
+        if let existing, let dtype = options.dtype, dtype.rawValue != existing.dtype {
+            throw StoreError(.invalidInput, "set \(set) stores \(existing.dtype), the append asks for \(dtype.rawValue)", path: store.path)
+        }
+        self.store = store
+        self.set = set
+        self.options = options
+        k = existing?.k
+        dtype = existing.flatMap { SketchDType(rawValue: $0.dtype) } ?? options.dtype ?? .natural(for: firstInputType ?? .float32)
+        allowNonfinite = existing?.allowNonfinite ?? options.allowNonfinite
+    }
+
+    deinit { if !committed { abandon() } }
+
+    /// Writes one batch as a segment (not yet visible).
+    ///
+    /// - Throws: `.invalidInput` for a width different from the set's, ids repeated within
+    ///   the session, or rows refused by the segment writer; the session stays usable.
+    public func append(_ rows: RowInput, annotations: RowAnnotations = RowAnnotations(), progress: ((Int, Int) -> Void)? = nil) throws {
+        precondition(!committed, "the session is already committed")
+        if let k, k != rows.k {
+            throw StoreError(.invalidInput, "set \(set) has rows of width k = \(k), the input has k = \(rows.k)", path: store.path)
+        }
+        if let given = annotations.ids, let repeated = given.first(where: { ids.contains($0) }) {
+            throw StoreError(.invalidInput, "id \"\(repeated)\" was already appended in this session: ids must be unique within a set", path: store.path)
+        }
+        let segment = try SegmentWriter.write(into: store, rows: rows, dtype: dtype, allowNonfinite: allowNonfinite,
+                                              annotations: annotations, progress: progress)
+        k = rows.k
+        ids.formUnion(segment.ids)
+        written.append(segment)
+    }
+
+    /// Commits every batch written so far as one new version.
+    @discardableResult
+    public func commit(detail: String? = nil) throws -> AppendResult {
+        precondition(!committed, "the session is already committed")
+        guard let k, !written.isEmpty else {
+            throw StoreError(.invalidInput, "nothing to commit: no rows were appended to \(set)", path: store.path)
+        }
+        let entries = written.map(\.entry)
+        let hasNonfinite = written.contains { $0.hasNonfinite }
+        let (store, set, dtype, allowNonfinite, options) = (self.store, self.set, self.dtype, self.allowNonfinite, self.options)
+        let orderedIDs = written.flatMap(\.ids)  // so a collision is reported at its first row
+        do {
+            let version = try store.commit(operation: "append", set: set, detail: detail) { manifest in
+                if var entry = manifest.sketchSets[set] {
+                    // Re-checked against the version this commit lands on (Spec §7.2 step 2).
+                    guard entry.k == k, entry.dtype == dtype.rawValue else {
+                        throw StoreError(.conflict, "set \(set) changed meanwhile: it now has k = \(entry.k), dtype \(entry.dtype); this append has k = \(k), dtype \(dtype.rawValue)", path: store.path)
+                    }
+                    if hasNonfinite && !entry.allowNonfinite {
+                        throw StoreError(.invalidInput, "set \(set) does not allow non-finite rows, and this append has some", path: store.path)
+                    }
+                    let live = try store.liveIDs(of: entry)
+                    if let duplicate = orderedIDs.first(where: { live.contains($0) }) {
+                        throw StoreError(.invalidInput, "id \"\(duplicate)\" is already in set \(set): ids must be unique within a set", path: store.path)
+                    }
+                    entry.segments += entries
+                    manifest.sketchSets[set] = entry
+                } else {
+                    manifest.sketchSets[set] = Manifest.SketchSetEntry(
+                        k: k, dtype: dtype.rawValue, allowNonfinite: allowNonfinite,
+                        attributes: options.attributes, segments: entries)
+                }
+            }
+            committed = true
+            return AppendResult(version: version, rows: written.reduce(0) { $0 + $1.entry.rows }, segments: entries.map(\.file))
+        } catch {
+            abandon()
+            throw error
+        }
+    }
+
+    /// Removes the segments written so far; nothing references them.
+    public func abandon() {
+        for segment in written { try? FileSystem.remove(store.absolute(segment.entry.file)) }
+        written.removeAll()
+        committed = true
+    }
+}
+
 extension Store {
+    /// Starts a multi-batch append to sketch set `name` (created with `options` by the
+    /// commit when it does not exist). See ``AppendSession``.
+    public func beginAppend(to name: String, options: SketchSetOptions = SketchSetOptions(), inputType: ElementType? = nil) throws -> AppendSession {
+        try AppendSession(store: self, set: name, options: options, firstInputType: inputType)
+    }
+
     /// Appends rows (with their annotations) to sketch set `name`, creating the set with
     /// `options` when it does not exist, and commits a new version (Spec §5, §7.2).
     ///
@@ -30,49 +137,9 @@ extension Store {
         options: SketchSetOptions = SketchSetOptions(), detail: String? = nil,
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> AppendResult {
-        try Rules.checkName(name, what: "set")
-        let existing = try manifest().sketchSets[name]
-        if let existing {
-            guard existing.k == rows.k else {
-                throw StoreError(.invalidInput, "set \(name) has rows of width k = \(existing.k), the input has k = \(rows.k)", path: path)
-            }
-            if let dtype = options.dtype, dtype.rawValue != existing.dtype {
-                throw StoreError(.invalidInput, "set \(name) stores \(existing.dtype), the append asks for \(dtype.rawValue)", path: path)
-            }
-        }
-        let dtype = existing.flatMap { SketchDType(rawValue: $0.dtype) } ?? options.dtype ?? .natural(for: rows.elementType)
-        let allowNonfinite = existing?.allowNonfinite ?? options.allowNonfinite
-        let written = try SegmentWriter.write(into: self, rows: rows, dtype: dtype, allowNonfinite: allowNonfinite,
-                                              annotations: annotations, progress: progress)
-        do {
-            let version = try commit(operation: "append", set: name, detail: detail) { manifest in
-                if var set = manifest.sketchSets[name] {
-                    // Re-checked against the version this commit lands on (Spec §7.2 step 2).
-                    guard set.k == rows.k, set.dtype == dtype.rawValue else {
-                        throw StoreError(.conflict, "set \(name) changed meanwhile: it now has k = \(set.k), dtype \(set.dtype); this append has k = \(rows.k), dtype \(dtype.rawValue)", path: path)
-                    }
-                    if written.hasNonfinite && !set.allowNonfinite {
-                        throw StoreError(.invalidInput, "set \(name) does not allow non-finite rows, and this append has some", path: path)
-                    }
-                    let live = try liveIDs(of: set)
-                    if let duplicate = written.ids.first(where: { live.contains($0) }) {
-                        throw StoreError(.invalidInput, "id \"\(duplicate)\" is already in set \(name): ids must be unique within a set", path: path)
-                    }
-                    set.segments.append(written.entry)
-                    manifest.sketchSets[name] = set
-                } else {
-                    manifest.sketchSets[name] = Manifest.SketchSetEntry(
-                        k: rows.k, dtype: dtype.rawValue, allowNonfinite: allowNonfinite,
-                        attributes: options.attributes, segments: [written.entry])
-                }
-            }
-            return AppendResult(version: version, rows: rows.rowCount, segment: written.entry.file)
-        } catch {
-            // No manifest references the segment, and none ever will: remove it now rather
-            // than leaving it to vacuum.
-            try? FileSystem.remove(absolute(written.entry.file))
-            throw error
-        }
+        let session = try beginAppend(to: name, options: options, inputType: rows.elementType)
+        try session.append(rows, annotations: annotations, progress: progress)
+        return try session.commit(detail: detail)
     }
 
     /// The ids of the live rows of `set`, read (and verified) once per segment and process.

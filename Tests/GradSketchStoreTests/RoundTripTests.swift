@@ -249,4 +249,50 @@ import Testing
         #expect((0..<expected.count).map { chosen.data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) } == expected)
         #expect(throws: StoreError.self) { try set.floatRows(at: [naive.count]) }
     }
+
+    /// A multi-batch session: one version for all batches, nothing visible before commit,
+    /// repeated ids refused, abandoned batches removed.
+    @Test func appendSessionsCommitOnceAndCleanUp() throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        let k = 4
+        func batch(_ first: Int, _ n: Int) -> [Float] { (0..<(n * k)).map { Float(first * k + $0) } }
+        let session = try store.beginAppend(to: "s")
+        for (first, n) in [(0, 3), (3, 5), (8, 2)] {
+            try batch(first, n).withUnsafeBytes { bytes in
+                try session.append(try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k),
+                                   annotations: RowAnnotations(ids: (first..<(first + n)).map { "r\($0)" }))
+            }
+        }
+        #expect(try store.latestVersion() == 0)  // nothing visible yet
+        let repeated = #expect(throws: StoreError.self) {
+            try batch(0, 1).withUnsafeBytes { bytes in
+                try session.append(try RowInput(bytes: bytes, elementType: .float32, rowCount: 1, k: k), annotations: RowAnnotations(ids: ["r4"]))
+            }
+        }
+        #expect(repeated?.message.contains("already appended in this session") == true)
+        let result = try session.commit(detail: "three batches")
+        #expect(result.version == 1 && result.rows == 10 && result.segments.count == 3)
+        let set = try store.sketchSet("s")
+        #expect(try set.ids() == (0..<10).map { "r\($0)" })
+        #expect(try set.floatRows() == batch(0, 10))
+
+        // An abandoned session leaves no segment behind; one colliding with live ids neither.
+        let segmentsBefore = try FileManager.default.contentsOfDirectory(atPath: store.path + "/segments").count
+        do {
+            let dropped = try store.beginAppend(to: "s")
+            try batch(20, 2).withUnsafeBytes { bytes in
+                try dropped.append(try RowInput(bytes: bytes, elementType: .float32, rowCount: 2, k: k), annotations: RowAnnotations(ids: ["x1", "x2"]))
+            }
+            dropped.abandon()
+        }
+        let colliding = try store.beginAppend(to: "s")
+        try batch(30, 1).withUnsafeBytes { bytes in
+            try colliding.append(try RowInput(bytes: bytes, elementType: .float32, rowCount: 1, k: k), annotations: RowAnnotations(ids: ["r9"]))
+        }
+        #expect(throws: StoreError.self) { try colliding.commit() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.path + "/segments").count == segmentsBefore)
+        #expect(try store.latestVersion() == 1)
+        #expect(try store.verify().isClean)
+    }
 }

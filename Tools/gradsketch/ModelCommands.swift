@@ -134,19 +134,20 @@ struct Sketch: ParsableCommand {
             ])
             let progress = ProgressLine(label: "sketch \(set)", unit: "examples", bytesPerUnit: nil)
             let started = Date()
-            var lastVersion = 0
+            // One segment per batch, one version for the whole job.
+            let session = try store.beginAppend(to: set, options: options, inputType: .float32)
             for start in stride(from: 0, to: count, by: batch) {
                 let end = min(count, start + batch)
                 let trace = model.trace(images: Array(data.images[(start * 784)..<(end * 784)]), labels: Array(data.labels[start..<end]))
                 let sketches = try modelErrors { try GradientSketcher.sketch(trace, model: model, definition: definition) }
                 var annotations = RowAnnotations(ids: (start..<end).map(data.id), labels: (start..<end).map { FashionMNIST.classNames[data.labels[$0]] })
                 annotations.columns["loss"] = trace.losses.map(Double.init)
-                lastVersion = try sketches.withUnsafeBytes { bytes in
-                    try store.append(to: set, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: end - start, k: definition.k),
-                                     annotations: annotations, options: options, detail: "gradients at \(checkpoint), examples \(start)..<\(end)").version
+                try sketches.withUnsafeBytes { bytes in
+                    try session.append(try RowInput(bytes: bytes, elementType: .float32, rowCount: end - start, k: definition.k), annotations: annotations)
                 }
                 progress.update(end, count)
             }
+            let lastVersion = try session.commit(detail: "gradients at \(checkpoint), \(count) examples of fashion-mnist/\(data.split.rawValue)").version
             progress.finish()
             let seconds = Date().timeIntervalSince(started)
             print(String(format: "sketched %d examples at %@ into %@ (k = %d): version %d, %.0f sketches/s", count, checkpoint, set, definition.k, lastVersion, Double(count) / seconds))
