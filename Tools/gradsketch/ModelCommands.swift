@@ -116,14 +116,9 @@ struct Sketch: ParsableCommand {
             let model = try modelErrors { try MLP(hidden: hidden, parameters: parameters) }
             let (data, count) = try dataset.load()
             let definition = GradientSketcher.definition(for: model, seed: seed, side: side, kDense: kDense)
-            let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
-            if let existing = try store.manifest().sketchSets[set] {
-                if let stored = existing.attributes["projection"] {
-                    let previous = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(stored.jsonText.utf8))
-                    if let difference = definition.firstDifference(from: previous) {
-                        throw StoreError(.invalidInput, "set \(set) was sketched with a different projection (\(difference)); refusing to mix them")
-                    }
-                }
+            let existingSet = try store.manifest().sketchSets[set]
+            let definitionJSON = try requireSameProjection(definition, as: existingSet, named: set)
+            if let existing = existingSet {
                 if let hash = existing.attributes["tensor_set_hash"], hash != .string(tensors.contentHash) {
                     throw StoreError(.invalidInput, "set \(set) holds gradients at checkpoint \(hash), not \(checkpoint) (\(tensors.contentHash))")
                 }

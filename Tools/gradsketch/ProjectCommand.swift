@@ -69,13 +69,7 @@ struct Project: ParsableCommand {
                 seed: seed, kind: kindValue, kDense: k, nonzeros: kindValue == .sparse ? nonzeros : nil,
                 block: kindValue == .srht ? (block ?? SRHT.defaultBlock(for: input.k)) : nil,
                 layout: [.init(name: parameter, shape: [input.k])])
-            let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
-            if let existing = try store.manifest().sketchSets[set]?.attributes["projection"] {
-                let stored = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(existing.jsonText.utf8))
-                if let difference = definition.firstDifference(from: stored) {
-                    throw StoreError(.invalidInput, "set \(set) was sketched with a different projection (\(difference)); refusing to mix them")
-                }
-            }
+            let definitionJSON = try requireSameProjection(definition, as: try store.manifest().sketchSets[set], named: set)
             let sketches = widened.withUnsafeBufferPointer {
                 Projector.projectRows($0, rows: input.rowCount, d: input.k, parameter: parameter, definition: definition)
             }
@@ -113,13 +107,7 @@ struct Project: ParsableCommand {
         let (kOut, kIn) = (min(side, nOut), min(side, nIn))
         let definition = ProjectionDefinition(seed: seed, kind: .rademacher, kDense: 0,
                                               layout: [.init(name: parameter, shape: [nOut, nIn], kronecker: (kOut, kIn))])
-        let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
-        if let existing = try store.manifest().sketchSets[set]?.attributes["projection"] {
-            let stored = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(existing.jsonText.utf8))
-            if let difference = definition.firstDifference(from: stored) {
-                throw StoreError(.invalidInput, "set \(set) was sketched with a different projection (\(difference)); refusing to mix them")
-            }
-        }
+        let definitionJSON = try requireSameProjection(definition, as: try store.manifest().sketchSets[set], named: set)
         var sketches: [Float] = []
         sketches.reserveCapacity(n * kOut * kIn)
         for example in 0..<n {
@@ -145,4 +133,16 @@ struct Project: ParsableCommand {
             throw StoreError(.invalidInput, error.description)
         }
     }
+}
+
+/// The definition as the JSON the set stores, after refusing a set that was made with a
+/// different projection (naming the first difference).
+func requireSameProjection(_ definition: ProjectionDefinition, as existing: Manifest.SketchSetEntry?, named set: String) throws -> JSONValue {
+    if let stored = existing?.attributes["projection"] {
+        let previous = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(stored.jsonText.utf8))
+        if let difference = definition.firstDifference(from: previous) {
+            throw StoreError(.invalidInput, "set \(set) was sketched with a different projection (\(difference)); refusing to mix them")
+        }
+    }
+    return try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
 }
