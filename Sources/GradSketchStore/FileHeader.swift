@@ -7,6 +7,8 @@ enum EncodingType: String {
     case denseRows = "dense-rows", rowIDs = "row-ids", rowLabels = "row-labels"
     case rowMetadata = "row-metadata", rowColumn = "row-column", tensor
     case deletedRows = "deleted-rows", manifestJSON = "manifest-json"
+    case ivfIndex = "ivf-index", ivfCentroids = "ivf-centroids", ivfListOffsets = "ivf-list-offsets"
+    case ivfCodes = "ivf-codes", ivfCodeScales = "ivf-code-scales", ivfRowPositions = "ivf-row-positions"
 }
 
 /// Writing and checking the attributes every store file and dataset carries (Spec §2.1).

@@ -75,6 +75,7 @@ extension Store {
         var segments: [String: (Manifest.SegmentEntry, Int, Int, SketchDType)] = [:]
         var deletionFiles: [String: (Manifest.DeletionEntry, Manifest.SegmentEntry, Int)] = [:]
         var tensorFiles: [String: (Manifest.TensorSetEntry, Int)] = [:]
+        var indexFiles: [String: (String, Manifest.IndexEntry, Int, Int, Int)] = [:]
         for manifest in manifests {
             for set in manifest.sketchSets.values {
                 for segment in set.segments {
@@ -83,8 +84,14 @@ extension Store {
                 }
             }
             for set in manifest.tensorSets.values { tensorFiles[set.file] = (set, manifest.version) }
+            for set in manifest.sketchSets.values {
+                for (name, index) in set.indexes {
+                    let physicalRows = set.segments.filter { index.segments.contains($0.file) }.reduce(0) { $0 + $1.rows }
+                    indexFiles[index.file] = (name, index, manifest.version, set.k, physicalRows)
+                }
+            }
         }
-        let total = segments.count + deletionFiles.count + tensorFiles.count
+        let total = segments.count + deletionFiles.count + tensorFiles.count + indexFiles.count
         func note(_ version: Int?, _ file: String, _ object: String?, _ message: String) {
             report.problems.append(.init(version: version, file: file, object: object, message: message))
         }
@@ -177,6 +184,23 @@ extension Store {
                 note(version, file, nil, "content hash mismatch: expected \(entry.contentHash), computed \(hash.finish())")
             }
         }
+        for (file, (name, entry, version, k, physicalRows)) in indexFiles.sorted(by: { $0.key < $1.key }) {
+            defer { done += 1; progress?(done, total) }
+            report.filesChecked += 1
+            guard checkWhole(file, size: entry.size, checksum: entry.fileChecksum, version: version) else { continue }
+            do {
+                let index = try IndexFiles.load(path: absolute(file), name: name, entry: entry, k: k, alwaysVerify: true)
+                if !index.isMapped { note(version, file, "codes", "index codes are not mappable as Spec §2.4 requires") }
+                if let bad = index.positions.first(where: { $0 < 0 || $0 >= Int64(physicalRows) }) {
+                    note(version, file, "positions", "row position \(bad) is outside the \(physicalRows) rows of the covered segments")
+                }
+                if Set(index.positions).count != index.positions.count {
+                    note(version, file, "positions", "a row position appears twice")
+                }
+            } catch {
+                note(version, file, nil, describe(error))
+            }
+        }
         // Ids must be unique within each set of each version.
         for manifest in manifests {
             for (name, set) in manifest.sketchSets.sorted(by: { $0.key < $1.key }) {
@@ -213,7 +237,7 @@ extension Store {
             }
             try FileSystem.fsyncDirectory(path + "/versions")
         }
-        for directory in ["segments", "tensors", "deletions", "tmp"] where FileSystem.isDirectory(path + "/" + directory) {
+        for directory in ["segments", "tensors", "deletions", "indexes", "tmp"] where FileSystem.isDirectory(path + "/" + directory) {
             for name in try FileSystem.list(path + "/" + directory).sorted() {
                 let relative = directory + "/" + name
                 if referenced.contains(relative) { continue }

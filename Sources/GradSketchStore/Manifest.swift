@@ -133,13 +133,56 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var segmentID: String { String(file.split(separator: "/").last ?? "").replacingOccurrences(of: ".h5", with: "") }
     }
 
+    /// A search index over a prefix of a set's segments (Spec §10).
+    public struct IndexEntry: Codable, Sendable, Equatable {
+        public var file: String
+        public var size: Int?
+        public var fileChecksum: String?
+        /// CRC-32C of each dataset of the index file.
+        public var checksums: [String: String]
+        /// `ivf-int8`: L2 k-means lists, residuals coded as int8 with one scale per row.
+        public var kind: String
+        /// `ip` or `cosine`.
+        public var metric: String
+        public var lists: Int
+        /// Rows the index holds (the live rows of `segments` when it was built).
+        public var rows: Int
+        /// The version whose rows the index was built from.
+        public var builtOnVersion: Int
+        /// Files of the segments the index covers: always the first segments of the set, in order.
+        public var segments: [String]
+        /// Search parameters chosen at build time (`default_nprobe`, `rerank`, `recall_target`, `tuning`, …).
+        public var parameters: [String: JSONValue]
+        enum CodingKeys: String, CodingKey {
+            case file, size, checksums, kind, metric, lists, rows, segments, parameters
+            case fileChecksum = "file_checksum", builtOnVersion = "built_on_version"
+        }
+
+        public init(file: String, size: Int?, fileChecksum: String?, checksums: [String: String], kind: String, metric: String,
+                    lists: Int, rows: Int, builtOnVersion: Int, segments: [String], parameters: [String: JSONValue]) {
+            self.file = file
+            self.size = size
+            self.fileChecksum = fileChecksum
+            self.checksums = checksums
+            self.kind = kind
+            self.metric = metric
+            self.lists = lists
+            self.rows = rows
+            self.builtOnVersion = builtOnVersion
+            self.segments = segments
+            self.parameters = parameters
+        }
+    }
+
     public struct SketchSetEntry: Codable, Sendable, Equatable {
         public var k: Int
         public var dtype: String
         public var allowNonfinite: Bool
         public var attributes: [String: JSONValue]
         public var segments: [SegmentEntry]
-        enum CodingKeys: String, CodingKey { case k, dtype, attributes, segments, allowNonfinite = "allow_nonfinite" }
+        /// Search indexes over this set, by name (format 1.1, Spec §10); absent when empty.
+        public var indexes: [String: IndexEntry] = [:]
+        enum CodingKeys: String, CodingKey { case k, dtype, attributes, segments, indexes, allowNonfinite = "allow_nonfinite" }
 
         public init(k: Int, dtype: String, allowNonfinite: Bool, attributes: [String: JSONValue], segments: [SegmentEntry]) {
             self.k = k
@@ -149,6 +192,17 @@ public struct Manifest: Codable, Sendable, Equatable {
             self.segments = segments
         }
 
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(k, forKey: .k)
+            try c.encode(dtype, forKey: .dtype)
+            try c.encode(allowNonfinite, forKey: .allowNonfinite)
+            try c.encode(attributes, forKey: .attributes)
+            try c.encode(segments, forKey: .segments)
+            // Written only when there is an index, so stores without one stay 1.0-identical.
+            if !indexes.isEmpty { try c.encode(indexes, forKey: .indexes) }
+        }
+
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             k = try c.decode(Int.self, forKey: .k)
@@ -156,6 +210,7 @@ public struct Manifest: Codable, Sendable, Equatable {
             allowNonfinite = try c.decodeIfPresent(Bool.self, forKey: .allowNonfinite) ?? false
             attributes = try c.decodeIfPresent([String: JSONValue].self, forKey: .attributes) ?? [:]
             segments = try c.decode([SegmentEntry].self, forKey: .segments)
+            indexes = try c.decodeIfPresent([String: IndexEntry].self, forKey: .indexes) ?? [:]
         }
 
         /// Live rows in this version.
@@ -172,6 +227,7 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var referencedFiles: Set<String> {
         var files = Set(tensorSets.values.map(\.file))
         for set in sketchSets.values {
+            for index in set.indexes.values { files.insert(index.file) }
             for segment in set.segments {
                 files.insert(segment.file)
                 if let deletions = segment.deletions { files.insert(deletions.file) }
@@ -196,7 +252,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 public enum StoreFormat {
     public static let name = "gradsketch"
     public static let major = 1
-    public static let minor = 0
+    public static let minor = 1
     public static var versionString: String { "\(major).\(minor)" }
     public static let creator = "gradsketch"
     public static let creatorVersion = "0.1.0"

@@ -7,6 +7,8 @@
 //   gradsketch-bench jl EXAMPLES               inner-product distortion on Fashion-MNIST gradients
 //   gradsketch-bench srht D K ROWS             SRHT vs dense Rademacher for very large inputs
 //   gradsketch-bench search STORE SET QUERIES.npy THREADS   exact single-query top-10 latency
+//   gradsketch-bench ann STORE SET QUERIES.npy TRUTH.npy METRIC NPROBES [LISTS]
+//                                              builds an IVF index, then recall@10 and 1-thread QPS per nprobe
 //
 // Prints one JSON object per run on stdout.
 import COpenBLAS
@@ -29,6 +31,7 @@ func emit(_ fields: [String: Any]) {
 }
 
 let arguments = CommandLine.arguments
+let blasCore = BLASKernels.selectForThisCPU()
 guard arguments.count >= 2 else {
     FileHandle.standardError.write(Data("usage: gradsketch-bench append DIR ROWS.npy DTYPE REPEAT | scan STORE SET REPEAT THREADS\n".utf8))
     exit(2)
@@ -85,7 +88,7 @@ do {
                             transposed, Int32(k), 0, &y, Int32(k))
             })
         }
-        emit(["what": "sgemm", "gflops": flops / best / 1e9, "n": n, "d": d, "k": k])
+        emit(["what": "sgemm", "gflops": flops / best / 1e9, "n": n, "d": d, "k": k, "blas_core": blasCore])
         best = .infinity
         for _ in 0..<3 {
             for index in y.indices { y[index] = 0 }
@@ -170,6 +173,64 @@ do {
         let bytes = set.rowCount * set.k * set.dtype.byteWidth
         emit(["what": "search-gradsketch-\(threads)t", "qps": Double(count) / time, "gbps": Double(bytes) * Double(count) / time / 1e9,
               "dtype": set.dtype.rawValue, "rows": set.rowCount, "k": set.k, "first_top10": results[0]])
+    case "ann":
+        // Queries one at a time on one thread, as the anchors in Benchmarks/ann.py are timed.
+        let store = try Store(opening: arguments[2])
+        let name = arguments[3]
+        let queryFile = try NumpyFile(path: arguments[4]), truthFile = try NumpyFile(path: arguments[5])
+        guard let metric = SearchMetric(rawValue: arguments[6]) else { throw StoreError(.invalidInput, "metric must be ip or cosine") }
+        let probes = arguments[7].split(separator: ",").compactMap { Int($0) }
+        let count = queryFile.shape[0], width = queryFile.shape[1], truthWidth = truthFile.shape[1]
+        let queries = (0..<(count * width)).map { queryFile.data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+        let truth = (0..<(count * truthWidth)).map { Int(truthFile.data.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+        var options = IVFBuildOptions()
+        options.metric = metric
+        if arguments.count > 8, let lists = Int(arguments[8]) { options.lists = lists }
+        let reuse = arguments.count > 8 && arguments[8] == "reuse"  // profile searches without rebuilding
+        var set = try store.sketchSet(name)
+        let indexName = "bench-\(metric.rawValue)"
+        let buildSeconds = reuse ? 0 : try seconds { _ = try IVFIndexBuilder.build(set, in: store, name: indexName, options: options) }
+        set = try store.sketchSet(name)
+        let searcher = try IVFSearcher(set: set, index: indexName)
+        let entry = set.entry.indexes[indexName]!
+        let rowBytes = set.k * set.dtype.byteWidth
+        let indexBytesPerRow = Double(entry.size ?? 0) / Double(set.rowCount)
+        func recall(_ hits: [[SearchHit]]) -> Double {
+            var total = 0
+            for q in 0..<count {
+                let expected = Set(truth[(q * truthWidth)..<(q * truthWidth + 10)])
+                total += Set(hits[q].prefix(10).map(\.position)).intersection(expected).count
+            }
+            return Double(total) / Double(10 * count)
+        }
+        _ = try searcher.search(queries: Array(queries[0..<width]), count: 1, k: 10)  // map and verify once
+        let tuned = searcher.defaults.nprobe
+        for nprobe in (probes + [tuned]) {
+            let parameters = IVFSearchParameters(nprobe: nprobe, rerank: searcher.defaults.rerank)
+            var hits: [[SearchHit]] = []
+            let time = try seconds {
+                for q in 0..<count {
+                    hits += try searcher.search(queries: Array(queries[(q * width)..<((q + 1) * width)]), count: 1, k: 10, parameters: parameters)
+                }
+            }
+            emit(["what": "ann", "method": "gradsketch ivf-int8", "params": "lists=\(searcher.lists) nprobe=\(nprobe) rerank=\(searcher.defaults.rerank)\(nprobe == tuned ? " (tuned)" : "")",
+                  "build_s": buildSeconds, "qps_1thread": Double(count) / time, "recall_at_k": recall(hits),
+                  "bytes_per_vec": Double(rowBytes) + indexBytesPerRow, "index_bytes_per_vec": indexBytesPerRow,
+                  "tuned_nprobe": tuned])
+        }
+        var exactHits: [[SearchHit]] = []
+        let exactCount = min(count, 50)
+        let exactTime = try seconds {
+            for q in 0..<exactCount {
+                exactHits += try ExactSearch.search(set, queries: Array(queries[(q * width)..<((q + 1) * width)]), count: 1, metric: metric, k: 10, threads: 1)
+            }
+        }
+        var exactTotal = 0
+        for q in 0..<exactCount {
+            exactTotal += Set(exactHits[q].map(\.position)).intersection(truth[(q * truthWidth)..<(q * truthWidth + 10)]).count
+        }
+        emit(["what": "ann", "method": "gradsketch exact", "params": "one query at a time, \(set.dtype.rawValue)", "build_s": 0.0,
+              "qps_1thread": Double(exactCount) / exactTime, "recall_at_k": Double(exactTotal) / Double(10 * exactCount), "bytes_per_vec": Double(rowBytes)])
     case "jl":
         // Real per-example gradients: an MLP (128 hidden) after 100 Adam steps on Fashion-MNIST.
         let examples = Int(arguments[2]) ?? 200

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GradSketchInterchange
+import GradSketchSearch
 import GradSketchStore
 
 @main
@@ -15,6 +16,11 @@ struct GradSketchCommand: ParsableCommand {
             Info.self, Log.self, Verify.self, Pack.self, Vacuum.self,
         ]
     )
+
+    static func main() {
+        BLASKernels.selectForThisCPU()
+        main(nil)
+    }
 }
 
 /// Options every command that names a store takes.

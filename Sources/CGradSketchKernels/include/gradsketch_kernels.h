@@ -40,6 +40,20 @@ double gsk_sum_f16(const uint16_t *values, size_t count);
 void gsk_dots_f16(const uint16_t *rows, size_t n, size_t k, const float *query, float *dots, float *norms);
 void gsk_dots_f32(const float *rows, size_t n, size_t k, const float *query, float *dots, float *norms);
 
+/// Symmetric int8 code of `values`: codes[j] = round(values[j] / scale) with
+/// scale = max|values| / 127 (codes in [-127, 127]); returns the scale (0 for an all-zero input).
+float gsk_quantize_int8(const float *values, size_t count, int8_t *codes);
+
+/// Exact int32 dot products of one int8 query with n int8 codes of k values each (IVF list
+/// scans). The query is passed widened to int16 once per query, so the scan loop only widens
+/// the codes. Sums cannot overflow for k < 133,000 (127·127·k < 2^31).
+void gsk_int8_dots(const int8_t *codes, size_t n, size_t k, const int16_t *query, int32_t *dots);
+
+/// Makes a DYNAMIC_ARCH OpenBLAS that fell back to SSE kernels on an unrecognised CPU use
+/// its AVX2 or AVX-512 kernels instead (unless OPENBLAS_CORETYPE is set). Call before the
+/// first BLAS call; returns the core name in use afterwards.
+const char *gsk_select_blas_kernels(void);
+
 /// Whether the hardware paths are in use (for benchmarks and tests to report).
 int gsk_has_hardware_crc32c(void);
 int gsk_has_f16c(void);

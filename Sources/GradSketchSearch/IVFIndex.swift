@@ -1,0 +1,315 @@
+import CGradSketchKernels
+import Dispatch
+public import GradSketchStore
+
+/// The arrays an IVF search reads, whether just built or loaded from the store.
+struct IVFLists: @unchecked Sendable {
+    let metric: SearchMetric
+    let width: Int
+    let centroids: [Float]
+    let offsets: [Int]
+    let codes: UnsafeBufferPointer<Int8>
+    let scales: [Float]
+    let positions: [Int64]
+    /// int8 codes of the centroids, for routing: a quarter of the bytes of float32, which
+    /// matters because every query reads all centroids.
+    let centroidCodes: [Int8]
+    let centroidScales: [Float]
+    var lists: Int { offsets.count - 1 }
+
+    init(metric: SearchMetric, width: Int, centroids: [Float], offsets: [Int], codes: UnsafeBufferPointer<Int8>, scales: [Float], positions: [Int64]) {
+        self.metric = metric
+        self.width = width
+        self.centroids = centroids
+        self.offsets = offsets
+        self.codes = codes
+        self.scales = scales
+        self.positions = positions
+        let lists = offsets.count - 1
+        var centroidCodes = [Int8](repeating: 0, count: lists * width)
+        var centroidScales = [Float](repeating: 0, count: lists)
+        centroids.withUnsafeBufferPointer { c in
+            centroidCodes.withUnsafeMutableBufferPointer { codes in
+                for list in 0..<lists {
+                    centroidScales[list] = gsk_quantize_int8(c.baseAddress! + list * width, width, codes.baseAddress! + list * width)
+                }
+            }
+        }
+        self.centroidCodes = centroidCodes
+        self.centroidScales = centroidScales
+    }
+}
+
+/// Search parameters of an IVF query.
+public struct IVFSearchParameters: Sendable, Equatable {
+    /// Lists probed per query.
+    public var nprobe: Int
+    /// Candidates re-ranked exactly from the stored rows when k = 10; scaled with k.
+    public var rerank: Int
+
+    public init(nprobe: Int, rerank: Int) {
+        self.nprobe = nprobe
+        self.rerank = rerank
+    }
+
+    func candidates(for k: Int) -> Int { max(rerank, (rerank * k + 9) / 10, k) }
+}
+
+/// Approximate search through an IVF index, exact where the index does not reach.
+///
+/// A query routes to the `nprobe` lists of largest ⟨q, centroid⟩, scores their rows from int8
+/// residual codes (⟨q, c⟩ + ⟨q, r⟩ estimated with an int8 query), keeps the best candidates,
+/// and re-scores them exactly from the set's mapped rows. Rows of segments appended after the
+/// build are scanned exactly and rows deleted since are skipped, so an answer never misses a
+/// row because the index is older than the set.
+public final class IVFSearcher: @unchecked Sendable {
+    public let set: SketchSet
+    public let metric: SearchMetric
+    let ivf: IVFLists
+    /// Keeps the index's mapping alive while `ivf.codes` points into it.
+    private let owner: AnyObject?
+    /// First physical position of each covered segment, plus the total.
+    private let physicalStarts: [Int]
+    /// Covered segments' rows and live numbering.
+    private let coveredBlocks: [RowBlock]
+    private let coveredMasks: [ExactSearch.LiveMask]
+    /// Segments after the covered ones, searched exactly.
+    private let tailBlocks: [RowBlock]
+    /// Physical positions deleted in this version.
+    private let deleted: [Bool]
+    /// Defaults stored with the index.
+    public let defaults: IVFSearchParameters
+    public let tuning: [(nprobe: Int, recall: Double)]
+
+    /// Opens index `name` of `set` for searching.
+    ///
+    /// - Throws: `.notFound` without such an index; `.conflict` if the set no longer starts
+    ///   with the segments the index was built on (rebuild it).
+    public convenience init(set: SketchSet, index name: String) throws {
+        let stored = try set.index(name)
+        guard let metric = SearchMetric(rawValue: stored.entry.metric) else {
+            throw StoreError(.unsupportedVersion, "index \(name) has metric \"\(stored.entry.metric)\": expected ip or cosine")
+        }
+        guard stored.entry.kind == "ivf-int8" else {
+            throw StoreError(.unsupportedVersion, "index \(name) is of kind \"\(stored.entry.kind)\": this version reads ivf-int8")
+        }
+        let lists = IVFLists(metric: metric, width: set.k, centroids: stored.centroids, offsets: stored.listOffsets,
+                             codes: stored.codes, scales: stored.scales, positions: stored.positions)
+        let parameters = stored.entry.parameters
+        let nprobe = parameters["default_nprobe"]?.intValue ?? min(stored.lists, 16)
+        let rerank = parameters["rerank"]?.intValue ?? 64
+        var tuning: [(Int, Double)] = []
+        if case .array(let rows)? = parameters["tuning"] {
+            for row in rows {
+                if case .object(let fields) = row, let probe = fields["nprobe"]?.intValue, let recall = fields["recall"]?.doubleValue {
+                    tuning.append((probe, recall))
+                }
+            }
+        }
+        try self.init(set: set, lists: lists, owner: stored, coveredSegments: set.coveredSegmentCount(of: stored.entry), indexName: name,
+                      defaults: IVFSearchParameters(nprobe: nprobe, rerank: rerank), tuning: tuning)
+    }
+
+    init(set: SketchSet, lists: IVFLists, owner: AnyObject?, coveredSegments: Int?, indexName: String,
+         defaults: IVFSearchParameters, tuning: [(Int, Double)]) throws {
+        guard let covered = coveredSegments else {
+            throw StoreError(.conflict, "index \(indexName) of set \(set.name) was built on segments that version \(set.version) no longer starts with; rebuild it with `gradsketch index build`")
+        }
+        self.set = set
+        self.metric = lists.metric
+        self.ivf = lists
+        self.owner = owner
+        self.defaults = defaults
+        self.tuning = tuning.map { (nprobe: $0.0, recall: $0.1) }
+        var blocks: [RowBlock] = []
+        try set.forEachBlock { blocks.append($0) }
+        coveredBlocks = Array(blocks.prefix(covered))
+        tailBlocks = Array(blocks.dropFirst(covered))
+        coveredMasks = coveredBlocks.map(ExactSearch.LiveMask.init)
+        var starts = [0]
+        for block in coveredBlocks { starts.append(starts.last! + block.rowCount) }
+        physicalStarts = starts
+        var deleted = [Bool](repeating: false, count: starts.last!)
+        for (segment, block) in coveredBlocks.enumerated() {
+            for row in block.deleted { deleted[starts[segment] + row] = true }
+        }
+        self.deleted = deleted
+        if let bad = lists.positions.first(where: { $0 < 0 || $0 >= Int64(starts.last!) }) {
+            throw StoreError(.corrupt, "index \(indexName) names row position \(bad), but its segments hold \(starts.last!) rows")
+        }
+    }
+
+    /// Rows searched through the index, and rows searched exactly because they were appended later.
+    public var indexedRows: Int { ivf.positions.count }
+    public var exactRows: Int { tailBlocks.reduce(0) { $0 + $1.rowCount - $1.deleted.count } }
+    public var lists: Int { ivf.lists }
+
+    /// The smallest tuned nprobe whose held-out recall@10 reached `target`, or all lists.
+    public func nprobe(forRecall target: Double) -> Int {
+        tuning.sorted { $0.nprobe < $1.nprobe }.first { $0.recall >= target }?.nprobe ?? ivf.lists
+    }
+
+    /// The best `k` rows for each query (`count × set.k` float32); `smallest` gives the bottom-k.
+    public func search(queries: [Float], count: Int, k: Int, parameters: IVFSearchParameters? = nil, smallest: Bool = false,
+                       threads: Int = 1) throws -> [[SearchHit]] {
+        let width = set.k
+        guard count >= 1, queries.count == count * width else {
+            throw StoreError(.invalidInput, "queries must be [Q, \(width)] for set \(set.name), found \(queries.count) values for Q = \(count)")
+        }
+        guard k >= 1 else { throw StoreError(.invalidInput, "k must be at least 1, found \(k)") }
+        if let bad = queries.firstIndex(where: { !$0.isFinite }) {
+            throw StoreError(.invalidInput, "query \(bad / width) has a non-finite value at column \(bad % width)")
+        }
+        let parameters = parameters ?? defaults
+        guard parameters.nprobe >= 1, parameters.rerank >= 1 else {
+            throw StoreError(.invalidInput, "nprobe and rerank must be at least 1, found \(parameters.nprobe) and \(parameters.rerank)")
+        }
+        let ids = try set.ids()
+        var prepared = queries
+        for q in 0..<count {
+            var norm: Float = 0
+            for j in 0..<width { norm += prepared[q * width + j] * prepared[q * width + j] }
+            if metric == .cosine {
+                guard norm > 0 else { throw StoreError(.invalidInput, "query \(q) has norm 0: cosine is undefined") }
+                let inverse = 1 / norm.squareRoot()
+                for j in 0..<width { prepared[q * width + j] *= inverse }
+            }
+            // The bottom-k of ⟨q, x⟩ is the top-k of ⟨−q, x⟩.
+            if smallest { for j in 0..<width { prepared[q * width + j] = -prepared[q * width + j] } }
+        }
+        let sign: Float = smallest ? -1 : 1
+        nonisolated(unsafe) var results = [[SearchHit]](repeating: [], count: count)
+        let frozen = prepared
+        results.withUnsafeMutableBufferPointer { output in
+            nonisolated(unsafe) let output = output
+            let workers = max(1, min(threads, count))
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                var scratch = Scratch(width: width, lists: ivf.lists)
+                var q = worker
+                while q < count {
+                    let query = Array(frozen[(q * width)..<((q + 1) * width)])
+                    let top = searchOne(query, k: k, parameters: parameters, scratch: &scratch)
+                    output[q] = top.sorted.map { SearchHit(position: $0.position, id: ids[$0.position], score: sign * $0.score) }
+                    q += workers
+                }
+            }
+        }
+        return results
+    }
+
+    /// Per-thread buffers.
+    struct Scratch {
+        var centroidScores: [Float]
+        var dots: [Int32]
+        var query16: [Int16]
+        var query8: [Int8]
+        var rowDot: [Float] = [0]
+        var rowNorm: [Float] = [0]
+        var routeDots: [Int32] = []
+        init(width: Int, lists: Int) {
+            centroidScores = [Float](repeating: 0, count: lists)
+            dots = [Int32](repeating: 0, count: 4096)
+            query16 = [Int16](repeating: 0, count: width)
+            query8 = [Int8](repeating: 0, count: width)
+        }
+    }
+
+    /// One (already normalised and signed) query; returns live positions with scores.
+    func searchOne(_ query: [Float], k: Int, parameters: IVFSearchParameters, scratch: inout Scratch) -> TopK {
+        let width = ivf.width
+        let lists = ivf.lists
+        let queryScale = scratch.query8.withUnsafeMutableBufferPointer { gsk_quantize_int8(query, width, $0.baseAddress) }
+        for j in 0..<width { scratch.query16[j] = Int16(scratch.query8[j]) }
+        // 1. Route: lists of largest ⟨q, centroid⟩, estimated from int8 codes of both.
+        if scratch.routeDots.count < lists { scratch.routeDots = [Int32](repeating: 0, count: lists) }
+        scratch.query16.withUnsafeBufferPointer { q in
+            ivf.centroidCodes.withUnsafeBufferPointer { c in
+                scratch.routeDots.withUnsafeMutableBufferPointer { d in
+                    gsk_int8_dots(c.baseAddress, lists, width, q.baseAddress, d.baseAddress)
+                }
+            }
+        }
+        var route = TopK(capacity: min(parameters.nprobe, lists))
+        for list in 0..<lists { route.offer(queryScale * ivf.centroidScales[list] * Float(scratch.routeDots[list]), position: list) }
+        // 2. Estimate ⟨q, c⟩ + ⟨q, r⟩: ⟨q, c⟩ exactly for the probed lists, ⟨q, r⟩ from int8 codes.
+        var candidates = TopK(capacity: parameters.candidates(for: k))
+        for probe in route.sorted {
+            let list = probe.position
+            let base = ivf.centroids.withUnsafeBufferPointer { c in
+                scratch.rowDot.withUnsafeMutableBufferPointer { d in
+                    gsk_dots_f32(c.baseAddress! + list * width, 1, width, query, d.baseAddress, nil)
+                    return d[0]
+                }
+            }
+            var start = ivf.offsets[list]
+            let end = ivf.offsets[list + 1]
+            while start < end {
+                let n = min(scratch.dots.count, end - start)
+                scratch.query16.withUnsafeBufferPointer { q in
+                    scratch.dots.withUnsafeMutableBufferPointer { d in
+                        gsk_int8_dots(ivf.codes.baseAddress! + start * width, n, width, q.baseAddress, d.baseAddress)
+                    }
+                }
+                scratch.dots.withUnsafeBufferPointer { d in
+                    ivf.scales.withUnsafeBufferPointer { scales in
+                        for i in 0..<n {
+                            let estimate = base + queryScale * scales[start + i] * Float(d[i])
+                            if estimate >= candidates.threshold, !deleted[Int(ivf.positions[start + i])] {
+                                candidates.offer(estimate, position: start + i)
+                            }
+                        }
+                    }
+                }
+                start += n
+            }
+        }
+        // 3. Re-rank exactly from the stored rows.
+        var top = TopK(capacity: k)
+        for candidate in candidates.sorted {
+            let physical = Int(ivf.positions[candidate.position])
+            var segment = 0, high = physicalStarts.count - 1
+            while segment + 1 < high {  // last start ≤ physical
+                let mid = (segment + high) / 2
+                if physicalStarts[mid] <= physical { segment = mid } else { high = mid }
+            }
+            let local = physical - physicalStarts[segment]
+            let block = coveredBlocks[segment]
+            let score = exactScore(block, row: local, query: query, scratch: &scratch)
+            if let position = coveredMasks[segment].position(local) { top.offer(score, position: position) }
+        }
+        // 4. Rows appended after the build: exact.
+        for block in tailBlocks {
+            let local = ExactSearch.scanSingle(block, query: query, metric: metric, k: k, sign: 1, live: ExactSearch.LiveMask(block), threads: 1)
+            top.merge(local)
+        }
+        return top
+    }
+
+    private func exactScore(_ block: RowBlock, row: Int, query: [Float], scratch: inout Scratch) -> Float {
+        let bytes = block.row(row)
+        let wantNorm = metric == .cosine
+        scratch.rowDot.withUnsafeMutableBufferPointer { d in
+            scratch.rowNorm.withUnsafeMutableBufferPointer { s in
+                let norms = wantNorm ? s.baseAddress : nil
+                if block.dtype == .float16 {
+                    gsk_dots_f16(bytes.baseAddress!.assumingMemoryBound(to: UInt16.self), 1, block.k, query, d.baseAddress, norms)
+                } else {
+                    gsk_dots_f32(bytes.baseAddress!.assumingMemoryBound(to: Float.self), 1, block.k, query, d.baseAddress, norms)
+                }
+            }
+        }
+        if wantNorm { return scratch.rowNorm[0] > 0 ? scratch.rowDot[0] / scratch.rowNorm[0].squareRoot() : 0 }
+        return scratch.rowDot[0]
+    }
+}
+
+extension JSONValue {
+    var intValue: Int? {
+        if case .number(let value) = self, value == value.rounded() { return Int(value) }
+        return nil
+    }
+    var doubleValue: Double? {
+        if case .number(let value) = self { return value }
+        return nil
+    }
+}

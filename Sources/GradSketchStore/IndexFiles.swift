@@ -1,0 +1,228 @@
+import GradSketchHDF5
+public import GradSketchInterchange
+
+/// The arrays of an IVF index with int8 residual codes (Spec §10), as a builder hands them
+/// to the store. Rows are grouped by list: list `l` holds rows `listOffsets[l] ..<
+/// listOffsets[l + 1]` of `codes`, `scales` and `positions`.
+public struct IVFIndexArrays: Sendable {
+    /// `[lists, k]` float32: list centroids (of unit-normalised rows for cosine).
+    public var centroids: [Float]
+    /// `[lists + 1]`, non-decreasing, from 0 to the number of indexed rows.
+    public var listOffsets: [Int64]
+    /// `[rows, k]` int8: row − centroid ≈ scale · code.
+    public var codes: [Int8]
+    /// `[rows]` float32.
+    public var scales: [Float]
+    /// `[rows]` int64: the row's *physical* position, counting deleted rows, in the covered
+    /// segments concatenated in set order; it stays valid when later versions delete rows.
+    public var positions: [Int64]
+
+    public init(centroids: [Float], listOffsets: [Int64], codes: [Int8], scales: [Float], positions: [Int64]) {
+        self.centroids = centroids
+        self.listOffsets = listOffsets
+        self.codes = codes
+        self.scales = scales
+        self.positions = positions
+    }
+}
+
+/// A stored IVF index, verified against its checksums and with the codes memory-mapped.
+public final class StoredIndex: Sendable {
+    public let name: String
+    public let entry: Manifest.IndexEntry
+    public let k: Int
+    public let centroids: [Float]
+    public let listOffsets: [Int]
+    public let scales: [Float]
+    public let positions: [Int64]
+    let codeStorage: RowStorage
+
+    init(name: String, entry: Manifest.IndexEntry, k: Int, centroids: [Float], listOffsets: [Int], scales: [Float],
+         positions: [Int64], codes: RowStorage) {
+        self.name = name
+        self.entry = entry
+        self.k = k
+        self.centroids = centroids
+        self.listOffsets = listOffsets
+        self.scales = scales
+        self.positions = positions
+        self.codeStorage = codes
+    }
+
+    /// `[rows, k]` int8 codes, list by list; valid while this object exists.
+    public var codes: UnsafeBufferPointer<Int8> { codeStorage.bytes.assumingMemoryBound(to: Int8.self) }
+    public var isMapped: Bool { codeStorage.notMappedBecause == nil }
+    public var lists: Int { entry.lists }
+    public var rows: Int { entry.rows }
+}
+
+extension Store {
+    /// Publishes an IVF index over the first `coveredSegments` segments of `set` (the version
+    /// `set` was read at) and commits it as index `name` of that set.
+    ///
+    /// - Throws: `.conflict` if a newer version no longer starts with those segments.
+    @discardableResult
+    public func commitIndex(_ name: String, over set: SketchSet, coveredSegments: Int, metric: String,
+                            arrays: IVFIndexArrays, parameters: [String: JSONValue]) throws -> Int {
+        try Rules.checkName(name, what: "index")
+        let k = set.k, lists = arrays.listOffsets.count - 1
+        let rows = arrays.positions.count
+        guard lists >= 1, arrays.centroids.count == lists * k, arrays.codes.count == rows * k, arrays.scales.count == rows,
+              arrays.listOffsets.first == 0, arrays.listOffsets.last == Int64(rows),
+              zip(arrays.listOffsets, arrays.listOffsets.dropFirst()).allSatisfy({ $0 <= $1 }) else {
+            throw StoreError(.invalidInput, "index arrays are inconsistent: \(lists) lists of width \(k) need \(lists * k) centroid values (found \(arrays.centroids.count)), \(rows * k) codes (found \(arrays.codes.count)) and \(rows) scales (found \(arrays.scales.count)) with offsets from 0 to \(rows)")
+        }
+        let covered = Array(set.entry.segments.prefix(coveredSegments).map(\.file))
+        let id = randomIdentifier()
+        let temporary = try temporaryPath()
+        defer { try? FileSystem.remove(temporary) }
+        var checksums: [String: String] = [:]
+        try withContext(.io, "cannot write index", path: temporary) {
+            let file = try HDF5File.create(path: temporary)
+            let root = try file.root()
+            try FileHeader.write(on: root, type: .ivfIndex)
+            try root.setAttribute("index-id", id)
+            try root.setAttribute("set", set.name)
+            try root.setAttribute("metric", metric)
+            try root.setAttribute("kind", "ivf-int8")
+            try root.setAttribute("k", Int64(k))
+            try root.setAttribute("lists", Int64(lists))
+            try root.setAttribute("rows", Int64(rows))
+            try root.setAttribute("built-on-version", Int64(set.version))
+            func put<E: HDF5Element>(_ root: borrowing Group, _ values: [E], _ dataset: String, shape: [Int], type: EncodingType) throws {
+                let handle = try root.createDataset(dataset, type: E.storageType, shape: shape, mappable: true)
+                try values.withUnsafeBufferPointer { buffer in
+                    if !buffer.isEmpty { try handle.write(buffer) }
+                    let checksum = CRC32C.formatted(CRC32C.checksum(UnsafeRawBufferPointer(buffer)))
+                    try FileHeader.mark(handle, type: type, checksum: checksum)
+                    checksums[dataset] = checksum
+                }
+                try handle.close()
+            }
+            try put(root, arrays.centroids, "centroids", shape: [lists, k], type: .ivfCentroids)
+            try put(root, arrays.listOffsets, "list-offsets", shape: [lists + 1], type: .ivfListOffsets)
+            try put(root, arrays.codes, "codes", shape: [rows, k], type: .ivfCodes)
+            try put(root, arrays.scales, "code-scales", shape: [rows], type: .ivfCodeScales)
+            try put(root, arrays.positions, "positions", shape: [rows], type: .ivfRowPositions)
+            try root.close()
+            try file.close()
+        }
+        let relative = "indexes/\(id).h5"
+        let whole = try publish(temporary, as: relative)
+        let entry = Manifest.IndexEntry(file: relative, size: whole.size, fileChecksum: whole.checksum, checksums: checksums,
+                                        kind: "ivf-int8", metric: metric, lists: lists, rows: rows, builtOnVersion: set.version,
+                                        segments: covered, parameters: parameters)
+        do {
+            return try commit(operation: "build-index", set: set.name, detail: "index \(name) (\(metric), \(lists) lists, \(rows) rows)") { manifest in
+                guard var current = manifest.sketchSets[set.name] else {
+                    throw StoreError(.conflict, "set \(set.name) was dropped while its index was built", path: path)
+                }
+                guard current.segments.count >= covered.count, zip(current.segments, covered).allSatisfy({ $0.file == $1 }) else {
+                    throw StoreError(.conflict, "set \(set.name) no longer starts with the segments the index was built on", path: path)
+                }
+                current.indexes[name] = entry
+                manifest.sketchSets[set.name] = current
+            }
+        } catch {
+            try? FileSystem.remove(absolute(relative))
+            throw error
+        }
+    }
+
+    /// Removes index `name` from `set` in a new version (older versions keep it until vacuum).
+    @discardableResult
+    public func dropIndex(_ name: String, of set: String) throws -> Int {
+        try commit(operation: "drop-index", set: set, detail: "index \(name)") { manifest in
+            guard var current = manifest.sketchSets[set] else {
+                throw StoreError(.notFound, "no sketch set \"\(set)\" in version \(manifest.version)", path: path)
+            }
+            guard current.indexes.removeValue(forKey: name) != nil else {
+                let known = current.indexes.keys.sorted()
+                throw StoreError(.notFound, "set \(set) has no index \"\(name)\" (indexes: \(known.isEmpty ? "none" : known.joined(separator: ", ")))", path: path)
+            }
+            manifest.sketchSets[set] = current
+        }
+    }
+}
+
+extension SketchSet {
+    /// Index `name` of this set as of this version, verified once per process.
+    public func index(_ name: String) throws -> StoredIndex {
+        guard let entry = entry.indexes[name] else {
+            let known = entry.indexes.keys.sorted()
+            throw StoreError(.notFound, "set \(self.name) has no index \"\(name)\" in version \(version) (indexes: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
+        }
+        return try IndexFiles.load(path: storePath + "/" + entry.file, name: name, entry: entry, k: k)
+    }
+
+    /// Of this set's segments, how many an index covers: its segments must be exactly the
+    /// first ones of the set. Nil when the set no longer starts with them (the index is stale).
+    public func coveredSegmentCount(of index: Manifest.IndexEntry) -> Int? {
+        guard index.segments.count <= segments.count,
+              zip(segments, index.segments).allSatisfy({ $0.entry.file == $1 }) else { return nil }
+        return index.segments.count
+    }
+}
+
+/// Reading index files (Spec §10).
+enum IndexFiles {
+    static func load(path: String, name: String, entry: Manifest.IndexEntry, k: Int, alwaysVerify: Bool = false) throws -> StoredIndex {
+        let file = try SegmentFiles.open(path, expected: .ivfIndex)
+        defer { try? file.close() }
+        let lists = entry.lists, rows = entry.rows
+        func checksum(_ dataset: String) throws -> String {
+            guard let value = entry.checksums[dataset] else {
+                throw StoreError(.corrupt, "manifest lists no checksum for index dataset \(dataset)", path: path)
+            }
+            return value
+        }
+        func verify(_ bytes: UnsafeRawBufferPointer, _ dataset: String) throws {
+            let expected = try checksum(dataset)
+            let key = path + ":/" + dataset + "@" + expected
+            guard alwaysVerify || !VerifiedDatasets.contains(key) else { return }
+            let computed = CRC32C.formatted(CRC32C.checksum(bytes))
+            guard computed == expected else { throw SegmentFiles.mismatch(path, dataset, expected: expected, found: computed) }
+            VerifiedDatasets.insert(key)
+        }
+        return try withContext(.corrupt, "cannot read index", path: path) { () throws -> StoredIndex in
+            let root = try file.root()
+            func read<E: HDF5Element>(_ root: borrowing Group, _ dataset: String, shape: [Int], as type: E.Type) throws -> [E] {
+                let handle = try root.openDataset(dataset)
+                guard try handle.shape() == shape else {
+                    throw StoreError(.corrupt, "index dataset \(dataset) has shape \(try handle.shape()), expected \(shape)", path: path)
+                }
+                let values: [E] = try handle.readAll()
+                try handle.close()
+                try values.withUnsafeBytes { try verify($0, dataset) }
+                return values
+            }
+            let centroids = try read(root, "centroids", shape: [lists, k], as: Float.self)
+            let offsets = try read(root, "list-offsets", shape: [lists + 1], as: Int64.self).map(Int.init)
+            guard offsets.first == 0, offsets.last == rows, zip(offsets, offsets.dropFirst()).allSatisfy({ $0 <= $1 }) else {
+                throw StoreError(.corrupt, "index list offsets must rise from 0 to \(rows)", path: path)
+            }
+            let scales = try read(root, "code-scales", shape: [rows], as: Float.self)
+            let positions = try read(root, "positions", shape: [rows], as: Int64.self)
+            let codesHandle = try root.openDataset("codes")
+            guard try codesHandle.shape() == [rows, k] else {
+                throw StoreError(.corrupt, "index dataset codes has shape \(try codesHandle.shape()), expected [\(rows), \(k)]", path: path)
+            }
+            let storage: RowStorage
+            switch rows == 0 ? .failure(MappingRefusalText.empty) : try codesHandle.mappableExtent(as: .int8).mapError({ MappingRefusalText($0.description) }) {
+            case .success(let extent):
+                storage = RowStorage(mapping: try MappedFile(path: path, offset: extent.offset, length: extent.length))
+            case .failure(let refusal):
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, rows * k), alignment: 64)
+                if rows > 0 {
+                    do { try codesHandle.readBytes(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(rows * k)]), as: .int8) } catch { buffer.deallocate(); throw error }
+                }
+                storage = RowStorage(owned: buffer, reason: refusal.text)
+            }
+            try codesHandle.close()
+            try root.close()
+            try verify(UnsafeRawBufferPointer(rebasing: storage.bytes[0..<(rows * k)]), "codes")
+            return StoredIndex(name: name, entry: entry, k: k, centroids: centroids, listOffsets: offsets, scales: scales,
+                               positions: positions, codes: storage)
+        }
+    }
+}
