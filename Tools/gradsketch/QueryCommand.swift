@@ -12,7 +12,10 @@ struct Query: ParsableCommand {
         The query is a .npy vector [k] or rows [Q, k] (--vector), a stored row (--id), a stored weight delta projected \
         with the set's own projection (--delta), or all rows of another sketch set (--query-set). Several queries give one \
         result list each, or one combined list with --aggregate mean|max|group-max (--groups: one group number per query). \
-        Search is exact over the memory-mapped rows; an ANN index is not built yet, so --exact is the only mode.
+        When the set has an index for the metric (`gradsketch index build`), single queries go through it (--index picks \
+        one) with the nprobe tuned at build time, or the one reaching --recall-target on the held-out sample, or --nprobe; \
+        rows appended since the build are searched exactly. --exact, aggregated queries and sets without an index search \
+        exactly over the memory-mapped rows.
         """)
 
     @OptionGroup var location: StoreArgument
@@ -27,13 +30,21 @@ struct Query: ParsableCommand {
     @Flag(help: "Return the lowest scores instead of the highest.") var bottom = false
     @Option(help: "Combine several queries per row: mean, max or group-max.") var aggregate: String?
     @Option(help: "For group-max: a file with one group number per query.") var groups: String?
-    @Flag(help: "Exact search (the only mode until an ANN index exists).") var exact = false
+    @Flag(help: "Exact search even when an index exists.") var exact = false
+    @Option(help: "Index to search through (default: the set's index for --metric, if any).") var index: String?
+    @Option(help: "Probe as many lists as reach this held-out recall@10 (from the build's tuning).") var recallTarget: Double?
+    @Option(help: "Lists to probe (overrides the tuned default).") var nprobe: Int?
+    @Option(help: "Candidates re-ranked exactly (at k = 10; overrides the index's default).") var rerank: Int?
     @Option(help: "Search the store as of this version.") var at: Int?
     @Flag(help: "Print JSON.") var json = false
 
     struct Output: Encodable {
         struct Result: Encodable { let rank: Int, id: String, score: Float, label: String?, metadata: String? }
+        struct IndexUse: Encodable { let name: String, lists: Int, nprobe: Int, rerank: Int, indexedRows: Int, exactRows: Int, builtOnVersion: Int }
         let set: String, version: Int, metric: String, exact: Bool, queries: Int
+        let index: IndexUse?
+        /// Why an index of the set was not used, when one exists.
+        let note: String?
         let results: [[Result]]
     }
 
@@ -62,11 +73,57 @@ struct Query: ParsableCommand {
                 aggregation = .groupMeanThenMax(groups: numbers)
             default: throw ValidationError("--aggregate must be mean, max or group-max, found \(aggregate!)")
             }
-            let hits = try ExactSearch.search(target, queries: queries, count: queryCount, metric: metricValue, k: count,
+            if recallTarget != nil && nprobe != nil { throw ValidationError("give --recall-target or --nprobe, not both") }
+            if let recallTarget, !(0.0...1.0).contains(recallTarget) { throw ValidationError("--recall-target must be between 0 and 1, found \(recallTarget)") }
+            if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1, found \(nprobe)") }
+            if let rerank, rerank < 1 { throw ValidationError("--rerank must be at least 1, found \(rerank)") }
+            var note: String?
+            var searcher: IVFSearcher?
+            let candidates = target.entry.indexes.filter { $0.value.metric == metric }.keys.sorted()
+            // An explicit --index, else the index named after the metric, else any index for the metric.
+            let chosenIndex = index ?? (candidates.contains(metric) ? metric : candidates.first)
+            if let index {
+                guard let entry = target.entry.indexes[index] else {
+                    throw StoreError(.notFound, "set \(set) has no index \"\(index)\" in version \(target.version) (indexes: \(target.entry.indexes.keys.sorted().joined(separator: ", ")))")
+                }
+                guard entry.metric == metric else {
+                    throw ValidationError("index \(index) is for metric \(entry.metric); query with --metric \(entry.metric) or build one for \(metric)")
+                }
+            }
+            if exact {
+                if index != nil || nprobe != nil || recallTarget != nil { throw ValidationError("--exact cannot be combined with --index, --nprobe or --recall-target") }
+            } else if let name = chosenIndex {
+                if aggregation != nil {
+                    note = "aggregated queries are searched exactly; index \(name) answers single queries"
+                } else {
+                    do { searcher = try IVFSearcher(set: target, index: name) } catch let error as StoreError where error.code == .conflict {
+                        note = error.message + "; searched exactly"
+                        FileHandle.standardError.write(Data("gradsketch: \(note!)\n".utf8))
+                    }
+                }
+            } else if nprobe != nil || recallTarget != nil {
+                throw ValidationError("set \(set) has no index for metric \(metric): build one with `gradsketch index build` or drop --nprobe/--recall-target")
+            }
+            let hits: [[SearchHit]]
+            var use: Output.IndexUse?
+            if let searcher {
+                var parameters = searcher.defaults
+                if let nprobe { parameters.nprobe = nprobe }
+                if let recallTarget { parameters.nprobe = searcher.nprobe(forRecall: recallTarget) }
+                if let rerank { parameters.rerank = rerank }
+                parameters.nprobe = min(parameters.nprobe, searcher.lists)
+                hits = try searcher.search(queries: queries, count: queryCount, k: count, parameters: parameters, smallest: bottom, threads: 2)
+                use = .init(name: chosenIndex!, lists: searcher.lists, nprobe: parameters.nprobe,
+                            rerank: parameters.rerank, indexedRows: searcher.indexedRows, exactRows: searcher.exactRows,
+                            builtOnVersion: target.entry.indexes[chosenIndex!]!.builtOnVersion)
+            } else {
+                hits = try ExactSearch.search(target, queries: queries, count: queryCount, metric: metricValue, k: count,
                                               smallest: bottom, aggregate: aggregation)
+            }
             let labels = target.entry.hasLabels ? try target.labels() : nil
             let metadata = target.entry.hasMetadata ? try target.metadata() : nil
-            let output = Output(set: set, version: target.version, metric: metric, exact: true, queries: queryCount, results: hits.map { list in
+            let output = Output(set: set, version: target.version, metric: metric, exact: searcher == nil, queries: queryCount, index: use, note: note,
+                                results: hits.map { list in
                 list.enumerated().map { rank, hit in
                     .init(rank: rank + 1, id: hit.id, score: hit.score, label: labels?[hit.position], metadata: metadata?[hit.position])
                 }
