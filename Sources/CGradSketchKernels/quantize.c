@@ -19,9 +19,9 @@ float gsk_quantize_int8(const float *values, size_t count, int8_t *codes) {
         for (size_t j = 0; j < count; j++) codes[j] = 0;
         return 0;
     }
-    float scale = largest / 127.0f, inverse = 127.0f / largest;
+    float scale = largest / 127.0f;
     for (size_t j = 0; j < count; j++) {
-        long q = lrintf(values[j] * inverse);
+        long q = lrintf(values[j] / scale);  // round half to even, as Spec §10.2 states
         codes[j] = (int8_t)(q > 127 ? 127 : (q < -127 ? -127 : q));
     }
     return scale;
