@@ -81,6 +81,38 @@ import Testing
         #expect(try JSONDecoder().decode(Routed.self, from: Data(after.standardOutput.utf8)).exact)
     }
 
+    @Test func multiCheckpointScoresMatchNumpy() throws {
+        let fixture = try ToolFixture()
+        let script = """
+        import sys, numpy as np
+        out = sys.argv[1]
+        rng = np.random.default_rng(8)
+        a, b = rng.standard_normal((500, 24)).astype(np.float32), rng.standard_normal((500, 16)).astype(np.float32)
+        order = rng.permutation(500)   # the second checkpoint stores the same documents in another order
+        np.save(f"{out}/a.npy", a); np.save(f"{out}/b.npy", b[order])
+        open(f"{out}/ids_a.txt", "w").writelines(f"doc{i}\\n" for i in range(500))
+        open(f"{out}/ids_b.txt", "w").writelines(f"doc{i}\\n" for i in order)
+        qa, qb = rng.standard_normal(24).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+        np.save(f"{out}/qa.npy", qa); np.save(f"{out}/qb.npy", qb)
+        score = 0.5 * (a.astype(np.float16).astype(np.float64) @ qa) + 2.0 * (b.astype(np.float16).astype(np.float64) @ qb)
+        top = np.lexsort((np.arange(500), -score))[:7]
+        open(f"{out}/expected.txt", "w").write(" ".join(f"doc{i}" for i in top))
+        """
+        try #require(try ChildProcess.python(script, [fixture.scratch.path]).status == 0)
+        let store = fixture.store
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "step100", "--rows", fixture.path("a.npy"), "--ids", fixture.path("ids_a.txt"), "--dtype", "float16"))
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "step200", "--rows", fixture.path("b.npy"), "--ids", fixture.path("ids_b.txt"), "--dtype", "float16"))
+        let result = try expectSuccess(ChildProcess.tool("query", store, "--set", "step100", "--vector", fixture.path("qa.npy"), "--weight", "0.5",
+                                                         "--term", "step200=\(fixture.path("qb.npy"))@2", "-k", "7", "--json"))
+        let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
+        let expected = try String(contentsOfFile: fixture.path("expected.txt"), encoding: .utf8).split(separator: " ").map(String.init)
+        #expect(output.results[0].map(\.id) == expected)
+        try expectFailure(["query", store, "--set", "step100", "--vector", fixture.path("qa.npy"), "--term", "step200=\(fixture.path("qa.npy"))"],
+                          saying: "query for set step200 must have shape [16]")
+        try expectFailure(["query", store, "--set", "step100", "--vector", fixture.path("qa.npy"), "--term", "step200=\(fixture.path("qb.npy"))@x"],
+                          saying: "the weight after @ must be a finite number")
+    }
+
     @Test func aWeightDeltaQueriesGradientSketchesOfTheSameModel() throws {
         let fixture = try ToolFixture()
         let store = fixture.store

@@ -35,6 +35,8 @@ struct Query: ParsableCommand {
     @Option(help: "Probe as many lists as reach this held-out recall@10 (from the build's tuning).") var recallTarget: Double?
     @Option(help: "Lists to probe (overrides the tuned default).") var nprobe: Int?
     @Option(help: "Candidates re-ranked exactly (at k = 10; overrides the index's default).") var rerank: Int?
+    @Option(help: ArgumentHelp("Another checkpoint's sketch set of the same documents and its query: SET=QUERY[@WEIGHT], QUERY a .npy vector or id:ID. Repeatable; scores become Σ_c w_c ⟨g_c, q_c⟩ (TracIn-style, exact), rows matched by id.", valueName: "term")) var term: [String] = []
+    @Option(help: "Weight of the --set term when --term is given (e.g. its learning rate).") var weight: Float = 1
     @Option(help: "Search the store as of this version.") var at: Int?
     @Flag(help: "Print JSON.") var json = false
 
@@ -72,6 +74,10 @@ struct Query: ParsableCommand {
                 }
                 aggregation = .groupMeanThenMax(groups: numbers)
             default: throw ValidationError("--aggregate must be mean, max or group-max, found \(aggregate!)")
+            }
+            if !term.isEmpty {
+                try runMultiCheckpoint(store: store, target: target, queries: queries, queryCount: queryCount)
+                return
             }
             if recallTarget != nil && nprobe != nil { throw ValidationError("give --recall-target or --nprobe, not both") }
             if let recallTarget, !(0.0...1.0).contains(recallTarget) { throw ValidationError("--recall-target must be between 0 and 1, found \(recallTarget)") }
@@ -139,6 +145,49 @@ struct Query: ParsableCommand {
                 }
             }
         }
+    }
+
+    /// Σ_c w_c ⟨g_c, q_c⟩ over the --set term and every --term, exactly.
+    private func runMultiCheckpoint(store: Store, target: SketchSet, queries: [Float], queryCount: Int) throws {
+        guard queryCount == 1, aggregate == nil, index == nil, nprobe == nil, recallTarget == nil, metric == "ip" else {
+            throw ValidationError("--term takes one query per set, inner product and exact search (no --aggregate, --metric cosine, --index, --nprobe or --recall-target)")
+        }
+        var terms: [(set: SketchSet, query: [Float], weight: Float)] = [(target, queries, weight)]
+        for text in term {
+            let (setName, rest) = try splitPair(text, option: "--term")
+            var source = rest, termWeight: Float = 1
+            if let at = rest.lastIndex(of: "@") {
+                guard let value = Float(rest[rest.index(after: at)...]), value.isFinite else {
+                    throw ValidationError("--term \(text): the weight after @ must be a finite number")
+                }
+                termWeight = value
+                source = String(rest[..<at])
+            }
+            let set = try store.sketchSet(setName, at: at)
+            let query: [Float]
+            if source.hasPrefix("id:") {
+                query = try set.floatRows(at: try set.positions(of: [String(source.dropFirst(3))]))
+            } else {
+                let file = try NumpyFile(path: source)
+                guard file.shape == [set.k] || file.shape == [1, set.k] else {
+                    throw StoreError(.invalidInput, "query for set \(setName) must have shape [\(set.k)], found \(file.shape)", path: source)
+                }
+                var values = [Float](repeating: 0, count: set.k)
+                _ = try values.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
+                query = values
+            }
+            terms.append((set, query, termWeight))
+        }
+        let hits = try ExactSearch.searchAcrossCheckpoints(terms, k: count, smallest: bottom)
+        let labels = target.entry.hasLabels ? try target.labels() : nil
+        let metadata = target.entry.hasMetadata ? try target.metadata() : nil
+        let output = Output(set: set, version: target.version, metric: "ip", exact: true, queries: 1, index: nil,
+                            note: "multi-checkpoint: " + ([set + "@\(weight)"] + term).joined(separator: " + "),
+                            results: [hits.enumerated().map { rank, hit in
+                                .init(rank: rank + 1, id: hit.id, score: hit.score, label: labels?[hit.position], metadata: metadata?[hit.position])
+                            }])
+        if json { printJSON(output); return }
+        for result in output.results[0] { print(String(format: "%3d  %-40@ %.6g", result.rank, result.id as NSString, result.score)) }
     }
 
     private func loadQueries(store: Store, target: SketchSet) throws -> ([Float], Int) {
