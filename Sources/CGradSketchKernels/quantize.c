@@ -71,9 +71,59 @@ __attribute__((target("avx2"))) static void int8_dots_avx2(const int8_t *codes, 
 }
 #endif
 
-void gsk_int8_dots(const int8_t *codes, size_t n, size_t k, const int16_t *query, int32_t *dots) {
 #if defined(__x86_64__)
+static int has_avx512_vnni(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+}
+
+// VNNI multiplies unsigned by signed bytes, so the query enters offset by 128:
+// Σ (q + 128)·x = Σ q·x + 128·Σ x, and a second product with all-ones bytes gives Σ x.
+// 64 codes per instruction instead of 16.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void int8_dots_vnni(const int8_t *codes, size_t n, size_t k,
+                                                                                 const uint8_t *query_offset, int32_t *dots) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    size_t k64 = k / 64 * 64;
+    __mmask64 tail = k64 == k ? 0 : (~(__mmask64)0 >> (64 - (k - k64)));
+    for (size_t i = 0; i < n; i++) {
+        const int8_t *code = codes + i * k;
+        if (i + 4 < n) {
+            const char *ahead = (const char *)(code + 4 * k);
+            for (size_t line = 0; line < k; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
+        }
+        __m512i products = _mm512_setzero_si512(), sums = products;
+        size_t j = 0;
+        for (; j < k64; j += 64) {
+            __m512i x = _mm512_loadu_si512((const void *)(code + j));
+            products = _mm512_dpbusd_epi32(products, _mm512_loadu_si512((const void *)(query_offset + j)), x);
+            sums = _mm512_dpbusd_epi32(sums, ones, x);
+        }
+        if (tail) {
+            __m512i x = _mm512_maskz_loadu_epi8(tail, code + j);
+            products = _mm512_dpbusd_epi32(products, _mm512_maskz_loadu_epi8(tail, query_offset + j), x);
+            sums = _mm512_dpbusd_epi32(sums, ones, x);
+        }
+        dots[i] = _mm512_reduce_add_epi32(products) - 128 * _mm512_reduce_add_epi32(sums);
+    }
+}
+#endif
+
+void gsk_int8_dots(const int8_t *codes, size_t n, size_t k, const int16_t *query, const uint8_t *query_offset, int32_t *dots) {
+#if defined(__x86_64__)
+    if (query_offset && has_avx512_vnni()) { int8_dots_vnni(codes, n, k, query_offset, dots); return; }
     if (has_avx2()) { int8_dots_avx2(codes, n, k, query, dots); return; }
 #endif
     int8_dots_portable(codes, n, k, query, dots);
+}
+
+int gsk_has_int8_vnni(void) {
+#if defined(__x86_64__)
+    return has_avx512_vnni();
+#else
+    return 0;
+#endif
+}
+
+void gsk_prefetch(const void *address, size_t bytes) {
+    const char *p = (const char *)address;
+    for (size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(p + offset, 0, 3);
 }

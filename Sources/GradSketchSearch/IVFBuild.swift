@@ -7,9 +7,11 @@ public struct IVFBuildOptions: Sendable {
     public var metric: SearchMetric = .innerProduct
     /// Number of lists; nil chooses the power of two nearest 2·√N (at most N/32).
     public var lists: Int?
-    /// Rows k-means trains on; nil takes 48 per list (all rows when fewer).
+    /// Rows k-means trains on; nil takes 128 per list (all rows when fewer). On 200k × 512
+    /// clustered rows, 128 per list and 20 iterations lifted recall@10 at nprobe 8/1024 from
+    /// 0.90 (48 per list, 10 iterations) to 0.965, for 2.7× the training time.
     public var trainingRows: Int?
-    public var iterations: Int = 10
+    public var iterations: Int = 20
     /// Held-out recall@10 the default nprobe must reach.
     public var recallTarget: Double = 0.95
     /// Rows sampled as held-out queries for tuning (not used to train the centroids).
@@ -77,7 +79,7 @@ public enum IVFIndexBuilder {
         var shuffled = Array(0..<live)
         for i in stride(from: live - 1, to: 0, by: -1) { shuffled.swapAt(i, Int(random.next() % UInt64(i + 1))) }
         let heldOut = Array(shuffled.prefix(tuningCount))
-        let trainingCount = min(live - tuningCount, options.trainingRows ?? max(lists, 48 * lists))
+        let trainingCount = min(live - tuningCount, options.trainingRows ?? max(lists, 128 * lists))
         guard trainingCount >= lists else {
             throw StoreError(.invalidInput, "\(lists) lists need at least as many training rows; \(live) rows leave \(live - tuningCount)")
         }

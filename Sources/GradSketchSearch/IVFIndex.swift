@@ -73,6 +73,8 @@ public final class IVFSearcher: @unchecked Sendable {
     /// Covered segments' rows and live numbering.
     private let coveredBlocks: [RowBlock]
     private let coveredMasks: [ExactSearch.LiveMask]
+    /// First byte of each covered segment's rows.
+    private let coveredBases: [UnsafeRawPointer]
     /// Segments after the covered ones, searched exactly.
     private let tailBlocks: [RowBlock]
     /// Physical positions deleted in this version.
@@ -126,6 +128,7 @@ public final class IVFSearcher: @unchecked Sendable {
         coveredBlocks = Array(blocks.prefix(covered))
         tailBlocks = Array(blocks.dropFirst(covered))
         coveredMasks = coveredBlocks.map(ExactSearch.LiveMask.init)
+        coveredBases = coveredBlocks.map { $0.bytes.baseAddress! }
         var starts = [0]
         for block in coveredBlocks { starts.append(starts.last! + block.rowCount) }
         physicalStarts = starts
@@ -183,88 +186,93 @@ public final class IVFSearcher: @unchecked Sendable {
         results.withUnsafeMutableBufferPointer { output in
             nonisolated(unsafe) let output = output
             let workers = max(1, min(threads, count))
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                var scratch = Scratch(width: width, lists: ivf.lists)
+            @Sendable func work(_ worker: Int) {
+                let scratch = Scratch(width: width, lists: ivf.lists)
                 var q = worker
                 while q < count {
                     let query = Array(frozen[(q * width)..<((q + 1) * width)])
-                    let top = searchOne(query, k: k, parameters: parameters, scratch: &scratch)
+                    let top = searchOne(query, k: k, parameters: parameters, scratch: scratch)
                     output[q] = top.sorted.map { SearchHit(position: $0.position, id: ids[$0.position], score: sign * $0.score) }
                     q += workers
                 }
             }
+            if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
         }
         return results
     }
 
-    /// Per-thread buffers.
-    struct Scratch {
-        var centroidScores: [Float]
-        var dots: [Int32]
-        var query16: [Int16]
-        var query8: [Int8]
-        var rowDot: [Float] = [0]
-        var rowNorm: [Float] = [0]
-        var routeDots: [Int32] = []
+    /// Per-thread buffers, allocated once per search call and reused for every query.
+    final class Scratch {
+        let dots: UnsafeMutableBufferPointer<Int32>
+        let routeDots: UnsafeMutableBufferPointer<Int32>
+        let query16: UnsafeMutableBufferPointer<Int16>
+        let query8: UnsafeMutableBufferPointer<Int8>
+        let queryOffset: UnsafeMutableBufferPointer<UInt8>
+        var located: [(base: UnsafeRawPointer, segment: Int, row: Int)] = []
+        static let chunk = 4096
+
         init(width: Int, lists: Int) {
-            centroidScores = [Float](repeating: 0, count: lists)
-            dots = [Int32](repeating: 0, count: 4096)
-            query16 = [Int16](repeating: 0, count: width)
-            query8 = [Int8](repeating: 0, count: width)
+            dots = .allocate(capacity: Self.chunk)
+            routeDots = .allocate(capacity: max(1, lists))
+            query16 = .allocate(capacity: width)
+            query8 = .allocate(capacity: width)
+            queryOffset = .allocate(capacity: width)
+        }
+
+        deinit {
+            dots.deallocate(); routeDots.deallocate(); query16.deallocate(); query8.deallocate(); queryOffset.deallocate()
         }
     }
 
     /// One (already normalised and signed) query; returns live positions with scores.
-    func searchOne(_ query: [Float], k: Int, parameters: IVFSearchParameters, scratch: inout Scratch) -> TopK {
+    func searchOne(_ query: [Float], k: Int, parameters: IVFSearchParameters, scratch: Scratch) -> TopK {
         let width = ivf.width
         let lists = ivf.lists
-        let queryScale = scratch.query8.withUnsafeMutableBufferPointer { gsk_quantize_int8(query, width, $0.baseAddress) }
-        for j in 0..<width { scratch.query16[j] = Int16(scratch.query8[j]) }
+        let queryScale = gsk_quantize_int8(query, width, scratch.query8.baseAddress)
+        for j in 0..<width {
+            let value = Int16(scratch.query8[j])
+            scratch.query16[j] = value
+            scratch.queryOffset[j] = UInt8(value + 128)
+        }
         // 1. Route: lists of largest ⟨q, centroid⟩, estimated from int8 codes of both.
-        if scratch.routeDots.count < lists { scratch.routeDots = [Int32](repeating: 0, count: lists) }
-        scratch.query16.withUnsafeBufferPointer { q in
-            ivf.centroidCodes.withUnsafeBufferPointer { c in
-                scratch.routeDots.withUnsafeMutableBufferPointer { d in
-                    gsk_int8_dots(c.baseAddress, lists, width, q.baseAddress, d.baseAddress)
-                }
-            }
+        ivf.centroidCodes.withUnsafeBufferPointer { c in
+            gsk_int8_dots(c.baseAddress, lists, width, scratch.query16.baseAddress, scratch.queryOffset.baseAddress, scratch.routeDots.baseAddress)
         }
         var route = TopK(capacity: min(parameters.nprobe, lists))
-        for list in 0..<lists { route.offer(queryScale * ivf.centroidScales[list] * Float(scratch.routeDots[list]), position: list) }
+        ivf.centroidScales.withUnsafeBufferPointer { scales in
+            for list in 0..<lists { route.offer(queryScale * scales[list] * Float(scratch.routeDots[list]), position: list) }
+        }
         // 2. Estimate ⟨q, c⟩ + ⟨q, r⟩: ⟨q, c⟩ exactly for the probed lists, ⟨q, r⟩ from int8 codes.
         var candidates = TopK(capacity: parameters.candidates(for: k))
-        for probe in route.sorted {
-            let list = probe.position
-            let base = ivf.centroids.withUnsafeBufferPointer { c in
-                scratch.rowDot.withUnsafeMutableBufferPointer { d in
-                    gsk_dots_f32(c.baseAddress! + list * width, 1, width, query, d.baseAddress, nil)
-                    return d[0]
-                }
-            }
-            var start = ivf.offsets[list]
-            let end = ivf.offsets[list + 1]
-            while start < end {
-                let n = min(scratch.dots.count, end - start)
-                scratch.query16.withUnsafeBufferPointer { q in
-                    scratch.dots.withUnsafeMutableBufferPointer { d in
-                        gsk_int8_dots(ivf.codes.baseAddress! + start * width, n, width, q.baseAddress, d.baseAddress)
-                    }
-                }
-                scratch.dots.withUnsafeBufferPointer { d in
-                    ivf.scales.withUnsafeBufferPointer { scales in
-                        for i in 0..<n {
-                            let estimate = base + queryScale * scales[start + i] * Float(d[i])
-                            if estimate >= candidates.threshold, !deleted[Int(ivf.positions[start + i])] {
-                                candidates.offer(estimate, position: start + i)
-                            }
+        ivf.centroids.withUnsafeBufferPointer { centroids in
+        ivf.scales.withUnsafeBufferPointer { scales in
+        ivf.positions.withUnsafeBufferPointer { positions in
+        deleted.withUnsafeBufferPointer { deleted in
+            var base: Float = 0
+            for probe in route.sorted {
+                let list = probe.position
+                gsk_dots_f32(centroids.baseAddress! + list * width, 1, width, query, &base, nil)
+                var start = ivf.offsets[list]
+                let end = ivf.offsets[list + 1]
+                while start < end {
+                    let n = min(Scratch.chunk, end - start)
+                    gsk_int8_dots(ivf.codes.baseAddress! + start * width, n, width, scratch.query16.baseAddress,
+                                  scratch.queryOffset.baseAddress, scratch.dots.baseAddress)
+                    for i in 0..<n {
+                        let estimate = base + queryScale * scales[start + i] * Float(scratch.dots[i])
+                        if estimate >= candidates.threshold, !deleted[Int(positions[start + i])] {
+                            candidates.offer(estimate, position: start + i)
                         }
                     }
+                    start += n
                 }
-                start += n
             }
-        }
-        // 3. Re-rank exactly from the stored rows.
+        }}}}
+        // 3. Re-rank exactly from the stored rows: locate them all and start their loads first,
+        // so the random reads overlap instead of waiting one after another.
         var top = TopK(capacity: k)
+        let rowBytes = width * set.dtype.byteWidth
+        scratch.located.removeAll(keepingCapacity: true)
         for candidate in candidates.sorted {
             let physical = Int(ivf.positions[candidate.position])
             var segment = 0, high = physicalStarts.count - 1
@@ -273,8 +281,22 @@ public final class IVFSearcher: @unchecked Sendable {
                 if physicalStarts[mid] <= physical { segment = mid } else { high = mid }
             }
             let local = physical - physicalStarts[segment]
-            let block = coveredBlocks[segment]
-            let score = exactScore(block, row: local, query: query, scratch: &scratch)
+            let row = coveredBases[segment] + local * rowBytes
+            gsk_prefetch(row, rowBytes)
+            scratch.located.append((row, segment, local))
+        }
+        let cosine = metric == .cosine
+        for (row, segment, local) in scratch.located {
+            var dot: Float = 0, norm: Float = 0
+            withUnsafeMutablePointer(to: &norm) { normPointer in
+                let norms = cosine ? normPointer : nil
+                if set.dtype == .float16 {
+                    gsk_dots_f16(row.assumingMemoryBound(to: UInt16.self), 1, width, query, &dot, norms)
+                } else {
+                    gsk_dots_f32(row.assumingMemoryBound(to: Float.self), 1, width, query, &dot, norms)
+                }
+            }
+            let score = cosine ? (norm > 0 ? dot / norm.squareRoot() : 0) : dot
             if let position = coveredMasks[segment].position(local) { top.offer(score, position: position) }
         }
         // 4. Rows appended after the build: exact.
@@ -283,23 +305,6 @@ public final class IVFSearcher: @unchecked Sendable {
             top.merge(local)
         }
         return top
-    }
-
-    private func exactScore(_ block: RowBlock, row: Int, query: [Float], scratch: inout Scratch) -> Float {
-        let bytes = block.row(row)
-        let wantNorm = metric == .cosine
-        scratch.rowDot.withUnsafeMutableBufferPointer { d in
-            scratch.rowNorm.withUnsafeMutableBufferPointer { s in
-                let norms = wantNorm ? s.baseAddress : nil
-                if block.dtype == .float16 {
-                    gsk_dots_f16(bytes.baseAddress!.assumingMemoryBound(to: UInt16.self), 1, block.k, query, d.baseAddress, norms)
-                } else {
-                    gsk_dots_f32(bytes.baseAddress!.assumingMemoryBound(to: Float.self), 1, block.k, query, d.baseAddress, norms)
-                }
-            }
-        }
-        if wantNorm { return scratch.rowNorm[0] > 0 ? scratch.rowDot[0] / scratch.rowNorm[0].squareRoot() : 0 }
-        return scratch.rowDot[0]
     }
 }
 

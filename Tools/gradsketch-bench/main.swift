@@ -207,11 +207,16 @@ do {
         let tuned = searcher.defaults.nprobe
         for nprobe in (probes + [tuned]) {
             let parameters = IVFSearchParameters(nprobe: nprobe, rerank: searcher.defaults.rerank)
+            // Best of three passes: this shared VM's timings vary by ±30 % from run to run.
             var hits: [[SearchHit]] = []
-            let time = try seconds {
-                for q in 0..<count {
-                    hits += try searcher.search(queries: Array(queries[(q * width)..<((q + 1) * width)]), count: 1, k: 10, parameters: parameters)
-                }
+            var time = Double.infinity
+            for _ in 0..<3 {
+                hits = []
+                time = min(time, try seconds {
+                    for q in 0..<count {
+                        hits += try searcher.search(queries: Array(queries[(q * width)..<((q + 1) * width)]), count: 1, k: 10, parameters: parameters)
+                    }
+                })
             }
             emit(["what": "ann", "method": "gradsketch ivf-int8", "params": "lists=\(searcher.lists) nprobe=\(nprobe) rerank=\(searcher.defaults.rerank)\(nprobe == tuned ? " (tuned)" : "")",
                   "build_s": buildSeconds, "qps_1thread": Double(count) / time, "recall_at_k": recall(hits),

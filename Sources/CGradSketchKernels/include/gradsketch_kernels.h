@@ -45,9 +45,16 @@ void gsk_dots_f32(const float *rows, size_t n, size_t k, const float *query, flo
 float gsk_quantize_int8(const float *values, size_t count, int8_t *codes);
 
 /// Exact int32 dot products of one int8 query with n int8 codes of k values each (IVF list
-/// scans). The query is passed widened to int16 once per query, so the scan loop only widens
-/// the codes. Sums cannot overflow for k < 133,000 (127·127·k < 2^31).
-void gsk_int8_dots(const int8_t *codes, size_t n, size_t k, const int16_t *query, int32_t *dots);
+/// scans). The query comes prepared once per query in two forms: widened to int16 (AVX2 and
+/// portable paths) and as q + 128 in unsigned bytes (AVX-512 VNNI path; may be NULL).
+/// Sums cannot overflow for k < 66,000 (255·127·k < 2^31).
+void gsk_int8_dots(const int8_t *codes, size_t n, size_t k, const int16_t *query, const uint8_t *query_offset, int32_t *dots);
+/// Whether gsk_int8_dots uses AVX-512 VNNI here.
+int gsk_has_int8_vnni(void);
+
+/// Asks the CPU to start loading `bytes` bytes at `address` into cache (a hint; no fault on
+/// any address). Used to overlap the random row reads of a re-rank.
+void gsk_prefetch(const void *address, size_t bytes);
 
 /// Makes a DYNAMIC_ARCH OpenBLAS that fell back to SSE kernels on an unrecognised CPU use
 /// its AVX2 or AVX-512 kernels instead (unless OPENBLAS_CORETYPE is set). Call before the
