@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "GradSketchStore", targets: ["GradSketchStore"]),
         .library(name: "GradSketchProjection", targets: ["GradSketchProjection"]),
         .library(name: "GradSketchSearch", targets: ["GradSketchSearch"]),
+        .library(name: "GradSketchSelect", targets: ["GradSketchSelect"]),
         .executable(name: "gradsketch", targets: ["gradsketch"]),
     ],
     dependencies: [
@@ -63,6 +64,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "GradSketchSelect",
+            dependencies: ["GradSketchStore", "GradSketchSearch", "CGradSketchKernels", "COpenBLAS"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "GradSketchModels",
             dependencies: ["GradSketchProjection", "COpenBLAS", "CZlib"],
             swiftSettings: swiftSettings
@@ -77,14 +83,14 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", argumentParser],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", argumentParser],
             path: "Tools/gradsketch",
             swiftSettings: swiftSettings
         ),
 
         .executableTarget(
             name: "gradsketch-bench",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "COpenBLAS"],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", "COpenBLAS"],
             path: "Tools/gradsketch-bench",
             swiftSettings: swiftSettings
         ),
@@ -120,6 +126,11 @@ let package = Package(
         .testTarget(
             name: "GradSketchSearchTests",
             dependencies: ["GradSketchSearch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchSelectTests",
+            dependencies: ["GradSketchSelect", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

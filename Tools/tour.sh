@@ -118,3 +118,23 @@ gs sketch "$real" --split test --checkpoint "$last" --set test --side 32 --k-den
 gs project "$real" --delta finetune --seed 0 --k 1024 --negate --out "$work/query.npy"
 gs info "$real"
 gs verify "$real"
+
+step "nearest gradients through an ANN index stored with the set, against exact search"
+gs index build "$real" --set train --metric ip --recall-target 0.95
+gs index info "$real" --set train
+gs export "$real" --set test --out "$work/test.npy" --dtype float32
+python3 - "$work" <<'PY'
+import numpy as np, sys
+work = sys.argv[1]
+q = np.load(f"{work}/test.npy")[:20]
+for i in range(20):
+    np.save(f"{work}/q{i}.npy", q[i])
+PY
+hits=0
+for i in $(seq 0 19); do
+  approx=$(gs query "$real" --set train --vector "$work/q$i.npy" -k 10 --json | python3 -c 'import json,sys; print(" ".join(r["id"] for r in json.load(sys.stdin)["results"][0]))')
+  exact=$(gs query "$real" --set train --vector "$work/q$i.npy" -k 10 --exact --json | python3 -c 'import json,sys; print(" ".join(r["id"] for r in json.load(sys.stdin)["results"][0]))')
+  hits=$((hits + $(python3 -c 'import sys; print(len(set(sys.argv[1].split()) & set(sys.argv[2].split())))' "$approx" "$exact")))
+done
+echo "tour: recall@10 of the index against exact search on 20 test-gradient queries: $hits/200"
+

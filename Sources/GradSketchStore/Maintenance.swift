@@ -91,7 +91,11 @@ extension Store {
                 }
             }
         }
-        let total = segments.count + deletionFiles.count + tensorFiles.count + indexFiles.count
+        var resultFiles: [String: (String, Manifest.ResultEntry, Int)] = [:]
+        for manifest in manifests {
+            for (name, entry) in manifest.results ?? [:] { resultFiles[entry.file] = (name, entry, manifest.version) }
+        }
+        let total = segments.count + deletionFiles.count + tensorFiles.count + indexFiles.count + resultFiles.count
         func note(_ version: Int?, _ file: String, _ object: String?, _ message: String) {
             report.problems.append(.init(version: version, file: file, object: object, message: message))
         }
@@ -201,6 +205,12 @@ extension Store {
                 note(version, file, nil, describe(error))
             }
         }
+        for (file, (name, entry, version)) in resultFiles.sorted(by: { $0.key < $1.key }) {
+            defer { done += 1; progress?(done, total) }
+            report.filesChecked += 1
+            guard checkWhole(file, size: entry.size, checksum: entry.fileChecksum, version: version) else { continue }
+            do { _ = try ResultFiles.load(path: absolute(file), name: name, entry: entry) } catch { note(version, file, nil, describe(error)) }
+        }
         // Ids must be unique within each set of each version.
         for manifest in manifests {
             for (name, set) in manifest.sketchSets.sorted(by: { $0.key < $1.key }) {
@@ -237,7 +247,7 @@ extension Store {
             }
             try FileSystem.fsyncDirectory(path + "/versions")
         }
-        for directory in ["segments", "tensors", "deletions", "indexes", "tmp"] where FileSystem.isDirectory(path + "/" + directory) {
+        for directory in ["segments", "tensors", "deletions", "indexes", "results", "tmp"] where FileSystem.isDirectory(path + "/" + directory) {
             for name in try FileSystem.list(path + "/" + directory).sorted() {
                 let relative = directory + "/" + name
                 if referenced.contains(relative) { continue }

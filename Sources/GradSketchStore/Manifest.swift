@@ -16,11 +16,32 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var extensions: [Extension] = []
     public var tensorSets: [String: TensorSetEntry] = [:]
     public var sketchSets: [String: SketchSetEntry] = [:]
+    /// Saved selections and valuations, by name (format 1.1, Spec §11); absent when none.
+    public var results: [String: ResultEntry]?
 
     enum CodingKeys: String, CodingKey {
-        case format, version, parent, created, creator, change, extensions
+        case format, version, parent, created, creator, change, extensions, results
         case formatVersion = "format_version", creatorVersion = "creator_version"
         case tensorSets = "tensor_sets", sketchSets = "sketch_sets"
+    }
+
+    /// A saved selection or valuation of a set's rows (Spec §11).
+    public struct ResultEntry: Codable, Sendable, Equatable {
+        public var file: String
+        public var size: Int?
+        public var fileChecksum: String?
+        public var checksums: [String: String]
+        /// e.g. `select/greedy`, `density`, `in-run-shapley`.
+        public var method: String
+        /// The set and version the result was computed from.
+        public var set: String
+        public var setVersion: Int
+        public var count: Int
+        public var parameters: [String: JSONValue]
+        enum CodingKeys: String, CodingKey {
+            case file, size, checksums, method, set, count, parameters
+            case fileChecksum = "file_checksum", setVersion = "set_version"
+        }
     }
 
     /// What a version changed, for `log`.
@@ -228,6 +249,9 @@ public struct Manifest: Codable, Sendable, Equatable {
         var files = Set(tensorSets.values.map(\.file))
         for set in sketchSets.values {
             for index in set.indexes.values { files.insert(index.file) }
+        }
+        for result in (results ?? [:]).values { files.insert(result.file) }
+        for set in sketchSets.values {
             for segment in set.segments {
                 files.insert(segment.file)
                 if let deletions = segment.deletions { files.insert(deletions.file) }

@@ -22,7 +22,7 @@ public final class Store: Sendable {
     let idCache = Mutex<[String: [String]]>([:])
 
     static let identityFile = "gradsketch.h5"
-    static let dataDirectories = ["versions", "segments", "tensors", "deletions", "indexes", "tmp"]
+    static let dataDirectories = ["versions", "segments", "tensors", "deletions", "indexes", "results", "tmp"]
 
     /// Opens an existing store.
     ///

@@ -1,0 +1,172 @@
+import CGradSketchKernels
+import Foundation
+import COpenBLAS
+public import GradSketchStore
+
+/// Density sampling (Sachdeva et al. 2024, Algorithm 2): a kernel-sum sketch from p-stable
+/// LSH, then inverse-propensity sampling so dense regions are thinned and rare ones kept.
+public enum DensitySampling {
+    public struct Options: Sendable {
+        /// Hash functions (rows of the counter sketch).
+        public var hashes = 200
+        /// Buckets per hash.
+        public var buckets = 20_000
+        /// Bucket width w of h(x) = ⌊(⟨a, x⟩ + b) / w⌋; nil takes the median distance from a
+        /// sample of rows to its nearest other sampled row.
+        public var width: Double?
+        public var seed: UInt64 = 0
+        public init() {}
+    }
+
+    /// The sketch's kernel-sum estimate for every live row: (1/R) Σ_r C[r, h_r(x)], which counts
+    /// the row itself. Returns the scores and the width used.
+    public static func scores(_ set: SketchSet, options: Options = Options()) throws -> (scores: [Double], width: Double) {
+        guard options.hashes >= 1, options.buckets >= 1 else {
+            throw StoreError(.invalidInput, "density needs at least one hash and one bucket, found \(options.hashes) × \(options.buckets)")
+        }
+        let width = try options.width ?? medianNearestNeighbourDistance(set, seed: options.seed)
+        guard width > 0, width.isFinite else {
+            throw StoreError(.invalidInput, "bucket width must be positive and finite, found \(width)")
+        }
+        let k = set.k, hashes = options.hashes
+        // a_r ~ N(0, I) as a [k, R] matrix and b_r ~ U[0, w), from a seeded generator.
+        var generator = SelectionRandom(seed: options.seed)
+        var directions = [Float](repeating: 0, count: k * hashes)
+        for index in directions.indices { directions[index] = Float(gaussian(&generator)) }
+        let offsets = (0..<hashes).map { _ in generator.nextUnit() * width }
+        var counts = [Int32](repeating: 0, count: hashes * options.buckets)
+        var buckets = [Int32](repeating: 0, count: 0)
+        // Pass 1 counts, pass 2 reads the counts back; the projections are recomputed rather
+        // than kept (N × R of them would dwarf the sketch).
+        for pass in 0..<2 {
+            var position = 0
+            var scores = [Double](repeating: 0, count: pass == 1 ? set.rowCount : 0)
+            try forEachChunk(set) { rows, count in
+                buckets = bucketsOf(rows, count: count, k: k, directions: directions, offsets: offsets, width: width, buckets: options.buckets)
+                for i in 0..<count {
+                    for r in 0..<hashes {
+                        let cell = r * options.buckets + Int(buckets[i * hashes + r])
+                        if pass == 0 { counts[cell] += 1 } else { scores[position + i] += Double(counts[cell]) }
+                    }
+                }
+                position += count
+            }
+            if pass == 1 { return (scores.map { $0 / Double(hashes) }, width) }
+        }
+        fatalError("unreachable")
+    }
+
+    /// `count` rows sampled without replacement with probability ∝ 1/score (the paper's text
+    /// and Theorem A.2; its algorithm box prints score/Σscore, which would favour dense
+    /// regions). Efraimidis–Spirakis keys log(u)·score, largest first.
+    public static func sample(_ set: SketchSet, count: Int, options: Options = Options()) throws -> SelectionResult {
+        guard count >= 1, count <= set.rowCount else {
+            throw StoreError(.invalidInput, "cannot sample \(count) of the \(set.rowCount) live rows of set \(set.name)")
+        }
+        let (scores, width) = try self.scores(set, options: options)
+        var generator = SelectionRandom(seed: options.seed &+ 0x5EED)
+        let keys = scores.map { score -> Double in
+            let u = max(generator.nextUnit(), Double.leastNonzeroMagnitude)
+            return log(u) * score
+        }
+        let order = keys.indices.sorted { keys[$0] != keys[$1] ? keys[$0] > keys[$1] : $0 < $1 }.prefix(count)
+        let ids = try set.ids()
+        return SelectionResult(method: "density", parameters: [
+            "hashes": .number(Double(options.hashes)), "buckets": .number(Double(options.buckets)), "width": .number(width),
+            "seed": .number(Double(options.seed)), "count": .number(Double(count)), "sampling": .string("inverse-propensity"),
+        ], set: set.name, setVersion: set.version, positions: Array(order), ids: order.map { ids[$0] }, scores: order.map { scores[$0] })
+    }
+
+    /// The `count` rows with the largest (or smallest) value of a stored score column, e.g.
+    /// Ask-LLM scores computed elsewhere.
+    public static func topByColumn(_ set: SketchSet, column: String, count: Int, smallest: Bool = false) throws -> SelectionResult {
+        let values = try set.column(column)
+        let valid = values.indices.filter { !values[$0].isNaN }
+        guard count >= 1, count <= valid.count else {
+            throw StoreError(.invalidInput, "cannot take \(count) rows by column \(column): \(valid.count) rows have a value")
+        }
+        let sign = smallest ? -1.0 : 1.0
+        let order = valid.sorted { sign * values[$0] != sign * values[$1] ? sign * values[$0] > sign * values[$1] : $0 < $1 }.prefix(count)
+        let ids = try set.ids()
+        return SelectionResult(method: "top-by-column", parameters: ["column": .string(column), "smallest": .bool(smallest), "count": .number(Double(count))],
+                               set: set.name, setVersion: set.version, positions: Array(order), ids: order.map { ids[$0] }, scores: order.map { values[$0] })
+    }
+
+    // MARK: - Helpers
+
+    /// Calls `body` with consecutive chunks of live rows as float32 `[count, k]`.
+    static func forEachChunk(_ set: SketchSet, _ body: (UnsafeBufferPointer<Float>, Int) throws -> Void) throws {
+        let chunk = 4096
+        var buffer = [Float](repeating: 0, count: chunk * set.k)
+        try set.forEachBlock { block in
+            let live = block.liveRows
+            var start = 0
+            while start < live.count {
+                let n = min(chunk, live.count - start)
+                buffer.withUnsafeMutableBufferPointer { target in
+                    for i in 0..<n {
+                        let source = block.row(live[start + i])
+                        let destination = target.baseAddress! + i * set.k
+                        if block.dtype == .float16 {
+                            gsk_f16_to_f32(source.baseAddress!.assumingMemoryBound(to: UInt16.self), destination, set.k)
+                        } else {
+                            destination.update(from: source.baseAddress!.assumingMemoryBound(to: Float.self), count: set.k)
+                        }
+                    }
+                }
+                try buffer.withUnsafeBufferPointer { try body($0, n) }
+                start += n
+            }
+        }
+    }
+
+    /// h_r(x) = ⌊(⟨a_r, x⟩ + b_r) / w⌋ mod B for each row and hash, `[count, R]`.
+    static func bucketsOf(_ rows: UnsafeBufferPointer<Float>, count: Int, k: Int, directions: [Float], offsets: [Double],
+                          width: Double, buckets: Int) -> [Int32] {
+        let hashes = offsets.count
+        var projections = [Float](repeating: 0, count: count * hashes)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hashes), Int32(k), 1,
+                    rows.baseAddress, Int32(k), directions, Int32(hashes), 0, &projections, Int32(hashes))
+        var result = [Int32](repeating: 0, count: count * hashes)
+        for i in 0..<count {
+            for r in 0..<hashes {
+                let cell = ((Double(projections[i * hashes + r]) + offsets[r]) / width).rounded(.down)
+                var bucket = Int64(cell) % Int64(buckets)
+                if bucket < 0 { bucket += Int64(buckets) }
+                result[i * hashes + r] = Int32(bucket)
+            }
+        }
+        return result
+    }
+
+    /// Median, over up to 1000 sampled rows, of the distance to the nearest other sampled row.
+    static func medianNearestNeighbourDistance(_ set: SketchSet, seed: UInt64) throws -> Double {
+        let n = set.rowCount
+        guard n >= 2 else { throw StoreError(.invalidInput, "density needs at least 2 rows, set \(set.name) has \(n)") }
+        var generator = SelectionRandom(seed: seed ^ 0xD15)
+        var order = Array(0..<n)
+        let m = min(n, 1000)
+        for i in 0..<m { order.swapAt(i, i + Int(generator.next() % UInt64(n - i))) }
+        let positions = Array(order.prefix(m)).sorted()
+        let rows = try set.floatRows(at: positions)
+        let k = set.k
+        var nearest: [Double] = []
+        for i in 0..<m {
+            var best = Double.infinity
+            for j in 0..<m where j != i {
+                var sum = 0.0
+                for t in 0..<k { let d = Double(rows[i * k + t]) - Double(rows[j * k + t]); sum += d * d }
+                best = min(best, sum)
+            }
+            nearest.append(best.squareRoot())
+        }
+        nearest.sort()
+        return nearest[m / 2]
+    }
+
+    static func gaussian(_ generator: inout SelectionRandom) -> Double {
+        // Box–Muller on two open-interval uniforms.
+        let u = max(generator.nextUnit(), Double.leastNonzeroMagnitude), v = generator.nextUnit()
+        return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * v)
+    }
+}

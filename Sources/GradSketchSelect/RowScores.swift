@@ -1,0 +1,61 @@
+import CGradSketchKernels
+import Dispatch
+public import GradSketchStore
+
+/// Streaming passes over a set's live rows that every selection method is built from.
+public enum RowScores {
+    /// Rows handed to one kernel call.
+    static let chunkRows = 2048
+
+    /// ⟨row, query⟩ for every live row, in live order, and (when `norms` is set) each row's
+    /// squared norm: one pass over the mapped rows, split across `threads`.
+    public static func dots(_ set: SketchSet, query: [Float], squaredNorms: Bool = false,
+                            threads: Int = 2) throws -> (dots: [Float], squaredNorms: [Float]?) {
+        guard query.count == set.k else {
+            throw StoreError(.invalidInput, "query has \(query.count) values, set \(set.name) has k = \(set.k)")
+        }
+        var dots = [Float](repeating: 0, count: set.rowCount)
+        var norms = squaredNorms ? [Float](repeating: 0, count: set.rowCount) : nil
+        try set.forEachBlock { block in
+            let live = liveOrder(block)
+            let parts = max(1, min(threads, (block.rowCount + chunkRows - 1) / chunkRows))
+            let per = (block.rowCount + parts - 1) / parts
+            // Rows of this block, deleted ones included, then compacted to live order.
+            var blockDots = [Float](repeating: 0, count: block.rowCount)
+            var blockNorms = [Float](repeating: 0, count: squaredNorms ? block.rowCount : 0)
+            blockDots.withUnsafeMutableBufferPointer { d in
+                blockNorms.withUnsafeMutableBufferPointer { s in
+                    nonisolated(unsafe) let d = d, s = s
+                    query.withUnsafeBufferPointer { q in
+                        nonisolated(unsafe) let q = q
+                        DispatchQueue.concurrentPerform(iterations: parts) { part in
+                            var start = part * per
+                            let end = min(block.rowCount, start + per)
+                            while start < end {
+                                let n = min(chunkRows, end - start)
+                                let rows = block.bytes.baseAddress! + start * block.k * block.dtype.byteWidth
+                                let normsOut = squaredNorms ? s.baseAddress! + start : nil
+                                if block.dtype == .float16 {
+                                    gsk_dots_f16(rows.assumingMemoryBound(to: UInt16.self), n, block.k, q.baseAddress, d.baseAddress! + start, normsOut)
+                                } else {
+                                    gsk_dots_f32(rows.assumingMemoryBound(to: Float.self), n, block.k, q.baseAddress, d.baseAddress! + start, normsOut)
+                                }
+                                start += n
+                            }
+                        }
+                    }
+                }
+            }
+            for (offset, row) in live.rows.enumerated() {
+                dots[live.first + offset] = blockDots[row]
+                if squaredNorms { norms![live.first + offset] = blockNorms[row] }
+            }
+        }
+        return (dots, norms)
+    }
+
+    /// The local rows of a block that are live, and the live position of the first.
+    static func liveOrder(_ block: RowBlock) -> (first: Int, rows: [Int]) {
+        (block.firstLiveIndex, block.liveRows)
+    }
+}

@@ -1,0 +1,114 @@
+import GradSketchHDF5
+import GradSketchInterchange
+
+/// A saved selection or valuation as read back from the store.
+public struct StoredResult: Sendable, Equatable {
+    public let name: String
+    public let entry: Manifest.ResultEntry
+    /// Live positions in `entry.set` as of `entry.setVersion`, ids and scores, in result order.
+    public let positions: [Int]
+    public let ids: [String]
+    public let scores: [Double]
+}
+
+extension Store {
+    /// Saves a result (ids, positions, scores, method, parameters, the set version it read)
+    /// as `results/<id>.h5` and commits it under `name` (Spec §11). Results are immutable: a
+    /// name already taken is refused.
+    @discardableResult
+    public func saveResult(_ name: String, method: String, set: String, setVersion: Int, parameters: [String: JSONValue],
+                           positions: [Int], ids: [String], scores: [Double]) throws -> Int {
+        try Rules.checkName(name, what: "result")
+        guard positions.count == ids.count, ids.count == scores.count else {
+            throw StoreError(.invalidInput, "a result needs as many positions, ids and scores: found \(positions.count), \(ids.count) and \(scores.count)")
+        }
+        if try manifest().results?[name] != nil {
+            throw StoreError(.invalidInput, "result \(name) already exists: results are immutable; choose a new name", path: path)
+        }
+        let id = randomIdentifier()
+        let temporary = try temporaryPath()
+        defer { try? FileSystem.remove(temporary) }
+        var checksums: [String: String] = [:]
+        let parametersText = JSONValue.object(parameters).jsonText
+        try withContext(.io, "cannot write result", path: temporary) {
+            let file = try HDF5File.create(path: temporary)
+            let root = try file.root()
+            try FileHeader.write(on: root, type: .result)
+            try root.setAttribute("method", method)
+            try root.setAttribute("set", set)
+            try root.setAttribute("set-version", Int64(setVersion))
+            try root.setAttribute("parameters", parametersText)
+            let idsDataset = try root.createStringDataset("ids", strings: ids)
+            checksums["ids"] = Checksum.strings(ids)
+            try FileHeader.mark(idsDataset, type: .rowIDs, checksum: checksums["ids"]!)
+            try idsDataset.close()
+            let positionValues = positions.map(Int64.init)
+            let positionsDataset = try root.createDataset("positions", type: .int64, shape: [positions.count])
+            if !positionValues.isEmpty { try positionValues.withUnsafeBufferPointer { try positionsDataset.write($0) } }
+            checksums["positions"] = Checksum.values(positionValues)
+            try FileHeader.mark(positionsDataset, type: .resultPositions, checksum: checksums["positions"]!)
+            try positionsDataset.close()
+            let scoresDataset = try root.createDataset("scores", type: .float64, shape: [scores.count])
+            if !scores.isEmpty { try scores.withUnsafeBufferPointer { try scoresDataset.write($0) } }
+            checksums["scores"] = Checksum.values(scores)
+            try FileHeader.mark(scoresDataset, type: .resultScores, checksum: checksums["scores"]!)
+            try scoresDataset.close()
+            try root.close()
+            try file.close()
+        }
+        let relative = "results/\(id).h5"
+        let whole = try publish(temporary, as: relative)
+        let entry = Manifest.ResultEntry(file: relative, size: whole.size, fileChecksum: whole.checksum, checksums: checksums,
+                                         method: method, set: set, setVersion: setVersion, count: ids.count, parameters: parameters)
+        do {
+            return try commit(operation: "save-result", set: set, detail: "result \(name) (\(method), \(ids.count) rows)") { manifest in
+                guard manifest.results?[name] == nil else {
+                    throw StoreError(.conflict, "result \(name) was saved by another writer meanwhile", path: path)
+                }
+                var results = manifest.results ?? [:]
+                results[name] = entry
+                manifest.results = results
+            }
+        } catch {
+            try? FileSystem.remove(absolute(relative))
+            throw error
+        }
+    }
+
+    /// Result `name` as of `version` (latest when nil), verified against its checksums.
+    public func result(_ name: String, at version: Int? = nil) throws -> StoredResult {
+        let manifest = try self.manifest(at: version)
+        guard let entry = manifest.results?[name] else {
+            let known = (manifest.results ?? [:]).keys.sorted()
+            throw StoreError(.notFound, "no result \"\(name)\" in version \(manifest.version) (results: \(known.isEmpty ? "none" : known.joined(separator: ", ")))", path: path)
+        }
+        return try ResultFiles.load(path: absolute(entry.file), name: name, entry: entry)
+    }
+}
+
+enum ResultFiles {
+    static func load(path: String, name: String, entry: Manifest.ResultEntry) throws -> StoredResult {
+        let file = try SegmentFiles.open(path, expected: .result)
+        defer { try? file.close() }
+        return try withContext(.corrupt, "cannot read result", path: path) { () throws -> StoredResult in
+            let root = try file.root()
+            let ids = try root.openDataset("ids").readStrings()
+            let positionsHandle = try root.openDataset("positions")
+            let positions: [Int64] = try positionsHandle.readAll()
+            try positionsHandle.close()
+            let scoresHandle = try root.openDataset("scores")
+            let scores: [Double] = try scoresHandle.readAll()
+            try scoresHandle.close()
+            try root.close()
+            for (dataset, computed) in [("ids", Checksum.strings(ids)), ("positions", Checksum.values(positions)), ("scores", Checksum.values(scores))] {
+                guard computed == entry.checksums[dataset] else {
+                    throw SegmentFiles.mismatch(path, dataset, expected: entry.checksums[dataset] ?? "(none)", found: computed)
+                }
+            }
+            guard ids.count == entry.count, positions.count == entry.count, scores.count == entry.count else {
+                throw StoreError(.corrupt, "result holds \(ids.count) ids, \(positions.count) positions and \(scores.count) scores; the manifest says \(entry.count)", path: path)
+            }
+            return StoredResult(name: name, entry: entry, positions: positions.map(Int.init), ids: ids, scores: scores)
+        }
+    }
+}

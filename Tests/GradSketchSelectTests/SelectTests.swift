@@ -1,0 +1,227 @@
+import Foundation
+import GradSketchInterchange
+import GradSketchSelect
+import GradSketchStore
+import GradSketchTestSupport
+import Testing
+
+/// Selection and valuation against naive Double-precision references computed from the inputs.
+@Suite struct SelectTests {
+    /// A float16 set of `n` random rows (ids r0…, labels L0…L3, a loss column) plus the rows
+    /// as stored (float16-rounded) for the reference.
+    static func makeSet(_ scratch: TemporaryDirectory, n: Int, k: Int, seed: UInt64) throws -> (Store, [[Double]], [Double]) {
+        let store = try Store.create(at: scratch.path + "/store")
+        var generator = SplitMix64(seed: seed)
+        let rows = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let loss = (0..<n).map { _ in Double.random(in: 0...3, using: &generator) }
+        try rows.withUnsafeBytes { bytes in
+            try store.append(to: "g", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k),
+                             annotations: RowAnnotations(ids: (0..<n).map { "r\($0)" }, labels: (0..<n).map { "L\($0 % 4)" }, columns: ["loss": loss]),
+                             options: SketchSetOptions(dtype: .float16))
+        }
+        let stored = (0..<n).map { i in (0..<k).map { Double(Float(Float16(rows[i * k + $0]))) } }
+        return (store, stored, loss)
+    }
+
+    static func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+    static func cosine(_ a: [Double], _ b: [Double]) -> Double { dot(a, b) / (dot(a, a) * dot(b, b)).squareRoot() }
+
+    @Test(arguments: [0, 7])
+    func greedyIncrementalEqualsBruteForceRecomputation(batch: Int) throws {
+        let scratch = try TemporaryDirectory()
+        let (store, rows, _) = try Self.makeSet(scratch, n: 300, k: 12, seed: 1)
+        var generator = SplitMix64(seed: 2)
+        let query = (0..<12).map { _ in Float.random(in: -1...1, using: &generator) }
+        let q = query.map(Double.init)
+        let result = try Select.run(try store.sketchSet("g"), query: query, count: 20, strategy: batch == 0 ? .greedy : .greedyBatched, batchSize: batch)
+        // Brute force: recompute cos(S + s_i, q) for every candidate at every step.
+        var sum = [Double](repeating: 0, count: 12)
+        var taken = Set<Int>()
+        var expected: [Int] = [], expectedScores: [Double] = []
+        for step in 0..<20 {
+            if batch > 0, step > 0, step % batch == 0 { sum = [Double](repeating: 0, count: 12) }
+            var best = -1, bestScore = -Double.infinity
+            for i in rows.indices where !taken.contains(i) {
+                let score = Self.cosine(zip(sum, rows[i]).map { $0 + $1 }, q)
+                if score > bestScore { best = i; bestScore = score }
+            }
+            taken.insert(best)
+            expected.append(best)
+            expectedScores.append(bestScore)
+            sum = zip(sum, rows[best]).map { $0 + $1 }
+        }
+        #expect(result.positions == expected)
+        #expect(result.ids == expected.map { "r\($0)" })
+        for (got, want) in zip(result.scores, expectedScores) { #expect(abs(got - want) < 1e-5, "running cosine \(got) vs \(want)") }
+        #expect(result.method == (batch == 0 ? "select/greedy" : "select/greedy-batched"))
+    }
+
+    @Test func topKBalancedRandomAndLossBaselinesMatchTheReference() throws {
+        let scratch = try TemporaryDirectory()
+        let (store, rows, loss) = try Self.makeSet(scratch, n: 200, k: 10, seed: 3)
+        let set = try store.sketchSet("g")
+        let query: [Float] = (0..<10).map { Float($0) / 10 - 0.4 }
+        let q = query.map(Double.init)
+        let cosines = rows.map { Self.cosine($0, q) }
+        let byCosine = cosines.indices.sorted { cosines[$0] != cosines[$1] ? cosines[$0] > cosines[$1] : $0 < $1 }
+        #expect(try Select.run(set, query: query, count: 15, strategy: .topK).positions == Array(byCosine.prefix(15)))
+
+        // Balanced: quota ⌈15/4⌉ = 4 per label, filled in cosine order.
+        var taken: [Int: Int] = [:], balanced: [Int] = []
+        for i in byCosine where balanced.count < 15 && taken[i % 4, default: 0] < 4 { taken[i % 4, default: 0] += 1; balanced.append(i) }
+        let balancedResult = try Select.run(set, query: query, count: 15, strategy: .balancedTopK)
+        #expect(balancedResult.positions == balanced)
+
+        let low = loss.indices.sorted { loss[$0] < loss[$1] }
+        #expect(try Select.run(set, query: query, count: 5, strategy: .lowestLoss).positions == Array(low.prefix(5)))
+        #expect(try Select.run(set, query: query, count: 5, strategy: .highestLoss).positions == Array(low.reversed().prefix(5)))
+
+        let first = try Select.run(set, query: query, count: 50, strategy: .random, seed: 9)
+        #expect(Set(first.positions).count == 50)
+        #expect(try Select.run(set, query: query, count: 50, strategy: .random, seed: 9) == first)
+        #expect(try Select.run(set, query: query, count: 50, strategy: .random, seed: 10).positions != first.positions)
+
+        #expect(throws: StoreError.self) { try Select.run(set, query: query, count: 201, strategy: .topK) }
+        #expect(throws: StoreError.self) { try Select.run(set, query: [Float](repeating: 0, count: 10), count: 3, strategy: .greedy) }
+        #expect(throws: StoreError.self) { try Select.run(set, query: query, count: 3, strategy: .greedyBatched, batchSize: 0) }
+    }
+
+    /// The LSH sketch estimates Σ_j p(‖x_i − x_j‖) with the p-stable collision probability of
+    /// Datar et al.: p(c) = 1 − 2Φ(−w/c) − (2c / (√(2π) w)) (1 − e^{−w²/(2c²)}).
+    @Test func densityScoresTrackTheExactKernelSumAndSamplingFavoursRareRows() throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        var generator = SplitMix64(seed: 4)
+        let k = 6
+        // 450 rows in a tight cluster, 50 spread widely.
+        var rows: [Float] = []
+        for i in 0..<500 {
+            let spread: Float = i < 450 ? 0.3 : 3
+            rows += (0..<k).map { _ in Float.random(in: -spread...spread, using: &generator) }
+        }
+        try rows.withUnsafeBytes { bytes in
+            try store.append(to: "e", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: 500, k: k),
+                             annotations: RowAnnotations(ids: (0..<500).map { "e\($0)" }), options: SketchSetOptions(dtype: .float32))
+        }
+        let set = try store.sketchSet("e")
+        var options = DensitySampling.Options()
+        options.hashes = 400
+        options.width = 1.0
+        let (scores, width) = try DensitySampling.scores(set, options: options)
+        #expect(width == 1.0)
+        func p(_ c: Double) -> Double {
+            if c == 0 { return 1 }
+            let phi = 0.5 * erfc((width / c) / 2.0.squareRoot())  // Φ(−w/c)
+            return 1 - 2 * phi - 2 * c / ((2 * Double.pi).squareRoot() * width) * (1 - exp(-width * width / (2 * c * c)))
+        }
+        let exact = (0..<500).map { i in
+            (0..<500).reduce(0.0) { sum, j in
+                let c = (0..<k).reduce(0.0) { $0 + pow(Double(rows[i * k + $1]) - Double(rows[j * k + $1]), 2) }.squareRoot()
+                return sum + p(c)
+            }
+        }
+        func ranks(_ v: [Double]) -> [Double] {
+            var r = [Double](repeating: 0, count: v.count)
+            for (rank, index) in v.indices.sorted(by: { v[$0] < v[$1] }).enumerated() { r[index] = Double(rank) }
+            return r
+        }
+        let (a, b) = (ranks(scores), ranks(exact))
+        let mean = Double(499) / 2
+        let spearman = zip(a, b).reduce(0.0) { $0 + ($1.0 - mean) * ($1.1 - mean) } / a.reduce(0.0) { $0 + ($1 - mean) * ($1 - mean) }
+        #expect(spearman > 0.9, "Spearman(sketch, exact kernel sum) = \(spearman)")
+        // Collisions within one hash are correlated (a whole cluster shares a bucket), so single
+        // estimates scatter more than independent draws would; the mean error stays small.
+        let relativeErrors = zip(scores, exact).map { abs($0 - $1) / $1 }
+        #expect(relativeErrors.reduce(0, +) / 500 < 0.08, "mean relative error \(relativeErrors.reduce(0, +) / 500)")
+        for (estimate, truth) in zip(scores, exact) { #expect(abs(estimate - truth) < 0.35 * truth + 5, "\(estimate) vs \(truth)") }
+
+        // Inverse propensity: the 50 spread rows are 10 % of the set; a first draw picks one with
+        // probability Σ_rare 1/K_i / Σ_all 1/K_i under the exact kernel sums K.
+        let firstDraw = exact[450...].reduce(0) { $0 + 1 / $1 } / exact.reduce(0) { $0 + 1 / $1 }
+        let sample = try DensitySampling.sample(set, count: 50, options: options)
+        let rare = sample.positions.filter { $0 >= 450 }.count
+        #expect(Set(sample.positions).count == 50)
+        #expect(rare >= 10, "rare rows in the inverse-propensity sample: \(rare) of 50 (random would give 5)")
+        #expect(abs(Double(rare) / 50 - firstDraw) < 0.2, "sampled share \(Double(rare) / 50), first-draw share \(firstDraw)")
+
+        // A huge width puts everything in one bucket: every score is N.
+        options.width = 1e9
+        #expect(try DensitySampling.scores(set, options: options).scores.allSatisfy { $0 == 500 })
+    }
+
+    @Test func inRunValuesEqualTheNaiveSumsAndTracInCheckpointsMatchByID() throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        var generator = SplitMix64(seed: 5)
+        let k = 8, steps = 6, batch = 4
+        var logRows: [Float] = [], logIDs: [String] = [], stepColumn: [Double] = [], rateColumn: [Double] = []
+        var expectedFirst: [String: Double] = [:], expectedSecond: [String: Double] = [:]
+        let validation = (0..<(steps * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let hessian = (0..<(steps * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+        for t in 0..<steps {
+            let rate = 0.1 / Double(t + 1)
+            for slot in 0..<batch {
+                let example = "doc\((t * 3 + slot) % 10)"
+                let row = (0..<k).map { _ in Float.random(in: -1...1, using: &generator) }
+                logRows += row
+                logIDs.append("\(example)@\(t)")
+                stepColumn.append(Double(t))
+                rateColumn.append(rate)
+                let v = (0..<k).map { Double(validation[t * k + $0]) }, u = (0..<k).map { Double(hessian[t * k + $0]) }
+                let s = row.map(Double.init)
+                expectedFirst[example, default: 0] += rate * Self.dot(v, s)
+                expectedSecond[example, default: 0] += rate * rate / 2 * Self.dot(u, s)
+            }
+        }
+        try logRows.withUnsafeBytes { bytes in
+            try store.append(to: "log", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: logIDs.count, k: k),
+                             annotations: RowAnnotations(ids: logIDs, columns: ["step": stepColumn, "learning_rate": rateColumn]),
+                             options: SketchSetOptions(dtype: .float32))
+        }
+        for (name, values) in [("val", validation), ("hvp", hessian)] {
+            try values.withUnsafeBytes { bytes in
+                try store.append(to: name, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: steps, k: k),
+                                 annotations: RowAnnotations(ids: (0..<steps).map(String.init)), options: SketchSetOptions(dtype: .float32))
+            }
+        }
+        let values = try InRunValuation.values(log: try store.sketchSet("log"), validation: try store.sketchSet("val"), hessian: try store.sketchSet("hvp"))
+        #expect(Set(values.map(\.example)) == Set(expectedFirst.keys))
+        for value in values {
+            #expect(abs(value.firstOrder - expectedFirst[value.example]!) < 1e-5)
+            #expect(abs(value.secondOrder - expectedSecond[value.example]!) < 1e-5)
+            #expect(abs(value.total - (expectedFirst[value.example]! - expectedSecond[value.example]!)) < 1e-5)
+        }
+        #expect(values.reduce(0) { $0 + $1.appearances } == steps * batch)
+        #expect(throws: StoreError.self) { try InRunValuation.values(log: try store.sketchSet("val"), validation: try store.sketchSet("val")) }
+
+        // TracIn-CP: the log and validation sets as two "checkpoints" would need equal ids; use
+        // the validation set twice with different weights, queried by a fixed vector.
+        let probe: [Float] = (0..<k).map { Float($0) - 3 }
+        let tracin = try TracInCheckpoints.values([(try store.sketchSet("val"), probe, 0.5), (try store.sketchSet("val"), probe, 1.5)])
+        for (position, entry) in tracin.enumerated() {
+            let row = (0..<k).map { Double(validation[position * k + $0]) }
+            #expect(entry.id == String(position))
+            #expect(abs(entry.value - 2 * Self.dot(row, probe.map(Double.init))) < 1e-4)
+        }
+    }
+
+    @Test func resultsAreSavedVersionedAndVerified() throws {
+        let scratch = try TemporaryDirectory()
+        let (store, _, _) = try Self.makeSet(scratch, n: 100, k: 8, seed: 6)
+        let set = try store.sketchSet("g")
+        let result = try Select.run(set, query: [Float](repeating: 0.5, count: 8), count: 10, strategy: .greedy)
+        let version = try store.saveResult("pick", method: result.method, set: result.set, setVersion: result.setVersion,
+                                           parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores)
+        let loaded = try store.result("pick")
+        #expect(loaded.ids == result.ids && loaded.positions == result.positions && loaded.scores == result.scores)
+        #expect(loaded.entry.method == "select/greedy" && loaded.entry.setVersion == set.version && loaded.entry.count == 10)
+        #expect(throws: StoreError.self) { try store.result("pick", at: version - 1) }
+        #expect(throws: StoreError.self) {
+            try store.saveResult("pick", method: "x", set: "g", setVersion: 1, parameters: [:], positions: [], ids: [], scores: [])
+        }
+        #expect(try store.verify().problems.isEmpty)
+        let report = try store.vacuum(keepLast: 1, grace: 0)
+        #expect(!report.removedFiles.contains(loaded.entry.file))
+        #expect(try store.result("pick").ids == result.ids)
+    }
+}

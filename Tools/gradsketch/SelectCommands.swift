@@ -1,0 +1,212 @@
+import ArgumentParser
+import Foundation
+import GradSketchInterchange
+import GradSketchProjection
+import GradSketchSelect
+import GradSketchStore
+
+/// What `select`, `value` and `results show` print with --json.
+struct ResultOutput: Encodable {
+    struct Row: Encodable { let rank: Int, id: String, position: Int, score: Double }
+    let name: String?, method: String, set: String, setVersion: Int, version: Int?
+    let parameters: [String: JSONValue]
+    let rows: [Row]
+
+    init(name: String?, version: Int?, method: String, set: String, setVersion: Int, parameters: [String: JSONValue],
+         positions: [Int], ids: [String], scores: [Double]) {
+        self.name = name
+        self.version = version
+        self.method = method
+        self.set = set
+        self.setVersion = setVersion
+        self.parameters = parameters
+        rows = ids.indices.map { Row(rank: $0 + 1, id: ids[$0], position: positions[$0], score: scores[$0]) }
+    }
+
+    func printText() {
+        print("\(method) on \(set) (version \(setVersion))\(name.map { ": saved as \($0) in version \(version!)" } ?? "")")
+        for row in rows { print(String(format: "%5d  %-40@ %.6g", row.rank, row.id as NSString, row.score)) }
+    }
+}
+
+/// Saves a result when --save is given; returns the version committed.
+func saveIfAsked(_ name: String?, _ store: Store, _ result: SelectionResult) throws -> Int? {
+    guard let name else { return nil }
+    return try store.saveResult(name, method: result.method, set: result.set, setVersion: result.setVersion, parameters: result.parameters,
+                                positions: result.positions, ids: result.ids, scores: result.scores)
+}
+
+struct SelectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "select",
+        abstract: "Select rows of a sketch set: SELECT strategies, density sampling, or top-k by a stored score column.",
+        discussion: """
+        SELECT (Morris et al. 2025) recovers training data from weights: the query is a stored weight delta projected with \
+        the set's projection (--delta; give --negate when the delta is finetuned − base, so the query is base − finetuned), \
+        or a .npy vector; the rows are per-example gradient sketches at the finetuned checkpoint. Strategies: greedy \
+        (running sum maximising cos(Σ selected, q), updated incrementally: one pass over the rows per pick), \
+        greedy-batched (--batch-size), topk, topk-balanced (per-label quota), random, loss-low, loss-high. \
+        --method density samples with probability ∝ 1/(LSH kernel-sum score) (Sachdeva et al. 2024); --method column takes \
+        the top rows of a stored score column (e.g. Ask-LLM scores). --save NAME writes the result into the store as a new version.
+        """)
+
+    @OptionGroup var location: StoreArgument
+    @Option(help: "Sketch set to select from.") var set: String
+    @Option(help: "select, density or column.") var method: String = "select"
+    @Option(help: "SELECT strategy: greedy, greedy-batched, topk, topk-balanced, random, loss-low, loss-high.") var strategy: String = "greedy"
+    @Option(name: .customShort("k"), help: "How many rows to select.") var count: Int
+    @Option(help: "Query .npy vector [k] (SELECT).") var vector: String?
+    @Option(help: "Stored weight delta, projected with the set's projection (SELECT).") var delta: String?
+    @Flag(help: "Negate the projected delta.") var negate = false
+    @Option(help: "Reset the running sum every N picks (greedy-batched).") var batchSize: Int = 0
+    @Option(help: "Loss column for loss-low / loss-high.") var lossColumn: String = "loss"
+    @Option(help: "Score column for --method column.") var column: String?
+    @Flag(help: "With --method column, take the smallest values.") var smallest = false
+    @Option(help: "Density: hash functions.") var hashes: Int = 200
+    @Option(help: "Density: buckets per hash.") var buckets: Int = 20_000
+    @Option(help: "Density: bucket width (default: median nearest-neighbour distance of a sample).") var width: Double?
+    @Option(help: "Seed (random strategy, density hashes and sampling).") var seed: UInt64 = 0
+    @Option(help: "Save the result under this name (a new version).") var save: String?
+    @Option(help: "Read the set as of this version.") var at: Int?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let store = try Store(opening: location.store)
+            let target = try store.sketchSet(set, at: at)
+            let result: SelectionResult
+            switch method {
+            case "select":
+                guard let strategyValue = SelectStrategy(rawValue: strategy) else {
+                    throw ValidationError("--strategy must be one of \(SelectStrategy.allCases.map(\.rawValue).joined(separator: ", ")), found \(strategy)")
+                }
+                let needsQuery = ![.random, .lowestLoss, .highestLoss].contains(strategyValue)
+                let query = needsQuery ? try selectionQuery(store: store, target: target) : [Float](repeating: 0, count: target.k)
+                result = try Select.run(target, query: query, count: count, strategy: strategyValue, batchSize: batchSize,
+                                        lossColumn: lossColumn, seed: seed)
+            case "density":
+                var options = DensitySampling.Options()
+                options.hashes = hashes
+                options.buckets = buckets
+                options.width = width
+                options.seed = seed
+                result = try DensitySampling.sample(target, count: count, options: options)
+            case "column":
+                guard let column else { throw ValidationError("--method column needs --column NAME") }
+                result = try DensitySampling.topByColumn(target, column: column, count: count, smallest: smallest)
+            default:
+                throw ValidationError("--method must be select, density or column, found \(method)")
+            }
+            let version = try saveIfAsked(save, store, result)
+            let output = ResultOutput(name: save, version: version, method: result.method, set: result.set, setVersion: result.setVersion,
+                                      parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores)
+            if json { printJSON(output) } else { output.printText() }
+        }
+    }
+
+    private func selectionQuery(store: Store, target: SketchSet) throws -> [Float] {
+        guard (vector != nil) != (delta != nil) else { throw ValidationError("give exactly one of --vector and --delta") }
+        if let vector {
+            let file = try NumpyFile(path: vector)
+            guard file.shape == [target.k] || file.shape == [1, target.k] else {
+                throw StoreError(.invalidInput, "query must have shape [\(target.k)] for set \(target.name), found \(file.shape)", path: vector)
+            }
+            var values = [Float](repeating: 0, count: target.k)
+            _ = try values.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
+            return values
+        }
+        guard let stored = target.attributes["projection"] else {
+            throw StoreError(.invalidInput, "set \(target.name) records no projection, so a delta cannot be projected to match it")
+        }
+        let definition = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(stored.jsonText.utf8))
+        let tensors = try store.tensorSet(delta!, at: at)
+        let values = try tensors.entry.tensors.map { (name: $0.name, values: try tensors.tensor(named: $0.name).floats()) }
+        var query = try Projector.projectTensors(values, definition: definition)
+        if negate { query = query.map { -$0 } }
+        guard query.count == target.k else {
+            throw StoreError(.invalidInput, "the projected delta has \(query.count) values, set \(target.name) has k = \(target.k)")
+        }
+        return query
+    }
+}
+
+struct ValueCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "value",
+        abstract: "Value training examples: In-Run Data Shapley / TracIn from stored per-step sketches (positive = helpful).",
+        discussion: """
+        --log is a set with one row per (step t, example z in the batch): the sketch of z's loss gradient at w_t, id \
+        <example>@<t>, columns step and learning_rate (η_t per example). --validation holds one row per step, id <t>: the \
+        validation-loss gradient sketch at w_t. --hessian (optional) holds u_t = P H_t G_t per step for the second-order term. \
+        value(z) = Σ_t η_t ⟨v_t, s_{t,z}⟩ − (η_t²/2) ⟨u_t, s_{t,z}⟩. Printed lowest first (the likeliest harmful data).
+        """)
+
+    @OptionGroup var location: StoreArgument
+    @Option(help: "Training-log set of per-step example sketches.") var log: String
+    @Option(help: "Per-step validation gradient sketches.") var validation: String
+    @Option(help: "Per-step Hessian-vector-product sketches (second order).") var hessian: String?
+    @Option(name: .customShort("k"), help: "How many rows to print (all are saved).") var count: Int = 20
+    @Option(help: "Save the values under this name (a new version).") var save: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let store = try Store(opening: location.store)
+            let logSet = try store.sketchSet(log)
+            let values = try InRunValuation.values(log: logSet, validation: try store.sketchSet(validation),
+                                                   hessian: try hessian.map { try store.sketchSet($0) })
+            let ordered = values.sorted { $0.total != $1.total ? $0.total < $1.total : $0.example < $1.example }
+            let result = SelectionResult(method: hessian == nil ? "in-run-shapley/first-order" : "in-run-shapley/second-order",
+                                         parameters: ["log": .string(log), "validation": .string(validation), "hessian": hessian.map(JSONValue.string) ?? .null],
+                                         set: log, setVersion: logSet.version, positions: ordered.indices.map { $0 },
+                                         ids: ordered.map(\.example), scores: ordered.map(\.total))
+            let version = try saveIfAsked(save, store, result)
+            var output = ResultOutput(name: save, version: version, method: result.method, set: log, setVersion: logSet.version,
+                                      parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores)
+            if !json { output = ResultOutput(name: save, version: version, method: result.method, set: log, setVersion: logSet.version,
+                                             parameters: result.parameters, positions: Array(result.positions.prefix(count)),
+                                             ids: Array(result.ids.prefix(count)), scores: Array(result.scores.prefix(count))) }
+            if json { printJSON(output) } else { output.printText() }
+        }
+    }
+}
+
+struct Results: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List, show and export saved selections and valuations.",
+                                                     subcommands: [ListResults.self, ShowResult.self])
+}
+
+struct ListResults: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List saved results.")
+    @OptionGroup var location: StoreArgument
+    @Option(help: "As of this version.") var at: Int?
+    func run() throws {
+        try reportingErrors {
+            let manifest = try Store(opening: location.store).manifest(at: at)
+            for (name, entry) in (manifest.results ?? [:]).sorted(by: { $0.key < $1.key }) {
+                print("\(name): \(entry.method) on \(entry.set)@\(entry.setVersion), \(entry.count) rows")
+            }
+        }
+    }
+}
+
+struct ShowResult: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Print or export a saved result (ids, positions, scores, method, parameters).")
+    @OptionGroup var location: StoreArgument
+    @Option(help: "Result name.") var name: String
+    @Option(help: "As of this version.") var at: Int?
+    @Option(help: "Also write the ids, one per line, to this file.") var idsOut: String?
+    @Flag(help: "Print JSON.") var json = false
+    func run() throws {
+        try reportingErrors {
+            let stored = try Store(opening: location.store).result(name, at: at)
+            if let idsOut { try (stored.ids.joined(separator: "\n") + "\n").write(toFile: idsOut, atomically: true, encoding: .utf8) }
+            let output = ResultOutput(name: name, version: at, method: stored.entry.method, set: stored.entry.set, setVersion: stored.entry.setVersion,
+                                      parameters: stored.entry.parameters, positions: stored.positions, ids: stored.ids, scores: stored.scores)
+            if json { printJSON(output) } else {
+                print("\(name): \(stored.entry.method) on \(stored.entry.set) (version \(stored.entry.setVersion))")
+                for row in output.rows { print(String(format: "%5d  %-40@ %.6g", row.rank, row.id as NSString, row.score)) }
+            }
+        }
+    }
+}
