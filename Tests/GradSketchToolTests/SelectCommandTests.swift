@@ -1,0 +1,52 @@
+import Foundation
+import GradSketchTestSupport
+import Testing
+
+/// `gradsketch select` / `results` against numpy's brute-force greedy running sum.
+@Suite struct SelectCommandTests {
+    struct Output: Decodable {
+        struct Row: Decodable { let rank: Int, id: String, score: Double }
+        let method: String, rows: [Row]
+    }
+
+    @Test func greedySelectionMatchesNumpyAndIsSavedAsAResult() throws {
+        let fixture = try ToolFixture()
+        let script = """
+        import sys, numpy as np
+        out = sys.argv[1]
+        rng = np.random.default_rng(12)
+        x = rng.standard_normal((400, 24)).astype(np.float32)
+        np.save(f"{out}/rows.npy", x)
+        open(f"{out}/ids.txt", "w").writelines(f"doc{i}\\n" for i in range(400))
+        q = rng.standard_normal(24).astype(np.float32)
+        np.save(f"{out}/q.npy", q)
+        s = x.astype(np.float16).astype(np.float64); qd = q.astype(np.float64)
+        total = np.zeros(24); taken = []
+        for _ in range(15):
+            cand = total[None, :] + s
+            cos = cand @ qd / (np.linalg.norm(cand, axis=1) * np.linalg.norm(qd))
+            cos[taken] = -np.inf
+            j = int(np.argmax(cos)); taken.append(j); total += s[j]
+        open(f"{out}/expected.txt", "w").write(" ".join(f"doc{i}" for i in taken))
+        """
+        try #require(try ChildProcess.python(script, [fixture.scratch.path]).status == 0)
+        let store = fixture.store
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "pool", "--rows", fixture.path("rows.npy"), "--ids", fixture.path("ids.txt"), "--dtype", "float16"))
+        let result = try expectSuccess(ChildProcess.tool("select", store, "--set", "pool", "--vector", fixture.path("q.npy"), "-k", "15",
+                                                         "--strategy", "greedy", "--save", "picked", "--json"))
+        let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
+        let expected = try String(contentsOfFile: fixture.path("expected.txt"), encoding: .utf8).split(separator: " ").map(String.init)
+        #expect(output.method == "select/greedy")
+        #expect(output.rows.map(\.id) == expected)
+        let shown = try expectSuccess(ChildProcess.tool("results", "show", store, "--name", "picked", "--json", "--ids-out", fixture.path("picked.txt")))
+        #expect(try JSONDecoder().decode(Output.self, from: Data(shown.standardOutput.utf8)).rows.map(\.id) == expected)
+        #expect(try String(contentsOfFile: fixture.path("picked.txt"), encoding: .utf8).split(separator: "\n").map(String.init) == expected)
+        try expectSuccess(ChildProcess.tool("verify", store))
+
+        try expectFailure(["select", store, "--set", "pool", "--vector", fixture.path("q.npy"), "-k", "15", "--save", "picked"], saying: "result picked already exists")
+        try expectFailure(["select", store, "--set", "pool", "--vector", fixture.path("q.npy"), "-k", "401"], saying: "cannot select 401 of the 400 live rows")
+        try expectFailure(["select", store, "--set", "pool", "-k", "3"], saying: "give exactly one of --vector and --delta")
+        try expectFailure(["select", store, "--set", "pool", "-k", "3", "--strategy", "best"], saying: "--strategy must be one of")
+        try expectFailure(["results", "show", store, "--name", "nothing"], saying: "no result \"nothing\"")
+    }
+}
