@@ -16,8 +16,9 @@ public struct IVFBuildOptions: Sendable {
     public var recallTarget: Double = 0.95
     /// Rows sampled as held-out queries for tuning (not used to train the centroids).
     public var tuningQueries: Int = 200
-    /// Candidates re-ranked exactly at k = 10.
-    public var rerank: Int = 64
+    /// Candidates re-ranked exactly at k = 10. On 200k × 512 clustered rows, 20, 32 and 64 gave
+    /// the same recall@10 (the int8 estimates rank well); 32 leaves a margin for harder data.
+    public var rerank: Int = 32
     public var seed: UInt64 = 0
     public var threads: Int = 2
 

@@ -99,7 +99,7 @@ public final class IVFSearcher: @unchecked Sendable {
                              codes: stored.codes, scales: stored.scales, positions: stored.positions)
         let parameters = stored.entry.parameters
         let nprobe = parameters["default_nprobe"]?.intValue ?? min(stored.lists, 16)
-        let rerank = parameters["rerank"]?.intValue ?? 64
+        let rerank = parameters["rerank"]?.intValue ?? 32
         var tuning: [(Int, Double)] = []
         if case .array(let rows)? = parameters["tuning"] {
             for row in rows {
