@@ -69,6 +69,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "GradSketchExperiments",
+            dependencies: ["GradSketchModels", "GradSketchProjection", "GradSketchSelect", "GradSketchSearch", "GradSketchStore", "GradSketchInterchange"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "GradSketchModels",
             dependencies: ["GradSketchProjection", "COpenBLAS", "CZlib"],
             swiftSettings: swiftSettings
@@ -83,7 +88,7 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", argumentParser],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", "GradSketchExperiments", argumentParser],
             path: "Tools/gradsketch",
             swiftSettings: swiftSettings
         ),

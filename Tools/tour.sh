@@ -138,3 +138,10 @@ for i in $(seq 0 19); do
 done
 echo "tour: recall@10 of the index against exact search on 20 test-gradient queries: $hits/200"
 
+step "selection and attribution on Fashion-MNIST: SELECT, density sampling, In-Run Shapley (report in $work/report)"
+rm -rf "$work/experiments"
+gs reproduce "$work/experiments" --out "$work/report"
+gs results list "$work/experiments"
+gs verify "$work/experiments"
+echo "tour: report at $work/report/report.html"
+

@@ -9,6 +9,9 @@ public enum DensitySampling {
     public struct Options: Sendable {
         /// Hash functions (rows of the counter sketch).
         public var hashes = 200
+        /// p-stable projections concatenated per hash (RACE's LSH power): the kernel becomes
+        /// p(c)^power, sharper in high dimension. 1 is the plain hash of the paper.
+        public var power = 1
         /// Buckets per hash.
         public var buckets = 20_000
         /// Bucket width w of h(x) = ⌊(⟨a, x⟩ + b) / w⌋; nil takes the median distance from a
@@ -21,7 +24,7 @@ public enum DensitySampling {
     /// The sketch's kernel-sum estimate for every live row: (1/R) Σ_r C[r, h_r(x)], which counts
     /// the row itself. Returns the scores and the width used.
     public static func scores(_ set: SketchSet, options: Options = Options()) throws -> (scores: [Double], width: Double) {
-        guard options.hashes >= 1, options.buckets >= 1 else {
+        guard options.hashes >= 1, options.buckets >= 1, options.power >= 1 else {
             throw StoreError(.invalidInput, "density needs at least one hash and one bucket, found \(options.hashes) × \(options.buckets)")
         }
         let width = try options.width ?? medianNearestNeighbourDistance(set, seed: options.seed)
@@ -29,11 +32,11 @@ public enum DensitySampling {
             throw StoreError(.invalidInput, "bucket width must be positive and finite, found \(width)")
         }
         let k = set.k, hashes = options.hashes
-        // a_r ~ N(0, I) as a [k, R] matrix and b_r ~ U[0, w), from a seeded generator.
+        // a ~ N(0, I) as a [k, R·power] matrix and b ~ U[0, w), from a seeded generator.
         var generator = SelectionRandom(seed: options.seed)
-        var directions = [Float](repeating: 0, count: k * hashes)
+        var directions = [Float](repeating: 0, count: k * hashes * options.power)
         for index in directions.indices { directions[index] = Float(gaussian(&generator)) }
-        let offsets = (0..<hashes).map { _ in generator.nextUnit() * width }
+        let offsets = (0..<(hashes * options.power)).map { _ in generator.nextUnit() * width }
         var counts = [Int32](repeating: 0, count: hashes * options.buckets)
         var buckets = [Int32](repeating: 0, count: 0)
         // Pass 1 counts, pass 2 reads the counts back; the projections are recomputed rather
@@ -42,7 +45,8 @@ public enum DensitySampling {
             var position = 0
             var scores = [Double](repeating: 0, count: pass == 1 ? set.rowCount : 0)
             try forEachChunk(set) { rows, count in
-                buckets = bucketsOf(rows, count: count, k: k, directions: directions, offsets: offsets, width: width, buckets: options.buckets)
+                buckets = bucketsOf(rows, count: count, k: k, directions: directions, offsets: offsets, width: width, buckets: options.buckets,
+                                    power: options.power)
                 for i in 0..<count {
                     for r in 0..<hashes {
                         let cell = r * options.buckets + Int(buckets[i * hashes + r])
@@ -73,6 +77,7 @@ public enum DensitySampling {
         let ids = try set.ids()
         return SelectionResult(method: "density", parameters: [
             "hashes": .number(Double(options.hashes)), "buckets": .number(Double(options.buckets)), "width": .number(width),
+            "power": .number(Double(options.power)),
             "seed": .number(Double(options.seed)), "count": .number(Double(count)), "sampling": .string("inverse-propensity"),
         ], set: set.name, setVersion: set.version, positions: Array(order), ids: order.map { ids[$0] }, scores: order.map { scores[$0] })
     }
@@ -120,18 +125,27 @@ public enum DensitySampling {
         }
     }
 
-    /// h_r(x) = ⌊(⟨a_r, x⟩ + b_r) / w⌋ mod B for each row and hash, `[count, R]`.
+    /// h_r(x) = ⌊(⟨a_r, x⟩ + b_r) / w⌋ mod B for each row and hash, `[count, R]`; with power
+    /// p > 1, the p cells of hash r are mixed into one bucket.
     static func bucketsOf(_ rows: UnsafeBufferPointer<Float>, count: Int, k: Int, directions: [Float], offsets: [Double],
-                          width: Double, buckets: Int) -> [Int32] {
-        let hashes = offsets.count
-        var projections = [Float](repeating: 0, count: count * hashes)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(hashes), Int32(k), 1,
-                    rows.baseAddress, Int32(k), directions, Int32(hashes), 0, &projections, Int32(hashes))
+                          width: Double, buckets: Int, power: Int = 1) -> [Int32] {
+        let projectionsPerRow = offsets.count, hashes = projectionsPerRow / power
+        var projections = [Float](repeating: 0, count: count * projectionsPerRow)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(count), Int32(projectionsPerRow), Int32(k), 1,
+                    rows.baseAddress, Int32(k), directions, Int32(projectionsPerRow), 0, &projections, Int32(projectionsPerRow))
         var result = [Int32](repeating: 0, count: count * hashes)
         for i in 0..<count {
             for r in 0..<hashes {
-                let cell = ((Double(projections[i * hashes + r]) + offsets[r]) / width).rounded(.down)
-                var bucket = Int64(cell) % Int64(buckets)
+                var combined: Int64 = 0
+                var mixed: UInt64 = 0x9E37_79B9_7F4A_7C15
+                for part in 0..<power {
+                    let index = r * power + part
+                    let cell = Int64(((Double(projections[i * projectionsPerRow + index]) + offsets[index]) / width).rounded(.down))
+                    combined = cell
+                    mixed = (mixed ^ UInt64(bitPattern: cell)) &* 0xBF58_476D_1CE4_E5B9
+                    mixed ^= mixed >> 31
+                }
+                var bucket = power == 1 ? combined % Int64(buckets) : Int64(mixed % UInt64(buckets))
                 if bucket < 0 { bucket += Int64(buckets) }
                 result[i * hashes + r] = Int32(bucket)
             }
@@ -140,7 +154,7 @@ public enum DensitySampling {
     }
 
     /// Median, over up to 1000 sampled rows, of the distance to the nearest other sampled row.
-    static func medianNearestNeighbourDistance(_ set: SketchSet, seed: UInt64) throws -> Double {
+    public static func medianNearestNeighbourDistance(_ set: SketchSet, seed: UInt64) throws -> Double {
         let n = set.rowCount
         guard n >= 2 else { throw StoreError(.invalidInput, "density needs at least 2 rows, set \(set.name) has \(n)") }
         var generator = SelectionRandom(seed: seed ^ 0xD15)

@@ -144,6 +144,22 @@ import Testing
         #expect(rare >= 10, "rare rows in the inverse-propensity sample: \(rare) of 50 (random would give 5)")
         #expect(abs(Double(rare) / 50 - firstDraw) < 0.2, "sampled share \(Double(rare) / 50), first-draw share \(firstDraw)")
 
+        // Power 3: three projections per hash, kernel p(c)³.
+        options.power = 3
+        options.width = 2.0
+        let (cubed, _) = try DensitySampling.scores(set, options: options)
+        let exactCubed = (0..<500).map { i in
+            (0..<500).reduce(0.0) { sum, j in
+                let c = (0..<k).reduce(0.0) { $0 + pow(Double(rows[i * k + $1]) - Double(rows[j * k + $1]), 2) }.squareRoot()
+                let q = c == 0 ? 1 : 1 - 2 * 0.5 * erfc((2.0 / c) / 2.0.squareRoot()) - 2 * c / ((2 * Double.pi).squareRoot() * 2.0) * (1 - exp(-4.0 / (2 * c * c)))
+                return sum + q * q * q
+            }
+        }
+        let (c3, e3) = (ranks(cubed), ranks(exactCubed))
+        let spearmanCubed = zip(c3, e3).reduce(0.0) { $0 + ($1.0 - mean) * ($1.1 - mean) } / c3.reduce(0.0) { $0 + ($1 - mean) * ($1 - mean) }
+        #expect(spearmanCubed > 0.9, "Spearman(sketch with power 3, exact Σ p³) = \(spearmanCubed)")
+        options.power = 1
+
         // A huge width puts everything in one bucket: every score is N.
         options.width = 1e9
         #expect(try DensitySampling.scores(set, options: options).scores.allSatisfy { $0 == 500 })

@@ -12,7 +12,7 @@ struct GradSketchCommand: ParsableCommand {
         discussion: "A store is a directory of immutable HDF5 files with one manifest per version (see Spec/format.md). Every command that changes a store commits a new version atomically; --at VERSION reads a store as of an earlier version.",
         version: StoreFormat.creatorVersion,
         subcommands: [
-            Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Export.self, Delete.self,
+            Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Reproduce.self, Export.self, Delete.self,
             Info.self, Log.self, Verify.self, Pack.self, Vacuum.self,
         ]
     )

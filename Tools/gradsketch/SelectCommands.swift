@@ -65,6 +65,7 @@ struct SelectCommand: ParsableCommand {
     @Option(help: "Density: hash functions.") var hashes: Int = 200
     @Option(help: "Density: buckets per hash.") var buckets: Int = 20_000
     @Option(help: "Density: bucket width (default: median nearest-neighbour distance of a sample).") var width: Double?
+    @Option(help: "Density: p-stable projections per hash (kernel p(c)^power; 1 is the paper's plain hash).") var power: Int = 1
     @Option(help: "Seed (random strategy, density hashes and sampling).") var seed: UInt64 = 0
     @Option(help: "Save the result under this name (a new version).") var save: String?
     @Option(help: "Read the set as of this version.") var at: Int?
@@ -89,6 +90,7 @@ struct SelectCommand: ParsableCommand {
                 options.hashes = hashes
                 options.buckets = buckets
                 options.width = width
+                options.power = power
                 options.seed = seed
                 result = try DensitySampling.sample(target, count: count, options: options)
             case "column":

@@ -1,0 +1,296 @@
+import Foundation
+import GradSketchInterchange
+public import GradSketchModels
+import GradSketchProjection
+import GradSketchSelect
+public import GradSketchStore
+
+/// In-Run Data Shapley / TracIn on Fashion-MNIST with injected label noise. Training logs
+/// per-step sketches of every batch example, per-step validation-gradient sketches and
+/// Hessian-vector-product sketches into the store; values come back from the store
+/// (`InRunValuation`) and are compared with exact values from the materialised gradients.
+public struct InRunExperiment {
+    public struct Configuration: Sendable {
+        public var hidden = 32
+        public var trainExamples = 3000
+        public var validationExamples = 500
+        public var noise = 0.2
+        public var learningRate: Float = 0.05
+        public var batch = 32
+        public var epochs = 3
+        /// Kronecker sides compared (k grows with side²); the first is the one stored.
+        public var sides = [16, 4, 8, 32]
+        public var seed: UInt64 = 5
+        public init() {}
+    }
+
+    public struct SketchQuality: Sendable, Codable {
+        public let side: Int
+        public let k: Int
+        public let spearman: Double
+        public let auc: Double
+    }
+
+    public struct Outcome: Sendable, Codable {
+        public let steps: Int
+        public let noisyExamples: Int
+        public let exactFirstOrderAUC: Double
+        public let exactSecondOrderAUC: Double
+        public let storedFirstOrderAUC: Double
+        public let storedSecondOrderAUC: Double
+        public let storedSpearman: Double
+        public let efficiencyError: Double
+        public let sketches: [SketchQuality]
+        public let negativeShare: Double
+        public let noisyShareOfNegative: Double
+        public let fullStepsToTarget: Int
+        public let prunedStepsToTarget: Int?
+        public let targetAccuracy: Double
+        public let fullFinalAccuracy: Double
+        public let prunedFinalAccuracy: Double
+        public let lowestFifthFlipped: Int
+        public let trimmedStepsToTarget: Int?
+        public let trimmedFinalAccuracy: Double
+    }
+
+    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
+                           log: (String) -> Void) throws -> Outcome {
+        var random = ExperimentRandom(seed: c.seed)
+        var order = Array(0..<train.count)
+        random.shuffle(&order)
+        var data = ImageSubset(train, Array(order.prefix(c.trainExamples)))
+        let validation = ImageSubset(train, Array(order.dropFirst(c.trainExamples).prefix(c.validationExamples)))
+        var noisy = [Bool](repeating: false, count: data.count)
+        for i in 0..<data.count where Double(random.next() % 1_000_000) / 1_000_000 < c.noise {
+            data.labels[i] = (data.labels[i] + 1 + Int(random.next() % 9)) % 10
+            noisy[i] = true
+        }
+        let exampleIDs = (0..<data.count).map { "ex\($0)" }
+        let rate = c.learningRate / Float(c.batch)  // per-example step of a mean-loss SGD update
+
+        var model = MLP(hidden: c.hidden, seed: c.seed)
+        let definitions = c.sides.map { GradientSketcher.definition(for: model, seed: c.seed, side: $0, kDense: 64) }
+        let stored = definitions[0]
+        let storedJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(stored), as: UTF8.self))
+        let attributes: [String: JSONValue] = ["projection": storedJSON, "gradient_kind": .string("per-example-loss-gradient")]
+        let logSession = try store.beginAppend(to: "inrun-log", options: SketchSetOptions(dtype: .float32, attributes: attributes), inputType: .float32)
+        var validationRows: [Float] = [], hessianRows: [Float] = []
+
+        var exactFirst = [Double](repeating: 0, count: data.count), exactSecond = [Double](repeating: 0, count: data.count)
+        var sketchedFirst = [[Double]](repeating: [Double](repeating: 0, count: data.count), count: c.sides.count)
+        var predictedChange = 0.0, actualChange = 0.0
+        var step = 0
+        log("in-run: \(data.count) examples (\(noisy.filter { $0 }.count) with flipped labels), SGD lr \(c.learningRate), batch \(c.batch), \(c.epochs) epochs")
+        for _ in 0..<c.epochs {
+            var epochOrder = Array(0..<data.count)
+            random.shuffle(&epochOrder)
+            for start in stride(from: 0, to: data.count, by: c.batch) {
+                let batch = Array(epochOrder[start..<min(data.count, start + c.batch)])
+                let part = data.picking(batch)
+                let trace = model.trace(images: part.images, labels: part.labels)
+                // Validation gradient at w_t and the Hessian times the batch's summed gradient.
+                let validationGradient = gradient(model, validation)
+                var summed: [String: [Float]] = [:]
+                for (name, values) in model.meanGradient(of: trace) { summed[name] = values.map { $0 * Float(batch.count) } }
+                let hvp = hessianVectorProduct(model, validation, direction: summed)
+                let validationLossBefore = meanLoss(model, validation)
+                // Exact values from materialised per-example gradients.
+                for (slot, example) in batch.enumerated() {
+                    let g = model.gradient(of: trace, example: slot)
+                    let first = Double(rate) * dot(g, validationGradient)
+                    let second = Double(rate * rate) / 2 * dot(g, hvp)
+                    exactFirst[example] += first
+                    exactSecond[example] += second
+                    predictedChange += first - second
+                }
+                // Sketches: every side for the k sweep; the first is logged to the store.
+                let v = try definitions.map { try Projector.projectTensors(tensorList(validationGradient, model), definition: $0) }
+                for (index, definition) in definitions.enumerated() {
+                    let sketches = try GradientSketcher.sketch(trace, model: model, definition: definition)
+                    for slot in 0..<batch.count {
+                        var sum = 0.0
+                        for j in 0..<definition.k { sum += Double(sketches[slot * definition.k + j]) * Double(v[index][j]) }
+                        sketchedFirst[index][batch[slot]] += Double(rate) * sum
+                    }
+                    if index == 0 {
+                        var annotations = RowAnnotations(ids: batch.map { "\(exampleIDs[$0])@\(step)" })
+                        annotations.columns["step"] = [Double](repeating: Double(step), count: batch.count)
+                        annotations.columns["learning_rate"] = [Double](repeating: Double(rate), count: batch.count)
+                        try sketches.withUnsafeBytes { bytes in
+                            try logSession.append(try RowInput(bytes: bytes, elementType: .float32, rowCount: batch.count, k: definition.k), annotations: annotations)
+                        }
+                    }
+                }
+                validationRows += v[0]
+                hessianRows += try Projector.projectTensors(tensorList(hvp, model), definition: stored)
+                // The SGD step itself (mean loss), then the validation loss change it caused:
+                // efficiency says the values of the step sum to it (to second order).
+                for (name, values) in summed {
+                    model.parameters[name] = zip(model.parameters[name]!, values).map { $0 - rate * $1 }
+                }
+                actualChange += Double(validationLossBefore - meanLoss(model, validation))
+                step += 1
+            }
+        }
+        try logSession.commit(detail: "in-run log: per-step per-example sketches")
+        for (name, rows) in [("inrun-validation", validationRows), ("inrun-hessian", hessianRows)] {
+            try rows.withUnsafeBytes { bytes in
+                try store.append(to: name, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: step, k: stored.k),
+                                 annotations: RowAnnotations(ids: (0..<step).map(String.init)), options: SketchSetOptions(dtype: .float32, attributes: attributes))
+            }
+        }
+        // Values from the store.
+        let values = try InRunValuation.values(log: try store.sketchSet("inrun-log"), validation: try store.sketchSet("inrun-validation"),
+                                               hessian: try store.sketchSet("inrun-hessian"))
+        var storedFirst = [Double](repeating: 0, count: data.count), storedTotal = [Double](repeating: 0, count: data.count)
+        for value in values {
+            let index = Int(value.example.dropFirst(2))!
+            storedFirst[index] = value.firstOrder
+            storedTotal[index] = value.total
+        }
+        try store.saveResult("inrun-values", method: "in-run-shapley/second-order", set: "inrun-log", setVersion: try store.latestVersion(),
+                             parameters: ["validation": .string("inrun-validation"), "hessian": .string("inrun-hessian")],
+                             positions: Array(0..<values.count), ids: values.map(\.example), scores: values.map(\.total))
+        let exactTotal = zip(exactFirst, exactSecond).map { $0 - $1 }
+        let sketches = c.sides.indices.map { index in
+            SketchQuality(side: c.sides[index], k: definitions[index].k, spearman: spearman(sketchedFirst[index], exactFirst),
+                          auc: auc(sketchedFirst[index], noisy))
+        }.sorted { $0.k < $1.k }
+        log(String(format: "in-run: exact AUC %.3f (first order) %.3f (second); stored AUC %.3f / %.3f; efficiency error %.3f",
+                   auc(exactFirst, noisy), auc(exactTotal, noisy), auc(storedFirst, noisy), auc(storedTotal, noisy),
+                   abs(predictedChange - actualChange) / abs(actualChange)))
+
+        // Drop negatively valued data and retrain from the same start.
+        let keep = (0..<data.count).filter { storedTotal[$0] >= 0 }
+        let negative = data.count - keep.count
+        let noisyNegative = (0..<data.count).filter { storedTotal[$0] < 0 && noisy[$0] }.count
+        let testSet = ImageSubset(test, Array(0..<2000))
+        let full = curve(MLP(hidden: c.hidden, seed: c.seed), data, testSet, c: c, steps: step)
+        let pruned = curve(MLP(hidden: c.hidden, seed: c.seed), data.picking(keep), testSet, c: c, steps: step)
+        // Also the lowest-valued 20 % only (about the injected noise rate).
+        let lowest = Set((0..<data.count).sorted { storedTotal[$0] < storedTotal[$1] }.prefix(data.count / 5))
+        let trimmed = curve(MLP(hidden: c.hidden, seed: c.seed), data.picking((0..<data.count).filter { !lowest.contains($0) }), testSet, c: c, steps: step)
+        let lowestNoisy = lowest.filter { noisy[$0] }.count
+        let target = full.last!.1
+        let fullSteps = full.first { $0.1 >= target }!.0
+        let prunedSteps = pruned.first { $0.1 >= target }?.0
+        let trimmedSteps = trimmed.first { $0.1 >= target }?.0
+        log(String(format: "in-run: all data reaches %.3f at step %d; without the %d negatively valued examples (%d flipped) at step %@ (final %.3f); without the lowest 20%% (%d flipped) at step %@ (final %.3f)",
+                   target, fullSteps, negative, noisyNegative, (prunedSteps.map(String.init) ?? "never") as NSString, pruned.last!.1,
+                   lowestNoisy, (trimmedSteps.map(String.init) ?? "never") as NSString, trimmed.last!.1))
+        return Outcome(steps: step, noisyExamples: noisy.filter { $0 }.count, exactFirstOrderAUC: auc(exactFirst, noisy),
+                       exactSecondOrderAUC: auc(exactTotal, noisy), storedFirstOrderAUC: auc(storedFirst, noisy),
+                       storedSecondOrderAUC: auc(storedTotal, noisy), storedSpearman: spearman(storedTotal, exactTotal),
+                       efficiencyError: abs(predictedChange - actualChange) / abs(actualChange), sketches: sketches,
+                       negativeShare: Double(negative) / Double(data.count),
+                       noisyShareOfNegative: Double(noisyNegative) / Double(max(1, negative)),
+                       fullStepsToTarget: fullSteps, prunedStepsToTarget: prunedSteps, targetAccuracy: target,
+                       fullFinalAccuracy: target, prunedFinalAccuracy: pruned.last!.1,
+                       lowestFifthFlipped: lowestNoisy, trimmedStepsToTarget: trimmedSteps, trimmedFinalAccuracy: trimmed.last!.1)
+    }
+
+    public static func report(_ o: Outcome, configuration c: Configuration, into report: inout HTMLReport) {
+        report.heading("In-Run Data Shapley / TracIn: finding flipped labels")
+        report.paragraph("""
+        MLP (\(c.hidden) hidden) trained by SGD (lr \(c.learningRate), batch \(c.batch), mean loss, \(o.steps) steps) on \
+        \(c.trainExamples) images, \(o.noisyExamples) of them with a flipped label. Every step logs the batch's per-example \
+        gradient sketches, the sketch of the validation-loss gradient (\(c.validationExamples) clean images) and the sketch of \
+        the validation Hessian times the batch gradient (central differences) into the store; values \
+        Σ_t η_t⟨v_t, s_t,z⟩ − (η_t²/2)⟨u_t, s_t,z⟩ (positive = helpful) are read back from it. Exact values use the \
+        materialised per-example gradients. AUC: probability that a flipped example has a lower value than a clean one. \
+        Efficiency: the values of a step sum to the validation-loss decrease it caused, here within \
+        \(String(format: "%.1f%%", 100 * o.efficiencyError)) over the run.
+        """)
+        report.table(["values", "AUC (flipped labels have low value)"], [
+            ["exact, first order (TracIn-ideal)", String(format: "%.3f", o.exactFirstOrderAUC)],
+            ["exact, second order", String(format: "%.3f", o.exactSecondOrderAUC)],
+            ["from the store, first order (k = \(c.sides.first.map { $0 * $0 } ?? 0)+…)", String(format: "%.3f", o.storedFirstOrderAUC)],
+            ["from the store, second order", String(format: "%.3f", o.storedSecondOrderAUC)],
+        ])
+        report.table(["Kronecker side", "k", "Spearman(sketched, exact) first order", "AUC"],
+                     o.sketches.map { ["\($0.side)", "\($0.k)", String(format: "%.3f", $0.spearman), String(format: "%.3f", $0.auc)] })
+        report.bars("rank correlation of sketched with exact values as k grows", o.sketches.map { ("k = \($0.k)", $0.spearman) }, maximum: 1)
+        report.paragraph(String(format: """
+        Retraining from the same start with the same SGD schedule (test accuracy on 2 000 test images every 20 steps): all \
+        data reaches %.3f at step %d. Without the %.1f%% of examples with negative value (%.0f%% of them flipped): final \
+        %.3f, the target reached at step %@. Without the lowest-valued 20%% (%d of them flipped, against %d flipped in all): \
+        final %.3f, the target reached at step %@.
+        """, o.targetAccuracy, o.fullStepsToTarget, 100 * o.negativeShare, 100 * o.noisyShareOfNegative, o.prunedFinalAccuracy,
+                                    (o.prunedStepsToTarget.map(String.init) ?? "never") as NSString, o.lowestFifthFlipped, o.noisyExamples,
+                                    o.trimmedFinalAccuracy, (o.trimmedStepsToTarget.map(String.init) ?? "never") as NSString))
+    }
+
+    // MARK: - Helpers
+
+    static func gradient(_ model: MLP, _ data: ImageSubset) -> [String: [Float]] {
+        model.meanGradient(of: model.trace(images: data.images, labels: data.labels))
+    }
+
+    static func meanLoss(_ model: MLP, _ data: ImageSubset) -> Float {
+        let trace = model.trace(images: data.images, labels: data.labels)
+        return trace.losses.reduce(0, +) / Float(trace.count)
+    }
+
+    /// H v for the mean validation loss, by central differences of its gradient.
+    static func hessianVectorProduct(_ model: MLP, _ data: ImageSubset, direction: [String: [Float]]) -> [String: [Float]] {
+        let norm = direction.values.reduce(0.0) { $0 + $1.reduce(0.0) { $0 + Double($1) * Double($1) } }.squareRoot()
+        guard norm > 0 else { return direction.mapValues { $0.map { _ in 0 } } }
+        let epsilon = Float(1e-2 / norm)
+        var plus = model, minus = model
+        for (name, values) in direction {
+            plus.parameters[name] = zip(model.parameters[name]!, values).map { $0 + epsilon * $1 }
+            minus.parameters[name] = zip(model.parameters[name]!, values).map { $0 - epsilon * $1 }
+        }
+        let a = gradient(plus, data), b = gradient(minus, data)
+        var result: [String: [Float]] = [:]
+        for name in a.keys { result[name] = zip(a[name]!, b[name]!).map { ($0 - $1) / (2 * epsilon) } }
+        return result
+    }
+
+    static func dot(_ a: [String: [Float]], _ b: [String: [Float]]) -> Double {
+        a.reduce(0.0) { sum, entry in sum + zip(entry.value, b[entry.key]!).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } }
+    }
+
+    static func tensorList(_ values: [String: [Float]], _ model: MLP) -> [(name: String, values: [Float])] {
+        model.shapes.map { ($0.name, values[$0.name]!) }
+    }
+
+    /// (step, test accuracy) every 20 steps of SGD training on `data`.
+    static func curve(_ start: MLP, _ data: ImageSubset, _ test: ImageSubset, c: Configuration, steps: Int) -> [(Int, Double)] {
+        var points: [(Int, Double)] = []
+        var model = start
+        var done = 0
+        while done < steps {
+            let chunk = min(20, steps - done)
+            model = Experiments.train(model, on: data, optimizer: .sgd(learningRate: c.learningRate), steps: chunk, batch: c.batch, seed: c.seed &+ UInt64(done))
+            done += chunk
+            points.append((done, Experiments.accuracy(model, on: test)))
+        }
+        return points
+    }
+
+    /// P(score of a positive < score of a negative): low values flag the positives.
+    static func auc(_ scores: [Double], _ positive: [Bool]) -> Double {
+        let ranked = scores.indices.sorted { scores[$0] < scores[$1] }
+        var positivesSeen = 0.0, pairs = 0.0
+        let positives = Double(positive.filter { $0 }.count), negatives = Double(positive.count) - positives
+        for index in ranked.reversed() {  // from highest score down
+            if positive[index] { positivesSeen += 1 } else { pairs += positivesSeen }
+        }
+        // pairs counts (positive above negative); we want positive below negative.
+        return 1 - pairs / max(1, positives * negatives)
+    }
+
+    static func spearman(_ a: [Double], _ b: [Double]) -> Double {
+        func ranks(_ v: [Double]) -> [Double] {
+            var r = [Double](repeating: 0, count: v.count)
+            for (rank, index) in v.indices.sorted(by: { v[$0] < v[$1] }).enumerated() { r[index] = Double(rank) }
+            return r
+        }
+        let x = ranks(a), y = ranks(b)
+        let mean = Double(a.count - 1) / 2
+        let numerator = zip(x, y).reduce(0.0) { $0 + ($1.0 - mean) * ($1.1 - mean) }
+        let denominator = x.reduce(0.0) { $0 + ($1 - mean) * ($1 - mean) }
+        return numerator / denominator
+    }
+}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import GradSketchExperiments
+import GradSketchModels
+import GradSketchStore
+
+struct Reproduce: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the selection and attribution experiments on Fashion-MNIST against a new store and write a report.",
+        discussion: """
+        Every model, sketch set and selection the experiments make is committed to STORE (which must not exist yet), and \
+        the report (HTML with tables and SVG charts, plus the numbers as JSON) is written to --out.
+        """)
+
+    @OptionGroup var location: StoreArgument
+    @Option(help: "Directory for report.html and report.json.") var out: String
+    @Option(help: "Directory with the IDX files (Debian's dataset-fashion-mnist).") var dataDirectory: String = FashionMNIST.defaultDirectory
+    @Option(help: "Experiments to run, comma-separated: select, density, inrun.") var only: String = "select,density,inrun"
+
+    func run() throws {
+        try reportingErrors {
+            let wanted = Set(only.split(separator: ",").map(String.init))
+            let known: Set<String> = ["select", "density", "inrun"]
+            guard wanted.isSubset(of: known) else { throw ValidationError("--only takes \(known.sorted().joined(separator: ", ")), found \(only)") }
+            let store = try Store.create(at: location.store)
+            let train = try FashionMNIST(split: .train, directory: dataDirectory)
+            let test = try FashionMNIST(split: .test, directory: dataDirectory)
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            var report = HTMLReport()
+            var numbers: [String: AnyEncodable] = [:]
+            let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+            if wanted.contains("select") {
+                let configuration = SelectExperiment.Configuration()
+                let outcome = try SelectExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
+                SelectExperiment.report(outcome, configuration: configuration, into: &report)
+                numbers["select"] = AnyEncodable(outcome)
+            }
+            if wanted.contains("density") {
+                let configuration = DensityExperiment.Configuration()
+                let outcome = try DensityExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
+                DensityExperiment.report(outcome, configuration: configuration, into: &report)
+                numbers["density"] = AnyEncodable(outcome)
+            }
+            if wanted.contains("inrun") {
+                let configuration = InRunExperiment.Configuration()
+                let outcome = try InRunExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
+                InRunExperiment.report(outcome, configuration: configuration, into: &report)
+                numbers["inrun"] = AnyEncodable(outcome)
+            }
+            try report.html(title: "GradSketch: selection and attribution on Fashion-MNIST").write(toFile: out + "/report.html", atomically: true, encoding: .utf8)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(numbers).write(to: URL(fileURLWithPath: out + "/report.json"))
+            print("report: \(out)/report.html (store \(location.store))")
+        }
+    }
+}
+
+/// Type-erased Encodable for the report's JSON.
+struct AnyEncodable: Encodable {
+    let encodeValue: (Encoder) throws -> Void
+    init<T: Encodable>(_ value: T) { encodeValue = value.encode }
+    func encode(to encoder: Encoder) throws { try encodeValue(encoder) }
+}
