@@ -60,12 +60,12 @@ let package = Package(
         ),
         .target(
             name: "GradSketchSearch",
-            dependencies: ["GradSketchStore", "CGradSketchKernels", "COpenBLAS"],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "CGradSketchKernels", "COpenBLAS"],
             swiftSettings: swiftSettings
         ),
         .target(
             name: "GradSketchSelect",
-            dependencies: ["GradSketchStore", "GradSketchSearch", "CGradSketchKernels", "COpenBLAS"],
+            dependencies: ["GradSketchStore", "GradSketchSearch", "GradSketchInterchange", "CGradSketchKernels", "COpenBLAS"],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -39,6 +39,12 @@ static void int8_dots_portable(const int8_t *codes, size_t n, size_t k, const in
 #if defined(__x86_64__)
 static int has_avx2(void) { return __builtin_cpu_supports("avx2"); }
 
+// Lists are short runs in a large file: fetch whole rows a few rows ahead rather than wait for
+// the hardware prefetcher to notice each new run.
+static inline void prefetch_row(const int8_t *row, size_t k) {
+    for (size_t line = 0; line < k; line += 64) _mm_prefetch((const char *)row + line, _MM_HINT_T0);
+}
+
 __attribute__((target("avx2"))) static int32_t hsum_epi32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
@@ -50,12 +56,7 @@ __attribute__((target("avx2"))) static void int8_dots_avx2(const int8_t *codes, 
     size_t k32 = k / 32 * 32;
     for (size_t i = 0; i < n; i++) {
         const int8_t *code = codes + i * k;
-        // Lists are short runs in a large file: fetch whole rows a few rows ahead rather than
-        // waiting for the hardware prefetcher to notice each new run.
-        if (i + 4 < n) {
-            const char *ahead = (const char *)(code + 4 * k);
-            for (size_t line = 0; line < k; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
-        }
+        if (i + 4 < n) prefetch_row(code + 4 * k, k);
         __m256i a0 = _mm256_setzero_si256(), a1 = a0;
         size_t j = 0;
         for (; j < k32; j += 32) {
@@ -86,10 +87,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void int8_dots_vnn
     __mmask64 tail = k64 == k ? 0 : (~(__mmask64)0 >> (64 - (k - k64)));
     for (size_t i = 0; i < n; i++) {
         const int8_t *code = codes + i * k;
-        if (i + 4 < n) {
-            const char *ahead = (const char *)(code + 4 * k);
-            for (size_t line = 0; line < k; line += 64) _mm_prefetch(ahead + line, _MM_HINT_T0);
-        }
+        if (i + 4 < n) prefetch_row(code + 4 * k, k);
         __m512i products = _mm512_setzero_si512(), sums = products;
         size_t j = 0;
         for (; j < k64; j += 64) {

@@ -41,7 +41,7 @@ public struct DensityExperiment {
 
     public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
                            log: (String) -> Void) throws -> Outcome {
-        var random = ExperimentRandom(seed: 11)
+        var random = SeededRandom(seed: 11)
         var order = Array(0..<train.count)
         random.shuffle(&order)
         var picked: [Int] = []
@@ -73,7 +73,7 @@ public struct DensityExperiment {
             width = density.parameters["width"].flatMap { if case .number(let w) = $0 { w } else { nil } } ?? 0
             try store.saveResult("density-\(seed)", method: density.method, set: density.set, setVersion: density.setVersion,
                                  parameters: density.parameters, positions: density.positions, ids: density.ids, scores: density.scores)
-            var uniform = ExperimentRandom(seed: seed &* 7919)
+            var uniform = SeededRandom(seed: seed &* 7919)
             var all = Array(0..<pool.count)
             uniform.shuffle(&all)
             for (name, positions) in [("density (1/score)", density.positions), ("uniform", Array(all.prefix(c.budget)))] {

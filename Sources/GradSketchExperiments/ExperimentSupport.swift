@@ -40,7 +40,7 @@ public enum Experiments {
     /// Trains `model` for `steps` minibatch steps over `data`, reshuffled each epoch with `seed`.
     public static func train(_ model: MLP, on data: ImageSubset, optimizer: Optimizer, steps: Int, batch: Int, seed: UInt64) -> MLP {
         var trainer = Trainer(model: model, optimizer: optimizer)
-        var random = ExperimentRandom(seed: seed)
+        var random = SeededRandom(seed: seed)
         var order = Array(0..<data.count)
         var cursor = order.count
         for _ in 0..<steps {
@@ -84,23 +84,6 @@ public enum Experiments {
         let inputs = try buffers.map { try TensorInput(name: $0.0, elementType: .float32, shape: $0.1, bytes: UnsafeRawBufferPointer($0.2)) }
         try store.putTensors(name, inputs, detail: detail)
         return name
-    }
-}
-
-/// SplitMix64 for shuffles and splits.
-public struct ExperimentRandom: Sendable {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    public mutating func shuffle<T>(_ values: inout [T]) {
-        guard values.count > 1 else { return }
-        for i in stride(from: values.count - 1, to: 0, by: -1) { values.swapAt(i, Int(next() % UInt64(i + 1))) }
     }
 }
 

@@ -55,14 +55,14 @@ public struct InRunExperiment {
 
     public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
                            log: (String) -> Void) throws -> Outcome {
-        var random = ExperimentRandom(seed: c.seed)
+        var random = SeededRandom(seed: c.seed)
         var order = Array(0..<train.count)
         random.shuffle(&order)
         var data = ImageSubset(train, Array(order.prefix(c.trainExamples)))
         let validation = ImageSubset(train, Array(order.dropFirst(c.trainExamples).prefix(c.validationExamples)))
         var noisy = [Bool](repeating: false, count: data.count)
         for i in 0..<data.count where Double(random.next() % 1_000_000) / 1_000_000 < c.noise {
-            data.labels[i] = (data.labels[i] + 1 + Int(random.next() % 9)) % 10
+            data.labels[i] = (data.labels[i] + 1 + random.next(below: 9)) % 10
             noisy[i] = true
         }
         let exampleIDs = (0..<data.count).map { "ex\($0)" }

@@ -58,7 +58,7 @@ public struct SelectExperiment {
 
     public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
                            log: (String) -> Void) throws -> Outcome {
-        var random = ExperimentRandom(seed: c.seed)
+        var random = SeededRandom(seed: c.seed)
         var order = Array(0..<train.count)
         random.shuffle(&order)
         let known = order.filter { train.labels[$0] < 5 }

@@ -1,5 +1,6 @@
 import CGradSketchKernels
 import Foundation
+import GradSketchInterchange
 public import GradSketchStore
 
 /// How an IVF index is built and tuned.
@@ -73,12 +74,12 @@ public enum IVFIndexBuilder {
         var seconds: [String: Double] = [:]
         var clock = Date()
         func lap(_ phase: String) { seconds[phase] = Date().timeIntervalSince(clock); clock = Date() }
-        var random = SplitMix(seed: options.seed)
+        var random = SeededRandom(seed: options.seed)
 
         // Held-out tuning queries first, so training never sees them.
         let tuningCount = min(options.tuningQueries, max(1, live / 10))
         var shuffled = Array(0..<live)
-        for i in stride(from: live - 1, to: 0, by: -1) { shuffled.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+        random.shuffle(&shuffled)
         let heldOut = Array(shuffled.prefix(tuningCount))
         let trainingCount = min(live - tuningCount, options.trainingRows ?? max(lists, 128 * lists))
         guard trainingCount >= lists else {

@@ -1,4 +1,5 @@
 import COpenBLAS
+import GradSketchInterchange
 
 /// Plain (L2) k-means, with assignment by GEMM: ‖x − c‖² = ‖x‖² − 2⟨x, c⟩ + ‖c‖², and ‖x‖²
 /// does not change which centroid is nearest. L2 partitions keep large-norm rows together,
@@ -10,7 +11,7 @@ enum KMeans {
     /// `lists` centroids of `count` points of width `width` (row-major float32).
     static func train(points: [Float], count: Int, width: Int, lists: Int, iterations: Int, seed: UInt64) -> [Float] {
         precondition(count >= lists && lists >= 1)
-        var random = SplitMix(seed: seed)
+        var random = SeededRandom(seed: seed)
         // Initial centroids: distinct random points.
         var chosen = Set<Int>()
         var order: [Int] = []
@@ -92,18 +93,5 @@ enum KMeans {
                 assign(points: p.baseAddress!, count: count, width: width, centroids: centroids, lists: lists, into: a.baseAddress!)
             }
         }
-    }
-}
-
-/// SplitMix64: a small seeded generator so builds are reproducible.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

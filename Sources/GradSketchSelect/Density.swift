@@ -1,5 +1,6 @@
 import CGradSketchKernels
 import Foundation
+import GradSketchInterchange
 import COpenBLAS
 public import GradSketchStore
 
@@ -33,7 +34,7 @@ public enum DensitySampling {
         }
         let k = set.k, hashes = options.hashes
         // a ~ N(0, I) as a [k, R·power] matrix and b ~ U[0, w), from a seeded generator.
-        var generator = SelectionRandom(seed: options.seed)
+        var generator = SeededRandom(seed: options.seed)
         var directions = [Float](repeating: 0, count: k * hashes * options.power)
         for index in directions.indices { directions[index] = Float(gaussian(&generator)) }
         let offsets = (0..<(hashes * options.power)).map { _ in generator.nextUnit() * width }
@@ -68,7 +69,7 @@ public enum DensitySampling {
             throw StoreError(.invalidInput, "cannot sample \(count) of the \(set.rowCount) live rows of set \(set.name)")
         }
         let (scores, width) = try self.scores(set, options: options)
-        var generator = SelectionRandom(seed: options.seed &+ 0x5EED)
+        var generator = SeededRandom(seed: options.seed &+ 0x5EED)
         let keys = scores.map { score -> Double in
             let u = max(generator.nextUnit(), Double.leastNonzeroMagnitude)
             return log(u) * score
@@ -157,10 +158,10 @@ public enum DensitySampling {
     public static func medianNearestNeighbourDistance(_ set: SketchSet, seed: UInt64) throws -> Double {
         let n = set.rowCount
         guard n >= 2 else { throw StoreError(.invalidInput, "density needs at least 2 rows, set \(set.name) has \(n)") }
-        var generator = SelectionRandom(seed: seed ^ 0xD15)
+        var generator = SeededRandom(seed: seed ^ 0xD15)
         var order = Array(0..<n)
         let m = min(n, 1000)
-        for i in 0..<m { order.swapAt(i, i + Int(generator.next() % UInt64(n - i))) }
+        for i in 0..<m { order.swapAt(i, i + generator.next(below: n - i)) }
         let positions = Array(order.prefix(m)).sorted()
         let rows = try set.floatRows(at: positions)
         let k = set.k
@@ -178,7 +179,7 @@ public enum DensitySampling {
         return nearest[m / 2]
     }
 
-    static func gaussian(_ generator: inout SelectionRandom) -> Double {
+    static func gaussian(_ generator: inout SeededRandom) -> Double {
         // Box–Muller on two open-interval uniforms.
         let u = max(generator.nextUnit(), Double.leastNonzeroMagnitude), v = generator.nextUnit()
         return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * v)

@@ -1,4 +1,5 @@
 import CGradSketchKernels
+import GradSketchInterchange
 public import GradSketchStore
 
 /// The strategies of SELECT (Morris et al. 2025) and its baselines.
@@ -58,9 +59,9 @@ public enum Select {
         switch strategy {
         case .random:
             parameters["seed"] = .number(Double(seed))
-            var generator = SelectionRandom(seed: seed)
+            var generator = SeededRandom(seed: seed)
             var order = Array(0..<n)
-            for i in 0..<count { order.swapAt(i, i + Int(generator.next() % UInt64(n - i))) }
+            for i in 0..<count { order.swapAt(i, i + generator.next(below: n - i)) }
             picked = order.prefix(count).map { ($0, 0) }
         case .lowestLoss, .highestLoss:
             parameters["column"] = .string(lossColumn)
@@ -148,18 +149,4 @@ public enum Select {
         }
         return picked
     }
-}
-
-/// SplitMix64, so seeded selections are reproducible across runs and platforms.
-struct SelectionRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
