@@ -46,6 +46,7 @@ public final class SegmentRows: Sendable {
     public let dtype: SketchDType
     private let storePath: String
     private let storage = Mutex<RowStorage?>(nil)
+    private let deleted = Mutex<[Int]?>(nil)
 
     init(entry: Manifest.SegmentEntry, storePath: String, k: Int, dtype: SketchDType) {
         self.entry = entry
@@ -63,10 +64,13 @@ public final class SegmentRows: Sendable {
         return loaded
     }
 
-    /// Local indices of rows this version removed, ascending.
+    /// Local indices of rows this version removed, ascending (read and verified once).
     public func deletedRows() throws -> [Int] {
         guard let deletions = entry.deletions else { return [] }
-        return try SegmentFiles.readDeletions(storePath: storePath, entry: deletions, segment: entry)
+        if let cached = deleted.withLock({ $0 }) { return cached }
+        let rows = try SegmentFiles.readDeletions(storePath: storePath, entry: deletions, segment: entry)
+        deleted.withLock { $0 = rows }
+        return rows
     }
 
     /// Whether the rows are memory-mapped (after the first access), and why not otherwise.

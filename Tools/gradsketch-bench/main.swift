@@ -9,6 +9,7 @@
 //   gradsketch-bench search STORE SET QUERIES.npy THREADS   exact single-query top-10 latency
 //   gradsketch-bench ann STORE SET QUERIES.npy TRUTH.npy METRIC NPROBES [LISTS]
 //                                              builds an IVF index, then recall@10 and 1-thread QPS per nprobe
+//   gradsketch-bench select DIR N K PICKS      greedy SELECT with PICKS picks vs PICKS full scans; density sampling
 //
 // Prints one JSON object per run on stdout.
 import COpenBLAS
@@ -17,6 +18,7 @@ import GradSketchInterchange
 import GradSketchModels
 import GradSketchProjection
 import GradSketchSearch
+import GradSketchSelect
 import GradSketchStore
 
 func seconds(_ body: () throws -> Void) rethrows -> Double {
@@ -237,6 +239,40 @@ do {
         }
         emit(["what": "ann", "method": "gradsketch exact", "params": "one query at a time, \(set.dtype.rawValue)", "build_s": 0.0,
               "qps_1thread": Double(exactCount) / exactTime, "recall_at_k": Double(exactTotal) / Double(10 * exactCount), "bytes_per_vec": Double(rowBytes)])
+    case "select":
+        // N random float16 rows of width K, then: one streaming pass (RowScores.dots, best of 3),
+        // greedy SELECT with PICKS picks (one pass per pick plus an argmax), and density sampling.
+        let directory = arguments[2]
+        let n = Int(arguments[3]) ?? 1_000_000, width = Int(arguments[4]) ?? 1024, picks = Int(arguments[5]) ?? 1000
+        try? FileManager.default.removeItem(atPath: directory)
+        let store = try Store.create(at: directory)
+        let session = try store.beginAppend(to: "pool", options: SketchSetOptions(dtype: .float16), inputType: .float32)
+        var random = SeededRandom(seed: 1)
+        let chunk = 65_536
+        var start = 0
+        while start < n {
+            let rows = min(chunk, n - start)
+            let values = (0..<(rows * width)).map { _ in Float(random.nextUnit() * 2 - 1) }
+            try values.withUnsafeBytes { try session.append(try RowInput(bytes: $0, elementType: .float32, rowCount: rows, k: width)) }
+            start += rows
+        }
+        try session.commit()
+        let set = try store.sketchSet("pool")
+        let query = (0..<width).map { _ in Float(random.nextUnit() * 2 - 1) }
+        _ = try RowScores.dots(set, query: query)  // map and verify once
+        var scan = Double.infinity
+        for _ in 0..<3 { scan = min(scan, try seconds { _ = try RowScores.dots(set, query: query) }) }
+        let bytes = Double(n * width * 2)
+        var result: SelectionResult?
+        let greedy = try seconds { result = try Select.run(set, query: query, count: picks, strategy: .greedy) }
+        emit(["what": "select-greedy", "rows": n, "k": width, "picks": picks, "scan_seconds": scan, "scan_gbps": bytes / scan / 1e9,
+              "greedy_seconds": greedy, "ratio_to_picks_scans": greedy / (Double(picks) * scan), "last_cosine": result!.scores.last!])
+        var options = DensitySampling.Options()
+        options.power = 8
+        let density = try seconds { _ = try DensitySampling.sample(set, count: picks, options: options) }
+        emit(["what": "density-sample", "rows": n, "k": width, "hashes": options.hashes, "power": options.power,
+              "seconds": density, "ratio_to_scan": density / scan])
+        try FileManager.default.removeItem(atPath: directory)
     case "jl":
         // Real per-example gradients: an MLP (128 hidden) after 100 Adam steps on Fashion-MNIST.
         let examples = Int(arguments[2]) ?? 200
