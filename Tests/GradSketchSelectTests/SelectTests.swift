@@ -240,4 +240,55 @@ import Testing
         #expect(!report.removedFiles.contains(loaded.entry.file))
         #expect(try store.result("pick").ids == result.ids)
     }
+
+    @Test func gradExEstimatesEnsembleAndForwardSelectionMatchTheirDefinitions() throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        var generator = SplitMix64(seed: 8)
+        let k = 6, perSource = 15, sourceCount = 5
+        let rows = (0..<(perSource * sourceCount * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let labels = (0..<(perSource * sourceCount)).map { "src\($0 % sourceCount)" }
+        try rows.withUnsafeBytes { bytes in
+            try store.append(to: "meta", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: labels.count, k: k),
+                             annotations: RowAnnotations(labels: labels), options: SketchSetOptions(dtype: .float32))
+        }
+        let gradex = try GradEx(try store.sketchSet("meta"))
+        #expect(gradex.sources == (0..<sourceCount).map { "src\($0)" })
+        let v: [Float] = [0.5, -1, 0.25, 2, -0.5, 1]
+
+        // Linear estimate: L − step · ⟨v, mean of the subset's rows⟩.
+        let subset = [1, 3]
+        let members = (0..<labels.count).filter { subset.contains($0 % sourceCount) }
+        var mean = [Double](repeating: 0, count: k)
+        for i in members { for j in 0..<k { mean[j] += Double(rows[i * k + j]) / Double(members.count) } }
+        let expected = 2.0 - 0.3 * zip(v, mean).reduce(0) { $0 + Double($1.0) * $1.1 }
+        #expect(abs(try gradex.estimate(subset, validation: v, baseLoss: 2, step: 0.3) - expected) < 1e-9)
+
+        // Logistic regression: the gradient of the objective vanishes at the solution (KKT).
+        let features = members.flatMap { i in (0..<k).map { -rows[i * k + $0] } }
+        let c = 0.5
+        let z = GradEx.positiveLogisticRegression(features: features, count: members.count, width: k, c: c)
+        var gradient = z.map { $0 / c }
+        for i in 0..<members.count {
+            let margin = (0..<k).reduce(0.0) { $0 + Double(features[i * k + $1]) * z[$1] }
+            let weight = 1 / (1 + exp(margin))  // σ(−margin)
+            for j in 0..<k { gradient[j] -= weight * Double(features[i * k + j]) }
+        }
+        #expect(gradient.reduce(0) { $0 + $1 * $1 }.squareRoot() < 1e-6, "objective gradient at the solution: \(gradient)")
+        let logistic = try gradex.estimate(subset, validation: v, baseLoss: 2, step: 0.3, estimator: .logistic, regularization: c)
+        let length = z.reduce(0) { $0 + $1 * $1 }.squareRoot(), target = 0.3 * mean.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        #expect(abs(logistic - (2 + zip(v, z).reduce(0) { $0 + Double($1.0) * $1.1 * target / length })) < 1e-9)
+
+        // Ensemble: each score is the mean estimate of the subsets holding the source.
+        let additive: [Double] = [0.3, -0.2, 0.1, -0.4, 0.05]
+        let estimate = { (s: [Int]) -> Double in s.reduce(1.0) { $0 + additive[$1] } }
+        let ensemble = gradex.randomEnsemble(subsets: 40, fraction: 0.5, seed: 3, estimate: estimate)
+        #expect(ensemble.subsets.allSatisfy { $0.count == 3 })
+        for source in 0..<sourceCount {
+            let holding = ensemble.subsets.indices.filter { ensemble.subsets[$0].contains(source) }
+            #expect(abs(ensemble.scores[source] - holding.map { ensemble.estimates[$0] }.reduce(0, +) / Double(holding.count)) < 1e-12)
+        }
+        // Forward selection on an additive estimate takes exactly the helpful sources, best first.
+        #expect(gradex.forwardSelection(estimate: estimate) == [3, 1])
+    }
 }
