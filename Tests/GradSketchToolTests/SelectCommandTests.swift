@@ -49,4 +49,40 @@ import Testing
         try expectFailure(["select", store, "--set", "pool", "-k", "3", "--strategy", "best"], saying: "--strategy must be one of")
         try expectFailure(["results", "show", store, "--name", "nothing"], saying: "no result \"nothing\"")
     }
+
+    @Test func gradExForwardSelectionMatchesNumpy() throws {
+        let fixture = try ToolFixture()
+        let script = """
+        import sys, json, numpy as np
+        out = sys.argv[1]
+        rng = np.random.default_rng(21)
+        x = rng.standard_normal((240, 16)).astype(np.float32)
+        src = [f"s{i % 8}" for i in range(240)]
+        np.save(f"{out}/rows.npy", x)
+        open(f"{out}/labels.txt", "w").writelines(s + "\\n" for s in src)
+        v = rng.standard_normal(16).astype(np.float32)
+        np.save(f"{out}/v.npy", v)
+        s = x.astype(np.float64); names = [f"s{i}" for i in range(8)]
+        def est(S):
+            rows = [i for i in range(240) if src[i] in S]
+            return 1.5 - 0.2 * float(v.astype(np.float64) @ s[rows].mean(0))
+        chosen, best = [], float("inf")
+        while len(chosen) < 8:
+            cand = min((n for n in names if n not in chosen), key=lambda n: est(chosen + [n]))
+            value = est(chosen + [cand])
+            if value >= best: break
+            best = value; chosen.append(cand)
+        open(f"{out}/expected.txt", "w").write(", ".join(chosen))
+        """
+        try #require(try ChildProcess.python(script, [fixture.scratch.path]).status == 0)
+        let store = fixture.store
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "meta", "--rows", fixture.path("rows.npy"), "--labels", fixture.path("labels.txt")))
+        let result = try expectSuccess(ChildProcess.tool("value", store, "--method", "gradex", "--set", "meta", "--vector", fixture.path("v.npy"),
+                                                         "--base-loss", "1.5", "--step", "0.2", "--subsets", "50", "--save", "sources"))
+        let expected = try String(contentsOfFile: fixture.path("expected.txt"), encoding: .utf8)
+        #expect(result.standardOutput.contains("forward selection: " + expected + "\n"), "\(result.standardOutput)")
+        try expectFailure(["value", store, "--method", "gradex", "--set", "meta"], saying: "--method gradex needs --set and --vector")
+        try expectFailure(["value", store, "--method", "gradex", "--set", "meta", "--vector", fixture.path("v.npy"), "--estimator", "cubic"],
+                          saying: "--estimator must be linear or logistic")
+    }
 }

@@ -135,17 +135,31 @@ struct SelectCommand: ParsableCommand {
 struct ValueCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "value",
-        abstract: "Value training examples: In-Run Data Shapley / TracIn from stored per-step sketches (positive = helpful).",
+        abstract: "Value training data: In-Run Data Shapley / TracIn from per-step sketches, or data sources with GradEx.",
         discussion: """
-        --log is a set with one row per (step t, example z in the batch): the sketch of z's loss gradient at w_t, id \
+        --method inrun (default): --log is a set with one row per (step t, example z in the batch): the sketch of z's loss gradient at w_t, id \
         <example>@<t>, columns step and learning_rate (η_t per example). --validation holds one row per step, id <t>: the \
         validation-loss gradient sketch at w_t. --hessian (optional) holds u_t = P H_t G_t per step for the second-order term. \
-        value(z) = Σ_t η_t ⟨v_t, s_{t,z}⟩ − (η_t²/2) ⟨u_t, s_{t,z}⟩. Printed lowest first (the likeliest harmful data).
+        value(z) = Σ_t η_t ⟨v_t, s_{t,z}⟩ − (η_t²/2) ⟨u_t, s_{t,z}⟩ (positive = helpful), printed lowest first (the likeliest harmful data). \
+        --method gradex: --set holds per-example gradient sketches at a meta-initialisation, one label per data source; \
+        --vector is the sketch of the target (validation) loss gradient there, --base-loss the target loss. Each of --subsets \
+        random subsets (--fraction of the sources) gets the first-order estimate L − step·⟨v, mean s⟩ (or the logistic-regression \
+        one); a source scores the mean estimate over the subsets holding it (lower = better); forward selection on the estimates \
+        is reported in the parameters.
         """)
 
     @OptionGroup var location: StoreArgument
-    @Option(help: "Training-log set of per-step example sketches.") var log: String
-    @Option(help: "Per-step validation gradient sketches.") var validation: String
+    @Option(help: "inrun or gradex.") var method: String = "inrun"
+    @Option(help: "Training-log set of per-step example sketches (inrun).") var log: String?
+    @Option(help: "Per-step validation gradient sketches (inrun).") var validation: String?
+    @Option(help: "Sketches at the meta-initialisation, labelled by source (gradex).") var set: String?
+    @Option(help: "Target-loss gradient sketch, .npy [k] (gradex).") var vector: String?
+    @Option(help: "Target loss at the meta-initialisation (gradex).") var baseLoss: Double = 0
+    @Option(help: "Step length of the first-order estimate (gradex).") var step: Double = 1
+    @Option(help: "Random subsets (gradex).") var subsets: Int = 200
+    @Option(help: "Share of the sources in each subset (gradex).") var fraction: Double = 0.5
+    @Option(help: "linear or logistic (gradex).") var estimator: String = "linear"
+    @Option(help: "Seed for the subsets (gradex).") var seed: UInt64 = 0
     @Option(help: "Per-step Hessian-vector-product sketches (second order).") var hessian: String?
     @Option(name: .customShort("k"), help: "How many rows to print (all are saved).") var count: Int = 20
     @Option(help: "Save the values under this name (a new version).") var save: String?
@@ -154,6 +168,9 @@ struct ValueCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
+            if method == "gradex" { try runGradEx(store); return }
+            guard method == "inrun" else { throw ValidationError("--method must be inrun or gradex, found \(method)") }
+            guard let log, let validation else { throw ValidationError("--method inrun needs --log and --validation") }
             let logSet = try store.sketchSet(log)
             let values = try InRunValuation.values(log: logSet, validation: try store.sketchSet(validation),
                                                    hessian: try hessian.map { try store.sketchSet($0) })
@@ -169,6 +186,37 @@ struct ValueCommand: ParsableCommand {
                                              parameters: result.parameters, positions: Array(result.positions.prefix(count)),
                                              ids: Array(result.ids.prefix(count)), scores: Array(result.scores.prefix(count))) }
             if json { printJSON(output) } else { output.printText() }
+        }
+    }
+
+    private func runGradEx(_ store: Store) throws {
+        guard let set, let vector else { throw ValidationError("--method gradex needs --set and --vector") }
+        guard let estimatorValue = GradEx.Estimator(rawValue: estimator) else { throw ValidationError("--estimator must be linear or logistic, found \(estimator)") }
+        guard subsets >= 1, fraction > 0, fraction <= 1 else { throw ValidationError("--subsets must be ≥ 1 and --fraction in (0, 1]") }
+        let target = try store.sketchSet(set)
+        let file = try NumpyFile(path: vector)
+        guard file.shape == [target.k] || file.shape == [1, target.k] else {
+            throw StoreError(.invalidInput, "the target-gradient sketch must have shape [\(target.k)], found \(file.shape)", path: vector)
+        }
+        var v = [Float](repeating: 0, count: target.k)
+        _ = try v.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
+        let gradex = try GradEx(target)
+        let estimate = { (subset: [Int]) throws -> Double in
+            try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: step, estimator: estimatorValue)
+        }
+        let ensemble = try gradex.randomEnsemble(subsets: subsets, fraction: fraction, seed: seed, estimate: estimate)
+        let forward = try gradex.forwardSelection(estimate: estimate)
+        let order = gradex.sources.indices.sorted { ensemble.scores[$0] < ensemble.scores[$1] }
+        let result = SelectionResult(method: "gradex/random-ensemble", parameters: [
+            "estimator": .string(estimator), "step": .number(step), "base_loss": .number(baseLoss), "subsets": .number(Double(subsets)),
+            "fraction": .number(fraction), "seed": .number(Double(seed)), "forward_selection": .array(forward.map { .string(gradex.sources[$0]) }),
+        ], set: set, setVersion: target.version, positions: order, ids: order.map { gradex.sources[$0] }, scores: order.map { ensemble.scores[$0] })
+        let version = try saveIfAsked(save, store, result)
+        let output = ResultOutput(name: save, version: version, method: result.method, set: set, setVersion: target.version,
+                                  parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores)
+        if json { printJSON(output) } else {
+            output.printText()
+            print("forward selection: " + forward.map { gradex.sources[$0] }.joined(separator: ", "))
         }
     }
 }
