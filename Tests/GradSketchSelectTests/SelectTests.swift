@@ -291,4 +291,62 @@ import Testing
         // Forward selection on an additive estimate takes exactly the helpful sources, best first.
         #expect(gradex.forwardSelection(estimate: estimate) == [3, 1])
     }
+
+    @Test func paserBudgetsConceptRuleAndSpectralClustersMatchHandComputedCases() throws {
+        // Budgets: CDS = mean degradation per cluster (negatives count 0): 1.0, 3.0, 0 → ⌊10·1/4⌋, ⌊10·3/4⌋, 0.
+        let budgets = PASER.allocate(budget: 10, degradation: [1, 1, 2, 4, -1, -3], clusters: [0, 0, 1, 1, 2, 2])
+        #expect(budgets == [0: 2, 1: 7, 2: 0])
+        // Concept rule: with a–b and c known but unlinked, {a, b, x} is consistent, {a, c} is not.
+        var graph: [String: Set<String>] = [:]
+        PASER.addClique(["a", "b"], to: &graph)
+        PASER.addClique(["c"], to: &graph)
+        #expect(PASER.isConsistent(["a", "b", "x"], with: graph))
+        #expect(!PASER.isConsistent(["a", "c"], with: graph))
+        #expect(PASER.isConsistent(["x", "y"], with: graph))
+
+        // Four planted directions: spectral clusters recover them (purity over 0.95).
+        var generator = SplitMix64(seed: 9)
+        let k = 12, n = 400
+        let centres = (0..<(4 * k)).map { _ in Float.random(in: -1...1, using: &generator) }
+        var rows = [Float](), truth = [Int]()
+        for i in 0..<n {
+            let c = i % 4
+            truth.append(c)
+            rows += (0..<k).map { centres[c * k + $0] + Float.random(in: -0.15...0.15, using: &generator) }
+        }
+        var options = PASER.Options()
+        options.clusters = 4
+        let labels = PASER.spectralClusters(rows: rows, count: n, width: k, options: options)
+        var agreeing = 0
+        for c in 0..<4 {
+            let members = (0..<n).filter { truth[$0] == c }.map { labels[$0] }
+            agreeing += Dictionary(grouping: members, by: { $0 }).values.map(\.count).max()!
+        }
+        #expect(Double(agreeing) / Double(n) > 0.95, "purity \(Double(agreeing) / Double(n))")
+        #expect(Set(labels).count == 4)
+
+        // Selection over a store: budgets respected, each cluster in efficiency order, the concept filter applied.
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        let degradation = (0..<n).map { Double(($0 * 37) % 101) / 100 }
+        let concepts = (0..<n).map { $0 % 10 == 0 ? "[\"shoe\", \"red\"]" : ($0 % 10 == 5 ? "[\"shoe\", \"blue\", \"red\"]" : "[]") }
+        try rows.withUnsafeBytes { bytes in
+            try store.append(to: "pool", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k),
+                             annotations: RowAnnotations(metadata: concepts, metadataKind: .json, columns: ["degradation": degradation]),
+                             options: SketchSetOptions(dtype: .float32))
+        }
+        let result = try PASER.select(try store.sketchSet("pool"), budget: 60, degradationColumn: "degradation", useConcepts: true, options: options)
+        #expect(result.positions.count <= 60 && Set(result.positions).count == result.positions.count)
+        var perCluster: [Int: [Int]] = [:]
+        for position in result.positions { perCluster[labels[position], default: []].append(position) }
+        for members in perCluster.values { #expect(members.map { degradation[$0] } == members.map { degradation[$0] }.sorted(by: >)) }
+        // Once "shoe"–"red" is in the graph, a row adding "blue" with both is still consistent only
+        // if blue is unknown; never two rows whose known concepts are unlinked.
+        var graph2: [String: Set<String>] = [:]
+        for position in result.positions {
+            let items = position % 10 == 0 ? ["shoe", "red"] : (position % 10 == 5 ? ["shoe", "blue", "red"] : [])
+            #expect(PASER.isConsistent(items, with: graph2))
+            PASER.addClique(items, to: &graph2)
+        }
+    }
 }

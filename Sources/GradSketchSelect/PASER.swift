@@ -1,0 +1,224 @@
+import COpenBLAS
+import Foundation
+import GradSketchInterchange
+public import GradSketchStore
+
+/// PASER (He et al. 2025): recovery data for a pruned model. Rows (embeddings or gradient
+/// sketches) are clustered spectrally on a kNN graph; each cluster's budget is proportional to
+/// its mean capability degradation (a stored per-row column, e.g. the pruned model's loss
+/// increase); within a cluster rows go by degradation per unit of log cost; a row is accepted
+/// only if its concepts are consistent with the concept graph built from the rows accepted so
+/// far (every pair of its concepts already in the graph must already be linked).
+public enum PASER {
+    public struct Options: Sendable {
+        public var clusters = 10
+        public var neighbours = 10
+        public var iterations = 200
+        public var seed: UInt64 = 0
+        public init() {}
+    }
+
+    /// Cluster labels from spectral clustering: a symmetric kNN graph on cosine similarity with
+    /// Gaussian weights (σ = median neighbour distance), the `clusters` leading eigenvectors of
+    /// D^{-1/2} W D^{-1/2} by subspace iteration, rows normalised, then L2 k-means.
+    public static func spectralClusters(rows: [Float], count n: Int, width d: Int, options: Options = Options()) -> [Int] {
+        let k = min(options.clusters, n)
+        guard k > 1 else { return [Int](repeating: 0, count: n) }
+        // Unit rows; cosine similarities block by block with GEMM, keeping each row's top neighbours.
+        var unit = rows
+        for i in 0..<n {
+            var norm: Float = 0
+            for j in 0..<d { norm += unit[i * d + j] * unit[i * d + j] }
+            let inverse = norm > 0 ? 1 / norm.squareRoot() : 0
+            for j in 0..<d { unit[i * d + j] *= inverse }
+        }
+        let m = min(options.neighbours, n - 1)
+        var neighbours = [[(Int, Float)]](repeating: [], count: n)
+        let block = 1024
+        var similarities = [Float](repeating: 0, count: block * n)
+        var start = 0
+        while start < n {
+            let rowsInBlock = min(block, n - start)
+            unit.withUnsafeBufferPointer { u in
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rowsInBlock), Int32(n), Int32(d), 1,
+                            u.baseAddress! + start * d, Int32(d), u.baseAddress, Int32(d), 0, &similarities, Int32(n))
+            }
+            for r in 0..<rowsInBlock {
+                let i = start + r
+                var top: [(Int, Float)] = []
+                for j in 0..<n where j != i {
+                    let s = similarities[r * n + j]
+                    if top.count < m { top.append((j, s)); if top.count == m { top.sort { $0.1 > $1.1 } } }
+                    else if s > top[m - 1].1 {
+                        top[m - 1] = (j, s)
+                        var t = m - 1
+                        while t > 0 && top[t].1 > top[t - 1].1 { top.swapAt(t, t - 1); t -= 1 }
+                    }
+                }
+                neighbours[i] = top
+            }
+            start += rowsInBlock
+        }
+        // Distances on the unit sphere: ‖a − b‖² = 2 − 2 cos.
+        let distances = neighbours.flatMap { $0.map { Double(max(0, 2 - 2 * $0.1)).squareRoot() } }.sorted()
+        let sigma = max(distances[distances.count / 2], 1e-12)
+        var graph = [[Int: Double]](repeating: [:], count: n)
+        for i in 0..<n {
+            for (j, s) in neighbours[i] {
+                let distanceSquared = Double(max(0, 2 - 2 * s))
+                let weight = exp(-distanceSquared / (2 * sigma * sigma))
+                graph[i][j] = max(graph[i][j] ?? 0, weight)
+                graph[j][i] = max(graph[j][i] ?? 0, weight)
+            }
+        }
+        let degree = graph.map { $0.values.reduce(0, +) }
+        let scale = degree.map { $0 > 0 ? 1 / $0.squareRoot() : 0 }
+        // Subspace iteration on (I + D^{-1/2} W D^{-1/2}) / 2, whose top eigenvectors are the
+        // normalised Laplacian's bottom ones.
+        var random = SeededRandom(seed: options.seed)
+        var basis = (0..<(n * k)).map { _ in random.nextUnit() - 0.5 }
+        for _ in 0..<options.iterations {
+            var next = [Double](repeating: 0, count: n * k)
+            for i in 0..<n {
+                for c in 0..<k { next[i * k + c] = 0.5 * basis[i * k + c] }
+                for (j, w) in graph[i] {
+                    let factor = 0.5 * scale[i] * w * scale[j]
+                    for c in 0..<k { next[i * k + c] += factor * basis[j * k + c] }
+                }
+            }
+            // Modified Gram–Schmidt on the columns.
+            for c in 0..<k {
+                for p in 0..<c {
+                    var dot = 0.0
+                    for i in 0..<n { dot += next[i * k + c] * next[i * k + p] }
+                    for i in 0..<n { next[i * k + c] -= dot * next[i * k + p] }
+                }
+                var norm = 0.0
+                for i in 0..<n { norm += next[i * k + c] * next[i * k + c] }
+                let inverse = norm > 0 ? 1 / norm.squareRoot() : 0
+                for i in 0..<n { next[i * k + c] *= inverse }
+            }
+            basis = next
+        }
+        // Row-normalised spectral coordinates, clustered with L2 k-means.
+        var coordinates = [Float](repeating: 0, count: n * k)
+        for i in 0..<n {
+            var norm = 0.0
+            for c in 0..<k { norm += basis[i * k + c] * basis[i * k + c] }
+            let inverse = norm > 0 ? 1 / norm.squareRoot() : 0
+            for c in 0..<k { coordinates[i * k + c] = Float(basis[i * k + c] * inverse) }
+        }
+        return kMeans(coordinates, count: n, width: k, clusters: k, seed: options.seed)
+    }
+
+    /// n_c = ⌊B · CDS_c / Σ CDS⌋ with CDS_c the mean degradation of cluster c (negative
+    /// degradations count as 0).
+    public static func allocate(budget: Int, degradation: [Double], clusters: [Int]) -> [Int: Int] {
+        var sums: [Int: (Double, Int)] = [:]
+        for (row, cluster) in clusters.enumerated() {
+            let value = sums[cluster] ?? (0, 0)
+            sums[cluster] = (value.0 + max(0, degradation[row]), value.1 + 1)
+        }
+        let scores = sums.mapValues { $0.0 / Double($0.1) }
+        let total = scores.values.reduce(0, +)
+        return scores.mapValues { total > 0 ? Int(Double(budget) * $0 / total) : 0 }
+    }
+
+    /// The concept-consistency rule: every pair of `concepts` whose two concepts are both
+    /// already in `graph` must already be an edge.
+    public static func isConsistent(_ concepts: [String], with graph: [String: Set<String>]) -> Bool {
+        let known = concepts.filter { graph[$0] != nil }
+        for a in 0..<known.count { for b in (a + 1)..<known.count where !(graph[known[a]]!.contains(known[b])) { return false } }
+        return true
+    }
+
+    public static func addClique(_ concepts: [String], to graph: inout [String: Set<String>]) {
+        for a in concepts { graph[a, default: []].formUnion(concepts.filter { $0 != a }) }
+    }
+
+    /// PASER selection over a set: rows clustered from the set's own rows, `degradationColumn`
+    /// per row, optional `costColumn` (≥ 2 tokens or units; 2 when absent) and concept sets from
+    /// the rows' JSON metadata (an array of strings per row) when `useConcepts`.
+    public static func select(_ set: SketchSet, budget: Int, degradationColumn: String, costColumn: String? = nil,
+                              useConcepts: Bool = false, options: Options = Options()) throws -> SelectionResult {
+        let n = set.rowCount
+        guard budget >= 1, budget <= n else {
+            throw StoreError(.invalidInput, "cannot select \(budget) of the \(n) live rows of set \(set.name)")
+        }
+        let degradation = try set.column(degradationColumn)
+        if let bad = degradation.firstIndex(where: { !$0.isFinite }) {
+            throw StoreError(.invalidInput, "column \(degradationColumn) has no finite value for row \(bad)")
+        }
+        let cost = try costColumn.map { try set.column($0) } ?? [Double](repeating: 2, count: n)
+        var concepts: [[String]] = [[String]](repeating: [], count: n)
+        if useConcepts {
+            let metadata = try set.metadata()
+            for (row, text) in metadata.enumerated() where !text.isEmpty {
+                guard case .array(let items)? = try? JSONValue.parse(text) else {
+                    throw StoreError(.invalidInput, "row \(row) metadata is not a JSON array of concept strings: \"\(text.prefix(60))\"")
+                }
+                concepts[row] = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
+            }
+        }
+        let clusters = spectralClusters(rows: try set.floatRows(), count: n, width: set.k, options: options)
+        let quota = allocate(budget: budget, degradation: degradation, clusters: clusters)
+        let efficiency = (0..<n).map { degradation[$0] / log(max(cost[$0], 1.000001)) }
+        var graph: [String: Set<String>] = [:]
+        var picked: [(Int, Double)] = []
+        for cluster in quota.keys.sorted() {
+            let members = (0..<n).filter { clusters[$0] == cluster }.sorted { efficiency[$0] != efficiency[$1] ? efficiency[$0] > efficiency[$1] : $0 < $1 }
+            var accepted = 0
+            for row in members where accepted < quota[cluster]! {
+                if useConcepts && !isConsistent(concepts[row], with: graph) { continue }
+                addClique(concepts[row], to: &graph)
+                picked.append((row, efficiency[row]))
+                accepted += 1
+            }
+        }
+        let ids = try set.ids()
+        return SelectionResult(method: "paser", parameters: [
+            "budget": .number(Double(budget)), "clusters": .number(Double(options.clusters)), "neighbours": .number(Double(options.neighbours)),
+            "degradation_column": .string(degradationColumn), "cost_column": costColumn.map(JSONValue.string) ?? .null,
+            "concepts": .bool(useConcepts), "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
+        ], set: set.name, setVersion: set.version, positions: picked.map(\.0), ids: picked.map { ids[$0.0] }, scores: picked.map(\.1))
+    }
+
+    /// Plain L2 k-means (k-means++ seeding) for the spectral coordinates.
+    static func kMeans(_ points: [Float], count n: Int, width d: Int, clusters k: Int, seed: UInt64) -> [Int] {
+        var random = SeededRandom(seed: seed ^ 0xC1)
+        let first = random.next(below: n)
+        var centres: [[Float]] = [Array(points[(first * d)..<((first + 1) * d)])]
+        var nearest = [Double](repeating: .infinity, count: n)
+        while centres.count < k {
+            let last = centres.last!
+            for i in 0..<n {
+                var s = 0.0
+                for j in 0..<d { let x = Double(points[i * d + j] - last[j]); s += x * x }
+                nearest[i] = min(nearest[i], s)
+            }
+            let total = nearest.reduce(0, +)
+            var target = random.nextUnit() * total
+            var chosen = n - 1
+            for i in 0..<n { target -= nearest[i]; if target <= 0 { chosen = i; break } }
+            centres.append(Array(points[(chosen * d)..<((chosen + 1) * d)]))
+        }
+        var labels = [Int](repeating: 0, count: n)
+        for _ in 0..<50 {
+            var changed = false
+            for i in 0..<n {
+                var best = 0, bestDistance = Double.infinity
+                for (c, centre) in centres.enumerated() {
+                    var s = 0.0
+                    for j in 0..<d { let x = Double(points[i * d + j] - centre[j]); s += x * x }
+                    if s < bestDistance { bestDistance = s; best = c }
+                }
+                if labels[i] != best { labels[i] = best; changed = true }
+            }
+            var sums = [[Double]](repeating: [Double](repeating: 0, count: d), count: k), sizes = [Int](repeating: 0, count: k)
+            for i in 0..<n { sizes[labels[i]] += 1; for j in 0..<d { sums[labels[i]][j] += Double(points[i * d + j]) } }
+            for c in 0..<k where sizes[c] > 0 { centres[c] = sums[c].map { Float($0 / Double(sizes[c])) } }
+            if !changed { break }
+        }
+        return labels
+    }
+}
