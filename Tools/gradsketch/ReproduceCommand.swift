@@ -15,12 +15,12 @@ struct Reproduce: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Directory for report.html and report.json.") var out: String
     @Option(help: "Directory with the IDX files (Debian's dataset-fashion-mnist).") var dataDirectory: String = FashionMNIST.defaultDirectory
-    @Option(help: "Experiments to run, comma-separated: select, density, inrun, gradex.") var only: String = "select,density,inrun,gradex"
+    @Option(help: "Experiments to run, comma-separated: select, density, inrun, gradex, paser.") var only: String = "select,density,inrun,gradex,paser"
 
     func run() throws {
         try reportingErrors {
             let wanted = Set(only.split(separator: ",").map(String.init))
-            let known: Set<String> = ["select", "density", "inrun", "gradex"]
+            let known: Set<String> = ["select", "density", "inrun", "gradex", "paser"]
             guard wanted.isSubset(of: known) else { throw ValidationError("--only takes \(known.sorted().joined(separator: ", ")), found \(only)") }
             let store = try Store.create(at: location.store)
             let train = try FashionMNIST(split: .train, directory: dataDirectory)
@@ -52,6 +52,12 @@ struct Reproduce: ParsableCommand {
                 let outcome = try GradExExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
                 GradExExperiment.report(outcome, configuration: configuration, into: &report)
                 numbers["gradex"] = AnyEncodable(outcome)
+            }
+            if wanted.contains("paser") {
+                let configuration = PASERExperiment.Configuration()
+                let outcome = try PASERExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
+                PASERExperiment.report(outcome, configuration: configuration, into: &report)
+                numbers["paser"] = AnyEncodable(outcome)
             }
             try report.html(title: "GradSketch: selection and attribution on Fashion-MNIST").write(toFile: out + "/report.html", atomically: true, encoding: .utf8)
             let encoder = JSONEncoder()
