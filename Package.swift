@@ -145,7 +145,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GradSketchToolTests",
-            dependencies: ["gradsketch", "GradSketchStore", "GradSketchTestSupport"],
+            dependencies: ["gradsketch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -8,7 +8,9 @@ public import GradSketchStore
 /// rare ones. Inverse-propensity sampling over stored embeddings (the pixel vectors) against
 /// uniform sampling at the same budget: how many rare examples each keeps, and the test
 /// accuracy of a model trained on each sample.
-public struct DensityExperiment {
+public struct DensityExperiment: ReportedExperiment {
+    public static var defaultConfiguration: Configuration { Configuration() }
+
     public struct Configuration: Sendable {
         public var commonPerClass = 4000
         public var rarePerClass = 40
@@ -39,7 +41,7 @@ public struct DensityExperiment {
         public let rows: [Row]
     }
 
-    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
+    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration,
                            log: (String) -> Void) throws -> Outcome {
         var random = SeededRandom(seed: 11)
         var order = Array(0..<train.count)

@@ -36,7 +36,32 @@ public struct ImageSubset: Sendable {
     }
 }
 
+/// One reproduction: runs against a store, returns its numbers and writes its report section.
+public protocol ReportedExperiment {
+    associatedtype Configuration: Sendable
+    associatedtype Outcome: Encodable & Sendable
+    static var defaultConfiguration: Configuration { get }
+    static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration: Configuration, log: (String) -> Void) throws -> Outcome
+    static func report(_ outcome: Outcome, configuration: Configuration, into report: inout HTMLReport)
+}
+
 public enum Experiments {
+    /// The reproductions `gradsketch reproduce` runs, by name, in report order.
+    public static let all: [(name: String, type: any ReportedExperiment.Type)] = [
+        ("select", SelectExperiment.self), ("density", DensityExperiment.self), ("inrun", InRunExperiment.self),
+        ("gradex", GradExExperiment.self), ("paser", PASERExperiment.self),
+    ]
+
+    /// Runs one reproduction with its default configuration, adds its section to `report`,
+    /// and returns its numbers.
+    public static func runAndReport<E: ReportedExperiment>(_ experiment: E.Type, store: Store, train: FashionMNIST, test: FashionMNIST,
+                                                           report: inout HTMLReport, log: (String) -> Void) throws -> any Encodable & Sendable {
+        let configuration = E.defaultConfiguration
+        let outcome = try E.run(store: store, train: train, test: test, configuration: configuration, log: log)
+        E.report(outcome, configuration: configuration, into: &report)
+        return outcome
+    }
+
     /// Trains `model` for `steps` minibatch steps over `data`, reshuffled each epoch with `seed`.
     public static func train(_ model: MLP, on data: ImageSubset, optimizer: Optimizer, steps: Int, batch: Int, seed: UInt64) -> MLP {
         var trainer = Trainer(model: model, optimizer: optimizer)

@@ -10,7 +10,9 @@ public import GradSketchStore
 /// sources), the validation loss after fine-tuning on a subset of sources is estimated in
 /// sketch space and compared with actually fine-tuning; the random-subset ensemble scores the
 /// sources, and forward selection on the estimates picks a subset.
-public struct GradExExperiment {
+public struct GradExExperiment: ReportedExperiment {
+    public static var defaultConfiguration: Configuration { Configuration() }
+
     public struct Configuration: Sendable {
         public var sources = 20
         public var perSource = 150
@@ -56,7 +58,7 @@ public struct GradExExperiment {
         public let k: Int
     }
 
-    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
+    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration,
                            log: (String) -> Void) throws -> Outcome {
         var random = SeededRandom(seed: c.seed)
         var order = Array(0..<train.count)

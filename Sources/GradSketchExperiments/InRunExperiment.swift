@@ -9,7 +9,9 @@ public import GradSketchStore
 /// per-step sketches of every batch example, per-step validation-gradient sketches and
 /// Hessian-vector-product sketches into the store; values come back from the store
 /// (`InRunValuation`) and are compared with exact values from the materialised gradients.
-public struct InRunExperiment {
+public struct InRunExperiment: ReportedExperiment {
+    public static var defaultConfiguration: Configuration { Configuration() }
+
     public struct Configuration: Sendable {
         public var hidden = 32
         public var trainExamples = 3000
@@ -53,7 +55,7 @@ public struct InRunExperiment {
         public let trimmedFinalAccuracy: Double
     }
 
-    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
+    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration,
                            log: (String) -> Void) throws -> Outcome {
         var random = SeededRandom(seed: c.seed)
         var order = Array(0..<train.count)

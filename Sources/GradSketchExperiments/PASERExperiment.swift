@@ -10,7 +10,9 @@ public import GradSketchStore
 /// gradient sketch at the pruned model, and the pruned model is recovered (its zeroed weights
 /// kept at zero) on PASER-selected data against random data and against the top degradation
 /// rows, at several budgets.
-public struct PASERExperiment {
+public struct PASERExperiment: ReportedExperiment {
+    public static var defaultConfiguration: Configuration { Configuration() }
+
     public struct Configuration: Sendable {
         public var hidden = 128
         public var pool = 10_000
@@ -36,7 +38,7 @@ public struct PASERExperiment {
         public let rows: [Row]
     }
 
-    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
+    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration,
                            log: (String) -> Void) throws -> Outcome {
         var random = SeededRandom(seed: c.seed)
         var order = Array(0..<train.count)

@@ -12,7 +12,9 @@ public import GradSketchStore
 /// strategy picks K pool rows from the expert-checkpoint gradient sketches and the query
 /// q = P(θ_base − θ_expert); the base is then trained on them as the expert was trained, and
 /// tested on all ten classes.
-public struct SelectExperiment {
+public struct SelectExperiment: ReportedExperiment {
+    public static var defaultConfiguration: Configuration { Configuration() }
+
     public struct Configuration: Sendable {
         public var hidden = 64
         public var baseExamples = 6000
@@ -56,7 +58,7 @@ public struct SelectExperiment {
 
     static let strategies: [SelectStrategy] = [.random, .topK, .balancedTopK, .greedy, .greedyBatched, .lowestLoss, .highestLoss]
 
-    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration = Configuration(),
+    public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration,
                            log: (String) -> Void) throws -> Outcome {
         var random = SeededRandom(seed: c.seed)
         var order = Array(0..<train.count)

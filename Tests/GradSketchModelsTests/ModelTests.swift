@@ -1,4 +1,5 @@
 import Foundation
+import GradSketchInterchange
 import GradSketchModels
 import GradSketchProjection
 import GradSketchTestSupport

@@ -1,4 +1,5 @@
 import Foundation
+import GradSketchInterchange
 import GradSketchStore
 import GradSketchTestSupport
 import Testing

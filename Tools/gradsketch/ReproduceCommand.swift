@@ -20,8 +20,8 @@ struct Reproduce: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let wanted = Set(only.split(separator: ",").map(String.init))
-            let known: Set<String> = ["select", "density", "inrun", "gradex", "paser"]
-            guard wanted.isSubset(of: known) else { throw ValidationError("--only takes \(known.sorted().joined(separator: ", ")), found \(only)") }
+            let known = Experiments.all.map(\.name)
+            guard wanted.isSubset(of: known) else { throw ValidationError("--only takes \(known.joined(separator: ", ")), found \(only)") }
             let store = try Store.create(at: location.store)
             let train = try FashionMNIST(split: .train, directory: dataDirectory)
             let test = try FashionMNIST(split: .test, directory: dataDirectory)
@@ -29,35 +29,8 @@ struct Reproduce: ParsableCommand {
             var report = HTMLReport()
             var numbers: [String: AnyEncodable] = [:]
             let log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
-            if wanted.contains("select") {
-                let configuration = SelectExperiment.Configuration()
-                let outcome = try SelectExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
-                SelectExperiment.report(outcome, configuration: configuration, into: &report)
-                numbers["select"] = AnyEncodable(outcome)
-            }
-            if wanted.contains("density") {
-                let configuration = DensityExperiment.Configuration()
-                let outcome = try DensityExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
-                DensityExperiment.report(outcome, configuration: configuration, into: &report)
-                numbers["density"] = AnyEncodable(outcome)
-            }
-            if wanted.contains("inrun") {
-                let configuration = InRunExperiment.Configuration()
-                let outcome = try InRunExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
-                InRunExperiment.report(outcome, configuration: configuration, into: &report)
-                numbers["inrun"] = AnyEncodable(outcome)
-            }
-            if wanted.contains("gradex") {
-                let configuration = GradExExperiment.Configuration()
-                let outcome = try GradExExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
-                GradExExperiment.report(outcome, configuration: configuration, into: &report)
-                numbers["gradex"] = AnyEncodable(outcome)
-            }
-            if wanted.contains("paser") {
-                let configuration = PASERExperiment.Configuration()
-                let outcome = try PASERExperiment.run(store: store, train: train, test: test, configuration: configuration, log: log)
-                PASERExperiment.report(outcome, configuration: configuration, into: &report)
-                numbers["paser"] = AnyEncodable(outcome)
+            for (name, experiment) in Experiments.all where wanted.contains(name) {
+                numbers[name] = AnyEncodable(try Experiments.runAndReport(experiment, store: store, train: train, test: test, report: &report, log: log))
             }
             try report.html(title: "GradSketch: selection and attribution on Fashion-MNIST").write(toFile: out + "/report.html", atomically: true, encoding: .utf8)
             let encoder = JSONEncoder()
@@ -71,6 +44,6 @@ struct Reproduce: ParsableCommand {
 /// Type-erased Encodable for the report's JSON.
 struct AnyEncodable: Encodable {
     let encodeValue: (Encoder) throws -> Void
-    init<T: Encodable>(_ value: T) { encodeValue = value.encode }
+    init(_ value: any Encodable) { encodeValue = value.encode }
     func encode(to encoder: Encoder) throws { try encodeValue(encoder) }
 }
