@@ -85,4 +85,33 @@ import Testing
         try expectFailure(["value", store, "--method", "gradex", "--set", "meta", "--vector", fixture.path("v.npy"), "--estimator", "cubic"],
                           saying: "--estimator must be linear or logistic")
     }
+
+    @Test func paserSelectionMatchesHandComputedBudgets() throws {
+        let fixture = try ToolFixture()
+        let script = """
+        import sys, numpy as np
+        out = sys.argv[1]
+        rng = np.random.default_rng(5)
+        a, b = rng.standard_normal(8), rng.standard_normal(8)
+        x = np.concatenate([a + 0.05 * rng.standard_normal((60, 8)), b + 0.05 * rng.standard_normal((60, 8))]).astype(np.float32)
+        deg = np.concatenate([rng.uniform(0.5, 1.5, 60), rng.uniform(2.5, 3.5, 60)])
+        np.save(f"{out}/rows.npy", x); np.save(f"{out}/deg.npy", deg)
+        # budgets 8 * 1.0/4.0 = 2 and 8 * 3.0/4.0 = 6 (up to the sampled means), highest degradation first
+        m0, m1 = deg[:60].mean(), deg[60:].mean()
+        n0, n1 = int(8 * m0 / (m0 + m1)), int(8 * m1 / (m0 + m1))
+        pick = list(np.argsort(-deg[:60], kind="stable")[:n0]) + list(60 + np.argsort(-deg[60:], kind="stable")[:n1])
+        open(f"{out}/expected.txt", "w").write(" ".join(f"r{i}" for i in sorted(pick)))
+        open(f"{out}/ids.txt", "w").writelines(f"r{i}\\n" for i in range(120))
+        """
+        try #require(try ChildProcess.python(script, [fixture.scratch.path]).status == 0)
+        let store = fixture.store
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "pool", "--rows", fixture.path("rows.npy"), "--ids", fixture.path("ids.txt"),
+                                            "--column", "degradation=\(fixture.path("deg.npy"))"))
+        let result = try expectSuccess(ChildProcess.tool("select", store, "--set", "pool", "--method", "paser", "--clusters", "2", "-k", "8", "--json"))
+        let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
+        let expected = try String(contentsOfFile: fixture.path("expected.txt"), encoding: .utf8).split(separator: " ").map(String.init)
+        #expect(output.method == "paser")
+        #expect(Set(output.rows.map(\.id)) == Set(expected) && output.rows.count == expected.count)
+        try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "3", "--degradation-column", "nope"], saying: "has no column \"nope\"")
+    }
 }

@@ -47,12 +47,14 @@ struct SelectCommand: ParsableCommand {
         (running sum maximising cos(Σ selected, q), updated incrementally: one pass over the rows per pick), \
         greedy-batched (--batch-size), topk, topk-balanced (per-label quota), random, loss-low, loss-high. \
         --method density samples with probability ∝ 1/(LSH kernel-sum score) (Sachdeva et al. 2024); --method column takes \
-        the top rows of a stored score column (e.g. Ask-LLM scores). --save NAME writes the result into the store as a new version.
+        the top rows of a stored score column (e.g. Ask-LLM scores). --method paser (He et al. 2025) clusters the rows \
+        spectrally, gives each cluster a budget ∝ its mean --degradation-column, takes rows by degradation per log cost, and with \
+        --concepts keeps only rows whose concepts (JSON-array metadata) agree with the concept graph so far. --save NAME writes the result into the store as a new version.
         """)
 
     @OptionGroup var location: StoreArgument
     @Option(help: "Sketch set to select from.") var set: String
-    @Option(help: "select, density or column.") var method: String = "select"
+    @Option(help: "select, density, column or paser.") var method: String = "select"
     @Option(help: "SELECT strategy: greedy, greedy-batched, topk, topk-balanced, random, loss-low, loss-high.") var strategy: String = "greedy"
     @Option(name: .customShort("k"), help: "How many rows to select.") var count: Int
     @Option(help: "Query .npy vector [k] (SELECT).") var vector: String?
@@ -66,7 +68,11 @@ struct SelectCommand: ParsableCommand {
     @Option(help: "Density: buckets per hash.") var buckets: Int = 20_000
     @Option(help: "Density: bucket width (default: median nearest-neighbour distance of a sample).") var width: Double?
     @Option(help: "Density: p-stable projections per hash (kernel p(c)^power; 1 is the paper's plain hash).") var power: Int = 1
-    @Option(help: "Seed (random strategy, density hashes and sampling).") var seed: UInt64 = 0
+    @Option(help: "PASER: per-row degradation column.") var degradationColumn: String = "degradation"
+    @Option(help: "PASER: per-row cost column (default: equal costs).") var costColumn: String?
+    @Flag(help: "PASER: apply the concept-consistency filter to JSON-array metadata.") var concepts = false
+    @Option(help: "PASER: spectral clusters.") var clusters: Int = 10
+    @Option(help: "Seed (random strategy, density hashes and sampling, PASER clustering).") var seed: UInt64 = 0
     @Option(help: "Save the result under this name (a new version).") var save: String?
     @Option(help: "Read the set as of this version.") var at: Int?
     @Flag(help: "Print JSON.") var json = false
@@ -93,11 +99,17 @@ struct SelectCommand: ParsableCommand {
                 options.power = power
                 options.seed = seed
                 result = try DensitySampling.sample(target, count: count, options: options)
+            case "paser":
+                var options = PASER.Options()
+                options.clusters = clusters
+                options.seed = seed
+                result = try PASER.select(target, budget: count, degradationColumn: degradationColumn, costColumn: costColumn,
+                                          useConcepts: concepts, options: options)
             case "column":
                 guard let column else { throw ValidationError("--method column needs --column NAME") }
                 result = try DensitySampling.topByColumn(target, column: column, count: count, smallest: smallest)
             default:
-                throw ValidationError("--method must be select, density or column, found \(method)")
+                throw ValidationError("--method must be select, density, column or paser, found \(method)")
             }
             let version = try saveIfAsked(save, store, result)
             let output = ResultOutput(name: save, version: version, method: result.method, set: result.set, setVersion: result.setVersion,
