@@ -72,7 +72,7 @@ public struct DensityExperiment: ReportedExperiment {
             options.power = c.power
             options.width = c.widthScale * (try DensitySampling.medianNearestNeighbourDistance(set, seed: seed))
             let density = try DensitySampling.sample(set, count: c.budget, options: options)
-            width = density.parameters["width"].flatMap { if case .number(let w) = $0 { w } else { nil } } ?? 0
+            width = options.width!
             try store.saveResult("density-\(seed)", method: density.method, set: density.set, setVersion: density.setVersion,
                                  parameters: density.parameters, positions: density.positions, ids: density.ids, scores: density.scores)
             var uniform = SeededRandom(seed: seed &* 7919)

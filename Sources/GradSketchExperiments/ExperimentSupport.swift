@@ -17,10 +17,7 @@ public struct ImageSubset: Sendable {
 
     /// Rows `indices` of `data`.
     public init(_ data: FashionMNIST, _ indices: [Int]) {
-        images = []
-        images.reserveCapacity(indices.count * 784)
-        for index in indices { images += data.images[(index * 784)..<((index + 1) * 784)] }
-        labels = indices.map { data.labels[$0] }
+        self = ImageSubset(images: data.images, labels: data.labels).picking(indices)
     }
 
     public func picking(_ indices: [Int]) -> ImageSubset {
@@ -47,10 +44,10 @@ public protocol ReportedExperiment {
 
 public enum Experiments {
     /// The reproductions `gradsketch reproduce` runs, by name, in report order.
-    public static let all: [(name: String, type: any ReportedExperiment.Type)] = [
+    public static var all: [(name: String, type: any ReportedExperiment.Type)] { [
         ("select", SelectExperiment.self), ("density", DensityExperiment.self), ("inrun", InRunExperiment.self),
         ("gradex", GradExExperiment.self), ("paser", PASERExperiment.self),
-    ]
+    ] }
 
     /// Runs one reproduction with its default configuration, adds its section to `report`,
     /// and returns its numbers.
@@ -96,9 +93,9 @@ public enum Experiments {
         return Double(correct) / Double(max(1, data.count))
     }
 
-    /// Stores the model's parameters as tensor set `name` (skipped when it exists with the same content).
+    /// Stores the model's parameters as tensor set `name` (float32) and returns the version committed.
     @discardableResult
-    public static func store(_ model: MLP, as name: String, in store: Store, detail: String) throws -> String {
+    public static func store(_ model: MLP, as name: String, in store: Store, detail: String) throws -> Int {
         let buffers = model.shapes.map { shape -> (String, [Int], UnsafeMutableRawBufferPointer) in
             let values = model.parameters[shape.name]!
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: values.count * 4, alignment: 64)
@@ -107,8 +104,7 @@ public enum Experiments {
         }
         defer { buffers.forEach { $0.2.deallocate() } }
         let inputs = try buffers.map { try TensorInput(name: $0.0, elementType: .float32, shape: $0.1, bytes: UnsafeRawBufferPointer($0.2)) }
-        try store.putTensors(name, inputs, detail: detail)
-        return name
+        return try store.putTensors(name, inputs, detail: detail)
     }
 }
 

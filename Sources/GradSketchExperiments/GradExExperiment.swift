@@ -78,7 +78,7 @@ public struct GradExExperiment: ReportedExperiment {
         let trace = meta.trace(images: data.images, labels: data.labels)
         let sketches = try GradientSketcher.sketch(trace, model: meta, definition: definition)
         let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
-        try sketches.withUnsafeBytes { bytes in
+        _ = try sketches.withUnsafeBytes { bytes in
             try store.append(to: "gradex-meta", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: total, k: definition.k),
                              annotations: RowAnnotations(ids: (0..<total).map { "gradex/\($0)" }, labels: sourceOf.map { String(format: "source%02d", $0) }),
                              options: SketchSetOptions(dtype: .float16, attributes: ["projection": definitionJSON,

@@ -118,7 +118,7 @@ public struct InRunExperiment: ReportedExperiment {
                         var annotations = RowAnnotations(ids: batch.map { "\(exampleIDs[$0])@\(step)" })
                         annotations.columns["step"] = [Double](repeating: Double(step), count: batch.count)
                         annotations.columns["learning_rate"] = [Double](repeating: Double(rate), count: batch.count)
-                        try sketches.withUnsafeBytes { bytes in
+                        _ = try sketches.withUnsafeBytes { bytes in
                             try logSession.append(try RowInput(bytes: bytes, elementType: .float32, rowCount: batch.count, k: definition.k), annotations: annotations)
                         }
                     }
@@ -136,7 +136,7 @@ public struct InRunExperiment: ReportedExperiment {
         }
         try logSession.commit(detail: "in-run log: per-step per-example sketches")
         for (name, rows) in [("inrun-validation", validationRows), ("inrun-hessian", hessianRows)] {
-            try rows.withUnsafeBytes { bytes in
+            _ = try rows.withUnsafeBytes { bytes in
                 try store.append(to: name, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: step, k: stored.k),
                                  annotations: RowAnnotations(ids: (0..<step).map(String.init)), options: SketchSetOptions(dtype: .float32, attributes: attributes))
             }

@@ -66,7 +66,7 @@ public struct PASERExperiment: ReportedExperiment {
         let definition = GradientSketcher.definition(for: pruned, seed: c.seed, side: c.side, kDense: 64)
         let sketches = try GradientSketcher.sketch(prunedTrace, model: pruned, definition: definition)
         let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
-        try sketches.withUnsafeBytes { bytes in
+        _ = try sketches.withUnsafeBytes { bytes in
             try store.append(to: "paser-pool", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: pool.count, k: definition.k),
                              annotations: RowAnnotations(ids: (0..<pool.count).map { "paser/\($0)" }, labels: pool.labels.map { FashionMNIST.classNames[$0] },
                                                          columns: ["degradation": degradation]),

@@ -39,23 +39,9 @@ public enum ExactSearch {
     public static func search(_ set: SketchSet, queries: [Float], count: Int, metric: SearchMetric = .innerProduct,
                               k: Int, smallest: Bool = false, aggregate: QueryAggregation? = nil,
                               threads: Int = 2) throws -> [[SearchHit]] {
-        let width = set.k
-        guard count >= 1, queries.count == count * width else {
-            throw StoreError(.invalidInput, "queries must be [Q, \(width)] for set \(set.name), found \(queries.count) values for Q = \(count)")
-        }
-        if let bad = queries.firstIndex(where: { !$0.isFinite }) {
-            throw StoreError(.invalidInput, "query \(bad / width) has a non-finite value at column \(bad % width)")
-        }
+        let prepared = try prepareQueries(queries, count: count, for: set, metric: metric)
         if case .groupMeanThenMax(let groups) = aggregate, groups.count != count || groups.contains(where: { $0 < 0 }) {
             throw StoreError(.invalidInput, "group-mean-then-max needs one non-negative group number per query: expected \(count), found \(groups.count)")
-        }
-        var prepared = queries
-        if metric == .cosine {
-            for q in 0..<count {
-                let norm = (0..<width).reduce(Float(0)) { $0 + prepared[q * width + $1] * prepared[q * width + $1] }.squareRoot()
-                guard norm > 0 else { throw StoreError(.invalidInput, "query \(q) has norm 0: cosine is undefined") }
-                for j in 0..<width { prepared[q * width + j] /= norm }
-            }
         }
         let sign: Float = smallest ? -1 : 1
         let lists = aggregate == nil ? count : 1
@@ -74,6 +60,27 @@ public enum ExactSearch {
         return results.map { top in
             top.sorted.map { SearchHit(position: $0.position, id: ids[$0.position], score: sign * $0.score) }
         }
+    }
+
+    /// Checks `count × set.k` queries (shape, finite values) and, for cosine, scales each to
+    /// unit norm (a zero query is refused).
+    static func prepareQueries(_ queries: [Float], count: Int, for set: SketchSet, metric: SearchMetric) throws -> [Float] {
+        let width = set.k
+        guard count >= 1, queries.count == count * width else {
+            throw StoreError(.invalidInput, "queries must be [Q, \(width)] for set \(set.name), found \(queries.count) values for Q = \(count)")
+        }
+        if let bad = queries.firstIndex(where: { !$0.isFinite }) {
+            throw StoreError(.invalidInput, "query \(bad / width) has a non-finite value at column \(bad % width)")
+        }
+        var prepared = queries
+        if metric == .cosine {
+            for q in 0..<count {
+                let norm = (0..<width).reduce(Float(0)) { $0 + prepared[q * width + $1] * prepared[q * width + $1] }.squareRoot()
+                guard norm > 0 else { throw StoreError(.invalidInput, "query \(q) has norm 0: cosine is undefined") }
+                for j in 0..<width { prepared[q * width + j] /= norm }
+            }
+        }
+        return prepared
     }
 
     /// Maps a block's local rows to live positions (nil for deleted rows).

@@ -102,45 +102,28 @@ public enum IVFIndexBuilder {
         var codes = [Int8](repeating: 0, count: live * width)
         var scales = [Float](repeating: 0, count: live)
         var physical = [Int64](repeating: 0, count: live)
-        var slot = 0, physicalStart = 0
-        let chunkRows = KMeans.blockPoints
-        var chunk = [Float](repeating: 0, count: chunkRows * width)
+        var slot = 0
+        var chunk = [Float](repeating: 0, count: KMeans.blockPoints * width)
         var residual = [Float](repeating: 0, count: width)
-        try set.forEachBlock { block in
-            let liveRows = block.liveRows
-            var offset = 0
-            while offset < liveRows.count {
-                let n = min(chunkRows, liveRows.count - offset)
-                for i in 0..<n {
-                    let source = block.row(liveRows[offset + i])
-                    chunk.withUnsafeMutableBytes { target in
-                        let destination = UnsafeMutableRawBufferPointer(rebasing: target[(i * width * 4)..<((i + 1) * width * 4)])
-                        if block.dtype == .float16 {
-                            gsk_f16_to_f32(source.baseAddress!.assumingMemoryBound(to: UInt16.self), destination.baseAddress!.assumingMemoryBound(to: Float.self), width)
-                        } else {
-                            destination.copyMemory(from: source)
-                        }
-                    }
-                    physical[slot + i] = Int64(physicalStart + liveRows[offset + i])
+        try set.forEachLiveChunk(rows: KMeans.blockPoints) { rows, positions in
+            let n = positions.count
+            chunk.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: rows.baseAddress!, count: n * width) }
+            for i in 0..<n { physical[slot + i] = Int64(positions[i]) }
+            if options.metric == .cosine { normalizeRows(&chunk, width: width, count: n) }
+            chunk.withUnsafeBufferPointer { points in
+                assignment.withUnsafeMutableBufferPointer { a in
+                    KMeans.assign(points: points.baseAddress!, count: n, width: width, centroids: centroids, lists: lists,
+                                  into: a.baseAddress! + slot)
                 }
-                if options.metric == .cosine { normalizeRows(&chunk, width: width, count: n) }
-                chunk.withUnsafeBufferPointer { points in
-                    assignment.withUnsafeMutableBufferPointer { a in
-                        KMeans.assign(points: points.baseAddress!, count: n, width: width, centroids: centroids, lists: lists,
-                                      into: a.baseAddress! + slot)
-                    }
-                }
-                for i in 0..<n {
-                    let list = Int(assignment[slot + i])
-                    for j in 0..<width { residual[j] = chunk[i * width + j] - centroids[list * width + j] }
-                    scales[slot + i] = codes.withUnsafeMutableBufferPointer { c in
-                        gsk_quantize_int8(residual, width, c.baseAddress! + (slot + i) * width)
-                    }
-                }
-                slot += n
-                offset += n
             }
-            physicalStart += block.rowCount
+            for i in 0..<n {
+                let list = Int(assignment[slot + i])
+                for j in 0..<width { residual[j] = chunk[i * width + j] - centroids[list * width + j] }
+                scales[slot + i] = codes.withUnsafeMutableBufferPointer { c in
+                    gsk_quantize_int8(residual, width, c.baseAddress! + (slot + i) * width)
+                }
+            }
+            slot += n
         }
         lap("assign")
 

@@ -75,8 +75,9 @@ public final class IVFSearcher: @unchecked Sendable {
     private let coveredMasks: [ExactSearch.LiveMask]
     /// First byte of each covered segment's rows.
     private let coveredBases: [UnsafeRawPointer]
-    /// Segments after the covered ones, searched exactly.
+    /// Segments after the covered ones, searched exactly, and their live numbering.
     private let tailBlocks: [RowBlock]
+    private let tailMasks: [ExactSearch.LiveMask]
     /// Physical positions deleted in this version.
     private let deleted: [Bool]
     /// Defaults stored with the index.
@@ -127,6 +128,7 @@ public final class IVFSearcher: @unchecked Sendable {
         try set.forEachBlock { blocks.append($0) }
         coveredBlocks = Array(blocks.prefix(covered))
         tailBlocks = Array(blocks.dropFirst(covered))
+        tailMasks = tailBlocks.map(ExactSearch.LiveMask.init)
         coveredMasks = coveredBlocks.map(ExactSearch.LiveMask.init)
         coveredBases = coveredBlocks.map { $0.bytes.baseAddress! }
         var starts = [0]
@@ -156,30 +158,15 @@ public final class IVFSearcher: @unchecked Sendable {
     public func search(queries: [Float], count: Int, k: Int, parameters: IVFSearchParameters? = nil, smallest: Bool = false,
                        threads: Int = 1) throws -> [[SearchHit]] {
         let width = set.k
-        guard count >= 1, queries.count == count * width else {
-            throw StoreError(.invalidInput, "queries must be [Q, \(width)] for set \(set.name), found \(queries.count) values for Q = \(count)")
-        }
         guard k >= 1 else { throw StoreError(.invalidInput, "k must be at least 1, found \(k)") }
-        if let bad = queries.firstIndex(where: { !$0.isFinite }) {
-            throw StoreError(.invalidInput, "query \(bad / width) has a non-finite value at column \(bad % width)")
-        }
         let parameters = parameters ?? defaults
         guard parameters.nprobe >= 1, parameters.rerank >= 1 else {
             throw StoreError(.invalidInput, "nprobe and rerank must be at least 1, found \(parameters.nprobe) and \(parameters.rerank)")
         }
+        var prepared = try ExactSearch.prepareQueries(queries, count: count, for: set, metric: metric)
+        // The bottom-k of ⟨q, x⟩ is the top-k of ⟨−q, x⟩.
+        if smallest { prepared = prepared.map { -$0 } }
         let ids = try set.ids()
-        var prepared = queries
-        for q in 0..<count {
-            var norm: Float = 0
-            for j in 0..<width { norm += prepared[q * width + j] * prepared[q * width + j] }
-            if metric == .cosine {
-                guard norm > 0 else { throw StoreError(.invalidInput, "query \(q) has norm 0: cosine is undefined") }
-                let inverse = 1 / norm.squareRoot()
-                for j in 0..<width { prepared[q * width + j] *= inverse }
-            }
-            // The bottom-k of ⟨q, x⟩ is the top-k of ⟨−q, x⟩.
-            if smallest { for j in 0..<width { prepared[q * width + j] = -prepared[q * width + j] } }
-        }
         let sign: Float = smallest ? -1 : 1
         nonisolated(unsafe) var results = [[SearchHit]](repeating: [], count: count)
         let frozen = prepared
@@ -300,21 +287,9 @@ public final class IVFSearcher: @unchecked Sendable {
             if let position = coveredMasks[segment].position(local) { top.offer(score, position: position) }
         }
         // 4. Rows appended after the build: exact.
-        for block in tailBlocks {
-            let local = ExactSearch.scanSingle(block, query: query, metric: metric, k: k, sign: 1, live: ExactSearch.LiveMask(block), threads: 1)
-            top.merge(local)
+        for (block, mask) in zip(tailBlocks, tailMasks) {
+            top.merge(ExactSearch.scanSingle(block, query: query, metric: metric, k: k, sign: 1, live: mask, threads: 1))
         }
         return top
-    }
-}
-
-extension JSONValue {
-    var intValue: Int? {
-        if case .number(let value) = self, value == value.rounded() { return Int(value) }
-        return nil
-    }
-    var doubleValue: Double? {
-        if case .number(let value) = self { return value }
-        return nil
     }
 }

@@ -2,38 +2,13 @@ import CGradSketchKernels
 public import GradSketchStore
 
 extension ExactSearch {
-    /// Every live row's ⟨row, query⟩, in live order: one streaming pass over the set.
-    static func allScores(_ set: SketchSet, query: [Float]) throws -> [Float] {
-        var scores = [Float](repeating: 0, count: set.rowCount)
-        var dots = [Float](repeating: 0, count: blockRows)
-        try set.forEachBlock { block in
-            let live = LiveMask(block)
-            var start = 0
-            while start < block.rowCount {
-                let n = min(blockRows, block.rowCount - start)
-                let rows = block.bytes.baseAddress! + start * block.k * block.dtype.byteWidth
-                query.withUnsafeBufferPointer { q in
-                    dots.withUnsafeMutableBufferPointer { d in
-                        if block.dtype == .float16 {
-                            gsk_dots_f16(rows.assumingMemoryBound(to: UInt16.self), n, block.k, q.baseAddress, d.baseAddress, nil)
-                        } else {
-                            gsk_dots_f32(rows.assumingMemoryBound(to: Float.self), n, block.k, q.baseAddress, d.baseAddress, nil)
-                        }
-                    }
-                }
-                for i in 0..<n { if let position = live.position(start + i) { scores[position] = dots[i] } }
-                start += n
-            }
-        }
-        return scores
-    }
-
-    /// Multi-checkpoint scores Σ_c w_c ⟨g_c, q_c⟩ (TracIn-style): each term is a sketch set of
-    /// the same documents' gradients at one checkpoint, with that checkpoint's query and
-    /// weight (e.g. its learning rate). Rows are matched by id, so the sets may store them in
-    /// any order; a document missing from any set is an error naming it.
-    public static func searchAcrossCheckpoints(_ terms: [(set: SketchSet, query: [Float], weight: Float)],
-                                               k: Int, smallest: Bool = false) throws -> [SearchHit] {
+    /// Multi-checkpoint scores Σ_c w_c ⟨g_c, q_c⟩ (TracIn-style) of every document, in the
+    /// first set's live order: each term is a sketch set of the same documents' gradients at one
+    /// checkpoint, with that checkpoint's query and weight (e.g. its learning rate). Rows are
+    /// matched by id, so the sets may store them in any order; a document missing from any set
+    /// is an error naming it.
+    public static func scoresAcrossCheckpoints(_ terms: [(set: SketchSet, query: [Float], weight: Float)],
+                                               threads: Int = 2) throws -> (ids: [String], scores: [Double]) {
         guard let first = terms.first else {
             throw StoreError(.invalidInput, "expected at least one (set, query, weight) term, found none")
         }
@@ -53,7 +28,7 @@ extension ExactSearch {
             guard termIDs.count == ids.count else {
                 throw StoreError(.invalidInput, "set \(term.set.name) has \(termIDs.count) rows, set \(first.set.name) has \(ids.count): expected the same documents")
             }
-            let scores = try allScores(term.set, query: term.query)
+            let scores = try RowScores.dots(term.set, query: term.query, threads: threads).dots
             for (position, id) in termIDs.enumerated() {
                 guard let target = index[id] else {
                     throw StoreError(.invalidInput, "document \"\(id)\" of set \(term.set.name) is not in set \(first.set.name)")
@@ -61,6 +36,13 @@ extension ExactSearch {
                 total[target] += Double(term.weight) * Double(scores[position])
             }
         }
+        return (ids, total)
+    }
+
+    /// The best (or, with `smallest`, worst) `k` documents by ``scoresAcrossCheckpoints(_:threads:)``.
+    public static func searchAcrossCheckpoints(_ terms: [(set: SketchSet, query: [Float], weight: Float)],
+                                               k: Int, smallest: Bool = false) throws -> [SearchHit] {
+        let (ids, total) = try scoresAcrossCheckpoints(terms)
         let sign: Double = smallest ? -1 : 1
         var top = TopK(capacity: k)
         for (position, score) in total.enumerated() { top.offer(Float(sign * score), position: position) }

@@ -45,7 +45,8 @@ public enum DensitySampling {
         for pass in 0..<2 {
             var position = 0
             var scores = [Double](repeating: 0, count: pass == 1 ? set.rowCount : 0)
-            try forEachChunk(set) { rows, count in
+            try set.forEachLiveChunk { rows, physical in
+                let count = physical.count
                 buckets = bucketsOf(rows, count: count, k: k, directions: directions, offsets: offsets, width: width, buckets: options.buckets,
                                     power: options.power)
                 for i in 0..<count {
@@ -99,32 +100,6 @@ public enum DensitySampling {
     }
 
     // MARK: - Helpers
-
-    /// Calls `body` with consecutive chunks of live rows as float32 `[count, k]`.
-    static func forEachChunk(_ set: SketchSet, _ body: (UnsafeBufferPointer<Float>, Int) throws -> Void) throws {
-        let chunk = 4096
-        var buffer = [Float](repeating: 0, count: chunk * set.k)
-        try set.forEachBlock { block in
-            let live = block.liveRows
-            var start = 0
-            while start < live.count {
-                let n = min(chunk, live.count - start)
-                buffer.withUnsafeMutableBufferPointer { target in
-                    for i in 0..<n {
-                        let source = block.row(live[start + i])
-                        let destination = target.baseAddress! + i * set.k
-                        if block.dtype == .float16 {
-                            gsk_f16_to_f32(source.baseAddress!.assumingMemoryBound(to: UInt16.self), destination, set.k)
-                        } else {
-                            destination.update(from: source.baseAddress!.assumingMemoryBound(to: Float.self), count: set.k)
-                        }
-                    }
-                }
-                try buffer.withUnsafeBufferPointer { try body($0, n) }
-                start += n
-            }
-        }
-    }
 
     /// h_r(x) = ⌊(⟨a_r, x⟩ + b_r) / w⌋ mod B for each row and hash, `[count, R]`; with power
     /// p > 1, the p cells of hash r are mixed into one bucket.

@@ -1,5 +1,6 @@
 import CGradSketchKernels
 import GradSketchInterchange
+import GradSketchSearch
 public import GradSketchStore
 
 /// The strategies of SELECT (Morris et al. 2025) and its baselines.

@@ -1,4 +1,5 @@
 import CGradSketchKernels
+import GradSketchSearch
 public import GradSketchStore
 
 /// In-Run Data Shapley (Wang et al. 2024) and TracIn from stored sketches, reported with the
@@ -45,7 +46,8 @@ public enum InRunValuation {
         var totals: [String: (first: Double, second: Double, count: Int)] = [:]
         var position = 0
         var dot: Float = 0
-        try DensitySampling.forEachChunk(log) { rows, count in
+        try log.forEachLiveChunk { rows, physical in
+            let count = physical.count
             for i in 0..<count {
                 defer { position += 1 }
                 let id = ids[position]
@@ -102,29 +104,7 @@ public enum InRunValuation {
 /// (matched by id), positive = helpful.
 public enum TracInCheckpoints {
     public static func values(_ terms: [(set: SketchSet, validation: [Float], weight: Float)]) throws -> [(id: String, value: Double)] {
-        guard let first = terms.first else {
-            throw StoreError(.invalidInput, "expected at least one checkpoint, found none")
-        }
-        let ids = try first.set.ids()
-        var index: [String: Int] = [:]
-        for (position, id) in ids.enumerated() { index[id] = position }
-        var total = [Double](repeating: 0, count: ids.count)
-        for term in terms {
-            guard term.validation.count == term.set.k else {
-                throw StoreError(.invalidInput, "the validation sketch for set \(term.set.name) has \(term.validation.count) values, the set has k = \(term.set.k)")
-            }
-            let termIDs = try term.set.ids()
-            guard termIDs.count == ids.count else {
-                throw StoreError(.invalidInput, "set \(term.set.name) has \(termIDs.count) rows, set \(first.set.name) has \(ids.count): expected the same documents")
-            }
-            let (dots, _) = try RowScores.dots(term.set, query: term.validation)
-            for (position, id) in termIDs.enumerated() {
-                guard let target = index[id] else {
-                    throw StoreError(.invalidInput, "document \"\(id)\" of set \(term.set.name) is not in set \(first.set.name)")
-                }
-                total[target] += Double(term.weight) * Double(dots[position])
-            }
-        }
+        let (ids, total) = try ExactSearch.scoresAcrossCheckpoints(terms.map { ($0.set, $0.validation, $0.weight) })
         return zip(ids, total).map { ($0, $1) }
     }
 }

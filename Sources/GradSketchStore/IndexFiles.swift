@@ -1,5 +1,5 @@
 import GradSketchHDF5
-public import GradSketchInterchange
+import GradSketchInterchange
 
 /// The arrays of an IVF index with int8 residual codes (Spec §10), as a builder hands them
 /// to the store. Rows are grouped by list: list `l` holds rows `listOffsets[l] ..<

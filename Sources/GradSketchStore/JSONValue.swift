@@ -48,6 +48,18 @@ public enum JSONValue: Codable, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { jsonText }
 
+    /// The number, when this is one.
+    public var doubleValue: Double? {
+        if case .number(let value) = self { return value }
+        return nil
+    }
+
+    /// The number, when this is an integral one.
+    public var intValue: Int? {
+        if case .number(let value) = self, value == value.rounded(), abs(value) < 9.0e15 { return Int(value) }
+        return nil
+    }
+
     public subscript(key: String) -> JSONValue? {
         if case .object(let object) = self { return object[key] }
         return nil

@@ -223,6 +223,31 @@ public final class SketchSet: Sendable {
         }
     }
 
+    /// Calls `body` with consecutive chunks of at most `rows` live rows widened to float32
+    /// (`[count, k]`, row-major) and each row's physical position: its index among all rows of
+    /// the set's segments, deleted ones included (Spec §10.2).
+    public func forEachLiveChunk(rows chunk: Int = 4096, _ body: (UnsafeBufferPointer<Float>, [Int]) throws -> Void) throws {
+        var buffer = [Float](repeating: 0, count: chunk * k)
+        var physicalStart = 0
+        try forEachBlock { block in
+            let live = block.liveRows
+            var start = 0
+            while start < live.count {
+                let n = min(chunk, live.count - start)
+                try buffer.withUnsafeMutableBytes { target in
+                    for i in 0..<n {
+                        let destination = UnsafeMutableRawBufferPointer(rebasing: target[(i * k * 4)..<((i + 1) * k * 4)])
+                        _ = try ElementConversion.convert(block.row(live[start + i]), from: block.dtype.elementType, to: .float32, into: destination)
+                    }
+                }
+                let physical = live[start..<(start + n)].map { physicalStart + $0 }
+                try buffer.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[0..<(n * k)]), physical) }
+                start += n
+            }
+            physicalStart += block.rowCount
+        }
+    }
+
     /// Ids of the live rows, in set order (read and verified once per set object).
     public func ids() throws -> [String] {
         if let cached = cachedIDs.withLock({ $0 }) { return cached }

@@ -59,7 +59,8 @@ import Testing
         var options = IVFBuildOptions()
         options.metric = metric
         let report = try IVFIndexBuilder.build(try store.sketchSet("g"), in: store, name: "main", options: options)
-        #expect(report.lists == IVFIndexBuilder.defaultLists(rows: 6000))
+        // The power of two nearest 2·√6000 ≈ 155 is 128 (≤ 6000/32 = 187).
+        #expect(report.lists == 128)
         #expect(report.tuning.last!.recall >= 0.95, "held-out recall with all lists probed: \(report.tuning)")
         let searcher = try IVFSearcher(set: try store.sketchSet("g"), index: "main")
         #expect(searcher.defaults.nprobe == report.defaultNprobe && searcher.indexedRows == 6000 && searcher.exactRows == 0)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GradSketchExperiments
 import GradSketchInterchange
 import GradSketchModels
 import GradSketchProjection
@@ -57,16 +58,8 @@ struct Train: ParsableCommand {
             var trainer = Trainer(model: MLP(hidden: hidden, seed: seed), optimizer: choice)
             var step = 0
             func checkpoint() throws {
-                // Copies the parameters into buffers owned here for the length of the call.
-                let buffers = trainer.model.shapes.map { shape -> (String, [Int], UnsafeMutableRawBufferPointer) in
-                    let values = trainer.model.parameters[shape.name]!
-                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: values.count * 4, alignment: 64)
-                    values.withUnsafeBytes { buffer.copyMemory(from: $0) }
-                    return (shape.name, shape.shape, buffer)
-                }
-                defer { buffers.forEach { $0.2.deallocate() } }
-                let inputs = try buffers.map { try TensorInput(name: $0.0, elementType: .float32, shape: $0.1, bytes: UnsafeRawBufferPointer($0.2)) }
-                let version = try store.putTensors("\(name)-step\(step)", inputs, detail: "Fashion-MNIST \(data.split.rawValue), \(optimizer), step \(step)")
+                let version = try Experiments.store(trainer.model, as: "\(name)-step\(step)", in: store,
+                                                    detail: "Fashion-MNIST \(data.split.rawValue), \(optimizer), step \(step)")
                 print("checkpoint \(name)-step\(step): version \(version)")
             }
             try checkpoint()

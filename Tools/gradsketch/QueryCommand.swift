@@ -168,13 +168,7 @@ struct Query: ParsableCommand {
             if source.hasPrefix("id:") {
                 query = try set.floatRows(at: try set.positions(of: [String(source.dropFirst(3))]))
             } else {
-                let file = try NumpyFile(path: source)
-                guard file.shape == [set.k] || file.shape == [1, set.k] else {
-                    throw StoreError(.invalidInput, "query for set \(setName) must have shape [\(set.k)], found \(file.shape)", path: source)
-                }
-                var values = [Float](repeating: 0, count: set.k)
-                _ = try values.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
-                query = values
+                query = try readVectors(source, width: set.k, what: "query for set \(setName)").values
             }
             terms.append((set, query, termWeight))
         }
@@ -196,14 +190,7 @@ struct Query: ParsableCommand {
             throw ValidationError("give exactly one query source: --vector, --id, --delta or --query-set (found \(sources))")
         }
         if let vector {
-            let file = try NumpyFile(path: vector)
-            let (rows, width) = file.shape.count == 1 ? (1, file.shape[0]) : file.shape.count == 2 ? (file.shape[0], file.shape[1]) : (0, 0)
-            guard width == target.k, rows >= 1 else {
-                throw StoreError(.invalidInput, "query must have shape [\(target.k)] or [Q, \(target.k)] for set \(target.name), found \(file.shape)", path: vector)
-            }
-            var values = [Float](repeating: 0, count: rows * width)
-            _ = try values.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
-            return (values, rows)
+            return try readVectors(vector, width: target.k, allowMany: true, what: "query")
         }
         if let id {
             return (try target.floatRows(at: try target.positions(of: [id])), 1)
@@ -218,23 +205,7 @@ struct Query: ParsableCommand {
             }
             return (try queries.floatRows(), queries.rowCount)
         }
-        let deltaName = delta!
-        guard let stored = target.attributes["projection"] else {
-            throw StoreError(.invalidInput, "set \(target.name) records no projection, so a delta cannot be projected to match it")
-        }
-        let definition = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(stored.jsonText.utf8))
-        let tensors = try store.tensorSet(deltaName, at: at)
-        let values = try tensors.entry.tensors.map { (name: $0.name, values: try tensors.tensor(named: $0.name).floats()) }
-        var query: [Float]
-        do {
-            query = try Projector.projectTensors(values, definition: definition)
-        } catch let error as ProjectionError {
-            throw StoreError(.invalidInput, "tensor set \(deltaName) does not fit set \(target.name)'s projection: \(error.description)")
-        }
-        if negate { query = query.map { -$0 } }
-        guard query.count == target.k else {
-            throw StoreError(.invalidInput, "the projected delta has \(query.count) values, set \(target.name) has k = \(target.k)")
-        }
+        let query = try projectedDelta(delta!, for: target, store: store, at: at, negate: negate)
         return (query, 1)
     }
 }

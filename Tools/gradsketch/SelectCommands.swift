@@ -120,28 +120,10 @@ struct SelectCommand: ParsableCommand {
 
     private func selectionQuery(store: Store, target: SketchSet) throws -> [Float] {
         guard (vector != nil) != (delta != nil) else { throw ValidationError("give exactly one of --vector and --delta") }
-        if let vector {
-            let file = try NumpyFile(path: vector)
-            guard file.shape == [target.k] || file.shape == [1, target.k] else {
-                throw StoreError(.invalidInput, "query must have shape [\(target.k)] for set \(target.name), found \(file.shape)", path: vector)
-            }
-            var values = [Float](repeating: 0, count: target.k)
-            _ = try values.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
-            return values
-        }
-        guard let stored = target.attributes["projection"] else {
-            throw StoreError(.invalidInput, "set \(target.name) records no projection, so a delta cannot be projected to match it")
-        }
-        let definition = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(stored.jsonText.utf8))
-        let tensors = try store.tensorSet(delta!, at: at)
-        let values = try tensors.entry.tensors.map { (name: $0.name, values: try tensors.tensor(named: $0.name).floats()) }
-        var query = try Projector.projectTensors(values, definition: definition)
-        if negate { query = query.map { -$0 } }
-        guard query.count == target.k else {
-            throw StoreError(.invalidInput, "the projected delta has \(query.count) values, set \(target.name) has k = \(target.k)")
-        }
-        return query
+        if let vector { return try readVectors(vector, width: target.k, what: "query").values }
+        return try projectedDelta(delta!, for: target, store: store, at: at, negate: negate)
     }
+
 }
 
 struct ValueCommand: ParsableCommand {
@@ -206,12 +188,7 @@ struct ValueCommand: ParsableCommand {
         guard let estimatorValue = GradEx.Estimator(rawValue: estimator) else { throw ValidationError("--estimator must be linear or logistic, found \(estimator)") }
         guard subsets >= 1, fraction > 0, fraction <= 1 else { throw ValidationError("--subsets must be ≥ 1 and --fraction in (0, 1]") }
         let target = try store.sketchSet(set)
-        let file = try NumpyFile(path: vector)
-        guard file.shape == [target.k] || file.shape == [1, target.k] else {
-            throw StoreError(.invalidInput, "the target-gradient sketch must have shape [\(target.k)], found \(file.shape)", path: vector)
-        }
-        var v = [Float](repeating: 0, count: target.k)
-        _ = try v.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
+        let v = try readVectors(vector, width: target.k, what: "the target-gradient sketch").values
         let gradex = try GradEx(target)
         let estimate = { (subset: [Int]) throws -> Double in
             try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: step, estimator: estimatorValue)

@@ -2,7 +2,8 @@ import CGradSketchKernels
 import Dispatch
 public import GradSketchStore
 
-/// Streaming passes over a set's live rows that every selection method is built from.
+/// Streaming passes over a set's live rows: the scores exact search, multi-checkpoint scoring
+/// and the selection methods are built from.
 public enum RowScores {
     /// Rows handed to one kernel call.
     static let chunkRows = 2048
@@ -17,7 +18,6 @@ public enum RowScores {
         var dots = [Float](repeating: 0, count: set.rowCount)
         var norms = squaredNorms ? [Float](repeating: 0, count: set.rowCount) : nil
         try set.forEachBlock { block in
-            let live = liveOrder(block)
             let parts = max(1, min(threads, (block.rowCount + chunkRows - 1) / chunkRows))
             let per = (block.rowCount + parts - 1) / parts
             // Rows of this block, deleted ones included, then compacted to live order.
@@ -46,16 +46,12 @@ public enum RowScores {
                     }
                 }
             }
-            for (offset, row) in live.rows.enumerated() {
-                dots[live.first + offset] = blockDots[row]
-                if squaredNorms { norms![live.first + offset] = blockNorms[row] }
+            for (offset, row) in block.liveRows.enumerated() {
+                dots[block.firstLiveIndex + offset] = blockDots[row]
+                if squaredNorms { norms![block.firstLiveIndex + offset] = blockNorms[row] }
             }
         }
         return (dots, norms)
     }
 
-    /// The local rows of a block that are live, and the live position of the first.
-    static func liveOrder(_ block: RowBlock) -> (first: Int, rows: [Int]) {
-        (block.firstLiveIndex, block.liveRows)
-    }
 }
