@@ -30,6 +30,8 @@ public struct PASERExperiment: ReportedExperiment {
         public let method: String
         public let budget: Double
         public let accuracy: Double
+        /// Selected rows of each true class (Fashion-MNIST order).
+        public let classCounts: [Int]
     }
 
     public struct Outcome: Sendable, Codable {
@@ -62,14 +64,21 @@ public struct PASERExperiment: ReportedExperiment {
         let pool = ImageSubset(train, Array(order.dropFirst(20_000).prefix(c.pool)))
         let prunedTrace = pruned.trace(images: pool.images, labels: pool.labels)
         let originalTrace = original.trace(images: pool.images, labels: pool.labels)
-        let degradation = zip(prunedTrace.losses, originalTrace.losses).map { Double($0 - $1) }
+        // Capability degradation as in PASER: the Jensen–Shannon divergence between the original
+        // and the pruned model's output distributions (the loss increase is kept as a second column).
+        let classes = MLP.classes
+        let degradation = (0..<pool.count).map { row in
+            PASER.jensenShannon(originalTrace.probabilities[(row * classes)..<((row + 1) * classes)].map(Double.init),
+                                prunedTrace.probabilities[(row * classes)..<((row + 1) * classes)].map(Double.init))
+        }
+        let lossIncrease = zip(prunedTrace.losses, originalTrace.losses).map { Double($0 - $1) }
         let definition = GradientSketcher.definition(for: pruned, seed: c.seed, side: c.side, kDense: 64)
         let sketches = try GradientSketcher.sketch(prunedTrace, model: pruned, definition: definition)
         let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
         _ = try sketches.withUnsafeBytes { bytes in
             try store.append(to: "paser-pool", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: pool.count, k: definition.k),
                              annotations: RowAnnotations(ids: (0..<pool.count).map { "paser/\($0)" }, labels: pool.labels.map { FashionMNIST.classNames[$0] },
-                                                         columns: ["degradation": degradation]),
+                                                         columns: ["degradation": degradation, "loss_increase": lossIncrease]),
                              options: SketchSetOptions(dtype: .float16, attributes: ["projection": definitionJSON,
                                                                                    "gradient_kind": .string("per-example-loss-gradient")]))
         }
@@ -106,8 +115,11 @@ public struct PASERExperiment: ReportedExperiment {
             let top = (0..<c.pool).sorted { degradation[$0] > degradation[$1] }
             for (method, positions) in [("PASER", paser.positions), ("random", Array(all.prefix(budget))), ("top degradation", Array(top.prefix(budget)))] {
                 let accuracy = recover(positions)
-                rows.append(Row(method: method, budget: fraction, accuracy: accuracy))
-                log(String(format: "paser: budget %.0f%% %-16@ recovered accuracy %.3f", 100 * fraction, method as NSString, accuracy))
+                var classCounts = [Int](repeating: 0, count: MLP.classes)
+                for position in positions { classCounts[pool.labels[position]] += 1 }
+                rows.append(Row(method: method, budget: fraction, accuracy: accuracy, classCounts: classCounts))
+                log(String(format: "paser: budget %.0f%% %-16@ recovered accuracy %.3f; rows per class %@", 100 * fraction, method as NSString, accuracy,
+                           classCounts.map(String.init).joined(separator: " ") as NSString))
             }
         }
         return Outcome(originalAccuracy: originalAccuracy, prunedAccuracy: prunedAccuracy, rows: rows)
@@ -118,13 +130,18 @@ public struct PASERExperiment: ReportedExperiment {
         report.paragraph("""
         MLP (\(c.hidden) hidden) trained on 20 000 images (test accuracy \(String(format: "%.3f", o.originalAccuracy))), then \
         \(Int(c.pruneFraction * 100)) % of each weight matrix zeroed by magnitude (\(String(format: "%.3f", o.prunedAccuracy))). \
-        Pool: \(c.pool) other images with gradient sketches at the pruned model and a degradation column (pruned minus \
-        original loss). PASER: spectral clustering (\(c.clusters) clusters, 10-NN graph) of the sketches, budgets ∝ mean \
+        Pool: \(c.pool) other images with gradient sketches at the pruned model and a degradation column: the \
+        Jensen–Shannon divergence between the original and the pruned model's outputs, as in PASER (the loss increase is \
+        stored too, as loss_increase). PASER: spectral clustering (\(c.clusters) clusters, 10-NN graph) of the sketches, budgets ∝ mean \
         cluster degradation, rows by degradation within a cluster (images have equal cost; no concept sets here). Recovery: \
-        \(c.recoverySteps) Adam steps on the selection with the pruned weights held at zero.
+        \(c.recoverySteps) Adam steps on the selection with the pruned weights held at zero. The last column counts the \
+        selected rows of each class: budgets proportional to degradation leave classes the pruned model still gets right \
+        with few or no rows, and recovery on the rest makes the model forget them. Random data covers every class and \
+        recovers more here.
         """)
-        report.table(["budget", "method", "recovered test accuracy"],
-                     o.rows.map { [String(format: "%.0f%%", 100 * $0.budget), $0.method, String(format: "%.3f", $0.accuracy)] })
+        report.table(["budget", "method", "recovered test accuracy", "rows per class (0–9)"],
+                     o.rows.map { [String(format: "%.0f%%", 100 * $0.budget), $0.method, String(format: "%.3f", $0.accuracy),
+                                   $0.classCounts.map(String.init).joined(separator: " ")] })
         for budget in c.budgets {
             report.bars(String(format: "recovered accuracy at a %.0f%% budget (original %.3f, pruned %.3f)", 100 * budget, o.originalAccuracy, o.prunedAccuracy),
                         o.rows.filter { $0.budget == budget }.map { ($0.method, $0.accuracy) }, maximum: 1)

@@ -72,6 +72,8 @@ public struct MLP: Sendable {
         public let outputGradients: [[Float]]
         /// Cross-entropy loss of each example.
         public let losses: [Float]
+        /// The softmax output distribution of each example (n × 10).
+        public let probabilities: [Float]
         public let predictions: [Int]
     }
 
@@ -104,6 +106,7 @@ public struct MLP: Sendable {
         let logits = x
         var delta = [Float](repeating: 0, count: n * Self.classes)
         var losses = [Float](repeating: 0, count: n)
+        var probabilities = [Float](repeating: 0, count: n * Self.classes)
         var predictions = [Int](repeating: 0, count: n)
         for row in 0..<n {
             let slice = logits[(row * Self.classes)..<((row + 1) * Self.classes)]
@@ -111,6 +114,7 @@ public struct MLP: Sendable {
             let exps = slice.map { Foundation.exp(Double($0 - top)) }
             let total = exps.reduce(0, +)
             for c in 0..<Self.classes {
+                probabilities[row * Self.classes + c] = Float(exps[c] / total)
                 delta[row * Self.classes + c] = Float(exps[c] / total) - (c == labels[row] ? 1 : 0)
             }
             losses[row] = Float(Foundation.log(total) - Double(slice[slice.startIndex + labels[row]] - top))
@@ -128,7 +132,8 @@ public struct MLP: Sendable {
             for i in previous.indices where z[i] <= 0 { previous[i] = 0 }
             outputGradients.insert(previous, at: 0)
         }
-        return Trace(count: n, activations: activations, outputGradients: outputGradients, losses: losses, predictions: predictions)
+        return Trace(count: n, activations: activations, outputGradients: outputGradients, losses: losses, probabilities: probabilities,
+                     predictions: predictions)
     }
 
     /// The per-example gradient of example `i`, materialised (tests and small models only).

@@ -111,6 +111,20 @@ public enum PASER {
         return kMeans(coordinates, count: n, width: k, clusters: k, seed: options.seed)
     }
 
+    /// Jensen–Shannon divergence of two discrete distributions in nats, ½ KL(p‖m) + ½ KL(q‖m)
+    /// with m = (p + q)/2: PASER's per-example capability degradation between the original and
+    /// the pruned model's outputs. Symmetric, 0 for equal inputs, at most ln 2.
+    public static func jensenShannon(_ p: some Collection<Double>, _ q: some Collection<Double>) -> Double {
+        precondition(p.count == q.count, "distributions of different lengths")
+        var divergence = 0.0
+        for (a, b) in zip(p, q) {
+            let m = (a + b) / 2
+            if a > 0 { divergence += 0.5 * a * log(a / m) }
+            if b > 0 { divergence += 0.5 * b * log(b / m) }
+        }
+        return max(0, divergence)
+    }
+
     /// n_c = ⌊B · CDS_c / Σ CDS⌋ with CDS_c the mean degradation of cluster c (negative
     /// degradations count as 0).
     public static func allocate(budget: Int, degradation: [Double], clusters: [Int]) -> [Int: Int] {

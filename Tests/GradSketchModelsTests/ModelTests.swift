@@ -159,4 +159,96 @@ import Testing
         #expect(loss < before * 0.5, "loss \(before) → \(loss)")
         #expect(accuracy > 0.7, "accuracy \(accuracy)")
     }
+
+    /// Ghost dot products of one linear layer against gradients materialised in Double, on
+    /// both routes: T = 1 and T = 2 take the ghost path (2T² ≤ in·out = 20), T = 4 materialises.
+    @Test(arguments: [1, 2, 4])
+    func ghostLayerDotProductsEqualMaterialisedGradients(tokens: Int) {
+        let inputs = 4, outputs = 5, n = 3, m = 2
+        var generator = SplitMix64(seed: UInt64(tokens))
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &generator) } }
+        let a = values(n * tokens * inputs), b = values(n * tokens * outputs)
+        let otherA = values(m * tokens * inputs), otherB = values(m * tokens * outputs)
+        func gradient(_ a: [Float], _ b: [Float], _ i: Int) -> [Double] {  // Σ_t b_t ⊗ a_t, then the bias Σ_t b_t
+            var g = [Double](repeating: 0, count: outputs * inputs + outputs)
+            for t in 0..<tokens {
+                let row = i * tokens + t
+                for o in 0..<outputs {
+                    for c in 0..<inputs { g[o * inputs + c] += Double(b[row * outputs + o]) * Double(a[row * inputs + c]) }
+                    g[outputs * inputs + o] += Double(b[row * outputs + o])
+                }
+            }
+            return g
+        }
+        let ghost = GhostDotProduct.linearLayer(activations: a, outputGradients: b, count: n, otherActivations: otherA,
+                                                otherOutputGradients: otherB, otherCount: m, tokens: tokens, inputs: inputs, outputs: outputs, bias: true)
+        #expect(GhostDotProduct.usesGhostPath(tokens: tokens, inputs: inputs, outputs: outputs) == (tokens < 4))
+        let weight = values(outputs * inputs), bias = values(outputs)
+        let contracted = GhostDotProduct.contract(activations: a, outputGradients: b, count: n, tokens: tokens, inputs: inputs, outputs: outputs,
+                                                  weight: weight, bias: bias)
+        for i in 0..<n {
+            let g = gradient(a, b, i)
+            for j in 0..<m {
+                let expected = zip(g, gradient(otherA, otherB, j)).reduce(0.0) { $0 + $1.0 * $1.1 }
+                #expect(abs(ghost[i * m + j] - expected) < 1e-5 * max(1, abs(expected)), "pair \(i),\(j): \(ghost[i * m + j]) vs \(expected)")
+            }
+            let expected = zip(g, (weight + bias).map(Double.init)).reduce(0.0) { $0 + $1.0 * $1.1 }
+            #expect(abs(contracted[i] - expected) < 1e-5 * max(1, abs(expected)))
+        }
+    }
+
+    /// Whole-model ghost dot products equal the dot products of materialised per-example gradients.
+    @Test func modelGhostDotProductsEqualMaterialisedGradients() {
+        let model = MLP(hidden: 12, seed: 4)
+        let (images, labels) = Self.batch(3, seed: 5), (otherImages, otherLabels) = Self.batch(4, seed: 6)
+        let trace = model.trace(images: images, labels: labels), other = model.trace(images: otherImages, labels: otherLabels)
+        let ghost = model.ghostDotProducts(trace, other)
+        let direction = model.meanGradient(of: other)
+        let contracted = model.ghostDotProducts(trace, with: direction)
+        func dot(_ x: [String: [Float]], _ y: [String: [Float]]) -> Double {
+            x.reduce(0.0) { sum, entry in sum + zip(entry.value, y[entry.key]!).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } }
+        }
+        for i in 0..<3 {
+            let g = model.gradient(of: trace, example: i)
+            for j in 0..<4 {
+                let expected = dot(g, model.gradient(of: other, example: j))
+                #expect(abs(ghost[i * 4 + j] - expected) < 1e-4 * max(1, abs(expected)), "pair \(i),\(j)")
+            }
+            let expected = dot(g, direction)
+            #expect(abs(contracted[i] - expected) < 1e-4 * max(1, abs(expected)))
+        }
+    }
+
+    /// uᵀ H v from the R-operator against a four-point second difference of the naive Double
+    /// mean loss, (L(+u+v) − L(+u−v) − L(−u+v) + L(−u−v)) / 4ε², for random u and v.
+    @Test(arguments: [0, 12])
+    func exactHessianVectorProductsMatchSecondDifferences(hidden: Int) {
+        var model = MLP(hidden: hidden, seed: 8)
+        for layer in model.layers { model.parameters[layer.bias] = model.parameters[layer.bias]!.indices.map { Float($0 % 3) * 0.1 - 0.1 } }
+        let (images, labels) = Self.batch(4, seed: 3)
+        var generator = SplitMix64(seed: 21)
+        func direction() -> [String: [Float]] { model.parameters.mapValues { $0.map { _ in Float.random(in: -1...1, using: &generator) } } }
+        let parameters = model.parameters.mapValues { $0.map(Double.init) }
+        func meanLoss(_ shift: [String: [Double]]) -> Double {
+            let moved = parameters.merging(shift) { zip($0, $1).map { $0 + $1 } }
+            return (0..<4).reduce(0.0) { $0 + Self.naiveLoss(model, moved, image: images[($1 * MLP.inputs)..<(($1 + 1) * MLP.inputs)], label: labels[$1]) } / 4
+        }
+        for _ in 0..<3 {
+            let u = direction(), v = direction()
+            let hv = model.hessianVectorProduct(images: images, labels: labels, direction: v)
+            let analytic = u.reduce(0.0) { sum, entry in sum + zip(entry.value, hv[entry.key]!).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } }
+            let epsilon = 1e-5  // small enough that no ReLU changes sign, large enough for Double rounding (≈ 1e-5 absolute)
+            func shift(_ su: Double, _ sv: Double) -> [String: [Double]] {
+                var moved: [String: [Double]] = [:]
+                for (name, values) in u {
+                    let other = v[name]!
+                    moved[name] = values.indices.map { su * epsilon * Double(values[$0]) + sv * epsilon * Double(other[$0]) }
+                }
+                return moved
+            }
+            let corners: Double = meanLoss(shift(1, 1)) - meanLoss(shift(1, -1)) - meanLoss(shift(-1, 1)) + meanLoss(shift(-1, -1))
+            let numeric = corners / (4 * epsilon * epsilon)
+            #expect(abs(analytic - numeric) < 1e-3 * max(1, abs(numeric)), "uᵀHv \(analytic) vs second difference \(numeric)")
+        }
+    }
 }

@@ -304,6 +304,14 @@ import Testing
         #expect(!PASER.isConsistent(["a", "c"], with: graph))
         #expect(PASER.isConsistent(["x", "y"], with: graph))
 
+        // Jensen–Shannon divergence (nats), hand-computed with Python's math.log: disjoint
+        // supports give ln 2, identical inputs 0, and it is symmetric.
+        #expect(abs(PASER.jensenShannon([1, 0], [0, 1]) - log(2)) < 1e-15)
+        #expect(PASER.jensenShannon([0.2, 0.3, 0.5], [0.2, 0.3, 0.5]) == 0)
+        #expect(abs(PASER.jensenShannon([0.5, 0.5], [1, 0]) - 0.21576155433883565) < 1e-15)
+        #expect(abs(PASER.jensenShannon([0.7, 0.2, 0.1], [0.1, 0.3, 0.6]) - 0.23064548790411332) < 1e-15)
+        #expect(PASER.jensenShannon([0.1, 0.3, 0.6], [0.7, 0.2, 0.1]) == PASER.jensenShannon([0.7, 0.2, 0.1], [0.1, 0.3, 0.6]))
+
         // Four planted directions: spectral clusters recover them (purity over 0.95).
         var generator = SplitMix64(seed: 9)
         let k = 12, n = 400
