@@ -135,7 +135,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GradSketchSelectTests",
-            dependencies: ["GradSketchSelect", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
+            dependencies: ["GradSketchSelect", "GradSketchSearch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

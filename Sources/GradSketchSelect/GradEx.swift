@@ -1,3 +1,4 @@
+import COpenBLAS
 import Foundation
 import GradSketchInterchange
 public import GradSketchStore
@@ -18,38 +19,44 @@ public struct GradEx: Sendable {
     /// Source names, in order of first appearance.
     public let sources: [String]
     public let width: Int
-    /// Rows (float32, row-major) of each source.
-    let rows: [[Float]]
+    /// Rows (float32, row-major) of each source, when kept.
+    let rows: [[Float]]?
     /// Σ s_i and row count of each source.
     let sums: [[Double]]
     let counts: [Int]
 
-    /// Reads `set` grouping rows by their label (one label per source).
-    public init(_ set: SketchSet) throws {
+    /// Reads `set` in one streaming pass, grouping rows by their label (one label per source).
+    /// The linear estimator needs only each source's sum; `keepingRows` also keeps the rows
+    /// (float32, N·k·4 bytes) for the logistic one.
+    public init(_ set: SketchSet, keepingRows: Bool = true) throws {
         let labels = try set.labels()
-        let all = try set.floatRows()
         var index: [String: Int] = [:], names: [String] = []
         var rows: [[Float]] = [], sums: [[Double]] = [], counts: [Int] = []
         let k = set.k
-        for (position, label) in labels.enumerated() {
-            guard !label.isEmpty else { throw StoreError(.invalidInput, "row \(position) of set \(set.name) has no label: GradEx groups rows by label (source)") }
-            let source: Int
-            if let known = index[label] { source = known } else {
-                source = names.count
-                index[label] = source
-                names.append(label)
-                rows.append([])
-                sums.append([Double](repeating: 0, count: k))
-                counts.append(0)
+        var position = 0
+        try set.forEachLiveChunk(rows: 8192) { chunk, _ in
+            for offset in 0..<(chunk.count / k) {
+                let label = labels[position]
+                guard !label.isEmpty else { throw StoreError(.invalidInput, "row \(position) of set \(set.name) has no label: GradEx groups rows by label (source)") }
+                let source: Int
+                if let known = index[label] { source = known } else {
+                    source = names.count
+                    index[label] = source
+                    names.append(label)
+                    rows.append([])
+                    sums.append([Double](repeating: 0, count: k))
+                    counts.append(0)
+                }
+                let row = UnsafeBufferPointer(rebasing: chunk[(offset * k)..<((offset + 1) * k)])
+                if keepingRows { rows[source].append(contentsOf: row) }
+                sums[source].withUnsafeMutableBufferPointer { sum in for j in 0..<k { sum[j] += Double(row[j]) } }
+                counts[source] += 1
+                position += 1
             }
-            let row = all[(position * k)..<((position + 1) * k)]
-            rows[source] += row
-            for (j, value) in row.enumerated() { sums[source][j] += Double(value) }
-            counts[source] += 1
         }
         self.sources = names
         self.width = k
-        self.rows = rows
+        self.rows = keepingRows ? rows : nil
         self.sums = sums
         self.counts = counts
     }
@@ -71,7 +78,11 @@ public struct GradEx: Sendable {
         case .linear:
             return baseLoss - step * zip(v, mean).reduce(0) { $0 + Double($1.0) * $1.1 }
         case .logistic:
+            guard let rows else {
+                throw StoreError(.invalidInput, "the logistic estimator needs the rows: read the set with GradEx(set, keepingRows: true)")
+            }
             var features: [Float] = []
+            features.reserveCapacity(total * width)
             for source in subset { features += rows[source].map { -$0 } }
             var z = Self.positiveLogisticRegression(features: features, count: total, width: width, c: c)
             // Rescale to the length of the linear step, step · ‖mean s‖.
@@ -83,33 +94,40 @@ public struct GradEx: Sendable {
     }
 
     /// argmin_z Σ_i log(1 + e^{−⟨z, x_i⟩}) + ‖z‖²/(2C), by Newton's method with conjugate-gradient
-    /// solves (Hessian-vector products, never a d × d matrix) and a backtracking line search.
+    /// solves (Hessian-vector products, never a d × d matrix) and a backtracking line search,
+    /// until the gradient norm falls to `tolerance` times its first value (or 1).
     public static func positiveLogisticRegression(features x: [Float], count n: Int, width d: Int, c: Double,
-                                                  iterations: Int = 30, tolerance: Double = 1e-8) -> [Double] {
+                                                  iterations: Int = 30, tolerance: Double = 1e-10) -> [Double] {
+        // Every product is a Double GEMV over a Double copy of the features (n·d·8 bytes): Newton's
+        // quadratic convergence to a 1e-8 gradient needs Hessian products at that precision.
+        let features = x.map(Double.init)
         var z = [Double](repeating: 0, count: d)
         func margins(_ z: [Double]) -> [Double] {
-            (0..<n).map { i in (0..<d).reduce(0.0) { $0 + Double(x[i * d + $1]) * z[$1] } }
+            var m = [Double](repeating: 0, count: n)
+            cblas_dgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(d), 1, features, Int32(d), z, 1, 0, &m, 1)
+            return m
         }
         func objective(_ z: [Double], _ m: [Double]) -> Double {
             m.reduce(0) { $0 + softplus(-$1) } + z.reduce(0) { $0 + $1 * $1 } / (2 * c)
         }
         var m = margins(z)
+        var initialNorm: Double?
         for _ in 0..<iterations {
             // gradient: −Σ σ(−m_i) x_i + z/C ; Hessian: Σ σ(m_i)σ(−m_i) x_i x_iᵀ + I/C
             let p = m.map { sigmoid(-$0) }
             var gradient = z.map { $0 / c }
-            for i in 0..<n { for j in 0..<d { gradient[j] -= p[i] * Double(x[i * d + j]) } }
+            cblas_dgemv(CblasRowMajor, CblasTrans, Int32(n), Int32(d), -1, features, Int32(d), p, 1, 1, &gradient, 1)
             let norm = gradient.reduce(0) { $0 + $1 * $1 }.squareRoot()
-            if norm < tolerance { break }
+            // Relative to the first gradient: a sum of n·d products cannot get below its own rounding.
+            if initialNorm == nil { initialNorm = norm }
+            if norm <= tolerance * max(1, initialNorm!) { break }
             let weights = m.map { sigmoid($0) * sigmoid(-$0) }
+            var dots = [Double](repeating: 0, count: n)
             func hessianTimes(_ v: [Double]) -> [Double] {
+                cblas_dgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(d), 1, features, Int32(d), v, 1, 0, &dots, 1)
+                for i in 0..<n { dots[i] *= weights[i] }
                 var result = v.map { $0 / c }
-                for i in 0..<n {
-                    var dot = 0.0
-                    for j in 0..<d { dot += Double(x[i * d + j]) * v[j] }
-                    let scaled = weights[i] * dot
-                    for j in 0..<d { result[j] += scaled * Double(x[i * d + j]) }
-                }
+                cblas_dgemv(CblasRowMajor, CblasTrans, Int32(n), Int32(d), 1, features, Int32(d), dots, 1, 1, &result, 1)
                 return result
             }
             // Conjugate gradients on H δ = −gradient.

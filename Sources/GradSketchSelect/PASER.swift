@@ -1,6 +1,7 @@
 import COpenBLAS
 import Foundation
 import GradSketchInterchange
+public import GradSketchSearch
 public import GradSketchStore
 
 /// PASER (He et al. 2025): recovery data for a pruned model. Rows (embeddings or gradient
@@ -14,17 +15,24 @@ public enum PASER {
         public var clusters = 10
         public var neighbours = 10
         public var iterations = 200
+        /// A cosine IVF index of the set for the kNN graph. Without one the graph is exact,
+        /// which costs O(N²·d) and holds the rows in memory: fine to about 10⁵ rows.
+        public var index: String?
         public var seed: UInt64 = 0
         public init() {}
     }
 
-    /// Cluster labels from spectral clustering: a symmetric kNN graph on cosine similarity with
-    /// Gaussian weights (σ = median neighbour distance), the `clusters` leading eigenvectors of
-    /// D^{-1/2} W D^{-1/2} by subspace iteration, rows normalised, then L2 k-means.
+    /// Each row's nearest neighbours by cosine similarity: (row, similarity) lists.
+    public typealias Neighbours = [[(row: Int, similarity: Float)]]
+
+    /// Cluster labels from spectral clustering of rows given in memory (exact kNN graph).
     public static func spectralClusters(rows: [Float], count n: Int, width d: Int, options: Options = Options()) -> [Int] {
-        let k = min(options.clusters, n)
-        guard k > 1 else { return [Int](repeating: 0, count: n) }
-        // Unit rows; cosine similarities block by block with GEMM, keeping each row's top neighbours.
+        spectralClusters(neighbours: exactNeighbours(rows: rows, count: n, width: d, neighbours: options.neighbours), options: options)
+    }
+
+    /// The `m` most cosine-similar other rows of every row, exactly: unit rows, similarities
+    /// block by block with GEMM. O(N²·d): for large sets use a cosine IVF index instead.
+    public static func exactNeighbours(rows: [Float], count n: Int, width d: Int, neighbours m: Int) -> Neighbours {
         var unit = rows
         for i in 0..<n {
             var norm: Float = 0
@@ -32,8 +40,8 @@ public enum PASER {
             let inverse = norm > 0 ? 1 / norm.squareRoot() : 0
             for j in 0..<d { unit[i * d + j] *= inverse }
         }
-        let m = min(options.neighbours, n - 1)
-        var neighbours = [[(Int, Float)]](repeating: [], count: n)
+        let m = min(m, n - 1)
+        var neighbours = Neighbours(repeating: [], count: n)
         let block = 1024
         var similarities = [Float](repeating: 0, count: block * n)
         var start = 0
@@ -45,60 +53,110 @@ public enum PASER {
             }
             for r in 0..<rowsInBlock {
                 let i = start + r
-                var top: [(Int, Float)] = []
+                var top: [(row: Int, similarity: Float)] = []
                 for j in 0..<n where j != i {
                     let s = similarities[r * n + j]
-                    if top.count < m { top.append((j, s)); if top.count == m { top.sort { $0.1 > $1.1 } } }
-                    else if s > top[m - 1].1 {
+                    if top.count < m { top.append((j, s)); if top.count == m { top.sort { $0.similarity > $1.similarity } } }
+                    else if s > top[m - 1].similarity {
                         top[m - 1] = (j, s)
                         var t = m - 1
-                        while t > 0 && top[t].1 > top[t - 1].1 { top.swapAt(t, t - 1); t -= 1 }
+                        while t > 0 && top[t].similarity > top[t - 1].similarity { top.swapAt(t, t - 1); t -= 1 }
                     }
                 }
                 neighbours[i] = top
             }
             start += rowsInBlock
         }
+        return neighbours
+    }
+
+    /// The `m` nearest other rows of every live row of `set` through its cosine IVF index
+    /// `index`: every row is a query, in chunks, on `threads` threads.
+    public static func indexedNeighbours(_ set: SketchSet, index: String, neighbours m: Int, threads: Int = 2,
+                                         parameters: IVFSearchParameters? = nil) throws -> Neighbours {
+        let searcher = try IVFSearcher(set: set, index: index)
+        guard searcher.metric == .cosine else {
+            throw StoreError(.invalidInput, "PASER needs a cosine index for its kNN graph; index \(index) of set \(set.name) is \(searcher.metric)")
+        }
+        var neighbours = Neighbours(repeating: [], count: set.rowCount)
+        var row = 0
+        try set.forEachLiveChunk(rows: 8192) { chunk, _ in
+            let count = chunk.count / set.k
+            let hits = try searcher.search(queries: Array(chunk), count: count, k: m + 1, parameters: parameters, threads: threads)
+            for (offset, found) in hits.enumerated() {
+                let me = row + offset
+                neighbours[me] = found.filter { $0.position != me }.prefix(m).map { ($0.position, $0.score) }
+            }
+            row += count
+        }
+        return neighbours
+    }
+
+    /// Spectral clustering from a kNN graph: symmetric Gaussian weights on the unit-sphere
+    /// distance (σ = median neighbour distance), the `clusters` leading eigenvectors of
+    /// D^{-1/2} W D^{-1/2} by subspace iteration, rows normalised, then L2 k-means.
+    public static func spectralClusters(neighbours: Neighbours, options: Options = Options()) -> [Int] {
+        let n = neighbours.count
+        let k = min(options.clusters, n)
+        guard k > 1 else { return [Int](repeating: 0, count: n) }
         // Distances on the unit sphere: ‖a − b‖² = 2 − 2 cos.
-        let distances = neighbours.flatMap { $0.map { Double(max(0, 2 - 2 * $0.1)).squareRoot() } }.sorted()
-        let sigma = max(distances[distances.count / 2], 1e-12)
-        var graph = [[Int: Double]](repeating: [:], count: n)
+        let distances = neighbours.flatMap { $0.map { Double(max(0, 2 - 2 * $0.similarity)).squareRoot() } }.sorted()
+        let sigma = max(distances.isEmpty ? 0 : distances[distances.count / 2], 1e-12)
+        // Symmetric graph in compressed rows: an edge i–j when either lists the other, with the
+        // larger weight.
+        var edges: [(Int, Int, Double)] = []
+        edges.reserveCapacity(2 * n * options.neighbours)
         for i in 0..<n {
             for (j, s) in neighbours[i] {
-                let distanceSquared = Double(max(0, 2 - 2 * s))
-                let weight = exp(-distanceSquared / (2 * sigma * sigma))
-                graph[i][j] = max(graph[i][j] ?? 0, weight)
-                graph[j][i] = max(graph[j][i] ?? 0, weight)
+                let weight = exp(-Double(max(0, 2 - 2 * s)) / (2 * sigma * sigma))
+                edges.append((i, j, weight))
+                edges.append((j, i, weight))
             }
         }
-        let degree = graph.map { $0.values.reduce(0, +) }
+        edges.sort { $0.0 != $1.0 ? $0.0 < $1.0 : ($0.1 != $1.1 ? $0.1 < $1.1 : $0.2 > $1.2) }
+        var rowStart = [Int](repeating: 0, count: n + 1), columns: [Int] = [], weights: [Double] = []
+        columns.reserveCapacity(edges.count)
+        weights.reserveCapacity(edges.count)
+        for (index, edge) in edges.enumerated() where index == 0 || edges[index - 1].0 != edge.0 || edges[index - 1].1 != edge.1 {
+            columns.append(edge.1)
+            weights.append(edge.2)
+            rowStart[edge.0 + 1] += 1
+        }
+        edges = []
+        for i in 0..<n { rowStart[i + 1] += rowStart[i] }
+        var degree = [Double](repeating: 0, count: n)
+        for i in 0..<n { for e in rowStart[i]..<rowStart[i + 1] { degree[i] += weights[e] } }
         let scale = degree.map { $0 > 0 ? 1 / $0.squareRoot() : 0 }
         // Subspace iteration on (I + D^{-1/2} W D^{-1/2}) / 2, whose top eigenvectors are the
-        // normalised Laplacian's bottom ones.
+        // normalised Laplacian's bottom ones, until the subspace stops moving.
         var random = SeededRandom(seed: options.seed)
         var basis = (0..<(n * k)).map { _ in random.nextUnit() - 0.5 }
+        orthonormaliseColumns(&basis, rows: n, columns: k)
+        var next = [Double](repeating: 0, count: n * k)
+        let threads = 2
+        let offsets = rowStart, neighbourRows = columns, edgeWeights = weights
         for _ in 0..<options.iterations {
-            var next = [Double](repeating: 0, count: n * k)
-            for i in 0..<n {
-                for c in 0..<k { next[i * k + c] = 0.5 * basis[i * k + c] }
-                for (j, w) in graph[i] {
-                    let factor = 0.5 * scale[i] * w * scale[j]
-                    for c in 0..<k { next[i * k + c] += factor * basis[j * k + c] }
+            basis.withUnsafeBufferPointer { b in
+                next.withUnsafeMutableBufferPointer { out in
+                    nonisolated(unsafe) let b = b, out = out
+                    DispatchQueue.concurrentPerform(iterations: threads) { part in
+                        for i in stride(from: part, to: n, by: threads) {
+                            for c in 0..<k { out[i * k + c] = 0.5 * b[i * k + c] }
+                            for e in offsets[i]..<offsets[i + 1] {
+                                let j = neighbourRows[e]
+                                let factor = 0.5 * scale[i] * edgeWeights[e] * scale[j]
+                                for c in 0..<k { out[i * k + c] += factor * b[j * k + c] }
+                            }
+                        }
+                    }
                 }
             }
-            // Modified Gram–Schmidt on the columns.
-            for c in 0..<k {
-                for p in 0..<c {
-                    var dot = 0.0
-                    for i in 0..<n { dot += next[i * k + c] * next[i * k + p] }
-                    for i in 0..<n { next[i * k + c] -= dot * next[i * k + p] }
-                }
-                var norm = 0.0
-                for i in 0..<n { norm += next[i * k + c] * next[i * k + c] }
-                let inverse = norm > 0 ? 1 / norm.squareRoot() : 0
-                for i in 0..<n { next[i * k + c] *= inverse }
-            }
-            basis = next
+            orthonormaliseColumns(&next, rows: n, columns: k)
+            // ‖Bᵀ B'‖²_F = k exactly when the two orthonormal bases span the same subspace.
+            var overlap = [Double](repeating: 0, count: k * k)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(k), Int32(k), Int32(n), 1, basis, Int32(k), next, Int32(k), 0, &overlap, Int32(k))
+            swap(&basis, &next)
+            if Double(k) - overlap.reduce(0) { $0 + $1 * $1 } < 1e-10 * Double(k) { break }
         }
         // Row-normalised spectral coordinates, clustered with L2 k-means.
         var coordinates = [Float](repeating: 0, count: n * k)
@@ -174,7 +232,9 @@ public enum PASER {
                 concepts[row] = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
             }
         }
-        let clusters = spectralClusters(rows: try set.floatRows(), count: n, width: set.k, options: options)
+        let neighbours = try options.index.map { try indexedNeighbours(set, index: $0, neighbours: options.neighbours) }
+            ?? exactNeighbours(rows: try set.floatRows(), count: n, width: set.k, neighbours: options.neighbours)
+        let clusters = spectralClusters(neighbours: neighbours, options: options)
         let quota = allocate(budget: budget, degradation: degradation, clusters: clusters)
         let efficiency = (0..<n).map { degradation[$0] / log(max(cost[$0], 1.000001)) }
         var graph: [String: Set<String>] = [:]
@@ -193,8 +253,40 @@ public enum PASER {
         return SelectionResult(method: "paser", parameters: [
             "budget": .number(Double(budget)), "clusters": .number(Double(options.clusters)), "neighbours": .number(Double(options.neighbours)),
             "degradation_column": .string(degradationColumn), "cost_column": costColumn.map(JSONValue.string) ?? .null,
-            "concepts": .bool(useConcepts), "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
+            "concepts": .bool(useConcepts), "neighbour_index": options.index.map(JSONValue.string) ?? .null, "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
         ], set: set.name, setVersion: set.version, positions: picked.map(\.0), ids: picked.map { ids[$0.0] }, scores: picked.map(\.1))
+    }
+
+    /// Makes the columns of the row-major `rows × columns` matrix orthonormal (its Q factor) by
+    /// Cholesky QR applied twice: G = XᵀX = LLᵀ, X ← X L⁻ᵀ; the second pass restores the
+    /// orthogonality the first loses when X is ill-conditioned. Columns that are (numerically)
+    /// dependent are replaced by zeros.
+    static func orthonormaliseColumns(_ x: inout [Double], rows n: Int, columns k: Int) {
+        for _ in 0..<2 {
+            var gram = [Double](repeating: 0, count: k * k)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(k), Int32(k), Int32(n), 1, x, Int32(k), x, Int32(k), 0, &gram, Int32(k))
+            // Cholesky: gram = L Lᵀ, L lower triangular (row-major).
+            var l = [Double](repeating: 0, count: k * k)
+            for i in 0..<k {
+                for j in 0...i {
+                    var sum = gram[i * k + j]
+                    for p in 0..<j { sum -= l[i * k + p] * l[j * k + p] }
+                    if i == j { l[i * k + i] = sum > 1e-300 ? sum.squareRoot() : 0 } else { l[i * k + j] = l[j * k + j] > 0 ? sum / l[j * k + j] : 0 }
+                }
+            }
+            // L⁻¹ by forward substitution, then X ← X (L⁻¹)ᵀ.
+            var inverse = [Double](repeating: 0, count: k * k)
+            for column in 0..<k {
+                for i in column..<k {
+                    guard l[i * k + i] > 0 else { continue }
+                    var sum = i == column ? 1.0 : 0
+                    for p in column..<i { sum -= l[i * k + p] * inverse[p * k + column] }
+                    inverse[i * k + column] = sum / l[i * k + i]
+                }
+            }
+            let product = x
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(k), Int32(k), 1, product, Int32(k), inverse, Int32(k), 0, &x, Int32(k))
+        }
     }
 
     /// Plain L2 k-means (k-means++ seeding) for the spectral coordinates.

@@ -1,5 +1,6 @@
 import Foundation
 import GradSketchInterchange
+import GradSketchSearch
 import GradSketchSelect
 import GradSketchStore
 import GradSketchTestSupport
@@ -348,6 +349,33 @@ import Testing
         var perCluster: [Int: [Int]] = [:]
         for position in result.positions { perCluster[labels[position], default: []].append(position) }
         for members in perCluster.values { #expect(members.map { degradation[$0] } == members.map { degradation[$0] }.sorted(by: >)) }
+        // The kNN graph: exact and through a cosine IVF index probed in full both equal a naive
+        // Double cosine top-10; an inner-product index is refused.
+        var naive = [Set<Int>]()
+        func norm(_ i: Int) -> Double { (0..<k).reduce(0.0) { $0 + Double(rows[i * k + $1]) * Double(rows[i * k + $1]) }.squareRoot() }
+        for i in 0..<n {
+            let cosines = (0..<n).map { j in j == i ? -Double.infinity : (0..<k).reduce(0.0) { $0 + Double(rows[i * k + $1]) * Double(rows[j * k + $1]) } / (norm(i) * norm(j)) }
+            naive.append(Set((0..<n).sorted { cosines[$0] > cosines[$1] }.prefix(10)))
+        }
+        var cosine = IVFBuildOptions()
+        cosine.metric = .cosine
+        try IVFIndexBuilder.build(try store.sketchSet("pool"), in: store, name: "cos", options: cosine)
+        try IVFIndexBuilder.build(try store.sketchSet("pool"), in: store, name: "ip")
+        let pool = try store.sketchSet("pool")
+        let exactGraph = PASER.exactNeighbours(rows: rows, count: n, width: k, neighbours: 10)
+        let lists = try IVFSearcher(set: pool, index: "cos").lists
+        let indexedGraph = try PASER.indexedNeighbours(pool, index: "cos", neighbours: 10, parameters: IVFSearchParameters(nprobe: lists, rerank: 64))
+        var shared = 0
+        for i in 0..<n {
+            #expect(Set(exactGraph[i].map(\.row)) == naive[i], "row \(i)")
+            shared += Set(indexedGraph[i].map(\.row)).intersection(naive[i]).count
+        }
+        #expect(shared == 10 * n, "indexed neighbours shared with the naive ones: \(shared) of \(10 * n)")
+        #expect(throws: StoreError.self) { try PASER.indexedNeighbours(pool, index: "ip", neighbours: 10) }
+        var indexed = options
+        indexed.index = "cos"
+        #expect(try PASER.select(pool, budget: 60, degradationColumn: "degradation", useConcepts: true, options: indexed).positions.count <= 60)
+
         // Once "shoe"–"red" is in the graph, a row adding "blue" with both is still consistent only
         // if blue is unknown; never two rows whose known concepts are unlinked.
         var graph2: [String: Set<String>] = [:]

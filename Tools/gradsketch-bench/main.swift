@@ -10,6 +10,8 @@
 //   gradsketch-bench ann STORE SET QUERIES.npy TRUTH.npy METRIC NPROBES [LISTS]
 //                                              builds an IVF index, then recall@10 and 1-thread QPS per nprobe
 //   gradsketch-bench select DIR N K PICKS      greedy SELECT with PICKS picks vs PICKS full scans; density sampling
+//   gradsketch-bench methods DIR N K           PASER (indexed kNN graph), GradEx and In-Run valuation on N rows,
+//                                              each against one streaming scan of the same rows
 //
 // Prints one JSON object per run on stdout.
 import COpenBLAS
@@ -272,6 +274,94 @@ do {
         let density = try seconds { _ = try DensitySampling.sample(set, count: picks, options: options) }
         emit(["what": "density-sample", "rows": n, "k": width, "hashes": options.hashes, "power": options.power,
               "seconds": density, "ratio_to_scan": density / scan])
+        try FileManager.default.removeItem(atPath: directory)
+    case "methods":
+        // N float16 rows of width K around 1 000 planted directions (so a kNN graph means
+        // something), 100 sources of N/100 rows, a degradation column; then the methods that
+        // read every row, each timed against one streaming pass over the same rows.
+        let directory = arguments[2]
+        let n = Int(arguments[3]) ?? 1_000_000, width = Int(arguments[4]) ?? 1024
+        try? FileManager.default.removeItem(atPath: directory)
+        let store = try Store.create(at: directory)
+        var random = SeededRandom(seed: 2)
+        let centres = (0..<(1000 * width)).map { _ in Float(random.nextUnit() * 2 - 1) }
+        let session = try store.beginAppend(to: "pool", options: SketchSetOptions(dtype: .float16), inputType: .float32)
+        let batch = 32, sources = 100
+        var start = 0
+        while start < n {
+            let rows = min(65_536, n - start)
+            var values = [Float](repeating: 0, count: rows * width)
+            for r in 0..<rows {
+                let centre = random.next(below: 1000)
+                for j in 0..<width { values[r * width + j] = centres[centre * width + j] + Float(random.nextUnit() - 0.5) }
+            }
+            let positions = start..<(start + rows)
+            var annotations = RowAnnotations(ids: positions.map { "e\($0 % (n / 3))@\($0 / batch)" },
+                                             labels: positions.map { "source\($0 * sources / n)" })
+            annotations.columns["degradation"] = positions.map { _ in random.nextUnit() }
+            annotations.columns["step"] = positions.map { Double($0 / batch) }
+            annotations.columns["learning_rate"] = [Double](repeating: 1e-3, count: rows)
+            try values.withUnsafeBytes { try session.append(try RowInput(bytes: $0, elementType: .float32, rowCount: rows, k: width), annotations: annotations) }
+            start += rows
+        }
+        try session.commit()
+        let steps = (n + batch - 1) / batch
+        let perStep = (0..<(steps * width)).map { _ in Float(random.nextUnit() * 2 - 1) }
+        try perStep.withUnsafeBytes { bytes in
+            try store.append(to: "validation", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: steps, k: width),
+                             annotations: RowAnnotations(ids: (0..<steps).map(String.init)), options: SketchSetOptions(dtype: .float16))
+        }
+        let set = try store.sketchSet("pool")
+        let query = (0..<width).map { _ in Float(random.nextUnit() * 2 - 1) }
+        _ = try RowScores.dots(set, query: query)
+        var scan = Double.infinity
+        for _ in 0..<3 { scan = min(scan, try seconds { _ = try RowScores.dots(set, query: query) }) }
+        emit(["what": "scan", "rows": n, "k": width, "seconds": scan])
+
+        // In-Run valuation: one pass over the log (N rows) against per-step validation sketches.
+        let inRun = try seconds { _ = try InRunValuation.values(log: set, validation: try store.sketchSet("validation")) }
+        emit(["what": "inrun-values", "rows": n, "k": width, "steps": steps, "seconds": inRun, "ratio_to_scan": inRun / scan])
+
+        // GradEx: per-source sums in one pass, then a 200-subset linear ensemble; one logistic
+        // estimate on 5 sources (N/20 rows).
+        var gradEx: GradEx?
+        let gradExRead = try seconds { gradEx = try GradEx(set, keepingRows: false) }
+        let v = query
+        let ensemble = try seconds {
+            _ = try gradEx!.randomEnsemble(subsets: 200, fraction: 0.5, seed: 1) { try gradEx!.estimate($0, validation: v, baseLoss: 1, step: 1) }
+        }
+        emit(["what": "gradex-linear", "rows": n, "k": width, "sources": sources, "read_seconds": gradExRead, "ensemble_200_seconds": ensemble,
+              "ratio_to_scan": (gradExRead + ensemble) / scan])
+        let few = try store.sketchSet("pool")
+        let logisticRead = try seconds { gradEx = try GradEx(few, keepingRows: true) }
+        let logistic = try seconds { _ = try gradEx!.estimate(Array(0..<5), validation: v, baseLoss: 1, step: 1, estimator: .logistic) }
+        emit(["what": "gradex-logistic", "rows_in_subset": n / 20, "k": width, "read_seconds": logisticRead, "estimate_seconds": logistic,
+              "ratio_to_subset_scan": logistic / (scan / 20)])
+        gradEx = nil
+
+        // PASER: a cosine IVF index, the 10-NN graph through it, spectral clustering, selection.
+        var indexOptions = IVFBuildOptions()
+        indexOptions.metric = .cosine
+        indexOptions.tuningQueries = 100
+        var built: IVFBuildReport?
+        let build = try seconds { built = try IVFIndexBuilder.build(set, in: store, name: "cos", options: indexOptions) }
+        let indexed = try store.sketchSet("pool")
+        var graph: PASER.Neighbours = []
+        let knn = try seconds { graph = try PASER.indexedNeighbours(indexed, index: "cos", neighbours: 10) }
+        var options = PASER.Options()
+        options.index = "cos"
+        let spectral = seconds { _ = PASER.spectralClusters(neighbours: graph, options: options) }
+        // The exact graph costs N²·K multiply-adds: timed here on a 4096-row block with the same GEMM.
+        let block = 4096
+        let a = [Float](repeating: 0.5, count: block * width)
+        var c = [Float](repeating: 0, count: block * block)
+        let gemm = seconds {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(block), Int32(block), Int32(width), 1, a, Int32(width), a, Int32(width), 0, &c, Int32(block))
+        }
+        let exactGraphEstimate = gemm * Double(n) * Double(n) / Double(block * block)
+        emit(["what": "paser", "rows": n, "k": width, "lists": built!.lists, "nprobe": built!.defaultNprobe,
+              "index_build_seconds": build, "knn_graph_seconds": knn, "spectral_seconds": spectral,
+              "exact_graph_gemm_estimate_seconds": exactGraphEstimate, "ratio_to_scan": (build + knn + spectral) / scan])
         try FileManager.default.removeItem(atPath: directory)
     case "jl":
         // Real per-example gradients: an MLP (128 hidden) after 100 Adam steps on Fashion-MNIST.

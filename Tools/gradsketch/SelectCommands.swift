@@ -48,7 +48,7 @@ struct SelectCommand: ParsableCommand {
         greedy-batched (--batch-size), topk, topk-balanced (per-label quota), random, loss-low, loss-high. \
         --method density samples with probability ∝ 1/(LSH kernel-sum score) (Sachdeva et al. 2024); --method column takes \
         the top rows of a stored score column (e.g. Ask-LLM scores). --method paser (He et al. 2025) clusters the rows \
-        spectrally, gives each cluster a budget ∝ its mean --degradation-column, takes rows by degradation per log cost, and with \
+        spectrally, gives each cluster a budget ∝ its mean --degradation-column, takes rows by degradation per log cost (--index: kNN graph through a cosine index), and with \
         --concepts keeps only rows whose concepts (JSON-array metadata) agree with the concept graph so far. --save NAME writes the result into the store as a new version.
         """)
 
@@ -72,6 +72,7 @@ struct SelectCommand: ParsableCommand {
     @Option(help: "PASER: per-row cost column (default: equal costs).") var costColumn: String?
     @Flag(help: "PASER: apply the concept-consistency filter to JSON-array metadata.") var concepts = false
     @Option(help: "PASER: spectral clusters.") var clusters: Int = 10
+    @Option(help: "PASER: a cosine IVF index of the set for the kNN graph (default: exact, O(N²), for up to about 10⁵ rows).") var index: String?
     @Option(help: "Seed (random strategy, density hashes and sampling, PASER clustering).") var seed: UInt64 = 0
     @Option(help: "Save the result under this name (a new version).") var save: String?
     @Option(help: "Read the set as of this version.") var at: Int?
@@ -102,6 +103,7 @@ struct SelectCommand: ParsableCommand {
             case "paser":
                 var options = PASER.Options()
                 options.clusters = clusters
+                options.index = index
                 options.seed = seed
                 result = try PASER.select(target, budget: count, degradationColumn: degradationColumn, costColumn: costColumn,
                                           useConcepts: concepts, options: options)
