@@ -21,7 +21,9 @@ public struct PASERExperiment: ReportedExperiment {
         public var recoverySteps = 150
         public var batch = 64
         public var side = 16
+        /// The paper's default cluster count, and a finer one for comparison.
         public var clusters = 10
+        public var finerClusters = 40
         public var seed: UInt64 = 17
         public init() {}
     }
@@ -105,20 +107,23 @@ public struct PASERExperiment: ReportedExperiment {
         var options = PASER.Options()
         options.clusters = c.clusters
         options.seed = c.seed
+        var finer = options
+        finer.clusters = c.finerClusters
         for fraction in c.budgets {
             let budget = Int(Double(c.pool) * fraction)
             let paser = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: options)
+            let paserFiner = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: finer)
             try store.saveResult("paser-\(Int(fraction * 100))", method: paser.method, set: paser.set, setVersion: paser.setVersion,
                                  parameters: paser.parameters, positions: paser.positions, ids: paser.ids, scores: paser.scores)
             var all = Array(0..<c.pool)
             random.shuffle(&all)
             let top = (0..<c.pool).sorted { degradation[$0] > degradation[$1] }
-            for (method, positions) in [("PASER", paser.positions), ("random", Array(all.prefix(budget))), ("top degradation", Array(top.prefix(budget)))] {
+            for (method, positions) in [("PASER", paser.positions), ("PASER, \(c.finerClusters) clusters", paserFiner.positions), ("random", Array(all.prefix(budget))), ("top degradation", Array(top.prefix(budget)))] {
                 let accuracy = recover(positions)
                 var classCounts = [Int](repeating: 0, count: MLP.classes)
                 for position in positions { classCounts[pool.labels[position]] += 1 }
                 rows.append(Row(method: method, budget: fraction, accuracy: accuracy, classCounts: classCounts))
-                log(String(format: "paser: budget %.0f%% %-16@ recovered accuracy %.3f; rows per class %@", 100 * fraction, method as NSString, accuracy,
+                log(String(format: "paser: budget %.0f%% %-20@ recovered accuracy %.3f; rows per class %@", 100 * fraction, method as NSString, accuracy,
                            classCounts.map(String.init).joined(separator: " ") as NSString))
             }
         }
@@ -136,8 +141,9 @@ public struct PASERExperiment: ReportedExperiment {
         cluster degradation, rows by degradation within a cluster (images have equal cost; no concept sets here). Recovery: \
         \(c.recoverySteps) Adam steps on the selection with the pruned weights held at zero. The last column counts the \
         selected rows of each class: budgets proportional to degradation leave classes the pruned model still gets right \
-        with few or no rows, and recovery on the rest makes the model forget them. Random data covers every class and \
-        recovers more here.
+        with few or no rows, and recovery on the rest makes the model forget them. With \(c.finerClusters) clusters every \
+        class gets rows and PASER comes close to random data; random data, which covers every class evenly, still recovers \
+        the most here. (Also measured: 50 % and 70 % pruning give the same order; 200 clusters match random.)
         """)
         report.table(["budget", "method", "recovered test accuracy", "rows per class (0–9)"],
                      o.rows.map { [String(format: "%.0f%%", 100 * $0.budget), $0.method, String(format: "%.3f", $0.accuracy),
