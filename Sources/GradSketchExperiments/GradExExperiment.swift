@@ -39,6 +39,8 @@ public struct GradExExperiment: ReportedExperiment {
         public let actual: Double
         public let linear: Double
         public let logistic: Double?
+        /// The logistic estimate with the paper's output-margin gradients as features.
+        public let margin: Double?
     }
 
     /// The linear estimate's held-out error after fine-tuning for `steps` steps.
@@ -59,6 +61,9 @@ public struct GradExExperiment: ReportedExperiment {
         public let logisticRelativeError: Double
         public let linearChangeCorrelation: Double
         public let logisticChangeCorrelation: Double
+        public let marginStep: Double
+        public let marginRelativeError: Double
+        public let marginChangeCorrelation: Double
         public let ensembleScores: [Double]
         public let noisyAUC: Double
         public let forward: [Int]
@@ -89,10 +94,18 @@ public struct GradExExperiment: ReportedExperiment {
         let definition = GradientSketcher.definition(for: meta, seed: c.seed, side: c.side, kDense: 64)
         let trace = meta.trace(images: data.images, labels: data.labels)
         let sketches = try GradientSketcher.sketch(trace, model: meta, definition: definition)
+        // The paper's features are gradients of the margin log(p_y / (1 − p_y)) with p_y clipped
+        // (p > 0.9 → p − 0.01, p < 0.001 → p + 0.01): the loss gradient times −1/(1 − p_y).
+        let marginScale = (0..<total).map { row -> Double in
+            var p = Double(trace.probabilities[row * MLP.classes + data.labels[row]])
+            if p > 0.9 { p -= 0.01 } else if p < 0.001 { p += 0.01 }
+            return 1 / (1 - p)
+        }
         let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
         _ = try sketches.withUnsafeBytes { bytes in
             try store.append(to: "gradex-meta", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: total, k: definition.k),
-                             annotations: RowAnnotations(ids: (0..<total).map { "gradex/\($0)" }, labels: sourceOf.map { String(format: "source%02d", $0) }),
+                             annotations: RowAnnotations(ids: (0..<total).map { "gradex/\($0)" }, labels: sourceOf.map { String(format: "source%02d", $0) },
+                                                         columns: ["margin_scale": marginScale]),
                              options: SketchSetOptions(dtype: .float16, attributes: ["projection": definitionJSON,
                                                                                    "gradient_kind": .string("per-example-loss-gradient")]))
         }
@@ -101,6 +114,7 @@ public struct GradExExperiment: ReportedExperiment {
         let gradient = meta.meanGradient(of: validationTrace)
         let v = try Projector.projectTensors(meta.shapes.map { ($0.name, gradient[$0.name]!) }, definition: definition)
         let gradex = try GradEx(try store.sketchSet("gradex-meta"))
+        let marginGradex = try GradEx(try store.sketchSet("gradex-meta"), featureScaleColumn: "margin_scale")
         log(String(format: "gradex: %d sources (%d noisy), meta-init validation loss %.4f, k = %d", c.sources, c.noisySources, baseLoss, definition.k))
 
         func fineTuned(_ sources: [Int], steps: Int? = nil) -> (model: MLP, loss: Double) {
@@ -115,24 +129,26 @@ public struct GradExExperiment: ReportedExperiment {
         // Estimates against actual fine-tuning on random half-subsets. The step length is the
         // estimators' one free scale (the paper sweeps it too): fitted by least squares on the
         // first `calibrationSubsets` subsets, errors reported on the others.
-        var raw: [(subset: [Int], actual: Double, linear: Double, logistic: Double?)] = []
+        var raw: [(subset: [Int], actual: Double, linear: Double, logistic: Double?, margin: Double?)] = []
         for index in 0..<c.checkedSubsets {
             var sources = Array(0..<c.sources)
             random.shuffle(&sources)
             let subset = Array(sources.prefix(c.sources / 2)).sorted()
             let logistic = index < c.logisticSubsets
                 ? baseLoss - (try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: 1, estimator: .logistic, regularization: 1e-2)) : nil
-            raw.append((subset, fineTuned(subset).loss, baseLoss - (try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: 1)), logistic))
+            let margin = index < c.logisticSubsets
+                ? baseLoss - (try marginGradex.estimate(subset, validation: v, baseLoss: baseLoss, step: 1, estimator: .logistic, regularization: 1e-2)) : nil
+            raw.append((subset, fineTuned(subset).loss, baseLoss - (try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: 1)), logistic, margin))
         }
         func fit(_ pick: (Int) -> Double?) -> Double {
             var xy = 0.0, xx = 0.0
             for i in 0..<c.calibrationSubsets { if let x = pick(i) { xy += x * (baseLoss - raw[i].actual); xx += x * x } }
             return xx > 0 ? xy / xx : 0
         }
-        let linearStep = fit { raw[$0].linear }, logisticStep = fit { raw[$0].logistic }
+        let linearStep = fit { raw[$0].linear }, logisticStep = fit { raw[$0].logistic }, marginStep = fit { raw[$0].margin }
         let checks = raw.dropFirst(c.calibrationSubsets).map { entry in
             Check(subset: entry.subset, actual: entry.actual, linear: baseLoss - linearStep * entry.linear,
-                  logistic: entry.logistic.map { baseLoss - logisticStep * $0 })
+                  logistic: entry.logistic.map { baseLoss - logisticStep * $0 }, margin: entry.margin.map { baseLoss - marginStep * $0 })
         }
         let step = linearStep
         func relativeError(_ pick: (Check) -> Double?) -> Double {
@@ -172,9 +188,11 @@ public struct GradExExperiment: ReportedExperiment {
             baseLoss: baseLoss, linearStep: linearStep, logisticStep: logisticStep, checks: checks,
             linearRelativeError: relativeError { $0.linear }, logisticRelativeError: relativeError { $0.logistic },
             linearChangeCorrelation: changeCorrelation { $0.linear }, logisticChangeCorrelation: changeCorrelation { $0.logistic },
+            marginStep: marginStep, marginRelativeError: relativeError { $0.margin }, marginChangeCorrelation: changeCorrelation { $0.margin },
             ensembleScores: ensemble.scores, noisyAUC: above / pairs, forward: forward, forwardNoisy: forward.filter(isNoisy).count,
             allSourcesLoss: fineTuned(Array(0..<c.sources)).loss, forwardLoss: fineTuned(forward).loss,
             cleanOnlyLoss: fineTuned((0..<c.sources).filter { !isNoisy($0) }).loss, k: definition.k, sweep: sweep)
+        log(String(format: "gradex: margin-gradient features: relative error %.4f, change correlation %.3f", outcome.marginRelativeError, outcome.marginChangeCorrelation))
         log(String(format: "gradex: relative error %.4f (linear) %.4f (logistic); change correlation %.3f / %.3f; noisy-source AUC %.3f; forward picked %d sources (%d noisy): loss %.4f vs all %.4f, clean only %.4f",
                    outcome.linearRelativeError, outcome.logisticRelativeError, outcome.linearChangeCorrelation, outcome.logisticChangeCorrelation,
                    outcome.noisyAUC, forward.count, outcome.forwardNoisy, outcome.forwardLoss, outcome.allSourcesLoss, outcome.cleanOnlyLoss))
@@ -197,6 +215,7 @@ public struct GradExExperiment: ReportedExperiment {
         report.table(["estimator", "mean relative error of the validation loss", "correlation of estimated and actual loss change"], [
             ["linear (\(c.checkedSubsets - c.calibrationSubsets) held-out subsets)", String(format: "%.2f%%", 100 * o.linearRelativeError), String(format: "%.3f", o.linearChangeCorrelation)],
             ["logistic (\(c.logisticSubsets - c.calibrationSubsets) held-out subsets)", String(format: "%.2f%%", 100 * o.logisticRelativeError), String(format: "%.3f", o.logisticChangeCorrelation)],
+            ["logistic on output-margin gradients, as the paper's code", String(format: "%.2f%%", 100 * o.marginRelativeError), String(format: "%.3f", o.marginChangeCorrelation)],
         ])
         report.table(["fine-tuning steps", "predicting no change: mean relative error", "linear estimate: mean relative error", "change correlation"],
                      o.sweep.map { ["\($0.steps)", String(format: "%.2f%%", 100 * $0.noChangeRelativeError), String(format: "%.2f%%", 100 * $0.linearRelativeError),

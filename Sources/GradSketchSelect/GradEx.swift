@@ -28,8 +28,17 @@ public struct GradEx: Sendable {
     /// Reads `set` in one streaming pass, grouping rows by their label (one label per source).
     /// The linear estimator needs only each source's sum; `keepingRows` also keeps the rows
     /// (float32, N·k·4 bytes) for the logistic one.
-    public init(_ set: SketchSet, keepingRows: Bool = true) throws {
+    ///
+    /// `featureScaleColumn` names a per-row factor applied to the kept rows only, i.e. to the
+    /// logistic regression's features. The paper's features are gradients of the output margin
+    /// f = log(p_y / (1 − p_y)), which for a softmax output equal the loss gradient times
+    /// −1/(1 − p_y): store 1/(1 − p_y) (with p_y clipped as the paper does) and name it here.
+    public init(_ set: SketchSet, keepingRows: Bool = true, featureScaleColumn: String? = nil) throws {
         let labels = try set.labels()
+        let scales = try featureScaleColumn.map { try set.column($0) }
+        if let scales, let bad = scales.firstIndex(where: { !$0.isFinite || $0 <= 0 }) {
+            throw StoreError(.invalidInput, "column \(featureScaleColumn!) must hold positive finite factors; row \(bad) has \(scales[bad])")
+        }
         var index: [String: Int] = [:], names: [String] = []
         var rows: [[Float]] = [], sums: [[Double]] = [], counts: [Int] = []
         let k = set.k
@@ -48,7 +57,10 @@ public struct GradEx: Sendable {
                     counts.append(0)
                 }
                 let row = UnsafeBufferPointer(rebasing: chunk[(offset * k)..<((offset + 1) * k)])
-                if keepingRows { rows[source].append(contentsOf: row) }
+                if keepingRows {
+                    if let scales { let factor = Float(scales[position]); rows[source].append(contentsOf: row.map { $0 * factor }) }
+                    else { rows[source].append(contentsOf: row) }
+                }
                 sums[source].withUnsafeMutableBufferPointer { sum in for j in 0..<k { sum[j] += Double(row[j]) } }
                 counts[source] += 1
                 position += 1

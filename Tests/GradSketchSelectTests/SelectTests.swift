@@ -280,6 +280,24 @@ import Testing
         let length = z.reduce(0) { $0 + $1 * $1 }.squareRoot(), target = 0.3 * mean.reduce(0) { $0 + $1 * $1 }.squareRoot()
         #expect(abs(logistic - (2 + zip(v, z).reduce(0) { $0 + Double($1.0) * $1.1 * target / length })) < 1e-9)
 
+        // A feature-scale column multiplies the logistic features only (the margin-gradient form):
+        // the fit equals one on the scaled features, the linear estimate is unchanged, and a
+        // non-positive factor is refused.
+        let scale = (0..<labels.count).map { 0.5 + Double($0 % 4) * 0.5 }
+        try rows.withUnsafeBytes { bytes in
+            try store.append(to: "scaled", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: labels.count, k: k),
+                             annotations: RowAnnotations(labels: labels, columns: ["scale": scale, "bad": scale.map { $0 - 1 }]),
+                             options: SketchSetOptions(dtype: .float32))
+        }
+        let scaled = try GradEx(try store.sketchSet("scaled"), featureScaleColumn: "scale")
+        let scaledFeatures = members.flatMap { i in (0..<k).map { -rows[i * k + $0] * Float(scale[i]) } }
+        let zScaled = GradEx.positiveLogisticRegression(features: scaledFeatures, count: members.count, width: k, c: c)
+        let scaledLength = zScaled.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        #expect(abs(try scaled.estimate(subset, validation: v, baseLoss: 2, step: 0.3, estimator: .logistic, regularization: c)
+                    - (2 + zip(v, zScaled).reduce(0) { $0 + Double($1.0) * $1.1 * target / scaledLength })) < 1e-9)
+        #expect(abs(try scaled.estimate(subset, validation: v, baseLoss: 2, step: 0.3) - expected) < 1e-9)
+        #expect(throws: StoreError.self) { try GradEx(try store.sketchSet("scaled"), featureScaleColumn: "bad") }
+
         // Ensemble: each score is the mean estimate of the subsets holding the source.
         let additive: [Double] = [0.3, -0.2, 0.1, -0.4, 0.05]
         let estimate = { (s: [Int]) -> Double in s.reduce(1.0) { $0 + additive[$1] } }

@@ -155,6 +155,7 @@ struct ValueCommand: ParsableCommand {
     @Option(help: "Random subsets (gradex).") var subsets: Int = 200
     @Option(help: "Share of the sources in each subset (gradex).") var fraction: Double = 0.5
     @Option(help: "linear or logistic (gradex).") var estimator: String = "linear"
+    @Option(help: "Per-row factor for the logistic features, e.g. 1/(1 − p_y) to turn loss gradients into the paper's margin gradients (gradex).") var featureScaleColumn: String?
     @Option(help: "Seed for the subsets (gradex).") var seed: UInt64 = 0
     @Option(help: "Per-step Hessian-vector-product sketches (second order).") var hessian: String?
     @Option(name: .customShort("k"), help: "How many rows to print (all are saved).") var count: Int = 20
@@ -191,7 +192,7 @@ struct ValueCommand: ParsableCommand {
         guard subsets >= 1, fraction > 0, fraction <= 1 else { throw ValidationError("--subsets must be ≥ 1 and --fraction in (0, 1]") }
         let target = try store.sketchSet(set)
         let v = try readVectors(vector, width: target.k, what: "the target-gradient sketch").values
-        let gradex = try GradEx(target)
+        let gradex = try GradEx(target, keepingRows: estimatorValue == .logistic, featureScaleColumn: featureScaleColumn)
         let estimate = { (subset: [Int]) throws -> Double in
             try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: step, estimator: estimatorValue)
         }
