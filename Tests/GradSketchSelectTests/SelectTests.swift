@@ -15,7 +15,7 @@ import Testing
         var generator = SplitMix64(seed: seed)
         let rows = (0..<(n * k)).map { _ in Float.random(in: -1...1, using: &generator) }
         let loss = (0..<n).map { _ in Double.random(in: 0...3, using: &generator) }
-        try rows.withUnsafeBytes { bytes in
+        _ = try rows.withUnsafeBytes { bytes in
             try store.append(to: "g", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k),
                              annotations: RowAnnotations(ids: (0..<n).map { "r\($0)" }, labels: (0..<n).map { "L\($0 % 4)" }, columns: ["loss": loss]),
                              options: SketchSetOptions(dtype: .float16))
@@ -100,7 +100,7 @@ import Testing
             let spread: Float = i < 450 ? 0.3 : 3
             rows += (0..<k).map { _ in Float.random(in: -spread...spread, using: &generator) }
         }
-        try rows.withUnsafeBytes { bytes in
+        _ = try rows.withUnsafeBytes { bytes in
             try store.append(to: "e", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: 500, k: k),
                              annotations: RowAnnotations(ids: (0..<500).map { "e\($0)" }), options: SketchSetOptions(dtype: .float32))
         }
@@ -190,13 +190,13 @@ import Testing
                 expectedSecond[example, default: 0] += rate * rate / 2 * Self.dot(u, s)
             }
         }
-        try logRows.withUnsafeBytes { bytes in
+        _ = try logRows.withUnsafeBytes { bytes in
             try store.append(to: "log", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: logIDs.count, k: k),
                              annotations: RowAnnotations(ids: logIDs, columns: ["step": stepColumn, "learning_rate": rateColumn]),
                              options: SketchSetOptions(dtype: .float32))
         }
         for (name, values) in [("val", validation), ("hvp", hessian)] {
-            try values.withUnsafeBytes { bytes in
+            _ = try values.withUnsafeBytes { bytes in
                 try store.append(to: name, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: steps, k: k),
                                  annotations: RowAnnotations(ids: (0..<steps).map(String.init)), options: SketchSetOptions(dtype: .float32))
             }
@@ -249,7 +249,7 @@ import Testing
         let k = 6, perSource = 15, sourceCount = 5
         let rows = (0..<(perSource * sourceCount * k)).map { _ in Float.random(in: -1...1, using: &generator) }
         let labels = (0..<(perSource * sourceCount)).map { "src\($0 % sourceCount)" }
-        try rows.withUnsafeBytes { bytes in
+        _ = try rows.withUnsafeBytes { bytes in
             try store.append(to: "meta", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: labels.count, k: k),
                              annotations: RowAnnotations(labels: labels), options: SketchSetOptions(dtype: .float32))
         }
@@ -284,7 +284,7 @@ import Testing
         // the fit equals one on the scaled features, the linear estimate is unchanged, and a
         // non-positive factor is refused.
         let scale = (0..<labels.count).map { 0.5 + Double($0 % 4) * 0.5 }
-        try rows.withUnsafeBytes { bytes in
+        _ = try rows.withUnsafeBytes { bytes in
             try store.append(to: "scaled", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: labels.count, k: k),
                              annotations: RowAnnotations(labels: labels, columns: ["scale": scale, "bad": scale.map { $0 - 1 }]),
                              options: SketchSetOptions(dtype: .float32))
@@ -357,7 +357,7 @@ import Testing
         let store = try Store.create(at: scratch.path + "/store")
         let degradation = (0..<n).map { Double(($0 * 37) % 101) / 100 }
         let concepts = (0..<n).map { $0 % 10 == 0 ? "[\"shoe\", \"red\"]" : ($0 % 10 == 5 ? "[\"shoe\", \"blue\", \"red\"]" : "[]") }
-        try rows.withUnsafeBytes { bytes in
+        _ = try rows.withUnsafeBytes { bytes in
             try store.append(to: "pool", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k),
                              annotations: RowAnnotations(metadata: concepts, metadataKind: .json, columns: ["degradation": degradation]),
                              options: SketchSetOptions(dtype: .float32))
@@ -377,8 +377,8 @@ import Testing
         }
         var cosine = IVFBuildOptions()
         cosine.metric = .cosine
-        try IVFIndexBuilder.build(try store.sketchSet("pool"), in: store, name: "cos", options: cosine)
-        try IVFIndexBuilder.build(try store.sketchSet("pool"), in: store, name: "ip")
+        _ = try IVFIndexBuilder.build(try store.sketchSet("pool"), in: store, name: "cos", options: cosine)
+        _ = try IVFIndexBuilder.build(try store.sketchSet("pool"), in: store, name: "ip")
         let pool = try store.sketchSet("pool")
         let exactGraph = PASER.exactNeighbours(rows: rows, count: n, width: k, neighbours: 10)
         let lists = try IVFSearcher(set: pool, index: "cos").lists

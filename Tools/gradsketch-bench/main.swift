@@ -307,7 +307,7 @@ do {
         try session.commit()
         let steps = (n + batch - 1) / batch
         let perStep = (0..<(steps * width)).map { _ in Float(random.nextUnit() * 2 - 1) }
-        try perStep.withUnsafeBytes { bytes in
+        _ = try perStep.withUnsafeBytes { bytes in
             try store.append(to: "validation", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: steps, k: width),
                              annotations: RowAnnotations(ids: (0..<steps).map(String.init)), options: SketchSetOptions(dtype: .float16))
         }
