@@ -46,8 +46,10 @@ public struct SelectionResult: Sendable, Codable, Equatable {
 /// direction loss gradients of the training data point to) and the rows are per-example
 /// gradient sketches at θ_finetuned, projected with the same P.
 public enum Select {
+    /// - Parameter unitRows: greedy strategies sum s_i/‖s_i‖ instead of s_i, as the paper's
+    ///   full-model variant L2-normalises each per-example gradient (top-k is cosine already).
     public static func run(_ set: SketchSet, query: [Float], count: Int, strategy: SelectStrategy, batchSize: Int = 0,
-                           lossColumn: String = "loss", seed: UInt64 = 0, threads: Int = 2) throws -> SelectionResult {
+                           lossColumn: String = "loss", seed: UInt64 = 0, unitRows: Bool = false, threads: Int = 2) throws -> SelectionResult {
         let n = set.rowCount
         guard count >= 1, count <= n else {
             throw StoreError(.invalidInput, "cannot select \(count) of the \(n) live rows of set \(set.name): expected 1 ... \(n)")
@@ -98,7 +100,8 @@ public enum Select {
                 guard batchSize >= 1 else { throw StoreError(.invalidInput, "greedy-batched needs a batch size of at least 1, found \(batchSize)") }
                 parameters["batch_size"] = .number(Double(batchSize))
             }
-            picked = try greedy(set, query: query, count: count, resetEvery: strategy == .greedyBatched ? batchSize : 0, threads: threads)
+            if unitRows { parameters["unit_rows"] = .bool(true) }
+            picked = try greedy(set, query: query, count: count, resetEvery: strategy == .greedyBatched ? batchSize : 0, unitRows: unitRows, threads: threads)
         }
         let ids = try set.ids()
         return SelectionResult(method: "select/" + strategy.rawValue, parameters: parameters, set: set.name, setVersion: set.version,
@@ -116,12 +119,17 @@ public enum Select {
     /// Greedy running sum, updated incrementally: with a_i = ⟨s_i, q⟩, n_i = ‖s_i‖²,
     /// c_i = ⟨S, s_i⟩, cos(S + s_i, q) = (⟨S, q⟩ + a_i) / (‖q‖ √(‖S‖² + 2c_i + n_i)). Picking j
     /// adds ⟨s_j, s_i⟩ to every c_i: one streaming pass over the rows per pick, O(N·k).
-    static func greedy(_ set: SketchSet, query: [Float], count: Int, resetEvery: Int, threads: Int) throws -> [(position: Int, score: Double)] {
+    /// With `unitRows` every s_i is scaled by w_i = 1/‖s_i‖ first: a_i → w_i a_i, n_i → 1 and
+    /// the update adds w_j w_i ⟨s_j, s_i⟩.
+    static func greedy(_ set: SketchSet, query: [Float], count: Int, resetEvery: Int, unitRows: Bool = false,
+                       threads: Int) throws -> [(position: Int, score: Double)] {
         let n = set.rowCount
         let queryNorm = query.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
         guard queryNorm > 0 else { throw StoreError(.invalidInput, "the query has norm 0: cosine is undefined") }
         let (dotsWithQuery, squaredNorms) = try RowScores.dots(set, query: query, squaredNorms: true, threads: threads)
-        let a = dotsWithQuery.map(Double.init), norms = squaredNorms!.map(Double.init)
+        let scale = unitRows ? squaredNorms!.map { $0 > 0 ? 1 / Double($0).squareRoot() : 0 } : [Double](repeating: 1, count: n)
+        let a = (0..<n).map { Double(dotsWithQuery[$0]) * scale[$0] }
+        let norms = (0..<n).map { Double(squaredNorms![$0]) * scale[$0] * scale[$0] }
         var c = [Double](repeating: 0, count: n)
         var sumDotQuery = 0.0, sumSquaredNorm = 0.0
         var taken = [Bool](repeating: false, count: n)
@@ -146,7 +154,7 @@ public enum Select {
             sumSquaredNorm += 2 * c[best] + norms[best]
             let row = try set.floatRows(at: [best])
             let (update, _) = try RowScores.dots(set, query: row, threads: threads)
-            for i in 0..<n { c[i] += Double(update[i]) }
+            for i in 0..<n { c[i] += scale[best] * scale[i] * Double(update[i]) }
         }
         return picked
     }

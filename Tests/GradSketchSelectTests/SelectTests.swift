@@ -27,14 +27,18 @@ import Testing
     static func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
     static func cosine(_ a: [Double], _ b: [Double]) -> Double { dot(a, b) / (dot(a, a) * dot(b, b)).squareRoot() }
 
-    @Test(arguments: [0, 7])
-    func greedyIncrementalEqualsBruteForceRecomputation(batch: Int) throws {
+    /// Batch 0 is greedy, 7 greedy-batched; `unitRows` sums unit-normalised rows (the oracle
+    /// normalises them in Double first).
+    @Test(arguments: [(0, false), (7, false), (0, true), (7, true)])
+    func greedyIncrementalEqualsBruteForceRecomputation(batch: Int, unitRows: Bool) throws {
         let scratch = try TemporaryDirectory()
-        let (store, rows, _) = try Self.makeSet(scratch, n: 300, k: 12, seed: 1)
+        let (store, stored, _) = try Self.makeSet(scratch, n: 300, k: 12, seed: 1)
+        let rows = unitRows ? stored.map { row in row.map { $0 / Self.dot(row, row).squareRoot() } } : stored
         var generator = SplitMix64(seed: 2)
         let query = (0..<12).map { _ in Float.random(in: -1...1, using: &generator) }
         let q = query.map(Double.init)
-        let result = try Select.run(try store.sketchSet("g"), query: query, count: 20, strategy: batch == 0 ? .greedy : .greedyBatched, batchSize: batch)
+        let result = try Select.run(try store.sketchSet("g"), query: query, count: 20, strategy: batch == 0 ? .greedy : .greedyBatched,
+                                    batchSize: batch, unitRows: unitRows)
         // Brute force: recompute cos(S + s_i, q) for every candidate at every step.
         var sum = [Double](repeating: 0, count: 12)
         var taken = Set<Int>()
@@ -55,6 +59,10 @@ import Testing
         #expect(result.ids == expected.map { "r\($0)" })
         for (got, want) in zip(result.scores, expectedScores) { #expect(abs(got - want) < 1e-5, "running cosine \(got) vs \(want)") }
         #expect(result.method == (batch == 0 ? "select/greedy" : "select/greedy-batched"))
+        if unitRows {  // the rows' norms differ, so normalising must change the picks
+            let plain = try Select.run(try store.sketchSet("g"), query: query, count: 20, strategy: batch == 0 ? .greedy : .greedyBatched, batchSize: batch)
+            #expect(plain.positions != result.positions)
+        }
     }
 
     @Test func topKBalancedRandomAndLossBaselinesMatchTheReference() throws {

@@ -60,6 +60,7 @@ struct SelectCommand: ParsableCommand {
     @Option(help: "Query .npy vector [k] (SELECT).") var vector: String?
     @Option(help: "Stored weight delta, projected with the set's projection (SELECT).") var delta: String?
     @Flag(help: "Negate the projected delta.") var negate = false
+    @Flag(help: "Greedy strategies sum unit-normalised rows (the paper's full-model variant normalises each gradient).") var unitRows = false
     @Option(help: "Reset the running sum every N picks (greedy-batched).") var batchSize: Int = 0
     @Option(help: "Loss column for loss-low / loss-high.") var lossColumn: String = "loss"
     @Option(help: "Score column for --method column.") var column: String?
@@ -91,7 +92,7 @@ struct SelectCommand: ParsableCommand {
                 let needsQuery = ![.random, .lowestLoss, .highestLoss].contains(strategyValue)
                 let query = needsQuery ? try selectionQuery(store: store, target: target) : [Float](repeating: 0, count: target.k)
                 result = try Select.run(target, query: query, count: count, strategy: strategyValue, batchSize: batchSize,
-                                        lossColumn: lossColumn, seed: seed)
+                                        lossColumn: lossColumn, seed: seed, unitRows: unitRows)
             case "density":
                 var options = DensitySampling.Options()
                 options.hashes = hashes
