@@ -140,12 +140,15 @@ public struct GradExExperiment: ReportedExperiment {
                 ? baseLoss - (try marginGradex.estimate(subset, validation: v, baseLoss: baseLoss, step: 1, estimator: .logistic, regularization: 1e-2)) : nil
             raw.append((subset, fineTuned(subset).loss, baseLoss - (try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: 1)), logistic, margin))
         }
-        func fit(_ pick: (Int) -> Double?) -> Double {
+        /// Least-squares step through the origin: loss decrease ≈ step · estimate on the calibration subsets.
+        func fit(_ pick: (Int) -> Double?, actual: [Double]) -> Double {
             var xy = 0.0, xx = 0.0
-            for i in 0..<c.calibrationSubsets { if let x = pick(i) { xy += x * (baseLoss - raw[i].actual); xx += x * x } }
+            for i in 0..<c.calibrationSubsets { if let x = pick(i) { xy += x * (baseLoss - actual[i]); xx += x * x } }
             return xx > 0 ? xy / xx : 0
         }
-        let linearStep = fit { raw[$0].linear }, logisticStep = fit { raw[$0].logistic }, marginStep = fit { raw[$0].margin }
+        let actual = raw.map(\.actual)
+        let linearStep = fit({ raw[$0].linear }, actual: actual), logisticStep = fit({ raw[$0].logistic }, actual: actual)
+        let marginStep = fit({ raw[$0].margin }, actual: actual)
         let checks = raw.dropFirst(c.calibrationSubsets).map { entry in
             Check(subset: entry.subset, actual: entry.actual, linear: baseLoss - linearStep * entry.linear,
                   logistic: entry.logistic.map { baseLoss - logisticStep * $0 }, margin: entry.margin.map { baseLoss - marginStep * $0 })
@@ -163,9 +166,7 @@ public struct GradExExperiment: ReportedExperiment {
         // the fine-tuning run is short, so the error grows with the distance travelled.
         let sweep = c.fineTuneStepsSweep.map { steps -> LengthPoint in
             let actual = raw.map { fineTuned($0.subset, steps: steps).loss }
-            var xy = 0.0, xx = 0.0
-            for i in 0..<c.calibrationSubsets { xy += raw[i].linear * (baseLoss - actual[i]); xx += raw[i].linear * raw[i].linear }
-            let fitted = xx > 0 ? xy / xx : 0
+            let fitted = fit({ raw[$0].linear }, actual: actual)
             let held = c.calibrationSubsets..<raw.count
             let errors = held.map { abs(baseLoss - fitted * raw[$0].linear - actual[$0]) / actual[$0] }
             return LengthPoint(steps: steps, noChangeRelativeError: held.map { abs(baseLoss - actual[$0]) / actual[$0] }.reduce(0, +) / Double(held.count),

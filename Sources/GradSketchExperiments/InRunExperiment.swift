@@ -112,7 +112,7 @@ public struct InRunExperiment: ReportedExperiment {
                 var summed: [String: [Float]] = [:]
                 for (name, values) in model.meanGradient(of: trace) { summed[name] = values.map { $0 * Float(batch.count) } }
                 let hvp = model.secantHessianVectorProduct(images: validation.images, labels: validation.labels, direction: summed)
-                let exactHVP = model.hessianVectorProduct(images: validation.images, labels: validation.labels, direction: summed)
+                let exactHVP = model.hessianVectorProduct(of: validationTrace, direction: summed)
                 let validationLossBefore = validationTrace.losses.reduce(0, +) / Float(validationTrace.count)
                 // Exact values by the ghost dot product: the batch against every validation example
                 // (the Gram form In-Run uses), and the contraction with the HVP.

@@ -91,13 +91,14 @@ public struct SelectExperiment: ReportedExperiment {
             trials.append(trial)
             (k, poolSize) = (width, size)
         }
+        let outcome = Outcome(trials: trials, k: k, poolSize: poolSize)
         for budget in c.budgets {
             let summary = ["greedy", "greedy-batched"].map { name in
-                "\(name) " + (Outcome(trials: trials, k: k, poolSize: poolSize).meanGapClosed(name, budget: budget).map { String(format: "%.0f%%", 100 * $0) } ?? "—")
+                "\(name) " + (outcome.meanGapClosed(name, budget: budget).map { String(format: "%.0f%%", 100 * $0) } ?? "—")
             }
             log("SELECT: K=\(budget) mean gap closed over \(trials.count) seeds: " + summary.joined(separator: ", "))
         }
-        return Outcome(trials: trials, k: k, poolSize: poolSize)
+        return outcome
     }
 
     /// One trial; store names get `names` appended (empty for the first seed).

@@ -33,8 +33,10 @@ public enum GhostDotProduct {
         var result = [Double](repeating: 0, count: n * m)
         guard n > 0, m > 0 else { return result }
         let rows = n * t, otherRows = m * t
-        let outputGram = gram(outputGradients, rows, otherOutputGradients, otherRows, width: outputs)
-        if usesGhostPath(tokens: t, inputs: inputs, outputs: outputs) {
+        let ghost = usesGhostPath(tokens: t, inputs: inputs, outputs: outputs)
+        // B B'ᵀ serves the ghost path and the bias; the materialised path without bias needs none.
+        let outputGram = ghost || bias ? gram(outputGradients, rows, otherOutputGradients, otherRows, width: outputs) : []
+        if ghost {
             let inputGram = gram(activations, rows, otherActivations, otherRows, width: inputs)
             for i in 0..<n {
                 for j in 0..<m {
@@ -141,12 +143,6 @@ extension MLP {
         return total
     }
 
-    /// H v for the mean cross-entropy loss over a batch, exactly, by Pearlmutter's R-operator:
-    /// one forward and one backward pass of the directional derivatives of the activations and
-    /// output gradients (ReLU's second derivative is zero almost everywhere).
-    ///
-    /// This is the Hessian of the loss between ReLU kinks. Averaged over many examples, the kinks
-    /// add curvature it does not see; `secantHessianVectorProduct` includes them.
     /// (∇L(θ + εv̂) − ∇L(θ − εv̂)) / 2ε · ‖v‖ for the mean loss over a batch, v̂ = v/‖v‖: the
     /// Hessian-vector product by central differences over a parameter displacement of norm
     /// `displacement`. Over a batch of many examples the ReLU kinks crossed within ±ε add
@@ -165,14 +161,20 @@ extension MLP {
         }
         let high = plus.meanGradient(of: plus.trace(images: images, labels: labels))
         let low = minus.meanGradient(of: minus.trace(images: images, labels: labels))
-        return high.mapValues { _ in [] }.reduce(into: [:]) { result, entry in
-            result[entry.key] = zip(high[entry.key]!, low[entry.key]!).map { ($0 - $1) / (2 * epsilon) }
-        }
+        return Dictionary(uniqueKeysWithValues: high.map { name, values in
+            (name, zip(values, low[name]!).map { ($0 - $1) / (2 * epsilon) })
+        })
     }
 
-    public func hessianVectorProduct(images: [Float], labels: [Int], direction v: [String: [Float]]) -> [String: [Float]] {
-        let n = labels.count
-        let trace = trace(images: images, labels: labels)
+    /// H v for the mean cross-entropy loss over the batch `trace` was taken on (at these
+    /// parameters; its activations and output gradients are reused), exactly, by Pearlmutter's
+    /// R-operator: one forward and one backward pass of the directional derivatives of the
+    /// activations and output gradients (ReLU's second derivative is zero almost everywhere).
+    ///
+    /// This is the Hessian of the loss between ReLU kinks. Averaged over many examples, the kinks
+    /// add curvature it does not see; `secantHessianVectorProduct` includes them.
+    public func hessianVectorProduct(of trace: Trace, direction v: [String: [Float]]) -> [String: [Float]] {
+        let n = trace.count
         // R-forward: R(z_l) = R(a_l) W_lᵀ + a_l V_lᵀ + v_l and R(a_{l+1}) = relu'(z_l) ⊙ R(z_l).
         var rActivations: [[Float]] = [[Float](repeating: 0, count: n * Self.inputs)]
         var rLogits: [Float] = []

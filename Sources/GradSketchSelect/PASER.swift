@@ -156,7 +156,8 @@ public enum PASER {
             var overlap = [Double](repeating: 0, count: k * k)
             cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(k), Int32(k), Int32(n), 1, basis, Int32(k), next, Int32(k), 0, &overlap, Int32(k))
             swap(&basis, &next)
-            if Double(k) - overlap.reduce(0) { $0 + $1 * $1 } < 1e-10 * Double(k) { break }
+            let sharedSquared = overlap.reduce(0) { $0 + $1 * $1 }
+            if Double(k) - sharedSquared < 1e-10 * Double(k) { break }
         }
         // Row-normalised spectral coordinates, clustered with L2 k-means.
         var coordinates = [Float](repeating: 0, count: n * k)

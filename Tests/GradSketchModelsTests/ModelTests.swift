@@ -235,7 +235,7 @@ import Testing
         }
         for _ in 0..<3 {
             let u = direction(), v = direction()
-            let hv = model.hessianVectorProduct(images: images, labels: labels, direction: v)
+            let hv = model.hessianVectorProduct(of: model.trace(images: images, labels: labels), direction: v)
             let analytic = u.reduce(0.0) { sum, entry in sum + zip(entry.value, hv[entry.key]!).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } }
             let epsilon = 1e-5  // small enough that no ReLU changes sign, large enough for Double rounding (≈ 1e-5 absolute)
             func shift(_ su: Double, _ sv: Double) -> [String: [Double]] {

@@ -332,8 +332,7 @@ do {
         }
         emit(["what": "gradex-linear", "rows": n, "k": width, "sources": sources, "read_seconds": gradExRead, "ensemble_200_seconds": ensemble,
               "ratio_to_scan": (gradExRead + ensemble) / scan])
-        let few = try store.sketchSet("pool")
-        let logisticRead = try seconds { gradEx = try GradEx(few, keepingRows: true) }
+        let logisticRead = try seconds { gradEx = try GradEx(set, keepingRows: true) }
         let logistic = try seconds { _ = try gradEx!.estimate(Array(0..<5), validation: v, baseLoss: 1, step: 1, estimator: .logistic) }
         emit(["what": "gradex-logistic", "rows_in_subset": n / 20, "k": width, "read_seconds": logisticRead, "estimate_seconds": logistic,
               "ratio_to_subset_scan": logistic / (scan / 20)])
