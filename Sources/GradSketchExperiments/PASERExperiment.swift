@@ -6,10 +6,10 @@ import GradSketchSelect
 public import GradSketchStore
 
 /// PASER on Fashion-MNIST: an MLP is magnitude-pruned, every pool row's capability degradation
-/// (the pruned model's loss minus the original's) is stored as a column beside the row's
-/// gradient sketch at the pruned model, and the pruned model is recovered (its zeroed weights
-/// kept at zero) on PASER-selected data against random data and against the top degradation
-/// rows, at several budgets.
+/// (the Jensen–Shannon divergence of the two models' outputs) is stored as a column beside the
+/// row's gradient sketch at the pruned model, and the pruned model is recovered (its zeroed
+/// weights kept at zero) on PASER-selected data against random data, equal cluster shares and
+/// the top degradation rows, at several budgets, from an i.i.d. and a long-tailed pool.
 public struct PASERExperiment: ReportedExperiment {
     public static var defaultConfiguration: Configuration { Configuration() }
 
@@ -19,20 +19,29 @@ public struct PASERExperiment: ReportedExperiment {
         public var pruneFraction = 0.9
         public var budgets = [0.05, 0.1, 0.2]
         public var recoverySteps = 150
+        /// Recovery runs per selection (batch order, and the random baseline's rows, change with the trial).
+        public var trials = 3
         public var batch = 64
         public var side = 16
         /// The paper's default cluster count, and a finer one for comparison.
         public var clusters = 10
         public var finerClusters = 40
+        /// The long-tailed pool: class sizes fall geometrically from `headClassRows` to
+        /// `headClassRows / imbalance`, the classes ranked in an order drawn from the seed.
+        public var headClassRows = 2_000
+        public var imbalance = 50.0
         public var seed: UInt64 = 17
         public init() {}
     }
 
     public struct Row: Sendable, Codable {
+        public let pool: String
         public let method: String
         public let budget: Double
+        /// Mean over the trials, and each trial's.
         public let accuracy: Double
-        /// Selected rows of each true class (Fashion-MNIST order).
+        public let trialAccuracies: [Double]
+        /// Selected rows (of the first trial, for random) of each true class (Fashion-MNIST order).
         public let classCounts: [Int]
     }
 
@@ -62,95 +71,158 @@ public struct PASERExperiment: ReportedExperiment {
         let originalAccuracy = Experiments.accuracy(original, on: testSet), prunedAccuracy = Experiments.accuracy(pruned, on: testSet)
         log(String(format: "paser: original %.3f, %.0f%%-pruned %.3f test accuracy", originalAccuracy, 100 * c.pruneFraction, prunedAccuracy))
 
-        // Pool rows: sketches at the pruned model, degradation = loss increase from pruning.
-        let pool = ImageSubset(train, Array(order.dropFirst(20_000).prefix(c.pool)))
-        let prunedTrace = pruned.trace(images: pool.images, labels: pool.labels)
-        let originalTrace = original.trace(images: pool.images, labels: pool.labels)
-        // Capability degradation as in PASER: the Jensen–Shannon divergence between the original
-        // and the pruned model's output distributions (the loss increase is kept as a second column).
-        let classes = MLP.classes
-        let degradation = (0..<pool.count).map { row in
-            PASER.jensenShannon(originalTrace.probabilities[(row * classes)..<((row + 1) * classes)].map(Double.init),
-                                prunedTrace.probabilities[(row * classes)..<((row + 1) * classes)].map(Double.init))
+        // Two recovery pools from the images not used for training: an i.i.d. one, and a
+        // long-tailed one, as recovery corpora are, with the test set still balanced.
+        let unused = Array(order.dropFirst(20_000))
+        var classOrder = Array(0..<MLP.classes)
+        random.shuffle(&classOrder)
+        var longTailed: [Int] = []
+        for (rank, label) in classOrder.enumerated() {
+            let rows = Int((Double(c.headClassRows) * pow(c.imbalance, -Double(rank) / Double(MLP.classes - 1))).rounded())
+            longTailed += unused.filter { train.labels[$0] == label }.prefix(rows)
         }
-        let lossIncrease = zip(prunedTrace.losses, originalTrace.losses).map { Double($0 - $1) }
-        let definition = GradientSketcher.definition(for: pruned, seed: c.seed, side: c.side, kDense: 64)
-        let sketches = try GradientSketcher.sketch(prunedTrace, model: pruned, definition: definition)
-        let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
-        _ = try sketches.withUnsafeBytes { bytes in
-            try store.append(to: "paser-pool", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: pool.count, k: definition.k),
-                             annotations: RowAnnotations(ids: (0..<pool.count).map { "paser/\($0)" }, labels: pool.labels.map { FashionMNIST.classNames[$0] },
-                                                         columns: ["degradation": degradation, "loss_increase": lossIncrease]),
-                             options: SketchSetOptions(dtype: .float16, attributes: ["projection": definitionJSON,
-                                                                                   "gradient_kind": .string("per-example-loss-gradient")]))
-        }
-        let set = try store.sketchSet("paser-pool")
-
-        func recover(_ positions: [Int]) -> Double {
-            var trainer = Trainer(model: pruned, optimizer: .adam(learningRate: 1e-3))
-            var sampler = SeededRandom(seed: c.seed &+ 5)
-            let data = pool.picking(positions)
-            for _ in 0..<c.recoverySteps {
-                var images: [Float] = [], labels: [Int] = []
-                for _ in 0..<min(c.batch, data.count) {
-                    let index = sampler.next(below: data.count)
-                    images += data.images[(index * 784)..<((index + 1) * 784)]
-                    labels.append(data.labels[index])
-                }
-                _ = trainer.step(images: images, labels: labels)
-                for (name, keep) in mask { trainer.model.parameters[name] = zip(trainer.model.parameters[name]!, keep).map { $1 ? $0 : 0 } }
+        random.shuffle(&longTailed)
+        func recoverPool(_ poolName: String, setName: String, pool: ImageSubset) throws -> [Row] {
+            let prunedTrace = pruned.trace(images: pool.images, labels: pool.labels)
+            let originalTrace = original.trace(images: pool.images, labels: pool.labels)
+            // Capability degradation as in PASER: the Jensen–Shannon divergence between the original
+            // and the pruned model's output distributions (the loss increase is kept as a second column).
+            let classes = MLP.classes
+            let degradation = (0..<pool.count).map { row in
+                PASER.jensenShannon(originalTrace.probabilities[(row * classes)..<((row + 1) * classes)].map(Double.init),
+                                    prunedTrace.probabilities[(row * classes)..<((row + 1) * classes)].map(Double.init))
             }
-            return Experiments.accuracy(trainer.model, on: testSet)
+            let lossIncrease = zip(prunedTrace.losses, originalTrace.losses).map { Double($0 - $1) }
+            let definition = GradientSketcher.definition(for: pruned, seed: c.seed, side: c.side, kDense: 64)
+            let sketches = try GradientSketcher.sketch(prunedTrace, model: pruned, definition: definition)
+            let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
+            _ = try sketches.withUnsafeBytes { bytes in
+                try store.append(to: setName, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: pool.count, k: definition.k),
+                                 annotations: RowAnnotations(ids: (0..<pool.count).map { "paser/\($0)" }, labels: pool.labels.map { FashionMNIST.classNames[$0] },
+                                                             columns: ["degradation": degradation, "loss_increase": lossIncrease]),
+                                 options: SketchSetOptions(dtype: .float16, attributes: ["projection": definitionJSON,
+                                                                                       "gradient_kind": .string("per-example-loss-gradient")]))
+            }
+            let set = try store.sketchSet(setName)
+
+            func recover(_ positions: [Int], trial: Int) -> Double {
+                var trainer = Trainer(model: pruned, optimizer: .adam(learningRate: 1e-3))
+                var sampler = SeededRandom(seed: c.seed &+ 5 &+ UInt64(trial))
+                let data = pool.picking(positions)
+                for _ in 0..<c.recoverySteps {
+                    var images: [Float] = [], labels: [Int] = []
+                    for _ in 0..<min(c.batch, data.count) {
+                        let index = sampler.next(below: data.count)
+                        images += data.images[(index * 784)..<((index + 1) * 784)]
+                        labels.append(data.labels[index])
+                    }
+                    _ = trainer.step(images: images, labels: labels)
+                    for (name, keep) in mask { trainer.model.parameters[name] = zip(trainer.model.parameters[name]!, keep).map { $1 ? $0 : 0 } }
+                }
+                return Experiments.accuracy(trainer.model, on: testSet)
+            }
+
+            var rows: [Row] = []
+            var options = PASER.Options()
+            options.clusters = c.clusters
+            options.seed = c.seed
+            var finer = options
+            finer.clusters = c.finerClusters
+            var uniform = options
+            uniform.allocation = .uniform
+            for fraction in c.budgets {
+                let budget = Int(Double(pool.count) * fraction)
+                let paser = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: options)
+                let paserFiner = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: finer)
+                let equalShares = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: uniform)
+                try store.saveResult("\(setName)-paser-\(Int(fraction * 100))", method: paser.method, set: paser.set, setVersion: paser.setVersion,
+                                     parameters: paser.parameters, positions: paser.positions, ids: paser.ids, scores: paser.scores)
+                let top = (0..<pool.count).sorted { degradation[$0] > degradation[$1] }
+                let randomDraws = (0..<c.trials).map { _ in
+                    var all = Array(0..<pool.count)
+                    random.shuffle(&all)
+                    return Array(all.prefix(budget))
+                }
+                let methods: [(String, (Int) -> [Int])] = [
+                    ("PASER", { _ in paser.positions }), ("PASER, \(c.finerClusters) clusters", { _ in paserFiner.positions }),
+                    ("clusters, equal shares", { _ in equalShares.positions }), ("random", { randomDraws[$0] }),
+                    ("top degradation", { _ in Array(top.prefix(budget)) }),
+                ]
+                for (method, positions) in methods {
+                    let accuracies = (0..<c.trials).map { recover(positions($0), trial: $0) }
+                    let accuracy = accuracies.reduce(0, +) / Double(accuracies.count)
+                    var classCounts = [Int](repeating: 0, count: MLP.classes)
+                    for position in positions(0) { classCounts[pool.labels[position]] += 1 }
+                    rows.append(Row(pool: poolName, method: method, budget: fraction, accuracy: accuracy, trialAccuracies: accuracies, classCounts: classCounts))
+                    log(String(format: "paser: %@ pool, budget %.0f%% %-24@ recovered accuracy %.3f (%@); rows per class %@", poolName as NSString, 100 * fraction,
+                               method as NSString, accuracy, accuracies.map { String(format: "%.3f", $0) }.joined(separator: " ") as NSString,
+                               classCounts.map(String.init).joined(separator: " ") as NSString))
+                }
+            }
+            return rows
         }
 
         var rows: [Row] = []
-        var options = PASER.Options()
-        options.clusters = c.clusters
-        options.seed = c.seed
-        var finer = options
-        finer.clusters = c.finerClusters
-        for fraction in c.budgets {
-            let budget = Int(Double(c.pool) * fraction)
-            let paser = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: options)
-            let paserFiner = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: finer)
-            try store.saveResult("paser-\(Int(fraction * 100))", method: paser.method, set: paser.set, setVersion: paser.setVersion,
-                                 parameters: paser.parameters, positions: paser.positions, ids: paser.ids, scores: paser.scores)
-            var all = Array(0..<c.pool)
-            random.shuffle(&all)
-            let top = (0..<c.pool).sorted { degradation[$0] > degradation[$1] }
-            for (method, positions) in [("PASER", paser.positions), ("PASER, \(c.finerClusters) clusters", paserFiner.positions), ("random", Array(all.prefix(budget))), ("top degradation", Array(top.prefix(budget)))] {
-                let accuracy = recover(positions)
-                var classCounts = [Int](repeating: 0, count: MLP.classes)
-                for position in positions { classCounts[pool.labels[position]] += 1 }
-                rows.append(Row(method: method, budget: fraction, accuracy: accuracy, classCounts: classCounts))
-                log(String(format: "paser: budget %.0f%% %-20@ recovered accuracy %.3f; rows per class %@", 100 * fraction, method as NSString, accuracy,
-                           classCounts.map(String.init).joined(separator: " ") as NSString))
-            }
+        for (poolName, setName, positions) in [("i.i.d.", "paser-pool", Array(unused.prefix(c.pool))), ("long-tailed", "paser-pool-long-tailed", longTailed)] {
+            rows += try recoverPool(poolName, setName: setName, pool: ImageSubset(train, positions))
         }
         return Outcome(originalAccuracy: originalAccuracy, prunedAccuracy: prunedAccuracy, rows: rows)
     }
 
     public static func report(_ o: Outcome, configuration c: Configuration, into report: inout HTMLReport) {
         report.heading("PASER: recovering a pruned model")
+        let headRows = c.headClassRows, tailRows = Int((Double(c.headClassRows) / c.imbalance).rounded())
         report.paragraph("""
         MLP (\(c.hidden) hidden) trained on 20 000 images (test accuracy \(String(format: "%.3f", o.originalAccuracy))), then \
         \(Int(c.pruneFraction * 100)) % of each weight matrix zeroed by magnitude (\(String(format: "%.3f", o.prunedAccuracy))). \
-        Pool: \(c.pool) other images with gradient sketches at the pruned model and a degradation column: the \
-        Jensen–Shannon divergence between the original and the pruned model's outputs, as in PASER (the loss increase is \
-        stored too, as loss_increase). PASER: spectral clustering (\(c.clusters) clusters, 10-NN graph) of the sketches, budgets ∝ mean \
-        cluster degradation, rows by degradation within a cluster (images have equal cost; no concept sets here). Recovery: \
-        \(c.recoverySteps) Adam steps on the selection with the pruned weights held at zero. The last column counts the \
-        selected rows of each class: budgets proportional to degradation leave classes the pruned model still gets right \
-        with few or no rows, and recovery on the rest makes the model forget them. With \(c.finerClusters) clusters every \
-        class gets rows and PASER comes close to random data; random data, which covers every class evenly, still recovers \
-        the most here. (Also measured: 50 % and 70 % magnitude pruning and structured pruning of 75 % or 90 % of the hidden units give the same order; 200 clusters match random.)
+        Two recovery pools from other training images: an i.i.d. one of \(c.pool) images, and a long-tailed one whose class \
+        sizes fall geometrically from \(headRows) to \(tailRows) (class ranks drawn from the seed), as recovery corpora are \
+        uneven while the evaluation, the balanced test set, is not. Every pool row has a gradient sketch at the pruned model \
+        and a degradation column: the Jensen–Shannon divergence between the original and the pruned model's outputs, as in \
+        PASER (the loss increase is stored too, as loss_increase). PASER: spectral clustering (\(c.clusters) clusters, \
+        10-NN graph) of the sketches, budgets ∝ mean cluster degradation (capped at a cluster's size, exactly the budget in \
+        all), rows by degradation within a cluster (images have equal cost; no concept sets here). "Clusters, equal shares" \
+        is the same with equal budgets per cluster: the ablation without degradation weighting. Recovery: \
+        \(c.recoverySteps) Adam steps on the selection with the pruned weights held at zero, \(c.trials) runs each (batch \
+        order and random's rows change per run); the table gives the mean and the runs.
         """)
-        report.table(["budget", "method", "recovered test accuracy", "rows per class (0–9)"],
-                     o.rows.map { [String(format: "%.0f%%", 100 * $0.budget), $0.method, String(format: "%.3f", $0.accuracy),
+        func gaps(_ pool: String, _ method: String) -> String {
+            c.budgets.map { budget in
+                let rows = o.rows.filter { $0.pool == pool && $0.budget == budget }
+                let ours = rows.first { $0.method == method }?.accuracy ?? .nan, random = rows.first { $0.method == "random" }?.accuracy ?? .nan
+                let points = (1000 * (ours - random)).rounded() / 10
+                return String(format: "%+.1f", points == 0 ? 0.0 : points)
+            }.joined(separator: " / ")
+        }
+        let randomSpread = o.rows.filter { $0.pool == "long-tailed" && $0.method == "random" }
+            .map { 100 * ($0.trialAccuracies.max()! - $0.trialAccuracies.min()!) }.max() ?? .nan
+        let budgetNames = c.budgets.map { String(format: "%.0f", 100 * $0) }.joined(separator: " / ")
+        report.paragraph("""
+        Accuracy points over random data at \(budgetNames) % budgets. I.i.d. pool: PASER \(gaps("i.i.d.", "PASER")), with \
+        \(c.finerClusters) clusters \(gaps("i.i.d.", "PASER, \(c.finerClusters) clusters")). Long-tailed pool: PASER \
+        \(gaps("long-tailed", "PASER")), with \(c.finerClusters) clusters \(gaps("long-tailed", "PASER, \(c.finerClusters) clusters")), \
+        equal shares \(gaps("long-tailed", "clusters, equal shares")). On the i.i.d. pool random data is a balanced sample of \
+        the test distribution and recovers the most: budgets proportional to degradation leave the classes the pruned model \
+        still gets right with few or no rows (the last column), and recovery on the rest makes the model forget them. On the \
+        long-tailed pool random data inherits the pool's imbalance, and cluster budgets, which do not follow cluster size, \
+        mostly gain, though by margins comparable to random's own spread between runs (up to \(String(format: "%.1f", randomSpread)) \
+        points); equal shares gain as much as PASER's degradation-weighted ones, so the gain comes from the clusters, not \
+        from the weighting. Taking the top-degradation rows alone fails: they \
+        come from the one or two classes the pruned model has collapsed on. (Also measured on the i.i.d. pool in earlier \
+        runs: 50 %, 70 % and 85 % magnitude pruning, structured pruning of 75 % or 90 % of the hidden units, clustering \
+        hidden activations instead of sketches and the loss increase instead of the JSD give the same order; 200 clusters \
+        match random.)
+        """)
+        report.table(["pool", "budget", "method", "recovered test accuracy: mean (runs)", "rows per class (0–9)"],
+                     o.rows.map { [$0.pool, String(format: "%.0f%%", 100 * $0.budget), $0.method,
+                                   String(format: "%.3f", $0.accuracy) + " (" + $0.trialAccuracies.map { String(format: "%.3f", $0) }.joined(separator: " ") + ")",
                                    $0.classCounts.map(String.init).joined(separator: " ")] })
-        for budget in c.budgets {
-            report.bars(String(format: "recovered accuracy at a %.0f%% budget (original %.3f, pruned %.3f)", 100 * budget, o.originalAccuracy, o.prunedAccuracy),
-                        o.rows.filter { $0.budget == budget }.map { ($0.method, $0.accuracy) }, maximum: 1)
+        for pool in ["i.i.d.", "long-tailed"] {
+            for budget in c.budgets {
+                report.bars(String(format: "%@ pool, recovered accuracy at a %.0f%% budget (original %.3f, pruned %.3f)", pool as NSString, 100 * budget,
+                                   o.originalAccuracy, o.prunedAccuracy),
+                            o.rows.filter { $0.pool == pool && $0.budget == budget }.map { ($0.method, $0.accuracy) }, maximum: 1)
+            }
         }
     }
 }

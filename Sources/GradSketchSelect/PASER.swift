@@ -18,6 +18,7 @@ public enum PASER {
         /// A cosine IVF index of the set for the kNN graph. Without one the graph is exact,
         /// which costs O(N²·d) and holds the rows in memory: fine to about 10⁵ rows.
         public var index: String?
+        public var allocation = Allocation.proportional
         public var seed: UInt64 = 0
         public init() {}
     }
@@ -184,17 +185,76 @@ public enum PASER {
         return max(0, divergence)
     }
 
-    /// n_c = ⌊B · CDS_c / Σ CDS⌋ with CDS_c the mean degradation of cluster c (negative
-    /// degradations count as 0).
-    public static func allocate(budget: Int, degradation: [Double], clusters: [Int]) -> [Int: Int] {
-        var sums: [Int: (Double, Int)] = [:]
+    /// How the budget is split across clusters. CDS_c is the mean degradation of cluster c
+    /// (negative degradations count as 0).
+    public enum Allocation: String, Sendable, CaseIterable {
+        /// n_c ∝ CDS_c, each capped at its cluster's size; what a cap frees goes to the other
+        /// clusters in the same proportion and the rounding remainders to the largest fractions,
+        /// so exactly min(B, N) rows are chosen (clusters with CDS 0 get rows only when the others
+        /// are exhausted).
+        case proportional
+        /// The released code: n_c = ⌊B · CDS_c / Σ CDS⌋, uncapped. The floors, and any cluster
+        /// smaller than its share, leave part of the budget unspent.
+        case releasedCode = "released-code"
+        /// Equal shares, capped and refilled as in `proportional`: the ablation without
+        /// degradation weighting.
+        case uniform
+    }
+
+    /// Rows per cluster for `budget` rows; see `Allocation`.
+    public static func allocate(budget: Int, degradation: [Double], clusters: [Int], allocation: Allocation = .proportional) -> [Int: Int] {
+        var sums: [Int: (total: Double, size: Int)] = [:]
         for (row, cluster) in clusters.enumerated() {
             let value = sums[cluster] ?? (0, 0)
-            sums[cluster] = (value.0 + max(0, degradation[row]), value.1 + 1)
+            sums[cluster] = (value.total + max(0, degradation[row]), value.size + 1)
         }
-        let scores = sums.mapValues { $0.0 / Double($0.1) }
-        let total = scores.values.reduce(0, +)
-        return scores.mapValues { total > 0 ? Int(Double(budget) * $0 / total) : 0 }
+        let scores = sums.mapValues { $0.total / Double($0.size) }
+        switch allocation {
+        case .releasedCode:
+            let total = scores.values.reduce(0, +)
+            return scores.mapValues { total > 0 ? Int(Double(budget) * $0 / total) : 0 }
+        case .proportional, .uniform:
+            let sizes = sums.mapValues(\.size)
+            var quota = waterFill(budget: budget, weights: allocation == .uniform ? sizes.mapValues { _ in 1 } : scores, capacity: sizes)
+            let spent = quota.values.reduce(0, +)
+            if spent < budget {
+                // Every cluster with weight is full: the rest by remaining size.
+                let room = sizes.mapValues { Double($0) }.merging(quota.mapValues { -Double($0) }, uniquingKeysWith: +)
+                let extra = waterFill(budget: budget - spent, weights: room, capacity: room.mapValues { Int($0) })
+                quota.merge(extra, uniquingKeysWith: +)
+            }
+            return quota
+        }
+    }
+
+    /// Splits `budget` in proportion to `weights`, no share above `capacity`: capped shares are
+    /// fixed and the rest re-split until none exceeds its capacity, then the floors are topped up
+    /// by largest fractional part (ties to the lower key).
+    static func waterFill(budget: Int, weights: [Int: Double], capacity: [Int: Int]) -> [Int: Int] {
+        var quota = weights.mapValues { _ in 0 }
+        var open = Set(weights.keys.filter { weights[$0]! > 0 && capacity[$0]! > 0 })
+        var remaining = min(budget, open.reduce(0) { $0 + capacity[$1]! })
+        while remaining > 0, !open.isEmpty {
+            let total = open.reduce(0) { $0 + weights[$1]! }
+            let shares = Dictionary(uniqueKeysWithValues: open.map { ($0, Double(remaining) * weights[$0]! / total) })
+            let full = open.filter { shares[$0]! >= Double(capacity[$0]!) }
+            if full.isEmpty {
+                for (cluster, share) in shares { quota[cluster] = Int(share) }
+                let leftover = remaining - shares.values.reduce(0) { $0 + Int($1) }
+                let byFraction = shares.keys.sorted {
+                    let a = shares[$0]! - shares[$0]!.rounded(.down), b = shares[$1]! - shares[$1]!.rounded(.down)
+                    return a != b ? a > b : $0 < $1
+                }
+                for cluster in byFraction.prefix(leftover) { quota[cluster]! += 1 }
+                break
+            }
+            for cluster in full {
+                quota[cluster] = capacity[cluster]!
+                remaining -= capacity[cluster]!
+                open.remove(cluster)
+            }
+        }
+        return quota
     }
 
     /// The concept-consistency rule: every pair of `concepts` whose two concepts are both
@@ -236,7 +296,7 @@ public enum PASER {
         let neighbours = try options.index.map { try indexedNeighbours(set, index: $0, neighbours: options.neighbours) }
             ?? exactNeighbours(rows: try set.floatRows(), count: n, width: set.k, neighbours: options.neighbours)
         let clusters = spectralClusters(neighbours: neighbours, options: options)
-        let quota = allocate(budget: budget, degradation: degradation, clusters: clusters)
+        let quota = allocate(budget: budget, degradation: degradation, clusters: clusters, allocation: options.allocation)
         let efficiency = (0..<n).map { degradation[$0] / log(max(cost[$0], 1.000001)) }
         var graph: [String: Set<String>] = [:]
         var picked: [(Int, Double)] = []
@@ -254,7 +314,7 @@ public enum PASER {
         return SelectionResult(method: "paser", parameters: [
             "budget": .number(Double(budget)), "clusters": .number(Double(options.clusters)), "neighbours": .number(Double(options.neighbours)),
             "degradation_column": .string(degradationColumn), "cost_column": costColumn.map(JSONValue.string) ?? .null,
-            "concepts": .bool(useConcepts), "neighbour_index": options.index.map(JSONValue.string) ?? .null, "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
+            "concepts": .bool(useConcepts), "allocation": .string(options.allocation.rawValue), "neighbour_index": options.index.map(JSONValue.string) ?? .null, "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
         ], set: set.name, setVersion: set.version, positions: picked.map(\.0), ids: picked.map { ids[$0.0] }, scores: picked.map(\.1))
     }
 

@@ -320,9 +320,25 @@ import Testing
     }
 
     @Test func paserBudgetsConceptRuleAndSpectralClustersMatchHandComputedCases() throws {
-        // Budgets: CDS = mean degradation per cluster (negatives count 0): 1.0, 3.0, 0 → ⌊10·1/4⌋, ⌊10·3/4⌋, 0.
-        let budgets = PASER.allocate(budget: 10, degradation: [1, 1, 2, 4, -1, -3], clusters: [0, 0, 1, 1, 2, 2])
-        #expect(budgets == [0: 2, 1: 7, 2: 0])
+        // Budgets: CDS = mean degradation per cluster (negatives count 0): 1.0, 3.0, 0. The released
+        // code floors 10·1/4 and 10·3/4; the filled split gives the spare row to the larger fraction
+        // (a tie here, so the lower cluster).
+        let degradation6: [Double] = [1, 1, 2, 4, -1, -3], clusters6 = [0, 0, 1, 1, 2, 2]
+        #expect(PASER.allocate(budget: 10, degradation: degradation6, clusters: clusters6, allocation: .releasedCode) == [0: 2, 1: 7, 2: 0])
+        #expect(PASER.allocate(budget: 3, degradation: degradation6, clusters: clusters6) == [0: 1, 1: 2, 2: 0])
+        // A small cluster whose share exceeds its size is capped and the rest re-split: sizes 2, 6,
+        // 2 with CDS 10, 1, 1 and 6 rows → shares 5, 0.5, 0.5 → cluster 0 capped at 2, then 2 and 2.
+        // The released code spends 2 of the 6 (⌊5⌋ = 5 asked of a 2-row cluster, ⌊0.5⌋ = 0 twice).
+        let degradation10: [Double] = [10, 10, 1, 1, 1, 1, 1, 1, 1, 1], clusters10 = [0, 0, 1, 1, 1, 1, 1, 1, 2, 2]
+        #expect(PASER.allocate(budget: 6, degradation: degradation10, clusters: clusters10) == [0: 2, 1: 2, 2: 2])
+        #expect(PASER.allocate(budget: 6, degradation: degradation10, clusters: clusters10, allocation: .releasedCode) == [0: 5, 1: 0, 2: 0])
+        // Equal shares of 7 → 7/3 each; clusters 0 and 2 hold 2 rows, so cluster 1 takes the other 3.
+        #expect(PASER.allocate(budget: 7, degradation: degradation10, clusters: clusters10, allocation: .uniform) == [0: 2, 1: 3, 2: 2])
+        // Clusters with CDS 0 get rows only once the others are full: 5 rows with CDS 5, 1, 0 on
+        // clusters of two → 2, 2 and the last to cluster 2; a budget over N stops at N.
+        let degradationZero: [Double] = [5, 5, 1, 1, 0, 0]
+        #expect(PASER.allocate(budget: 5, degradation: degradationZero, clusters: clusters6) == [0: 2, 1: 2, 2: 1])
+        #expect(PASER.allocate(budget: 9, degradation: degradationZero, clusters: clusters6) == [0: 2, 1: 2, 2: 2])
         // Concept rule: with a–b and c known but unlinked, {a, b, x} is consistent, {a, c} is not.
         var graph: [String: Set<String>] = [:]
         PASER.addClique(["a", "b"], to: &graph)

@@ -96,9 +96,14 @@ import Testing
         x = np.concatenate([a + 0.05 * rng.standard_normal((60, 8)), b + 0.05 * rng.standard_normal((60, 8))]).astype(np.float32)
         deg = np.concatenate([rng.uniform(0.5, 1.5, 60), rng.uniform(2.5, 3.5, 60)])
         np.save(f"{out}/rows.npy", x); np.save(f"{out}/deg.npy", deg)
-        # budgets 8 * 1.0/4.0 = 2 and 8 * 3.0/4.0 = 6 (up to the sampled means), highest degradation first
+        # budgets 8 * 1.0/4.0 = 2 and 8 * 3.0/4.0 = 6 (up to the sampled means): floors, the spare
+        # row to the larger fraction; highest degradation first
         m0, m1 = deg[:60].mean(), deg[60:].mean()
-        n0, n1 = int(8 * m0 / (m0 + m1)), int(8 * m1 / (m0 + m1))
+        s0, s1 = 8 * m0 / (m0 + m1), 8 * m1 / (m0 + m1)
+        n0, n1 = int(s0), int(s1)
+        if n0 + n1 < 8:
+            if s0 - n0 >= s1 - n1: n0 += 1
+            else: n1 += 1
         pick = list(np.argsort(-deg[:60], kind="stable")[:n0]) + list(60 + np.argsort(-deg[60:], kind="stable")[:n1])
         open(f"{out}/expected.txt", "w").write(" ".join(f"r{i}" for i in sorted(pick)))
         open(f"{out}/ids.txt", "w").writelines(f"r{i}\\n" for i in range(120))
@@ -113,5 +118,7 @@ import Testing
         #expect(output.method == "paser")
         #expect(Set(output.rows.map(\.id)) == Set(expected) && output.rows.count == expected.count)
         try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "3", "--degradation-column", "nope"], saying: "has no column \"nope\"")
+        try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "3", "--allocation", "even"],
+                          saying: "--allocation must be one of proportional, released-code, uniform, found even")
     }
 }

@@ -48,7 +48,8 @@ struct SelectCommand: ParsableCommand {
         greedy-batched (--batch-size), topk, topk-balanced (per-label quota), random, loss-low, loss-high. \
         --method density samples with probability ∝ 1/(LSH kernel-sum score) (Sachdeva et al. 2024); --method column takes \
         the top rows of a stored score column (e.g. Ask-LLM scores). --method paser (He et al. 2025) clusters the rows \
-        spectrally, gives each cluster a budget ∝ its mean --degradation-column, takes rows by degradation per log cost (--index: kNN graph through a cosine index), and with \
+        spectrally, gives each cluster a budget ∝ its mean --degradation-column (capped at its size, exactly -k rows in all; \
+        --allocation released-code floors the shares as the released code does, uniform gives equal shares), takes rows by degradation per log cost (--index: kNN graph through a cosine index), and with \
         --concepts keeps only rows whose concepts (JSON-array metadata) agree with the concept graph so far. --save NAME writes the result into the store as a new version.
         """)
 
@@ -73,6 +74,7 @@ struct SelectCommand: ParsableCommand {
     @Option(help: "PASER: per-row cost column (default: equal costs).") var costColumn: String?
     @Flag(help: "PASER: apply the concept-consistency filter to JSON-array metadata.") var concepts = false
     @Option(help: "PASER: spectral clusters.") var clusters: Int = 10
+    @Option(help: "PASER: cluster budgets, proportional, released-code or uniform.") var allocation: String = "proportional"
     @Option(help: "PASER: a cosine IVF index of the set for the kNN graph (default: exact, O(N²), for up to about 10⁵ rows).") var index: String?
     @Option(help: "Seed (random strategy, density hashes and sampling, PASER clustering).") var seed: UInt64 = 0
     @Option(help: "Save the result under this name (a new version).") var save: String?
@@ -105,6 +107,10 @@ struct SelectCommand: ParsableCommand {
                 var options = PASER.Options()
                 options.clusters = clusters
                 options.index = index
+                guard let allocationValue = PASER.Allocation(rawValue: allocation) else {
+                    throw ValidationError("--allocation must be one of \(PASER.Allocation.allCases.map(\.rawValue).joined(separator: ", ")), found \(allocation)")
+                }
+                options.allocation = allocationValue
                 options.seed = seed
                 result = try PASER.select(target, budget: count, degradationColumn: degradationColumn, costColumn: costColumn,
                                           useConcepts: concepts, options: options)
