@@ -265,15 +265,39 @@ public enum PASER {
         return true
     }
 
+    /// Links every pair of distinct `concepts`. As in the released code (a networkx graph grown
+    /// edge by edge), a concept becomes a node only with an edge: a row with one concept adds nothing.
     public static func addClique(_ concepts: [String], to graph: inout [String: Set<String>]) {
-        for a in concepts { graph[a, default: []].formUnion(concepts.filter { $0 != a }) }
+        let distinct = Set(concepts)
+        guard distinct.count >= 2 else { return }
+        for a in distinct { graph[a, default: []].formUnion(distinct.subtracting([a])) }
+    }
+
+    /// Where each row's concepts come from, for the concept-consistency filter.
+    public enum ConceptSource: Sendable {
+        /// No filter.
+        case none
+        /// Row metadata holds a JSON array of concept strings.
+        case metadataArrays
+        /// The RAKE phrases of each row's metadata text, as the released code takes them. Metadata
+        /// that is a JSON object contributes its "instruction", "input" and "output" strings in that
+        /// order (an Alpaca record), or else all its string values in key order.
+        case rakePhrases(stopwords: Set<String> = RAKE.englishStopwords)
+
+        var name: String {
+            switch self {
+            case .none: "none"
+            case .metadataArrays: "metadata-arrays"
+            case .rakePhrases: "rake-phrases"
+            }
+        }
     }
 
     /// PASER selection over a set: rows clustered from the set's own rows, `degradationColumn`
     /// per row, optional `costColumn` (≥ 2 tokens or units; 2 when absent) and concept sets from
-    /// the rows' JSON metadata (an array of strings per row) when `useConcepts`.
+    /// the rows' metadata (see `ConceptSource`).
     public static func select(_ set: SketchSet, budget: Int, degradationColumn: String, costColumn: String? = nil,
-                              useConcepts: Bool = false, options: Options = Options()) throws -> SelectionResult {
+                              concepts conceptSource: ConceptSource = .none, options: Options = Options()) throws -> SelectionResult {
         let n = set.rowCount
         guard budget >= 1, budget <= n else {
             throw StoreError(.invalidInput, "cannot select \(budget) of the \(n) live rows of set \(set.name)")
@@ -283,16 +307,7 @@ public enum PASER {
             throw StoreError(.invalidInput, "column \(degradationColumn) has no finite value for row \(bad)")
         }
         let cost = try costColumn.map { try set.column($0) } ?? [Double](repeating: 2, count: n)
-        var concepts: [[String]] = [[String]](repeating: [], count: n)
-        if useConcepts {
-            let metadata = try set.metadata()
-            for (row, text) in metadata.enumerated() where !text.isEmpty {
-                guard case .array(let items)? = try? JSONValue.parse(text) else {
-                    throw StoreError(.invalidInput, "row \(row) metadata is not a JSON array of concept strings: \"\(text.prefix(60))\"")
-                }
-                concepts[row] = items.compactMap { if case .string(let s) = $0 { s } else { nil } }
-            }
-        }
+        let concepts = try rowConcepts(set, source: conceptSource)
         let neighbours = try options.index.map { try indexedNeighbours(set, index: $0, neighbours: options.neighbours) }
             ?? exactNeighbours(rows: try set.floatRows(), count: n, width: set.k, neighbours: options.neighbours)
         let clusters = spectralClusters(neighbours: neighbours, options: options)
@@ -304,7 +319,7 @@ public enum PASER {
             let members = (0..<n).filter { clusters[$0] == cluster }.sorted { efficiency[$0] != efficiency[$1] ? efficiency[$0] > efficiency[$1] : $0 < $1 }
             var accepted = 0
             for row in members where accepted < quota[cluster]! {
-                if useConcepts && !isConsistent(concepts[row], with: graph) { continue }
+                if !isConsistent(concepts[row], with: graph) { continue }
                 addClique(concepts[row], to: &graph)
                 picked.append((row, efficiency[row]))
                 accepted += 1
@@ -314,8 +329,34 @@ public enum PASER {
         return SelectionResult(method: "paser", parameters: [
             "budget": .number(Double(budget)), "clusters": .number(Double(options.clusters)), "neighbours": .number(Double(options.neighbours)),
             "degradation_column": .string(degradationColumn), "cost_column": costColumn.map(JSONValue.string) ?? .null,
-            "concepts": .bool(useConcepts), "allocation": .string(options.allocation.rawValue), "neighbour_index": options.index.map(JSONValue.string) ?? .null, "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
+            "concepts": .string(conceptSource.name), "allocation": .string(options.allocation.rawValue), "neighbour_index": options.index.map(JSONValue.string) ?? .null, "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
         ], set: set.name, setVersion: set.version, positions: picked.map(\.0), ids: picked.map { ids[$0.0] }, scores: picked.map(\.1))
+    }
+
+    /// Each row's concepts (empty lists without a source, which the filter always accepts).
+    static func rowConcepts(_ set: SketchSet, source: ConceptSource) throws -> [[String]] {
+        switch source {
+        case .none:
+            return [[String]](repeating: [], count: set.rowCount)
+        case .metadataArrays:
+            return try set.metadata().enumerated().map { row, text in
+                guard !text.isEmpty else { return [] }
+                guard case .array(let items)? = try? JSONValue.parse(text) else {
+                    throw StoreError(.invalidInput, "row \(row) metadata is not a JSON array of concept strings: \"\(text.prefix(60))\"")
+                }
+                return items.compactMap { if case .string(let s) = $0 { s } else { nil } }
+            }
+        case .rakePhrases(let stopwords):
+            return try set.metadata().map { text in
+                var document = text
+                if text.first == "{", case .object(let fields)? = try? JSONValue.parse(text) {
+                    let named = ["instruction", "input", "output"].filter { fields[$0] != nil }
+                    let keys = named.isEmpty ? fields.keys.sorted() : named
+                    document = keys.compactMap { if case .string(let s)? = fields[$0] { s } else { nil } }.joined(separator: " ")
+                }
+                return RAKE.rankedPhrases(document, stopwords: stopwords).map(\.phrase)
+            }
+        }
     }
 
     /// Makes the columns of the row-major `rows × columns` matrix orthonormal (its Q factor) by

@@ -339,13 +339,33 @@ import Testing
         let degradationZero: [Double] = [5, 5, 1, 1, 0, 0]
         #expect(PASER.allocate(budget: 5, degradation: degradationZero, clusters: clusters6) == [0: 2, 1: 2, 2: 1])
         #expect(PASER.allocate(budget: 9, degradation: degradationZero, clusters: clusters6) == [0: 2, 1: 2, 2: 2])
-        // Concept rule: with a–b and c known but unlinked, {a, b, x} is consistent, {a, c} is not.
+        // Concept rule: with a–b and c–d known but a, c unlinked, {a, b, x} is consistent, {a, c} is
+        // not. A lone concept adds no node (the released code grows its graph edge by edge).
         var graph: [String: Set<String>] = [:]
         PASER.addClique(["a", "b"], to: &graph)
-        PASER.addClique(["c"], to: &graph)
+        PASER.addClique(["c", "d", "c"], to: &graph)
+        PASER.addClique(["z"], to: &graph)
+        #expect(graph == ["a": ["b"], "b": ["a"], "c": ["d"], "d": ["c"]])
         #expect(PASER.isConsistent(["a", "b", "x"], with: graph))
         #expect(!PASER.isConsistent(["a", "c"], with: graph))
         #expect(PASER.isConsistent(["x", "y"], with: graph))
+        #expect(PASER.isConsistent(["a", "z"], with: graph))
+
+        // RAKE on the example of Rose et al. (2010): degree ÷ frequency by hand, e.g. "linear" is in
+        // "linear constraints" and "linear diophantine equations" (degree 2 + 3, frequency 2: 2.5),
+        // so "linear diophantine equations" scores 2.5 + 3 + 3 = 8.5 and "linear constraints" 4.5, the
+        // paper's figures. Ties keep the order of first appearance; a repeated phrase is listed once.
+        let abstract = """
+        Compatibility of systems of linear constraints over the set of natural numbers. Criteria of compatibility \
+        of a system of linear Diophantine equations, strict inequations, and nonstrict inequations are considered.
+        """
+        let ranked = RAKE.rankedPhrases(abstract)
+        #expect(ranked.map(\.phrase) == ["linear diophantine equations", "linear constraints", "natural numbers", "strict inequations",
+                                         "nonstrict inequations", "compatibility", "systems", "set", "criteria", "system", "considered"])
+        #expect(ranked.map(\.score) == [8.5, 4.5, 4, 4, 4, 1, 1, 1, 1, 1, 1])
+        // Tokens as NLTK's wordpunct_tokenize cuts them; every punctuation run ends a phrase.
+        #expect(RAKE.candidatePhrases("The model's output—isn't it great?! Yes") == [["model"], ["output"], ["great"], ["yes"]])
+        #expect(RAKE.candidatePhrases("red wine and cheese", stopwords: ["wine"]) == [["red"], ["and", "cheese"]])
 
         // Jensen–Shannon divergence (nats), hand-computed with Python's math.log: disjoint
         // supports give ln 2, identical inputs 0, and it is symmetric.
@@ -386,7 +406,7 @@ import Testing
                              annotations: RowAnnotations(metadata: concepts, metadataKind: .json, columns: ["degradation": degradation]),
                              options: SketchSetOptions(dtype: .float32))
         }
-        let result = try PASER.select(try store.sketchSet("pool"), budget: 60, degradationColumn: "degradation", useConcepts: true, options: options)
+        let result = try PASER.select(try store.sketchSet("pool"), budget: 60, degradationColumn: "degradation", concepts: .metadataArrays, options: options)
         #expect(result.positions.count <= 60 && Set(result.positions).count == result.positions.count)
         var perCluster: [Int: [Int]] = [:]
         for position in result.positions { perCluster[labels[position], default: []].append(position) }
@@ -416,7 +436,7 @@ import Testing
         #expect(throws: StoreError.self) { try PASER.indexedNeighbours(pool, index: "ip", neighbours: 10) }
         var indexed = options
         indexed.index = "cos"
-        #expect(try PASER.select(pool, budget: 60, degradationColumn: "degradation", useConcepts: true, options: indexed).positions.count <= 60)
+        #expect(try PASER.select(pool, budget: 60, degradationColumn: "degradation", concepts: .metadataArrays, options: indexed).positions.count <= 60)
 
         // Once "shoe"–"red" is in the graph, a row adding "blue" with both is still consistent only
         // if blue is unknown; never two rows whose known concepts are unlinked.

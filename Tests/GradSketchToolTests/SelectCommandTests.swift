@@ -121,4 +121,54 @@ import Testing
         try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "3", "--allocation", "even"],
                           saying: "--allocation must be one of proportional, released-code, uniform, found even")
     }
+
+    @Test func paserConceptsFromTextRejectTheRowWhoseKnownConceptsAreUnlinked() throws {
+        let fixture = try ToolFixture()
+        let script = """
+        import sys, json, numpy as np
+        out = sys.argv[1]
+        rng = np.random.default_rng(6)
+        a, b = rng.standard_normal(8), rng.standard_normal(8)
+        x = np.concatenate([a + 0.05 * rng.standard_normal((60, 8)), b + 0.05 * rng.standard_normal((60, 8))]).astype(np.float32)
+        deg = np.concatenate([rng.uniform(0.5, 1.5, 60), rng.uniform(2.5, 3.5, 60)])
+        np.save(f"{out}/rows.npy", x); np.save(f"{out}/deg.npy", deg)
+        # The three most degraded rows of the second cluster, in that order: "apple"-"banana" and then
+        # "apple"-"cherry" are linked; the third knows banana and cherry, unlinked, and is rejected.
+        # Its text is an Alpaca record, read as instruction + input + output.
+        order = 60 + np.argsort(-deg[60:], kind="stable")
+        meta = [""] * 120
+        meta[order[0]] = "Apple, banana"
+        meta[order[1]] = "an apple; the cherry"
+        meta[order[2]] = json.dumps({"output": "Cherry!", "instruction": "Banana?", "input": ""})
+        open(f"{out}/meta.txt", "w").writelines(m + "\\n" for m in meta)
+        m0, m1 = deg[:60].mean(), deg[60:].mean()
+        s0, s1 = 8 * m0 / (m0 + m1), 8 * m1 / (m0 + m1)
+        n0, n1 = int(s0), int(s1)
+        if n0 + n1 < 8:
+            if s0 - n0 >= s1 - n1: n0 += 1
+            else: n1 += 1
+        pick = list(np.argsort(-deg[:60], kind="stable")[:n0]) + [r for r in order if r != order[2]][:n1]
+        open(f"{out}/expected.txt", "w").write(" ".join(f"r{i}" for i in sorted(pick)))
+        open(f"{out}/rejected.txt", "w").write(f"r{order[2]}")
+        open(f"{out}/ids.txt", "w").writelines(f"r{i}\\n" for i in range(120))
+        """
+        try #require(try ChildProcess.python(script, [fixture.scratch.path]).status == 0)
+        let store = fixture.store
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "pool", "--rows", fixture.path("rows.npy"), "--ids", fixture.path("ids.txt"),
+                                            "--metadata", fixture.path("meta.txt"), "--column", "degradation=\(fixture.path("deg.npy"))"))
+        let result = try expectSuccess(ChildProcess.tool("select", store, "--set", "pool", "--method", "paser", "--clusters", "2", "-k", "8",
+                                                         "--concepts-from-text", "--json"))
+        let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
+        let expected = try String(contentsOfFile: fixture.path("expected.txt"), encoding: .utf8).split(separator: " ").map(String.init)
+        let rejected = try String(contentsOfFile: fixture.path("rejected.txt"), encoding: .utf8)
+        #expect(Set(output.rows.map(\.id)) == Set(expected) && output.rows.count == expected.count)
+        #expect(!output.rows.map(\.id).contains(rejected))
+        // Without the filter the rejected row is taken.
+        let unfiltered = try expectSuccess(ChildProcess.tool("select", store, "--set", "pool", "--method", "paser", "--clusters", "2", "-k", "8", "--json"))
+        #expect(try JSONDecoder().decode(Output.self, from: Data(unfiltered.standardOutput.utf8)).rows.map(\.id).contains(rejected))
+        try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "8", "--concepts", "--concepts-from-text"],
+                          saying: "give at most one of --concepts and --concepts-from-text")
+        try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "8", "--concepts-from-text", "--stopwords", "/nonexistent/stop.txt"],
+                          saying: "cannot read the stopword file /nonexistent/stop.txt")
+    }
 }

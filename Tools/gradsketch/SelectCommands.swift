@@ -50,7 +50,8 @@ struct SelectCommand: ParsableCommand {
         the top rows of a stored score column (e.g. Ask-LLM scores). --method paser (He et al. 2025) clusters the rows \
         spectrally, gives each cluster a budget ∝ its mean --degradation-column (capped at its size, exactly -k rows in all; \
         --allocation released-code floors the shares as the released code does, uniform gives equal shares), takes rows by degradation per log cost (--index: kNN graph through a cosine index), and with \
-        --concepts keeps only rows whose concepts (JSON-array metadata) agree with the concept graph so far. --save NAME writes the result into the store as a new version.
+        --concepts keeps only rows whose concepts (JSON-array metadata) agree with the concept graph so far; \
+        --concepts-from-text takes the concepts as RAKE key phrases of the metadata text (--stopwords FILE to replace the built-in English list). --save NAME writes the result into the store as a new version.
         """)
 
     @OptionGroup var location: StoreArgument
@@ -73,6 +74,9 @@ struct SelectCommand: ParsableCommand {
     @Option(help: "PASER: per-row degradation column.") var degradationColumn: String = "degradation"
     @Option(help: "PASER: per-row cost column (default: equal costs).") var costColumn: String?
     @Flag(help: "PASER: apply the concept-consistency filter to JSON-array metadata.") var concepts = false
+    @Flag(help: "PASER: apply the concept-consistency filter to RAKE key phrases of the metadata text (an Alpaca JSON record: instruction, input, output).")
+    var conceptsFromText = false
+    @Option(help: "PASER: stopword file for --concepts-from-text (words separated by white space).") var stopwords: String?
     @Option(help: "PASER: spectral clusters.") var clusters: Int = 10
     @Option(help: "PASER: cluster budgets, proportional, released-code or uniform.") var allocation: String = "proportional"
     @Option(help: "PASER: a cosine IVF index of the set for the kNN graph (default: exact, O(N²), for up to about 10⁵ rows).") var index: String?
@@ -113,7 +117,7 @@ struct SelectCommand: ParsableCommand {
                 options.allocation = allocationValue
                 options.seed = seed
                 result = try PASER.select(target, budget: count, degradationColumn: degradationColumn, costColumn: costColumn,
-                                          useConcepts: concepts, options: options)
+                                          concepts: try conceptSource(), options: options)
             case "column":
                 guard let column else { throw ValidationError("--method column needs --column NAME") }
                 result = try DensitySampling.topByColumn(target, column: column, count: count, smallest: smallest)
@@ -125,6 +129,19 @@ struct SelectCommand: ParsableCommand {
                                       parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores)
             if json { printJSON(output) } else { output.printText() }
         }
+    }
+
+    private func conceptSource() throws -> PASER.ConceptSource {
+        if concepts && conceptsFromText { throw ValidationError("give at most one of --concepts and --concepts-from-text") }
+        if stopwords != nil && !conceptsFromText { throw ValidationError("--stopwords needs --concepts-from-text") }
+        if concepts { return .metadataArrays }
+        guard conceptsFromText else { return .none }
+        guard let stopwords else { return .rakePhrases() }
+        let text: String
+        do { text = try String(contentsOfFile: stopwords, encoding: .utf8) } catch {
+            throw ValidationError("cannot read the stopword file \(stopwords): \(error.localizedDescription)")
+        }
+        return .rakePhrases(stopwords: Set(text.lowercased().split(whereSeparator: \.isWhitespace).map(String.init)))
     }
 
     private func selectionQuery(store: Store, target: SketchSet) throws -> [Float] {
