@@ -24,7 +24,7 @@ public enum DensitySampling {
 
     /// The sketch's kernel-sum estimate for every live row: (1/R) Σ_r C[r, h_r(x)], which counts
     /// the row itself. Returns the scores and the width used.
-    public static func scores(_ set: SketchSet, options: Options = Options()) throws -> (scores: [Double], width: Double) {
+    public static func scores(_ set: SketchSet, options: Options = Options(), progress: ProgressHandler? = nil) throws -> (scores: [Double], width: Double) {
         guard options.hashes >= 1, options.buckets >= 1, options.power >= 1 else {
             throw StoreError(.invalidInput, "density needs at least one hash and one bucket, found \(options.hashes) × \(options.buckets)")
         }
@@ -56,6 +56,7 @@ public enum DensitySampling {
                     }
                 }
                 position += count
+                progress?(pass == 0 ? "counting rows" : "scoring rows", position, set.rowCount)
             }
             if pass == 1 { return (scores.map { $0 / Double(hashes) }, width) }
         }
@@ -65,11 +66,11 @@ public enum DensitySampling {
     /// `count` rows sampled without replacement with probability ∝ 1/score (the paper's text
     /// and Theorem A.2; its algorithm box prints score/Σscore, which would favour dense
     /// regions). Efraimidis–Spirakis keys log(u)·score, largest first.
-    public static func sample(_ set: SketchSet, count: Int, options: Options = Options()) throws -> SelectionResult {
+    public static func sample(_ set: SketchSet, count: Int, options: Options = Options(), progress: ProgressHandler? = nil) throws -> SelectionResult {
         guard count >= 1, count <= set.rowCount else {
             throw StoreError(.invalidInput, "cannot sample \(count) of the \(set.rowCount) live rows of set \(set.name)")
         }
-        let (scores, width) = try self.scores(set, options: options)
+        let (scores, width) = try self.scores(set, options: options, progress: progress)
         var generator = SeededRandom(seed: options.seed &+ 0x5EED)
         let keys = scores.map { score -> Double in
             let u = max(generator.nextUnit(), Double.leastNonzeroMagnitude)

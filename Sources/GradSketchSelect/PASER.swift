@@ -33,7 +33,7 @@ public enum PASER {
 
     /// The `m` most cosine-similar other rows of every row, exactly: unit rows, similarities
     /// block by block with GEMM. O(N²·d): for large sets use a cosine IVF index instead.
-    public static func exactNeighbours(rows: [Float], count n: Int, width d: Int, neighbours m: Int) -> Neighbours {
+    public static func exactNeighbours(rows: [Float], count n: Int, width d: Int, neighbours m: Int, progress: ProgressHandler? = nil) -> Neighbours {
         var unit = rows
         for i in 0..<n {
             var norm: Float = 0
@@ -67,6 +67,7 @@ public enum PASER {
                 neighbours[i] = top
             }
             start += rowsInBlock
+            progress?("kNN graph rows", start, n)
         }
         return neighbours
     }
@@ -74,7 +75,7 @@ public enum PASER {
     /// The `m` nearest other rows of every live row of `set` through its cosine IVF index
     /// `index`: every row is a query, in chunks, on `threads` threads.
     public static func indexedNeighbours(_ set: SketchSet, index: String, neighbours m: Int, threads: Int = 2,
-                                         parameters: IVFSearchParameters? = nil) throws -> Neighbours {
+                                         parameters: IVFSearchParameters? = nil, progress: ProgressHandler? = nil) throws -> Neighbours {
         let searcher = try IVFSearcher(set: set, index: index)
         guard searcher.metric == .cosine else {
             throw StoreError(.invalidInput, "PASER needs a cosine index for its kNN graph; index \(index) of set \(set.name) is \(searcher.metric)")
@@ -89,6 +90,7 @@ public enum PASER {
                 neighbours[me] = found.filter { $0.position != me }.prefix(m).map { ($0.position, $0.score) }
             }
             row += count
+            progress?("kNN graph rows", row, set.rowCount)
         }
         return neighbours
     }
@@ -96,7 +98,7 @@ public enum PASER {
     /// Spectral clustering from a kNN graph: symmetric Gaussian weights on the unit-sphere
     /// distance (σ = median neighbour distance), the `clusters` leading eigenvectors of
     /// D^{-1/2} W D^{-1/2} by subspace iteration, rows normalised, then L2 k-means.
-    public static func spectralClusters(neighbours: Neighbours, options: Options = Options()) -> [Int] {
+    public static func spectralClusters(neighbours: Neighbours, options: Options = Options(), progress: ProgressHandler? = nil) -> [Int] {
         let n = neighbours.count
         let k = min(options.clusters, n)
         guard k > 1 else { return [Int](repeating: 0, count: n) }
@@ -136,7 +138,8 @@ public enum PASER {
         var next = [Double](repeating: 0, count: n * k)
         let threads = 2
         let offsets = rowStart, neighbourRows = columns, edgeWeights = weights
-        for _ in 0..<options.iterations {
+        for iteration in 0..<options.iterations {
+            progress?("spectral iterations (at most)", iteration, options.iterations)
             basis.withUnsafeBufferPointer { b in
                 next.withUnsafeMutableBufferPointer { out in
                     nonisolated(unsafe) let b = b, out = out
@@ -297,7 +300,8 @@ public enum PASER {
     /// per row, optional `costColumn` (≥ 2 tokens or units; 2 when absent) and concept sets from
     /// the rows' metadata (see `ConceptSource`).
     public static func select(_ set: SketchSet, budget: Int, degradationColumn: String, costColumn: String? = nil,
-                              concepts conceptSource: ConceptSource = .none, options: Options = Options()) throws -> SelectionResult {
+                              concepts conceptSource: ConceptSource = .none, options: Options = Options(),
+                              progress: ProgressHandler? = nil) throws -> SelectionResult {
         let n = set.rowCount
         guard budget >= 1, budget <= n else {
             throw StoreError(.invalidInput, "cannot select \(budget) of the \(n) live rows of set \(set.name)")
@@ -308,9 +312,9 @@ public enum PASER {
         }
         let cost = try costColumn.map { try set.column($0) } ?? [Double](repeating: 2, count: n)
         let concepts = try rowConcepts(set, source: conceptSource)
-        let neighbours = try options.index.map { try indexedNeighbours(set, index: $0, neighbours: options.neighbours) }
-            ?? exactNeighbours(rows: try set.floatRows(), count: n, width: set.k, neighbours: options.neighbours)
-        let clusters = spectralClusters(neighbours: neighbours, options: options)
+        let neighbours = try options.index.map { try indexedNeighbours(set, index: $0, neighbours: options.neighbours, progress: progress) }
+            ?? exactNeighbours(rows: try set.floatRows(), count: n, width: set.k, neighbours: options.neighbours, progress: progress)
+        let clusters = spectralClusters(neighbours: neighbours, options: options, progress: progress)
         let quota = allocate(budget: budget, degradation: degradation, clusters: clusters, allocation: options.allocation)
         let efficiency = (0..<n).map { degradation[$0] / log(max(cost[$0], 1.000001)) }
         var graph: [String: Set<String>] = [:]

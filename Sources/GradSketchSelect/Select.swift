@@ -42,6 +42,10 @@ public struct SelectionResult: Sendable, Codable, Equatable {
     }
 }
 
+/// Progress of a long selection: the phase, and how many of its units are done of its total.
+/// Called on the calling thread, between units of work.
+public typealias ProgressHandler = (_ phase: String, _ done: Int, _ total: Int) -> Void
+
 /// SELECT: recover training data from weights. The query is q = P(θ_base − θ_finetuned) (the
 /// direction loss gradients of the training data point to) and the rows are per-example
 /// gradient sketches at θ_finetuned, projected with the same P.
@@ -49,7 +53,8 @@ public enum Select {
     /// - Parameter unitRows: greedy strategies sum s_i/‖s_i‖ instead of s_i, as the paper's
     ///   full-model variant L2-normalises each per-example gradient (top-k is cosine already).
     public static func run(_ set: SketchSet, query: [Float], count: Int, strategy: SelectStrategy, batchSize: Int = 0,
-                           lossColumn: String = "loss", seed: UInt64 = 0, unitRows: Bool = false, threads: Int = 2) throws -> SelectionResult {
+                           lossColumn: String = "loss", seed: UInt64 = 0, unitRows: Bool = false, threads: Int = 2,
+                           progress: ProgressHandler? = nil) throws -> SelectionResult {
         let n = set.rowCount
         guard count >= 1, count <= n else {
             throw StoreError(.invalidInput, "cannot select \(count) of the \(n) live rows of set \(set.name): expected 1 ... \(n)")
@@ -101,7 +106,7 @@ public enum Select {
                 parameters["batch_size"] = .number(Double(batchSize))
             }
             if unitRows { parameters["unit_rows"] = .bool(true) }
-            picked = try greedy(set, query: query, count: count, resetEvery: strategy == .greedyBatched ? batchSize : 0, unitRows: unitRows, threads: threads)
+            picked = try greedy(set, query: query, count: count, resetEvery: strategy == .greedyBatched ? batchSize : 0, unitRows: unitRows, threads: threads, progress: progress)
         }
         let ids = try set.ids()
         return SelectionResult(method: "select/" + strategy.rawValue, parameters: parameters, set: set.name, setVersion: set.version,
@@ -122,7 +127,7 @@ public enum Select {
     /// With `unitRows` every s_i is scaled by w_i = 1/‖s_i‖ first: a_i → w_i a_i, n_i → 1 and
     /// the update adds w_j w_i ⟨s_j, s_i⟩.
     static func greedy(_ set: SketchSet, query: [Float], count: Int, resetEvery: Int, unitRows: Bool = false,
-                       threads: Int) throws -> [(position: Int, score: Double)] {
+                       threads: Int, progress: ProgressHandler?) throws -> [(position: Int, score: Double)] {
         let n = set.rowCount
         let queryNorm = query.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
         guard queryNorm > 0 else { throw StoreError(.invalidInput, "the query has norm 0: cosine is undefined") }
@@ -155,6 +160,7 @@ public enum Select {
             let row = try set.floatRows(at: [best])
             let (update, _) = try RowScores.dots(set, query: row, threads: threads)
             for i in 0..<n { c[i] += scale[best] * scale[i] * Double(update[i]) }
+            progress?("greedy picks", step + 1, count)
         }
         return picked
     }

@@ -90,6 +90,8 @@ struct SelectCommand: ParsableCommand {
             let store = try Store(opening: location.store)
             let target = try store.sketchSet(set, at: at)
             let result: SelectionResult
+            let progress = ProgressLine(label: "select", unit: "", bytesPerUnit: nil)
+            defer { progress.finish() }
             switch method {
             case "select":
                 guard let strategyValue = SelectStrategy(rawValue: strategy) else {
@@ -98,7 +100,7 @@ struct SelectCommand: ParsableCommand {
                 let needsQuery = ![.random, .lowestLoss, .highestLoss].contains(strategyValue)
                 let query = needsQuery ? try selectionQuery(store: store, target: target) : [Float](repeating: 0, count: target.k)
                 result = try Select.run(target, query: query, count: count, strategy: strategyValue, batchSize: batchSize,
-                                        lossColumn: lossColumn, seed: seed, unitRows: unitRows)
+                                        lossColumn: lossColumn, seed: seed, unitRows: unitRows, progress: progress.update(phase:_:_:))
             case "density":
                 var options = DensitySampling.Options()
                 options.hashes = hashes
@@ -106,7 +108,7 @@ struct SelectCommand: ParsableCommand {
                 options.width = width
                 options.power = power
                 options.seed = seed
-                result = try DensitySampling.sample(target, count: count, options: options)
+                result = try DensitySampling.sample(target, count: count, options: options, progress: progress.update(phase:_:_:))
             case "paser":
                 var options = PASER.Options()
                 options.clusters = clusters
@@ -117,13 +119,14 @@ struct SelectCommand: ParsableCommand {
                 options.allocation = allocationValue
                 options.seed = seed
                 result = try PASER.select(target, budget: count, degradationColumn: degradationColumn, costColumn: costColumn,
-                                          concepts: try conceptSource(), options: options)
+                                          concepts: try conceptSource(), options: options, progress: progress.update(phase:_:_:))
             case "column":
                 guard let column else { throw ValidationError("--method column needs --column NAME") }
                 result = try DensitySampling.topByColumn(target, column: column, count: count, smallest: smallest)
             default:
                 throw ValidationError("--method must be select, density, column or paser, found \(method)")
             }
+            progress.finish()
             let version = try saveIfAsked(save, store, result)
             let output = ResultOutput(name: save, version: version, method: result.method, set: result.set, setVersion: result.setVersion,
                                       parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores)
@@ -217,11 +220,17 @@ struct ValueCommand: ParsableCommand {
         let target = try store.sketchSet(set)
         let v = try readVectors(vector, width: target.k, what: "the target-gradient sketch").values
         let gradex = try GradEx(target, keepingRows: estimatorValue == .logistic, featureScaleColumn: featureScaleColumn)
+        // Progress counts estimates: one per subset, then at most S(S+1)/2 for forward selection.
+        let progress = ProgressLine(label: "gradex", unit: "estimates", bytesPerUnit: nil)
+        var phase = "ensemble", done = 0, total = subsets
         let estimate = { (subset: [Int]) throws -> Double in
-            try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: step, estimator: estimatorValue)
+            defer { done += 1; progress.update(phase: phase, done, total) }
+            return try gradex.estimate(subset, validation: v, baseLoss: baseLoss, step: step, estimator: estimatorValue)
         }
         let ensemble = try gradex.randomEnsemble(subsets: subsets, fraction: fraction, seed: seed, estimate: estimate)
+        (phase, done, total) = ("forward selection (at most)", 0, gradex.sources.count * (gradex.sources.count + 1) / 2)
         let forward = try gradex.forwardSelection(estimate: estimate)
+        progress.finish()
         let order = gradex.sources.indices.sorted { ensemble.scores[$0] < ensemble.scores[$1] }
         let result = SelectionResult(method: "gradex/random-ensemble", parameters: [
             "estimator": .string(estimator), "step": .number(step), "base_loss": .number(baseLoss), "subsets": .number(Double(subsets)),

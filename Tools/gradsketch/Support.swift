@@ -51,11 +51,23 @@ final class ProgressLine {
     private let start = Date()
     private var lastDraw = Date.distantPast
     private var drawn = false
+    private var phase: String?
 
     init(label: String, unit: String, bytesPerUnit: Int?) {
         self.label = label
         self.unit = unit
         self.bytesPerUnit = bytesPerUnit
+    }
+
+    /// Progress within a named phase; a new phase starts a new line.
+    func update(phase: String, _ done: Int, _ total: Int) {
+        if phase != self.phase {
+            finish()
+            self.phase = phase
+            drawn = false
+            lastDraw = .distantPast
+        }
+        update(done, total)
     }
 
     func update(_ done: Int, _ total: Int) {
@@ -65,15 +77,17 @@ final class ProgressLine {
         guard elapsed > 0.5, now.timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
         lastDraw = now
         drawn = true
-        var line = "\r\(label): \(done)/\(total) \(unit) (\(total > 0 ? done * 100 / total : 100)%)"
+        var line = "\r\(label)\(phase.map { " " + $0 } ?? ""): \(done)/\(total)\(unit.isEmpty ? "" : " " + unit) (\(total > 0 ? done * 100 / total : 100)%)"
         if let bytesPerUnit, elapsed > 0 {
             line += String(format: ", %.0f MB/s", Double(done * bytesPerUnit) / elapsed / 1e6)
         }
         FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
     }
 
+    /// Ends the line if one was drawn; safe to call more than once.
     func finish() {
         if drawn { FileHandle.standardError.write(Data("\n".utf8)) }
+        drawn = false
     }
 }
 
