@@ -86,10 +86,10 @@ import Testing
                           saying: "--estimator must be linear or logistic")
     }
 
-    @Test func paserSelectionMatchesHandComputedBudgets() throws {
+    @Test func paserSelectionMatchesHandComputedBudgetsAndConceptFilter() throws {
         let fixture = try ToolFixture()
         let script = """
-        import sys, numpy as np
+        import sys, json, numpy as np
         out = sys.argv[1]
         rng = np.random.default_rng(5)
         a, b = rng.standard_normal(8), rng.standard_normal(8)
@@ -104,68 +104,42 @@ import Testing
         if n0 + n1 < 8:
             if s0 - n0 >= s1 - n1: n0 += 1
             else: n1 += 1
-        pick = list(np.argsort(-deg[:60], kind="stable")[:n0]) + list(60 + np.argsort(-deg[60:], kind="stable")[:n1])
-        open(f"{out}/expected.txt", "w").write(" ".join(f"r{i}" for i in sorted(pick)))
-        open(f"{out}/ids.txt", "w").writelines(f"r{i}\\n" for i in range(120))
-        """
-        try #require(try ChildProcess.python(script, [fixture.scratch.path]).status == 0)
-        let store = fixture.store
-        try expectSuccess(ChildProcess.tool("append", store, "--set", "pool", "--rows", fixture.path("rows.npy"), "--ids", fixture.path("ids.txt"),
-                                            "--column", "degradation=\(fixture.path("deg.npy"))"))
-        let result = try expectSuccess(ChildProcess.tool("select", store, "--set", "pool", "--method", "paser", "--clusters", "2", "-k", "8", "--json"))
-        let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
-        let expected = try String(contentsOfFile: fixture.path("expected.txt"), encoding: .utf8).split(separator: " ").map(String.init)
-        #expect(output.method == "paser")
-        #expect(Set(output.rows.map(\.id)) == Set(expected) && output.rows.count == expected.count)
-        try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "3", "--degradation-column", "nope"], saying: "has no column \"nope\"")
-        try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "3", "--allocation", "even"],
-                          saying: "--allocation must be one of proportional, released-code, uniform, found even")
-    }
-
-    @Test func paserConceptsFromTextRejectTheRowWhoseKnownConceptsAreUnlinked() throws {
-        let fixture = try ToolFixture()
-        let script = """
-        import sys, json, numpy as np
-        out = sys.argv[1]
-        rng = np.random.default_rng(6)
-        a, b = rng.standard_normal(8), rng.standard_normal(8)
-        x = np.concatenate([a + 0.05 * rng.standard_normal((60, 8)), b + 0.05 * rng.standard_normal((60, 8))]).astype(np.float32)
-        deg = np.concatenate([rng.uniform(0.5, 1.5, 60), rng.uniform(2.5, 3.5, 60)])
-        np.save(f"{out}/rows.npy", x); np.save(f"{out}/deg.npy", deg)
-        # The three most degraded rows of the second cluster, in that order: "apple"-"banana" and then
-        # "apple"-"cherry" are linked; the third knows banana and cherry, unlinked, and is rejected.
-        # Its text is an Alpaca record, read as instruction + input + output.
-        order = 60 + np.argsort(-deg[60:], kind="stable")
+        first, second = list(np.argsort(-deg[:60], kind="stable")), list(60 + np.argsort(-deg[60:], kind="stable"))
+        # Concepts: the three most degraded rows of the second cluster, in that order: "apple"-"banana"
+        # and then "apple"-"cherry" are linked; the third knows banana and cherry, unlinked, and is
+        # rejected. Its text is an Alpaca record, read as instruction + input + output.
         meta = [""] * 120
-        meta[order[0]] = "Apple, banana"
-        meta[order[1]] = "an apple; the cherry"
-        meta[order[2]] = json.dumps({"output": "Cherry!", "instruction": "Banana?", "input": ""})
+        meta[second[0]] = "Apple, banana"
+        meta[second[1]] = "an apple; the cherry"
+        meta[second[2]] = json.dumps({"output": "Cherry!", "instruction": "Banana?", "input": ""})
         open(f"{out}/meta.txt", "w").writelines(m + "\\n" for m in meta)
-        m0, m1 = deg[:60].mean(), deg[60:].mean()
-        s0, s1 = 8 * m0 / (m0 + m1), 8 * m1 / (m0 + m1)
-        n0, n1 = int(s0), int(s1)
-        if n0 + n1 < 8:
-            if s0 - n0 >= s1 - n1: n0 += 1
-            else: n1 += 1
-        pick = list(np.argsort(-deg[:60], kind="stable")[:n0]) + [r for r in order if r != order[2]][:n1]
-        open(f"{out}/expected.txt", "w").write(" ".join(f"r{i}" for i in sorted(pick)))
-        open(f"{out}/rejected.txt", "w").write(f"r{order[2]}")
+        plain = first[:n0] + second[:n1]
+        filtered = first[:n0] + [r for r in second if r != second[2]][:n1]
+        open(f"{out}/expected.txt", "w").write(" ".join(f"r{i}" for i in sorted(plain)))
+        open(f"{out}/expected-filtered.txt", "w").write(" ".join(f"r{i}" for i in sorted(filtered)))
+        open(f"{out}/rejected.txt", "w").write(f"r{second[2]}")
         open(f"{out}/ids.txt", "w").writelines(f"r{i}\\n" for i in range(120))
         """
         try #require(try ChildProcess.python(script, [fixture.scratch.path]).status == 0)
         let store = fixture.store
         try expectSuccess(ChildProcess.tool("append", store, "--set", "pool", "--rows", fixture.path("rows.npy"), "--ids", fixture.path("ids.txt"),
                                             "--metadata", fixture.path("meta.txt"), "--column", "degradation=\(fixture.path("deg.npy"))"))
-        let result = try expectSuccess(ChildProcess.tool("select", store, "--set", "pool", "--method", "paser", "--clusters", "2", "-k", "8",
-                                                         "--concepts-from-text", "--json"))
-        let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
-        let expected = try String(contentsOfFile: fixture.path("expected.txt"), encoding: .utf8).split(separator: " ").map(String.init)
-        let rejected = try String(contentsOfFile: fixture.path("rejected.txt"), encoding: .utf8)
-        #expect(Set(output.rows.map(\.id)) == Set(expected) && output.rows.count == expected.count)
-        #expect(!output.rows.map(\.id).contains(rejected))
-        // Without the filter the rejected row is taken.
-        let unfiltered = try expectSuccess(ChildProcess.tool("select", store, "--set", "pool", "--method", "paser", "--clusters", "2", "-k", "8", "--json"))
-        #expect(try JSONDecoder().decode(Output.self, from: Data(unfiltered.standardOutput.utf8)).rows.map(\.id).contains(rejected))
+        func selected(_ extra: String...) throws -> [String] {
+            let result = try expectSuccess(ChildProcess.tool(arguments: ["select", store, "--set", "pool", "--method", "paser", "--clusters", "2", "-k", "8", "--json"] + extra))
+            let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
+            #expect(output.method == "paser")
+            return output.rows.map(\.id)
+        }
+        func words(_ file: String) throws -> [String] {
+            try String(contentsOfFile: fixture.path(file), encoding: .utf8).split(separator: " ").map(String.init)
+        }
+        let plain = try selected(), filtered = try selected("--concepts-from-text"), rejected = try words("rejected.txt")[0]
+        #expect(Set(plain) == Set(try words("expected.txt")) && plain.count == 8)
+        #expect(Set(filtered) == Set(try words("expected-filtered.txt")) && filtered.count == 8)
+        #expect(plain.contains(rejected) && !filtered.contains(rejected))
+        try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "3", "--degradation-column", "nope"], saying: "has no column \"nope\"")
+        try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "3", "--allocation", "even"],
+                          saying: "--allocation must be one of proportional, released-code, uniform, found even")
         try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "8", "--concepts", "--concepts-from-text"],
                           saying: "give at most one of --concepts and --concepts-from-text")
         try expectFailure(["select", store, "--set", "pool", "--method", "paser", "-k", "8", "--concepts-from-text", "--stopwords", "/nonexistent/stop.txt"],
