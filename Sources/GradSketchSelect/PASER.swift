@@ -287,11 +287,14 @@ public enum PASER {
         /// order (an Alpaca record), or else all its string values in key order.
         case rakePhrases(stopwords: Set<String> = RAKE.englishStopwords)
 
-        var name: String {
+        /// How a result records the source: RAKE's stopwords are listed when they are not the built-in list.
+        var parameter: JSONValue {
             switch self {
-            case .none: "none"
-            case .metadataArrays: "metadata-arrays"
-            case .rakePhrases: "rake-phrases"
+            case .none: .string("none")
+            case .metadataArrays: .string("metadata-arrays")
+            case .rakePhrases(let stopwords) where stopwords == RAKE.englishStopwords: .string("rake-phrases")
+            case .rakePhrases(let stopwords):
+                .object(["source": .string("rake-phrases"), "stopwords": .array(stopwords.sorted().map(JSONValue.string))])
             }
         }
     }
@@ -333,7 +336,7 @@ public enum PASER {
         return SelectionResult(method: "paser", parameters: [
             "budget": .number(Double(budget)), "clusters": .number(Double(options.clusters)), "neighbours": .number(Double(options.neighbours)),
             "degradation_column": .string(degradationColumn), "cost_column": costColumn.map(JSONValue.string) ?? .null,
-            "concepts": .string(conceptSource.name), "allocation": .string(options.allocation.rawValue), "neighbour_index": options.index.map(JSONValue.string) ?? .null, "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
+            "concepts": conceptSource.parameter, "allocation": .string(options.allocation.rawValue), "neighbour_index": options.index.map(JSONValue.string) ?? .null, "cluster_budgets": .object(Dictionary(uniqueKeysWithValues: quota.map { (String($0.key), JSONValue.number(Double($0.value))) })),
         ], set: set.name, setVersion: set.version, positions: picked.map(\.0), ids: picked.map { ids[$0.0] }, scores: picked.map(\.1))
     }
 
