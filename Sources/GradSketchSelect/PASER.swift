@@ -193,8 +193,9 @@ public enum PASER {
     public enum Allocation: String, Sendable, CaseIterable {
         /// n_c ∝ CDS_c, each capped at its cluster's size; what a cap frees goes to the other
         /// clusters in the same proportion and the rounding remainders to the largest fractions,
-        /// so exactly min(B, N) rows are chosen (clusters with CDS 0 get rows only when the others
-        /// are exhausted).
+        /// so exactly min(B, N) rows are allotted (clusters with CDS 0 get rows only when the
+        /// others are exhausted). The concept filter skips rejected rows within a cluster, so it
+        /// leaves a cluster short only when it rejects every remaining row there.
         case proportional
         /// The released code: n_c = ⌊B · CDS_c / Σ CDS⌋, uncapped. The floors, and any cluster
         /// smaller than its share, leave part of the budget unspent.
