@@ -30,7 +30,8 @@ public struct PASERExperiment: ReportedExperiment {
         /// `headClassRows / imbalance`, the classes ranked in an order drawn from the seed.
         public var headClassRows = 2_000
         public var imbalance = 50.0
-        public var seed: UInt64 = 17
+        /// One whole experiment per seed: original model, pruning, pools and class ranking change.
+        public var seeds: [UInt64] = [17, 18, 19]
         public init() {}
     }
 
@@ -45,19 +46,29 @@ public struct PASERExperiment: ReportedExperiment {
         public let classCounts: [Int]
     }
 
-    public struct Outcome: Sendable, Codable {
+    public struct SeedOutcome: Sendable, Codable {
+        public let seed: UInt64
         public let originalAccuracy: Double
         public let prunedAccuracy: Double
         public let rows: [Row]
     }
 
+    public struct Outcome: Sendable, Codable {
+        public let seeds: [SeedOutcome]
+    }
+
     public static func run(store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration,
                            log: (String) -> Void) throws -> Outcome {
-        var random = SeededRandom(seed: c.seed)
+        Outcome(seeds: try c.seeds.map { try run(seed: $0, store: store, train: train, test: test, configuration: c, log: log) })
+    }
+
+    static func run(seed: UInt64, store: Store, train: FashionMNIST, test: FashionMNIST, configuration c: Configuration,
+                    log: (String) -> Void) throws -> SeedOutcome {
+        var random = SeededRandom(seed: seed)
         var order = Array(0..<train.count)
         random.shuffle(&order)
-        let original = Experiments.train(MLP(hidden: c.hidden, seed: c.seed), on: ImageSubset(train, Array(order.prefix(20_000))),
-                                         optimizer: .adam(learningRate: 1e-3), steps: 900, batch: c.batch, seed: c.seed &+ 1)
+        let original = Experiments.train(MLP(hidden: c.hidden, seed: seed), on: ImageSubset(train, Array(order.prefix(20_000))),
+                                         optimizer: .adam(learningRate: 1e-3), steps: 900, batch: c.batch, seed: seed &+ 1)
         // Magnitude pruning of every weight matrix (biases kept).
         var mask: [String: [Bool]] = [:]
         var pruned = original
@@ -69,7 +80,7 @@ public struct PASERExperiment: ReportedExperiment {
         }
         let testSet = ImageSubset(test, Array(0..<test.count))
         let originalAccuracy = Experiments.accuracy(original, on: testSet), prunedAccuracy = Experiments.accuracy(pruned, on: testSet)
-        log(String(format: "paser: original %.3f, %.0f%%-pruned %.3f test accuracy", originalAccuracy, 100 * c.pruneFraction, prunedAccuracy))
+        log(String(format: "paser: seed %llu: original %.3f, %.0f%%-pruned %.3f test accuracy", seed, originalAccuracy, 100 * c.pruneFraction, prunedAccuracy))
 
         // Two recovery pools from the images not used for training: an i.i.d. one, and a
         // long-tailed one, as recovery corpora are, with the test set still balanced.
@@ -93,7 +104,7 @@ public struct PASERExperiment: ReportedExperiment {
                                     prunedTrace.probabilities[(row * classes)..<((row + 1) * classes)].map(Double.init))
             }
             let lossIncrease = zip(prunedTrace.losses, originalTrace.losses).map { Double($0 - $1) }
-            let definition = GradientSketcher.definition(for: pruned, seed: c.seed, side: c.side, kDense: 64)
+            let definition = GradientSketcher.definition(for: pruned, seed: seed, side: c.side, kDense: 64)
             let sketches = try GradientSketcher.sketch(prunedTrace, model: pruned, definition: definition)
             let definitionJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
             _ = try sketches.withUnsafeBytes { bytes in
@@ -107,7 +118,7 @@ public struct PASERExperiment: ReportedExperiment {
 
             func recover(_ positions: [Int], trial: Int) -> Double {
                 var trainer = Trainer(model: pruned, optimizer: .adam(learningRate: 1e-3))
-                var sampler = SeededRandom(seed: c.seed &+ 5 &+ UInt64(trial))
+                var sampler = SeededRandom(seed: seed &+ 5 &+ UInt64(trial))
                 let data = pool.picking(positions)
                 for _ in 0..<c.recoverySteps {
                     var images: [Float] = [], labels: [Int] = []
@@ -125,7 +136,7 @@ public struct PASERExperiment: ReportedExperiment {
             var rows: [Row] = []
             var options = PASER.Options()
             options.clusters = c.clusters
-            options.seed = c.seed
+            options.seed = seed
             var finer = options
             finer.clusters = c.finerClusters
             var uniform = options
@@ -171,74 +182,95 @@ public struct PASERExperiment: ReportedExperiment {
         }
 
         var rows: [Row] = []
-        for (poolName, setName, positions) in [("i.i.d.", "paser-pool", Array(unused.prefix(c.pool))), ("long-tailed", "paser-pool-long-tailed", longTailed)] {
+        for (poolName, setName, positions) in [("i.i.d.", "paser-pool-\(seed)", Array(unused.prefix(c.pool))), ("long-tailed", "paser-pool-long-tailed-\(seed)", longTailed)] {
             rows += try recoverPool(poolName, setName: setName, pool: ImageSubset(train, positions))
         }
-        return Outcome(originalAccuracy: originalAccuracy, prunedAccuracy: prunedAccuracy, rows: rows)
+        return SeedOutcome(seed: seed, originalAccuracy: originalAccuracy, prunedAccuracy: prunedAccuracy, rows: rows)
     }
 
     public static func report(_ o: Outcome, configuration c: Configuration, into report: inout HTMLReport) {
         report.heading("PASER: recovering a pruned model")
         let headRows = c.headClassRows, tailRows = Int((Double(c.headClassRows) / c.imbalance).rounded())
+        func accuracies(_ pick: (SeedOutcome) -> Double) -> String { o.seeds.map { String(format: "%.3f", pick($0)) }.joined(separator: ", ") }
         report.paragraph("""
-        MLP (\(c.hidden) hidden) trained on 20 000 images (test accuracy \(String(format: "%.3f", o.originalAccuracy))), then \
-        \(Int(c.pruneFraction * 100)) % of each weight matrix zeroed by magnitude (\(String(format: "%.3f", o.prunedAccuracy))). \
-        Two recovery pools from other training images: an i.i.d. one of \(c.pool) images, and a long-tailed one whose class \
-        sizes fall geometrically from \(headRows) to \(tailRows) (class ranks drawn from the seed), as recovery corpora are \
-        uneven while the evaluation, the balanced test set, is not. Every pool row has a gradient sketch at the pruned model \
-        and a degradation column: the Jensen–Shannon divergence between the original and the pruned model's outputs, as in \
-        PASER (the loss increase is stored too, as loss_increase). PASER: spectral clustering (\(c.clusters) clusters, \
-        10-NN graph) of the sketches, budgets ∝ mean cluster degradation (capped at a cluster's size, exactly the budget in \
-        all), rows by degradation within a cluster (images have equal cost; no concept sets here). "Clusters, equal shares" \
-        is the same with equal budgets per cluster: the ablation without degradation weighting. Recovery: \
-        \(c.recoverySteps) Adam steps on the selection with the pruned weights held at zero, \(c.trials) runs each (batch \
-        order and random's rows change per run); the table gives the mean and the runs.
+        For each of the seeds \(c.seeds.map(String.init).joined(separator: ", ")): an MLP (\(c.hidden) hidden) trained on 20 000 \
+        images (test accuracy \(accuracies(\.originalAccuracy))), then \(Int(c.pruneFraction * 100)) % of each weight matrix \
+        zeroed by magnitude (\(accuracies(\.prunedAccuracy))). Two recovery pools from other training images: an i.i.d. one of \
+        \(c.pool) images, and a long-tailed one whose class sizes fall geometrically from \(headRows) to \(tailRows) (class ranks \
+        drawn from the seed), as recovery corpora are uneven while the evaluation, the balanced test set, is not. Every pool \
+        row has a gradient sketch at the pruned model and a degradation column: the Jensen–Shannon divergence between the \
+        original and the pruned model's outputs, as in PASER (the loss increase is stored too, as loss_increase). PASER: \
+        spectral clustering (\(c.clusters) clusters, 10-NN graph) of the sketches, budgets ∝ mean cluster degradation (capped \
+        at a cluster's size, exactly the budget in all), rows by degradation within a cluster (images have equal cost; no \
+        concept sets here). "Clusters, equal shares" is the same with equal budgets per cluster: the ablation without \
+        degradation weighting. Recovery: \(c.recoverySteps) Adam steps on the selection with the pruned weights held at zero, \
+        \(c.trials) runs each (batch order and random's rows change per run).
         """)
-        // Differences of run means, ± their standard error (runs independent).
+        func row(_ seed: SeedOutcome, _ pool: String, _ method: String, _ budget: Double) -> Row? {
+            seed.rows.first { $0.pool == pool && $0.method == method && $0.budget == budget }
+        }
+        func mean(_ values: [Double]) -> Double { values.reduce(0, +) / Double(values.count) }
+        // Per seed, the difference of run means to random (± its standard error over the runs).
         func gaps(_ pool: String, _ method: String) -> String {
             c.budgets.map { budget in
-                let rows = o.rows.filter { $0.pool == pool && $0.budget == budget }
-                guard let ours = rows.first(where: { $0.method == method }), let random = rows.first(where: { $0.method == "random" }) else { return "?" }
-                let points = (1000 * (ours.accuracy - random.accuracy)).rounded() / 10
-                let error = 100 * (pow(standardError(ours.trialAccuracies), 2) + pow(standardError(random.trialAccuracies), 2)).squareRoot()
-                return String(format: "%+.1f ± %.1f", points == 0 ? 0.0 : points, error)
+                let perSeed = o.seeds.compactMap { seed -> (Double, Double)? in
+                    guard let ours = row(seed, pool, method, budget), let random = row(seed, pool, "random", budget) else { return nil }
+                    return (100 * (ours.accuracy - random.accuracy),
+                            100 * (pow(standardError(ours.trialAccuracies), 2) + pow(standardError(random.trialAccuracies), 2)).squareRoot())
+                }
+                return String(format: "%+.1f", mean(perSeed.map(\.0))) + " (" + perSeed.map { String(format: "%+.1f ± %.1f", $0.0, $0.1) }.joined(separator: ", ") + ")"
             }.joined(separator: " / ")
         }
         func standardError(_ values: [Double]) -> Double {
             guard values.count > 1 else { return .nan }
-            let mean = values.reduce(0, +) / Double(values.count)
-            return (values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count - 1) / Double(values.count)).squareRoot()
+            let average = mean(values)
+            return (values.reduce(0) { $0 + ($1 - average) * ($1 - average) } / Double(values.count - 1) / Double(values.count)).squareRoot()
         }
-        func whole(_ pool: String) -> String {
-            String(format: "%.3f", o.rows.first { $0.pool == pool && $0.method == "whole pool" }?.accuracy ?? .nan)
-        }
+        func whole(_ pool: String) -> String { accuracies { row($0, pool, "whole pool", 1)?.accuracy ?? .nan } }
         let budgetNames = c.budgets.map { String(format: "%.0f", 100 * $0) }.joined(separator: " / ")
+        let finer = "PASER, \(c.finerClusters) clusters"
         report.paragraph("""
-        Accuracy points over random data at \(budgetNames) % budgets (± the standard error of the difference of the run means). I.i.d. pool: PASER \(gaps("i.i.d.", "PASER")), with \
-        \(c.finerClusters) clusters \(gaps("i.i.d.", "PASER, \(c.finerClusters) clusters")). Long-tailed pool: PASER \
-        \(gaps("long-tailed", "PASER")), with \(c.finerClusters) clusters \(gaps("long-tailed", "PASER, \(c.finerClusters) clusters")), \
-        equal shares \(gaps("long-tailed", "clusters, equal shares")). On the i.i.d. pool random data is a balanced sample of \
-        the test distribution and recovers the most: budgets proportional to degradation leave the classes the pruned model \
-        still gets right with few or no rows (the last column), and recovery on the rest makes the model forget them. On the \
-        long-tailed pool random data inherits the pool's imbalance, and cluster budgets, which do not follow cluster size, \
-        gain at 10 and 20 % (by two or more standard errors) but not at 5 %; equal shares gain at least as much as PASER's \
-        degradation-weighted ones, so the gain comes from the clusters, not from the weighting. Recovery on the whole pool reaches \(whole("i.i.d.")) (i.i.d.) and \(whole("long-tailed")) \
-        (long-tailed): on the long-tailed pool less than the best cluster-based selections, the paper's pattern of a \
-        selected subset beating all the data. Taking the top-degradation rows alone fails: they \
-        come from the one or two classes the pruned model has collapsed on. (Also measured on the i.i.d. pool in earlier \
-        runs: 50 %, 70 % and 85 % magnitude pruning, structured pruning of 75 % or 90 % of the hidden units, clustering \
-        hidden activations instead of sketches and the loss increase instead of the JSD give the same order; 200 clusters \
-        match random.)
+        Accuracy points over random data at \(budgetNames) % budgets: the mean over the seeds, then each seed's difference \
+        ± its standard error over the runs. I.i.d. pool: PASER \(gaps("i.i.d.", "PASER")); with \(c.finerClusters) clusters \
+        \(gaps("i.i.d.", finer)). Long-tailed pool: PASER \(gaps("long-tailed", "PASER")); with \(c.finerClusters) clusters \
+        \(gaps("long-tailed", finer)); equal shares \(gaps("long-tailed", "clusters, equal shares")).
         """)
-        report.table(["pool", "budget", "method", "recovered test accuracy: mean (runs)", "rows per class (0–9)"],
-                     o.rows.map { [$0.pool, String(format: "%.0f%%", 100 * $0.budget), $0.method,
-                                   String(format: "%.3f", $0.accuracy) + " (" + $0.trialAccuracies.map { String(format: "%.3f", $0) }.joined(separator: " ") + ")",
-                                   $0.classCounts.map(String.init).joined(separator: " ")] })
+        report.paragraph("""
+        PASER's headline, recovery beating random data at 4–20 % budgets, does not reproduce here as a rule. On the i.i.d. \
+        pool random data is a balanced sample of the test distribution and recovers the most at every seed: budgets \
+        proportional to degradation leave the classes the pruned model still gets right with few or no rows (the last \
+        column), and recovery on the rest makes the model forget them. On the long-tailed pool, where random data inherits \
+        the pool's imbalance, cluster budgets (which do not follow cluster size) can gain a lot or lose a lot depending on \
+        the seed, that is, on which classes are rare and which the pruning damaged; the finer clustering gains on average. \
+        Recovery on the whole pool reaches \(whole("i.i.d.")) (i.i.d.) and \(whole("long-tailed")) (long-tailed). Taking the \
+        top-degradation rows alone fails: they come from the one or two classes the pruned model has collapsed on. (Also \
+        measured on the i.i.d. pool of seed 17 in earlier runs: 50 %, 70 % and 85 % magnitude pruning, structured pruning \
+        of 75 % or 90 % of the hidden units, clustering hidden activations instead of sketches and the loss increase instead \
+        of the JSD give the same order; 200 clusters match random.)
+        """)
+        var seen = Set<String>()
+        let methods = (o.seeds.first?.rows ?? []).map(\.method).filter { seen.insert($0).inserted }
+        var table: [[String]] = []
+        for pool in ["i.i.d.", "long-tailed"] {
+            for budget in c.budgets + [1] {
+                for method in methods {
+                    let perSeed = o.seeds.compactMap { row($0, pool, method, budget) }
+                    guard !perSeed.isEmpty else { continue }
+                    table.append([pool, String(format: "%.0f%%", 100 * budget), method,
+                                  String(format: "%.3f", mean(perSeed.map(\.accuracy))) + " (" + perSeed.map { String(format: "%.3f", $0.accuracy) }.joined(separator: ", ") + ")",
+                                  perSeed[0].classCounts.map(String.init).joined(separator: " ")])
+                }
+            }
+        }
+        report.table(["pool", "budget", "method", "recovered test accuracy: mean (each seed's mean of \(c.trials) runs)",
+                      "rows per class (0–9), seed \(c.seeds.first.map(String.init) ?? "")"], table)
         for pool in ["i.i.d.", "long-tailed"] {
             for budget in c.budgets {
-                report.bars(String(format: "%@ pool, recovered accuracy at a %.0f%% budget (original %.3f, pruned %.3f)", pool as NSString, 100 * budget,
-                                   o.originalAccuracy, o.prunedAccuracy),
-                            o.rows.filter { $0.pool == pool && $0.budget == budget }.map { ($0.method, $0.accuracy) }, maximum: 1)
+                report.bars(String(format: "%@ pool, mean recovered accuracy over the seeds at a %.0f%% budget", pool as NSString, 100 * budget),
+                            methods.compactMap { method in
+                                let perSeed = o.seeds.compactMap { row($0, pool, method, budget)?.accuracy }
+                                return perSeed.isEmpty ? nil : (method, mean(perSeed))
+                            }, maximum: 1)
             }
         }
     }
