@@ -93,9 +93,10 @@ public struct GradEx: Sendable {
             guard let rows else {
                 throw StoreError(.invalidInput, "the logistic estimator needs the rows: read the set with GradEx(set, keepingRows: true)")
             }
-            var features: [Float] = []
+            // Built in Double directly: the solver's GEMVs need Double, and one copy is n·d·8 bytes.
+            var features: [Double] = []
             features.reserveCapacity(total * width)
-            for source in subset { features += rows[source].map { -$0 } }
+            for source in subset { for value in rows[source] { features.append(-Double(value)) } }
             var z = Self.positiveLogisticRegression(features: features, count: total, width: width, c: c)
             // Rescale to the length of the linear step, step · ‖mean s‖.
             let target = step * mean.reduce(0) { $0 + $1 * $1 }.squareRoot()
@@ -110,9 +111,13 @@ public struct GradEx: Sendable {
     /// until the gradient norm falls to `tolerance` times its first value (or 1).
     public static func positiveLogisticRegression(features x: [Float], count n: Int, width d: Int, c: Double,
                                                   iterations: Int = 30, tolerance: Double = 1e-10) -> [Double] {
-        // Every product is a Double GEMV over a Double copy of the features (n·d·8 bytes): Newton's
-        // quadratic convergence to a 1e-8 gradient needs Hessian products at that precision.
-        let features = x.map(Double.init)
+        positiveLogisticRegression(features: x.map(Double.init), count: n, width: d, c: c, iterations: iterations, tolerance: tolerance)
+    }
+
+    /// The same on features already in Double. Every product is a Double GEMV: Newton's quadratic
+    /// convergence to a small gradient needs Hessian products at that precision.
+    public static func positiveLogisticRegression(features: [Double], count n: Int, width d: Int, c: Double,
+                                                  iterations: Int = 30, tolerance: Double = 1e-10) -> [Double] {
         var z = [Double](repeating: 0, count: d)
         func margins(_ z: [Double]) -> [Double] {
             var m = [Double](repeating: 0, count: n)
