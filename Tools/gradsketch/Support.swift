@@ -64,7 +64,6 @@ final class ProgressLine {
         if phase != self.phase {
             finish()
             self.phase = phase
-            drawn = false
             lastDraw = .distantPast
         }
         update(done, total)
