@@ -141,14 +141,18 @@ public struct PASERExperiment: ReportedExperiment {
             finer.clusters = c.finerClusters
             var uniform = options
             uniform.allocation = .uniform
+            // One kNN graph, clustered once per cluster count, for every budget and allocation.
+            let graph = PASER.exactNeighbours(rows: try set.floatRows(), count: set.rowCount, width: set.k, neighbours: options.neighbours)
+            let clusters = PASER.spectralClusters(neighbours: graph, options: options)
+            let finerClusters = PASER.spectralClusters(neighbours: graph, options: finer)
+            let top = (0..<pool.count).sorted { degradation[$0] > degradation[$1] }
             for fraction in c.budgets {
                 let budget = Int(Double(pool.count) * fraction)
-                let paser = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: options)
-                let paserFiner = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: finer)
-                let equalShares = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: uniform)
+                let paser = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: options, clusters: clusters)
+                let paserFiner = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: finer, clusters: finerClusters)
+                let equalShares = try PASER.select(set, budget: budget, degradationColumn: "degradation", options: uniform, clusters: clusters)
                 try store.saveResult("\(setName)-paser-\(Int(fraction * 100))", method: paser.method, set: paser.set, setVersion: paser.setVersion,
                                      parameters: paser.parameters, positions: paser.positions, ids: paser.ids, scores: paser.scores)
-                let top = (0..<pool.count).sorted { degradation[$0] > degradation[$1] }
                 let randomDraws = (0..<c.trials).map { _ in
                     var all = Array(0..<pool.count)
                     random.shuffle(&all)

@@ -300,11 +300,21 @@ public enum PASER {
         }
     }
 
-    /// PASER selection over a set: rows clustered from the set's own rows, `degradationColumn`
-    /// per row, optional `costColumn` (≥ 2 tokens or units; 2 when absent) and concept sets from
-    /// the rows' metadata (see `ConceptSource`).
+    /// The cluster of every live row of `set`: its kNN graph (exact, or through `options.index`)
+    /// clustered spectrally. `select` does this itself; call it to share the clusters between
+    /// several budgets or allocations.
+    public static func clusters(_ set: SketchSet, options: Options = Options(), progress: ProgressHandler? = nil) throws -> [Int] {
+        let neighbours = try options.index.map { try indexedNeighbours(set, index: $0, neighbours: options.neighbours, progress: progress) }
+            ?? exactNeighbours(rows: try set.floatRows(), count: set.rowCount, width: set.k, neighbours: options.neighbours, progress: progress)
+        return spectralClusters(neighbours: neighbours, options: options, progress: progress)
+    }
+
+    /// PASER selection over a set: rows clustered from the set's own rows (or `clusters` from
+    /// `PASER.clusters` with the same options), `degradationColumn` per row, optional `costColumn`
+    /// (≥ 2 tokens or units; 2 when absent) and concept sets from the rows' metadata (see
+    /// `ConceptSource`).
     public static func select(_ set: SketchSet, budget: Int, degradationColumn: String, costColumn: String? = nil,
-                              concepts conceptSource: ConceptSource = .none, options: Options = Options(),
+                              concepts conceptSource: ConceptSource = .none, options: Options = Options(), clusters given: [Int]? = nil,
                               progress: ProgressHandler? = nil) throws -> SelectionResult {
         let n = set.rowCount
         guard budget >= 1, budget <= n else {
@@ -316,9 +326,10 @@ public enum PASER {
         }
         let cost = try costColumn.map { try set.column($0) } ?? [Double](repeating: 2, count: n)
         let concepts = try rowConcepts(set, source: conceptSource)
-        let neighbours = try options.index.map { try indexedNeighbours(set, index: $0, neighbours: options.neighbours, progress: progress) }
-            ?? exactNeighbours(rows: try set.floatRows(), count: n, width: set.k, neighbours: options.neighbours, progress: progress)
-        let clusters = spectralClusters(neighbours: neighbours, options: options, progress: progress)
+        if let given, given.count != n {
+            throw StoreError(.invalidInput, "expected a cluster for each of the \(n) live rows of set \(set.name), found \(given.count)")
+        }
+        let clusters = try given ?? self.clusters(set, options: options, progress: progress)
         let quota = allocate(budget: budget, degradation: degradation, clusters: clusters, allocation: options.allocation)
         let efficiency = (0..<n).map { degradation[$0] / log(max(cost[$0], 1.000001)) }
         var graph: [String: Set<String>] = [:]

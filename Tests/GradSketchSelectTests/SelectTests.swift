@@ -408,6 +408,13 @@ import Testing
         }
         let result = try PASER.select(try store.sketchSet("pool"), budget: 60, degradationColumn: "degradation", concepts: .metadataArrays, options: options)
         #expect(result.positions.count <= 60 && Set(result.positions).count == result.positions.count)
+        // Clusters computed once and passed in give the same selection; a wrong count is refused.
+        let given = try PASER.select(try store.sketchSet("pool"), budget: 60, degradationColumn: "degradation", concepts: .metadataArrays,
+                                     options: options, clusters: labels)
+        #expect(given.positions == result.positions)
+        #expect(throws: StoreError.self) {
+            try PASER.select(try store.sketchSet("pool"), budget: 60, degradationColumn: "degradation", options: options, clusters: [0, 1])
+        }
         var perCluster: [Int: [Int]] = [:]
         for position in result.positions { perCluster[labels[position], default: []].append(position) }
         for members in perCluster.values { #expect(members.map { degradation[$0] } == members.map { degradation[$0] }.sorted(by: >)) }
