@@ -73,7 +73,7 @@ def fashion_mnist(work):
     store = os.path.join(work, "fm")
     gs("init", store)
     gs("train", store, "--hidden", "128", "--epochs", "1", "--name", "mlp")
-    names = [t["name"] for t in json.loads(gs("info", store, "--json").stdout)["tensorSets"]]
+    names = [t["name"] for t in json.loads(gs("info", store, "--json").stdout)["tensor_sets"]]
     checkpoint = max(names, key=lambda n: int(n.split("step")[1]))
     gs("sketch", store, "--split", "train", "--checkpoint", checkpoint, "--set", "train", "--dtype", "float32")
     gs("sketch", store, "--split", "test", "--limit", str(args.nq), "--checkpoint", checkpoint, "--set", "test", "--dtype", "float32")

@@ -103,7 +103,7 @@ with h5py.File(f"{work}/packed.h5", "r") as f:
     assert delta.attrs["kind"].decode() == "delta"  # fixed-length strings read as bytes (Spec §2.3)
 info = json.load(open(f"{work}/info.json"))
 print(f"tour: ok — {len(now)} live rows (of {len(before)} before the delete), k={now.shape[1]}, "
-      f"float16 storage, exports and packed file equal to numpy/h5py; info says {info['sketchSets'][0]['rows']} rows")
+      f"float16 storage, exports and packed file equal to numpy/h5py; info says {info['sketch_sets'][0]['rows']} rows")
 PY
 
 step "real data: train an MLP on Fashion-MNIST, checkpoint it, sketch per-example gradients"
@@ -111,11 +111,11 @@ real="$work/fashion"
 rm -rf "$real"
 gs init "$real"
 gs train "$real" --split train --hidden 128 --epochs 1 --batch 128 --learning-rate 0.001 --name mlp
-last=$(gs info "$real" --json | python3 -c 'import json,sys; print(sorted((t["name"] for t in json.load(sys.stdin)["tensorSets"]), key=lambda n: int(n.split("step")[1]))[-1])')
+last=$(gs info "$real" --json | python3 -c 'import json,sys; print(sorted((t["name"] for t in json.load(sys.stdin)["tensor_sets"]), key=lambda n: int(n.split("step")[1]))[-1])')
 gs tensors delta "$real" --name finetune --from mlp-step0 --to "$last"
 gs sketch "$real" --split train --checkpoint "$last" --set train --side 32 --k-dense 64 --batch 2048
 gs sketch "$real" --split test --checkpoint "$last" --set test --side 32 --k-dense 64 --batch 2048
-gs project "$real" --delta finetune --seed 0 --k 1024 --negate --out "$work/query.npy"
+gs project "$real" --delta finetune --seed 0 -k 1024 --negate --out "$work/query.npy"
 gs info "$real"
 gs verify "$real"
 

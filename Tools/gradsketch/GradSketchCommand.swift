@@ -19,11 +19,34 @@ struct GradSketchCommand: ParsableCommand {
 
     static func main() {
         BLASKernels.selectForThisCPU()
-        main(nil)
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+        } catch {
+            fail(with: error, json: OutputOptions.requested(in: arguments))
+        }
+    }
+
+    /// Reports `error` (one line on stderr; under --json also one error object on stdout) and
+    /// exits with its status: 1 for a failed command, 64 for a usage error.
+    static func fail(with error: any Error, json: Bool) -> Never {
+        if let failure = error as? CommandFailure {
+            FileHandle.standardError.write(Data("gradsketch: error: \(failure)\n".utf8))
+            if json { printJSON(ErrorOutput(error: .init(code: failure.code, message: failure.message, path: failure.path))) }
+            Foundation.exit(ExitCode.failure.rawValue)
+        }
+        let status = exitCode(for: error)
+        let message = self.message(for: error)
+        // Help, --version and a bare exit status (verify's, after its report) are not errors to wrap.
+        guard json, status != .success, !message.isEmpty else { exit(withError: error) }
+        FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+        printJSON(ErrorOutput(error: .init(code: status == .validationFailure ? "usage" : "failure", message: message, path: nil)))
+        Foundation.exit(status.rawValue)
     }
 }
 
-/// Options every command that names a store takes.
+/// The store argument every command that names a store takes.
 struct StoreArgument: ParsableArguments {
     @Argument(help: "Path of the store directory.")
     var store: String
@@ -33,12 +56,44 @@ struct Initialize: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "init", abstract: "Create a new, empty store (version 0).")
 
     @OptionGroup var location: StoreArgument
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable { let path: String, storeId: String, version: Int, createdDirectories: [String] }
 
     func run() throws {
         try reportingErrors {
+            let created = try makeParentDirectories(of: location.store)
             let store = try Store.create(at: location.store)
+            let result = Output(path: store.path, storeId: store.storeID, version: 0, createdDirectories: created)
+            if output.json { printJSON(result); return }
+            for directory in created { print("created directory \(directory)") }
             print("created store \(store.path) (id \(store.storeID)) at version 0")
         }
+    }
+
+    /// Creates the missing ancestors of `path` (like `mkdir -p` of its parent) and returns
+    /// them, outermost first; a component that exists but is not a directory is named.
+    private func makeParentDirectories(of path: String) throws -> [String] {
+        var missing: [String] = []
+        var parent = (path as NSString).deletingLastPathComponent
+        var isDirectory: ObjCBool = false
+        while !parent.isEmpty, parent != "/" {
+            if FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) {
+                guard isDirectory.boolValue else {
+                    throw StoreError(.invalidInput, "cannot create a store under \(parent): expected a directory, found a file", path: path)
+                }
+                break
+            }
+            missing.insert(parent, at: 0)
+            parent = (parent as NSString).deletingLastPathComponent
+        }
+        for directory in missing {
+            guard mkdir(directory, 0o777) == 0 || errno == EEXIST else {
+                let reason = String(cString: strerror(errno))
+                throw StoreError(.io, "cannot create the missing parent directory \(directory): \(reason)", path: path)
+            }
+        }
+        return missing
     }
 }
 
@@ -61,7 +116,8 @@ struct Append: ParsableCommand {
     @Flag(help: "When creating the set, allow rows with NaN or ±Inf.") var allowNonfinite = false
     @Option(name: .customLong("attribute"), help: ArgumentHelp("A set attribute KEY=JSON when creating the set (e.g. training_step=100, tensor_set='\"base\"'). Repeatable.", valueName: "key=json"))
     var attributes: [String] = []
-    @Flag(help: "Print the result as JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     func run() throws {
         try reportingErrors {
@@ -107,6 +163,9 @@ struct Export: ParsableCommand {
     @Option(help: "Also write the exported rows' ids to this file, one per line.") var idsOut: String?
     @Option(help: "Output dtype: float16 or float32 (default: the set's).") var dtype: String?
     @Option(help: "Read the store as of this version.") var at: Int?
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable { let set: String, rows: Int, out: String, idsOut: String? }
 
     func run() throws {
         try reportingErrors {
@@ -114,6 +173,7 @@ struct Export: ParsableCommand {
             let wanted = try ids.map(TextLines.read)
             let exported = try store.exportRows(of: set, at: at, ids: wanted, dtype: try dtype.map(SketchDType.init(parsing:)), to: out)
             if let idsOut { try TextLines.write(exported, to: idsOut) }
+            if output.json { printJSON(Output(set: set, rows: exported.count, out: out, idsOut: idsOut)); return }
             print("exported \(exported.count) rows of \(set) to \(out)")
         }
     }
@@ -125,11 +185,13 @@ struct Delete: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Name of the sketch set.") var set: String
     @Option(help: "File of ids to delete, one per line.") var ids: String
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
             let result = try store.delete(ids: try TextLines.read(ids), from: set, detail: "ids from \((ids as NSString).lastPathComponent)")
+            if output.json { printJSON(result); return }
             print("deleted \(result.rows) rows from \(set): version \(result.version)")
         }
     }
@@ -141,12 +203,17 @@ struct Pack: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Output .h5 file.") var out: String
     @Option(help: "Pack the store as of this version.") var at: Int?
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable { let version: Int, store: String, out: String }
 
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
             try store.pack(at: at, to: out)
-            print("packed version \(try store.manifest(at: at).version) of \(store.path) into \(out)")
+            let version = try store.manifest(at: at).version
+            if output.json { printJSON(Output(version: version, store: store.path, out: out)); return }
+            print("packed version \(version) of \(store.path) into \(out)")
         }
     }
 }

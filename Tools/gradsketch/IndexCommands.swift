@@ -34,7 +34,14 @@ struct BuildIndex: ParsableCommand {
     @Option(help: "Rows k-means trains on (default: 128 per list).") var trainingRows: Int?
     @Option(help: "k-means iterations.") var iterations: Int = 20
     @Option(help: "Seed for sampling and k-means.") var seed: UInt64 = 0
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
+
+    /// What --json prints: the build report, and warnings about the index's worth.
+    struct BuildOutput: Encodable {
+        let version: Int, name: String, metric: String, lists: Int, rows: Int, defaultNprobe: Int, rerank: Int, recallTarget: Double
+        let tuning: [TuningPoint], seconds: [String: Double], indexBytes: Int, warnings: [String]
+    }
 
     func run() throws {
         try reportingErrors {
@@ -54,11 +61,19 @@ struct BuildIndex: ParsableCommand {
             let report = try IVFIndexBuilder.build(target, in: store, name: name ?? metric, options: options) { message in
                 FileHandle.standardError.write(Data("index build: \(message)\n".utf8))
             }
-            if json { printJSON(report); return }
+            let warnings = indexWarnings(name: report.name, nprobe: report.defaultNprobe, lists: report.lists)
+            warnings.forEach(warn)
+            if json {
+                printJSON(BuildOutput(version: report.version, name: report.name, metric: report.metric, lists: report.lists, rows: report.rows,
+                                      defaultNprobe: report.defaultNprobe, rerank: report.rerank, recallTarget: report.recallTarget,
+                                      tuning: report.tuning.map { TuningPoint(nprobe: $0.nprobe, recall: $0.recall) },
+                                      seconds: report.seconds, indexBytes: report.indexBytes, warnings: warnings))
+                return
+            }
             print("index \(report.name) over \(set): \(report.rows) rows, \(report.lists) lists, \(report.metric); version \(report.version)")
             print(String(format: "built in %.1f s; %@ (%.0f bytes per row)", Date().timeIntervalSince(start), formatBytes(report.indexBytes) as NSString,
                          Double(report.indexBytes) / Double(max(1, report.rows))))
-            print("held-out recall@10 by nprobe: " + report.tuning.map { String(format: "%d→%.3f", $0.nprobe, $0.recall) }.joined(separator: "  "))
+            print(tuningLine(report.tuning.map { TuningPoint(nprobe: $0.nprobe, recall: $0.recall) }))
             print("default nprobe \(report.defaultNprobe) (target \(report.recallTarget)), re-ranking \(report.rerank) candidates")
         }
     }
@@ -70,11 +85,13 @@ struct IndexInfo: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Sketch set.") var set: String
     @Option(help: "Read the store as of this version.") var at: Int?
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     struct Description: Encodable {
         let name: String, metric: String, kind: String, lists: Int, rows: Int, builtOnVersion: Int, file: String, bytes: Int?
-        let indexedRows: Int?, exactRows: Int?, stale: Bool, defaultNprobe: Int?, rerank: Int?, tuning: [[Double]]
+        let indexedRows: Int?, exactRows: Int?, stale: Bool, defaultNprobe: Int?, rerank: Int?, tuning: [TuningPoint]
+        let warnings: [String]
     }
 
     func run() throws {
@@ -84,11 +101,12 @@ struct IndexInfo: ParsableCommand {
             var descriptions: [Description] = []
             for (name, entry) in target.entry.indexes.sorted(by: { $0.key < $1.key }) {
                 let searcher = try? IVFSearcher(set: target, index: name)
-                let tuning: [[Double]] = searcher?.tuning.map { [Double($0.nprobe), $0.recall] } ?? []
+                let tuning = searcher?.tuning.map { TuningPoint(nprobe: $0.nprobe, recall: $0.recall) } ?? []
+                let warnings = searcher.map { indexWarnings(name: name, nprobe: $0.defaults.nprobe, lists: entry.lists) } ?? []
                 descriptions.append(Description(
                     name: name, metric: entry.metric, kind: entry.kind, lists: entry.lists, rows: entry.rows, builtOnVersion: entry.builtOnVersion,
                     file: entry.file, bytes: entry.size, indexedRows: searcher?.indexedRows, exactRows: searcher?.exactRows, stale: searcher == nil,
-                    defaultNprobe: searcher?.defaults.nprobe, rerank: searcher?.defaults.rerank, tuning: tuning))
+                    defaultNprobe: searcher?.defaults.nprobe, rerank: searcher?.defaults.rerank, tuning: tuning, warnings: warnings))
             }
             struct Listing: Encodable { let set: String, version: Int, indexes: [Description] }
             if json { printJSON(Listing(set: set, version: target.version, indexes: descriptions)); return }
@@ -99,12 +117,33 @@ struct IndexInfo: ParsableCommand {
                     print("  stale: the set no longer starts with the segments it was built on; queries search exactly until it is rebuilt")
                 } else {
                     print("  \(d.indexedRows!) rows through the index, \(d.exactRows!) appended since and searched exactly; default nprobe \(d.defaultNprobe!), re-rank \(d.rerank!)")
-                    print("  held-out recall@10: " + d.tuning.map { String(format: "%d→%.3f", Int($0[0]), $0[1]) }.joined(separator: "  "))
+                    print("  " + tuningLine(d.tuning))
+                    d.warnings.forEach(warn)
                 }
             }
         }
     }
 }
+
+/// The held-out tuning curve, printed alike by `index build` and `index info`.
+func tuningLine(_ tuning: [TuningPoint]) -> String {
+    "held-out recall@10 by nprobe: " + tuning.map { String(format: "%d→%.3f", $0.nprobe, $0.recall) }.joined(separator: "  ")
+}
+
+/// Share of the lists above which an index's default probe scans so much of the set that it
+/// gains little over exact search (which also needs no re-rank).
+let uselessIndexShare = 0.5
+
+/// Warns when the tuned nprobe makes the index scan at least `uselessIndexShare` of its lists:
+/// rows without cluster structure (isotropic data) need nearly every list for the recall target.
+func indexWarnings(name: String, nprobe: Int, lists: Int) -> [String] {
+    guard lists > 0, Double(nprobe) >= uselessIndexShare * Double(lists) else { return [] }
+    return ["index \(name) probes \(nprobe) of \(lists) lists by default (\(nprobe * 100 / lists)% of the rows) to reach its recall target, "
+            + "so it gains little over exact search; the rows may lack cluster structure. Query with --exact, or drop the index (`gradsketch index drop`)"]
+}
+
+/// One point of an index's held-out tuning curve, as `index build` and `index info` print it.
+struct TuningPoint: Encodable { let nprobe: Int, recall: Double }
 
 struct DropIndex: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "drop", abstract: "Remove an index from a set in a new version (vacuum frees its file later).")
@@ -112,11 +151,15 @@ struct DropIndex: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Sketch set.") var set: String
     @Option(help: "Index name.") var name: String
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable { let set: String, name: String, version: Int }
 
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
             let version = try store.dropIndex(name, of: set)
+            if output.json { printJSON(Output(set: set, name: name, version: version)); return }
             print("dropped index \(name) of \(set): version \(version)")
         }
     }

@@ -7,7 +7,8 @@ struct Info: ParsableCommand {
 
     @OptionGroup var location: StoreArgument
     @Option(help: "Describe the store as of this version.") var at: Int?
-    @Flag(help: "Print JSON (stable keys, for scripts).") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     func run() throws {
         try reportingErrors {
@@ -36,7 +37,8 @@ struct Log: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List the retained versions, newest first, with what each changed.")
 
     @OptionGroup var location: StoreArgument
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     func run() throws {
         try reportingErrors {
@@ -62,7 +64,8 @@ struct Verify: ParsableCommand {
         discussion: "Exits 0 when the store is intact and 1 with one line per problem (file, object, expected and found) otherwise.")
 
     @OptionGroup var location: StoreArgument
-    @Flag(help: "Print the report as JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     func run() throws {
         try reportingErrors {
@@ -90,7 +93,8 @@ struct Vacuum: ParsableCommand {
     @Option(help: "Keep only the newest N versions (default: keep all versions).") var keepLast: Int?
     @Option(help: "Keep unreferenced files modified less than this many seconds ago.") var grace: Double = 3600
     @Flag(help: "Report what would be removed without removing it.") var dryRun = false
-    @Flag(help: "Print the report as JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     func run() throws {
         try reportingErrors {

@@ -44,6 +44,12 @@ struct Train: ParsableCommand {
     @Option(help: "Seed for the initial weights.") var seed: UInt64 = 0
     @Option(help: "Checkpoint name prefix.") var name: String = "mlp"
     @Option(help: "Store a checkpoint every N steps (0: only the first and last).") var checkpointEvery: Int = 0
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable {
+        struct Checkpoint: Encodable { let name: String, step: Int, version: Int }
+        let checkpoints: [Checkpoint], steps: Int, lastBatchLoss: Float, examples: Int, accuracy: Double
+    }
 
     func run() throws {
         try reportingErrors {
@@ -57,10 +63,12 @@ struct Train: ParsableCommand {
             }
             var trainer = Trainer(model: MLP(hidden: hidden, seed: seed), optimizer: choice)
             var step = 0
+            var checkpoints: [Output.Checkpoint] = []
             func checkpoint() throws {
                 let version = try Experiments.store(trainer.model, as: "\(name)-step\(step)", in: store,
                                                     detail: "Fashion-MNIST \(data.split.rawValue), \(optimizer), step \(step)")
-                print("checkpoint \(name)-step\(step): version \(version)")
+                checkpoints.append(.init(name: "\(name)-step\(step)", step: step, version: version))
+                if !output.json { print("checkpoint \(name)-step\(step): version \(version)") }
             }
             try checkpoint()
             let progress = ProgressLine(label: "train", unit: "steps", bytesPerUnit: nil)
@@ -79,6 +87,10 @@ struct Train: ParsableCommand {
             if checkpointEvery == 0 || step % checkpointEvery != 0 { try checkpoint() }
             let evaluation = trainer.model.trace(images: Array(data.images[0..<(count * 784)]), labels: Array(data.labels[0..<count]))
             let accuracy = Double(zip(evaluation.predictions, data.labels).filter { $0 == $1 }.count) / Double(count)
+            if output.json {
+                printJSON(Output(checkpoints: checkpoints, steps: step, lastBatchLoss: lastLoss, examples: count, accuracy: accuracy))
+                return
+            }
             print(String(format: "trained %d steps: last batch loss %.4f, accuracy on the %d examples %.3f", step, lastLoss, count, accuracy))
         }
     }
@@ -98,6 +110,9 @@ struct Sketch: ParsableCommand {
     @Option(help: "Width of the shared block for biases.") var kDense: Int = 64
     @Option(help: "Examples per batch.") var batch: Int = 512
     @Option(help: "Stored dtype: float16 or float32.") var dtype: String = "float16"
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable { let set: String, checkpoint: String, examples: Int, k: Int, version: Int, seconds: Double }
 
     func run() throws {
         try reportingErrors {
@@ -138,6 +153,10 @@ struct Sketch: ParsableCommand {
             let lastVersion = try session.commit(detail: "gradients at \(checkpoint), \(count) examples of fashion-mnist/\(data.split.rawValue)").version
             progress.finish()
             let seconds = Date().timeIntervalSince(started)
+            if output.json {
+                printJSON(Output(set: set, checkpoint: checkpoint, examples: count, k: definition.k, version: lastVersion, seconds: seconds))
+                return
+            }
             print(String(format: "sketched %d examples at %@ into %@ (k = %d): version %d, %.0f sketches/s", count, checkpoint, set, definition.k, lastVersion, Double(count) / seconds))
         }
     }

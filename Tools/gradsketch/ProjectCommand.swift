@@ -16,7 +16,8 @@ struct Project: ParsableCommand {
 
     @OptionGroup var location: StoreArgument
     @Option(help: "Seed of the projection (64-bit).") var seed: UInt64
-    @Option(help: "Sketch width k (for --rows and --delta).") var k: Int?
+    // -k like every other command; --k is still accepted, as earlier releases documented it.
+    @Option(name: [.customShort("k"), .customLong("k")], help: "Sketch width k (for --rows and --delta).") var k: Int?
     @Option(help: "rademacher, gaussian, sparse or srht.") var kind: String = "rademacher"
     @Option(help: "SRHT block size, a power of two (default: the smallest power of two ≥ d, at most 2^20).") var block: Int?
     @Option(help: "Nonzeros per input coordinate for sparse projections.") var nonzeros: Int = 4
@@ -31,6 +32,12 @@ struct Project: ParsableCommand {
     @Option(help: "Kronecker side: the layer's sketch is side_out × side_in (at most n_out × n_in).") var side: Int = 32
     @Flag(help: "Negate the projected delta.") var negate = false
     @Option(help: "Output .npy for --delta.") var out: String?
+    @OptionGroup var output: OutputOptions
+
+    /// What --json prints: `version` for the paths that append to a set, `out` for --delta.
+    struct Output: Encodable {
+        let rows: Int, k: Int, set: String?, version: Int?, out: String?
+    }
 
     func run() throws {
         try reportingErrors {
@@ -43,7 +50,7 @@ struct Project: ParsableCommand {
                 try projectLayer(store: store, activations: activations, outputGradients: outputGradients, set: set)
                 return
             }
-            guard let k, k >= 1 else { throw ValidationError("--k must be given and at least 1 for --rows and --delta") }
+            guard let k, k >= 1 else { throw ValidationError("-k must be given and at least 1 for --rows and --delta") }
             if let delta {
                 guard let out else { throw ValidationError("--delta needs --out FILE.npy") }
                 let tensors = try store.tensorSet(delta)
@@ -54,6 +61,7 @@ struct Project: ParsableCommand {
                 var sketch = try projectionErrors { try Projector.projectTensors(values, definition: definition) }
                 if negate { sketch = sketch.map { -$0 } }
                 try NumpyWriter.write(sketch, as: .float32, shape: [1, k], to: out)
+                if output.json { printJSON(Output(rows: 1, k: k, set: nil, version: nil, out: out)); return }
                 print("projected \(delta) (\(tensors.entry.tensors.count) tensors) to \(out) with k = \(k)")
                 return
             }
@@ -79,6 +87,7 @@ struct Project: ParsableCommand {
                                  options: SketchSetOptions(attributes: ["projection": definitionJSON]),
                                  detail: "projected \((rows as NSString).lastPathComponent), k = \(k)")
             }
+            if output.json { printJSON(Output(rows: result.rows, k: k, set: set, version: result.version, out: nil)); return }
             print("projected \(result.rows) rows of d = \(input.k) to k = \(k) into \(set): version \(result.version)")
         }
     }
@@ -125,6 +134,7 @@ struct Project: ParsableCommand {
                              options: SketchSetOptions(attributes: ["projection": definitionJSON]),
                              detail: "Kronecker sketches of \(parameter), \(kOut)×\(kIn)")
         }
+        if output.json { printJSON(Output(rows: n, k: kOut * kIn, set: set, version: result.version, out: nil)); return }
         print("projected \(n) examples of layer \(parameter) (\(nOut)×\(nIn), \(tokens) tokens) to \(kOut)×\(kIn) into \(set): version \(result.version)")
     }
 

@@ -38,7 +38,8 @@ struct Query: ParsableCommand {
     @Option(help: ArgumentHelp("Another checkpoint's sketch set of the same documents and its query: SET=QUERY[@WEIGHT], QUERY a .npy vector or id:ID. Repeatable; scores become Σ_c w_c ⟨g_c, q_c⟩ (TracIn-style, exact), rows matched by id.", valueName: "term")) var term: [String] = []
     @Option(help: "Weight of the --set term when --term is given (e.g. its learning rate).") var weight: Float = 1
     @Option(help: "Search the store as of this version.") var at: Int?
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     struct Output: Encodable {
         struct Result: Encodable { let rank: Int, id: String, score: Float, label: String?, metadata: String? }

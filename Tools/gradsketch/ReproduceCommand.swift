@@ -16,6 +16,9 @@ struct Reproduce: ParsableCommand {
     @Option(help: "Directory for report.html and report.json.") var out: String
     @Option(help: "Directory with the IDX files (Debian's dataset-fashion-mnist).") var dataDirectory: String = FashionMNIST.defaultDirectory
     @Option(help: "Experiments to run, comma-separated: select, density, inrun, gradex, paser.") var only: String = "select,density,inrun,gradex,paser"
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable { let report: String, numbers: String, store: String }
 
     func run() throws {
         try reportingErrors {
@@ -33,9 +36,8 @@ struct Reproduce: ParsableCommand {
                 numbers[name] = AnyEncodable(try Experiments.runAndReport(experiment, store: store, train: train, test: test, report: &report, log: log))
             }
             try report.html(title: "GradSketch: selection and attribution on Fashion-MNIST").write(toFile: out + "/report.html", atomically: true, encoding: .utf8)
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(numbers).write(to: URL(fileURLWithPath: out + "/report.json"))
+            try makeJSONEncoder().encode(numbers).write(to: URL(fileURLWithPath: out + "/report.json"))
+            if output.json { printJSON(Output(report: out + "/report.html", numbers: out + "/report.json", store: location.store)); return }
             print("report: \(out)/report.html (store \(location.store))")
         }
     }

@@ -6,21 +6,39 @@ import GradSketchSelect
 import GradSketchStore
 
 /// What `select`, `value` and `results show` print with --json.
+///
+/// Rows are ranked in the order a reader expects: a selection in the order it picked its rows
+/// (greedy pick order, sample order), a valuation (In-Run, GradEx) by score, lowest first
+/// (In-Run: the likeliest harmful example first; GradEx: the best source first), ties by id —
+/// whatever order the result was stored in. `limit` keeps the first rows of that ranking.
 struct ResultOutput: Encodable {
     struct Row: Encodable { let rank: Int, id: String, position: Int, score: Double }
     let name: String?, method: String, set: String, setVersion: Int, version: Int?
     let parameters: [String: JSONValue]
+    /// Rows in the result; `rows` may hold fewer when a limit was asked for.
+    let count: Int
     let rows: [Row]
 
     init(name: String?, version: Int?, method: String, set: String, setVersion: Int, parameters: [String: JSONValue],
-         positions: [Int], ids: [String], scores: [Double]) {
+         positions: [Int], ids: [String], scores: [Double], limit: Int? = nil) {
         self.name = name
         self.version = version
         self.method = method
         self.set = set
         self.setVersion = setVersion
         self.parameters = parameters
-        rows = ids.indices.map { Row(rank: $0 + 1, id: ids[$0], position: positions[$0], score: scores[$0]) }
+        count = ids.count
+        let order = Self.isValuation(method)
+            ? ids.indices.sorted { scores[$0] != scores[$1] ? scores[$0] < scores[$1] : ids[$0] < ids[$1] }
+            : Array(ids.indices)
+        rows = order.prefix(limit ?? order.count).enumerated().map { rank, index in
+            Row(rank: rank + 1, id: ids[index], position: positions[index], score: scores[index])
+        }
+    }
+
+    /// Valuation methods score every row; selection methods pick rows in an order of their own.
+    static func isValuation(_ method: String) -> Bool {
+        method.hasPrefix("in-run-shapley") || method.hasPrefix("gradex")
     }
 
     func printText() {
@@ -83,7 +101,8 @@ struct SelectCommand: ParsableCommand {
     @Option(help: "Seed (random strategy, density hashes and sampling, PASER clustering).") var seed: UInt64 = 0
     @Option(help: "Save the result under this name (a new version).") var save: String?
     @Option(help: "Read the set as of this version.") var at: Int?
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     func run() throws {
         try reportingErrors {
@@ -187,7 +206,8 @@ struct ValueCommand: ParsableCommand {
     @Option(help: "Per-step Hessian-vector-product sketches (second order).") var hessian: String?
     @Option(name: .customShort("k"), help: "How many rows to print (all are saved).") var count: Int = 20
     @Option(help: "Save the values under this name (a new version).") var save: String?
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
 
     func run() throws {
         try reportingErrors {
@@ -204,11 +224,9 @@ struct ValueCommand: ParsableCommand {
                                          set: log, setVersion: logSet.version, positions: ordered.indices.map { $0 },
                                          ids: ordered.map(\.example), scores: ordered.map(\.total))
             let version = try saveIfAsked(save, store, result)
-            var output = ResultOutput(name: save, version: version, method: result.method, set: log, setVersion: logSet.version,
-                                      parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores)
-            if !json { output = ResultOutput(name: save, version: version, method: result.method, set: log, setVersion: logSet.version,
-                                             parameters: result.parameters, positions: Array(result.positions.prefix(count)),
-                                             ids: Array(result.ids.prefix(count)), scores: Array(result.scores.prefix(count))) }
+            let output = ResultOutput(name: save, version: version, method: result.method, set: log, setVersion: logSet.version,
+                                      parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores,
+                                      limit: count)
             if json { printJSON(output) } else { output.printText() }
         }
     }
@@ -238,7 +256,8 @@ struct ValueCommand: ParsableCommand {
         ], set: set, setVersion: target.version, positions: order, ids: order.map { gradex.sources[$0] }, scores: order.map { ensemble.scores[$0] })
         let version = try saveIfAsked(save, store, result)
         let output = ResultOutput(name: save, version: version, method: result.method, set: set, setVersion: target.version,
-                                  parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores)
+                                  parameters: result.parameters, positions: result.positions, ids: result.ids, scores: result.scores,
+                                  limit: count)
         if json { printJSON(output) } else {
             output.printText()
             print("forward selection: " + forward.map { gradex.sources[$0] }.joined(separator: ", "))
@@ -248,17 +267,26 @@ struct ValueCommand: ParsableCommand {
 
 struct Results: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List, show and export saved selections and valuations.",
-                                                     subcommands: [ListResults.self, ShowResult.self])
+                                                     subcommands: [ListResults.self, ShowResult.self, ExportResult.self])
 }
 
 struct ListResults: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List saved results.")
     @OptionGroup var location: StoreArgument
     @Option(help: "As of this version.") var at: Int?
+    @OptionGroup var output: OutputOptions
+
+    struct Listed: Encodable { let name: String, method: String, set: String, setVersion: Int, count: Int }
+
     func run() throws {
         try reportingErrors {
             let manifest = try Store(opening: location.store).manifest(at: at)
-            for (name, entry) in (manifest.results ?? [:]).sorted(by: { $0.key < $1.key }) {
+            let results = (manifest.results ?? [:]).sorted(by: { $0.key < $1.key })
+            if output.json {
+                printJSON(results.map { Listed(name: $0.key, method: $0.value.method, set: $0.value.set, setVersion: $0.value.setVersion, count: $0.value.count) })
+                return
+            }
+            for (name, entry) in results {
                 print("\(name): \(entry.method) on \(entry.set)@\(entry.setVersion), \(entry.count) rows")
             }
         }
@@ -266,12 +294,15 @@ struct ListResults: ParsableCommand {
 }
 
 struct ShowResult: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "show", abstract: "Print or export a saved result (ids, positions, scores, method, parameters).")
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Print a saved result (ids, positions, scores, method, parameters).",
+        discussion: "A selection is listed in the order it picked its rows; a valuation (In-Run, GradEx) by score, lowest first, ties by id.")
     @OptionGroup var location: StoreArgument
     @Option(help: "Result name.") var name: String
     @Option(help: "As of this version.") var at: Int?
     @Option(help: "Also write the ids, one per line, to this file.") var idsOut: String?
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
+    var json: Bool { output.json }
     func run() throws {
         try reportingErrors {
             let stored = try Store(opening: location.store).result(name, at: at)
@@ -283,5 +314,64 @@ struct ShowResult: ParsableCommand {
                 for row in output.rows { print(String(format: "%5d  %-40@ %.6g", row.rank, row.id as NSString, row.score)) }
             }
         }
+    }
+}
+
+struct ExportResult: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export", abstract: "Write a saved result to a .csv or .jsonl file: rank, id, position, score per row.",
+        discussion: """
+        Rows are ranked as `results show` lists them. A .csv file has the header rank,id,position,score (ids quoted when they \
+        hold a comma, quote or line break); a .jsonl file has one {"rank", "id", "position", "score"} object per line. \
+        The file is written beside its final name and renamed into place; outputs inside the store are refused.
+        """)
+    @OptionGroup var location: StoreArgument
+    @Option(help: "Result name.") var name: String
+    @Option(help: "Output file, .csv or .jsonl.") var out: String
+    @Option(help: "As of this version.") var at: Int?
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable { let name: String, rows: Int, out: String }
+
+    func run() throws {
+        try reportingErrors {
+            let store = try Store(opening: location.store)
+            guard out.hasSuffix(".csv") || out.hasSuffix(".jsonl") else {
+                throw StoreError(.invalidInput, "expected an output file ending in .csv or .jsonl, found \((out as NSString).lastPathComponent)", path: out)
+            }
+            try refuseOutputInsideStore(out, store: store.path)
+            let stored = try store.result(name, at: at)
+            let ranked = ResultOutput(name: name, version: at, method: stored.entry.method, set: stored.entry.set, setVersion: stored.entry.setVersion,
+                                      parameters: stored.entry.parameters, positions: stored.positions, ids: stored.ids, scores: stored.scores)
+            let lines: [String]
+            if out.hasSuffix(".csv") {
+                lines = ["rank,id,position,score"] + ranked.rows.map { "\($0.rank),\(csvField($0.id)),\($0.position),\($0.score)" }
+            } else {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+                lines = try ranked.rows.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
+            }
+            try TextLines.write(lines, to: out)
+            if output.json { printJSON(Output(name: name, rows: ranked.rows.count, out: out)); return }
+            print("exported \(ranked.rows.count) rows of result \(name) to \(out)")
+        }
+    }
+
+    private func csvField(_ text: String) -> String {
+        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}
+
+/// Refuses an output file whose directory lies inside the store, where it could overwrite or
+/// shadow the store's own files.
+func refuseOutputInsideStore(_ out: String, store: String) throws {
+    let directory = (out as NSString).deletingLastPathComponent
+    guard let resolvedDirectory = realpath(directory.isEmpty ? "." : directory, nil), let resolvedStore = realpath(store, nil) else { return }
+    defer { free(resolvedDirectory); free(resolvedStore) }
+    let outside = String(cString: resolvedDirectory), root = String(cString: resolvedStore)
+    if outside == root || outside.hasPrefix(root + "/") {
+        throw StoreError(.invalidInput, "refusing to write inside the store \(root): expected an output outside it", path: out)
     }
 }

@@ -4,27 +4,6 @@ import GradSketchInterchange
 import GradSketchProjection
 import GradSketchStore
 
-/// Runs a command body; a library error becomes one line on stderr and exit status 1.
-func reportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let error as StoreError {
-        FileHandle.standardError.write(Data("gradsketch: error: \(error)\n".utf8))
-        throw ExitCode.failure
-    } catch let error as InterchangeError {
-        FileHandle.standardError.write(Data("gradsketch: error: \(error)\n".utf8))
-        throw ExitCode.failure
-    }
-}
-
-func printJSON<T: Encodable>(_ value: T) {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-    let data = (try? encoder.encode(value)) ?? Data("null".utf8)
-    print(String(decoding: data, as: UTF8.self))
-}
-
 /// Splits `name=value`.
 func splitPair(_ text: String, option: String) throws -> (String, String) {
     guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {

@@ -17,6 +17,9 @@ struct Tensors: ParsableCommand {
         @Option(help: "Name of the new tensor set.") var name: String
         @Argument(help: "Input files (.safetensors or .npy).") var files: [String]
         @Option(help: "Stored dtype for every tensor: float16 or float32.") var dtype: String?
+        @OptionGroup var output: OutputOptions
+
+        struct Output: Encodable { let name: String, tensors: Int, contentHash: String, version: Int }
 
         func run() throws {
             try reportingErrors {
@@ -43,6 +46,7 @@ struct Tensors: ParsableCommand {
                                          detail: files.map { ($0 as NSString).lastPathComponent }.joined(separator: ", "))
                 }
                 let hash = try store.tensorSet(name, at: version).contentHash
+                if output.json { printJSON(Output(name: name, tensors: inputs.count, contentHash: hash, version: version)); return }
                 print("stored \(inputs.count) tensors as \(name) (\(hash)): version \(version)")
             }
         }
@@ -55,11 +59,15 @@ struct Tensors: ParsableCommand {
         @Option(help: "Name of the new delta tensor set.") var name: String
         @Option(help: "The base tensor set.") var from: String
         @Option(help: "The tensor set the delta leads to.") var to: String
+        @OptionGroup var output: OutputOptions
+
+        struct Output: Encodable { let name: String, from: String, to: String, version: Int }
 
         func run() throws {
             try reportingErrors {
                 let store = try Store(opening: location.store)
                 let version = try store.recordDelta(name, from: from, to: to)
+                if output.json { printJSON(Output(name: name, from: from, to: to, version: version)); return }
                 print("recorded \(name) = \(to) − \(from): version \(version)")
             }
         }
@@ -71,7 +79,8 @@ struct Tensors: ParsableCommand {
         @OptionGroup var location: StoreArgument
         @Option(help: "Name of the tensor set.") var name: String
         @Option(help: "Read the store as of this version.") var at: Int?
-        @Flag(help: "Print JSON.") var json = false
+        @OptionGroup var output: OutputOptions
+        var json: Bool { output.json }
 
         func run() throws {
             try reportingErrors {
