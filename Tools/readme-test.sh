@@ -107,6 +107,6 @@ while read -r kind line rest; do
 done < "$work/plan"
 
 [ "$skipped" -eq 0 ] || echo "readme-test: $skipped blocks skipped as marked"
-[ "$notrun" -eq 0 ] || echo "readme-test: $notrun commands after the failure not run"
+[ "$notrun" -eq 0 ] || echo "readme-test: $notrun commands not run after the failure"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

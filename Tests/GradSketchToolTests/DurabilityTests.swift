@@ -200,15 +200,15 @@ import Testing
         try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -7200)], ofItemAtPath: orphan)
 
         let dry = try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--keep-last", "1", "--dry-run", "--json"))
-        let plan = try JSONDecoder().decode(VacuumReport.self, from: Data(dry.standardOutput.utf8))
+        let plan = try toolJSONDecoder().decode(VacuumReport.self, from: Data(dry.standardOutput.utf8))
         #expect(plan.removedVersions == [0, 1, 2, 3])
         #expect(FileManager.default.fileExists(atPath: orphan))
         // The first deletion list of segment a (a1 only) is superseded by the cumulative one; the
         // young-file grace keeps it unless grace is 0.
-        let young = try JSONDecoder().decode(VacuumReport.self, from: Data(try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--keep-last", "1", "--json")).standardOutput.utf8))
+        let young = try toolJSONDecoder().decode(VacuumReport.self, from: Data(try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--keep-last", "1", "--json")).standardOutput.utf8))
         #expect(young.removedFiles == ["segments/" + String(repeating: "ab", count: 16) + ".h5"])
         #expect(young.keptYoungFiles.count == 1)
-        let done = try JSONDecoder().decode(VacuumReport.self, from: Data(try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--grace", "0", "--json")).standardOutput.utf8))
+        let done = try toolJSONDecoder().decode(VacuumReport.self, from: Data(try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--grace", "0", "--json")).standardOutput.utf8))
         #expect(done.removedFiles.count == 1 && done.removedFiles.allSatisfy { $0.hasPrefix("deletions/") })
         let store = try Store(opening: fixture.store)
         #expect(try store.versions() == [4])

@@ -56,3 +56,11 @@ func expectFailure(_ arguments: [String], saying expected: String, sourceLocatio
     #expect(!result.standardError.contains("HDF5-DIAG"), "HDF5 printed its own diagnostics", sourceLocation: sourceLocation)
     return result
 }
+
+/// A decoder for the tool's --json output, whose keys are snake_case, into Swift's camelCase
+/// properties (the library's report types, e.g. `VacuumReport`).
+func toolJSONDecoder() -> JSONDecoder {
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    return decoder
+}
