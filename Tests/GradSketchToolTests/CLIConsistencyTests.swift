@@ -48,14 +48,13 @@ import Testing
         let ids = try fixture.writeLines("ids.txt", (0..<300).map { "doc\($0)" })
         let drop = try fixture.writeLines("drop.txt", ["doc3", "doc4"])
         let outputs: [[String]] = [
-            ["init", fixture.path("second"), "--json"],
             ["append", store, "--set", "s", "--rows", fixture.path("rows.npy"), "--ids", ids, "--json"],
+            ["info", store, "--json"],
             ["tensors", "put", store, "--name", "w", fixture.path("weights.npy"), "--json"],
             ["tensors", "put", store, "--name", "w2", fixture.path("weights.npy"), "--json"],
             ["tensors", "delta", store, "--name", "d", "--from", "w", "--to", "w2", "--json"],
             ["tensors", "list", store, "--name", "w", "--json"],
             ["delete", store, "--set", "s", "--ids", drop, "--json"],
-            ["info", store, "--json"],
             ["log", store, "--json"],
             ["export", store, "--set", "s", "--out", fixture.path("out.npy"), "--json"],
             ["index", "build", store, "--set", "s", "--lists", "4", "--json"],
@@ -68,6 +67,7 @@ import Testing
             ["verify", store, "--json"],
             ["pack", store, "--out", fixture.path("packed.h5"), "--json"],
             ["vacuum", store, "--dry-run", "--json"],
+            ["init", fixture.path("second"), "--json"],
         ]
         for arguments in outputs {
             let result = try expectSuccess(ChildProcess.tool(arguments: arguments))
@@ -127,8 +127,8 @@ import Testing
     }
 
     /// In-Run values against numpy's Σ_t η_t ⟨v_t, s_{t,z}⟩: `value -k 3 --json` gives the three
-    /// lowest, in order; the saved result, stored in any order, is shown ranked the same way.
-    @Test func valuesAreRankedByScoreAndJSONHonoursK() throws {
+    /// lowest, in order, and says how many there are in all.
+    @Test func valueJSONHonoursK() throws {
         let fixture = try ToolFixture()
         let script = """
         import sys, numpy as np
@@ -164,19 +164,32 @@ import Testing
         let output = try JSONDecoder().decode(Output.self, from: Data(result.standardOutput.utf8))
         #expect(output.rows.map(\.id) == Array(expected.prefix(3)) && output.rows.map(\.rank) == [1, 2, 3])
         #expect(output.count == expected.count)
+    }
 
-        // A valuation saved in example order (as the experiments save it) is shown by score.
+    struct ShownResult: Decodable {
+        struct Row: Decodable { let rank: Int, id: String }
+        let rows: [Row]
+    }
+
+    /// A valuation saved in example order (as the experiments save In-Run values) is shown and
+    /// exported by score, lowest first; a selection keeps its pick order.
+    @Test func resultsAreShownAndExportedInRankOrder() throws {
+        let fixture = try ToolFixture()
+        let store = fixture.store
         let scores = [0.5, -1.0, 2.0, 0.1]
         try Store(opening: store).saveResult("by-example", method: "in-run-shapley/first-order", set: "log", setVersion: 2, parameters: [:],
                                              positions: [0, 1, 2, 3], ids: ["ex0", "ex1", "ex,2", "ex3"], scores: scores)
         let shown = try expectSuccess(ChildProcess.tool("results", "show", store, "--name", "by-example", "--json"))
-        let ranked = try JSONDecoder().decode(Output.self, from: Data(shown.standardOutput.utf8))
+        let ranked = try JSONDecoder().decode(ShownResult.self, from: Data(shown.standardOutput.utf8))
         #expect(ranked.rows.map(\.id) == ["ex1", "ex3", "ex0", "ex,2"] && ranked.rows.map(\.rank) == [1, 2, 3, 4])
         // A selection keeps its pick order.
         try Store(opening: store).saveResult("picked", method: "select/greedy", set: "log", setVersion: 2, parameters: [:],
                                              positions: [3, 1], ids: ["ex3@0", "ex1@0"], scores: [0.9, 0.2])
         let picked = try expectSuccess(ChildProcess.tool("results", "show", store, "--name", "picked", "--json"))
-        #expect(try JSONDecoder().decode(Output.self, from: Data(picked.standardOutput.utf8)).rows.map(\.id) == ["ex3@0", "ex1@0"])
+        #expect(try JSONDecoder().decode(ShownResult.self, from: Data(picked.standardOutput.utf8)).rows.map(\.id) == ["ex3@0", "ex1@0"])
+        let text = try expectSuccess(ChildProcess.tool("results", "show", store, "--name", "by-example")).standardOutput
+        #expect(text.split(separator: "\n").dropFirst().map { $0.split(separator: " ").map(String.init) } ==
+                [["1", "ex1", "-1"], ["2", "ex3", "0.1"], ["3", "ex0", "0.5"], ["4", "ex,2", "2"]])
 
         // results export writes the same ranking; ids with a comma are quoted.
         try expectSuccess(ChildProcess.tool("results", "export", store, "--name", "by-example", "--out", fixture.path("values.csv")))
