@@ -179,7 +179,8 @@ import Testing
         let scores = [0.5, -1.0, 2.0, 0.1]
         try Store(opening: store).saveResult("by-example", method: "in-run-shapley/first-order", set: "log", setVersion: 2, parameters: [:],
                                              positions: [0, 1, 2, 3], ids: ["ex0", "ex1", "ex,2", "ex3"], scores: scores)
-        let shown = try expectSuccess(ChildProcess.tool("results", "show", store, "--name", "by-example", "--json"))
+        let shown = try expectSuccess(ChildProcess.tool("results", "show", store, "--name", "by-example", "--json", "--ids-out", fixture.path("ranked.txt")))
+        #expect(try String(contentsOfFile: fixture.path("ranked.txt"), encoding: .utf8) == "ex1\nex3\nex0\nex,2\n")
         let ranked = try JSONDecoder().decode(ShownResult.self, from: Data(shown.standardOutput.utf8))
         #expect(ranked.rows.map(\.id) == ["ex1", "ex3", "ex0", "ex,2"] && ranked.rows.map(\.rank) == [1, 2, 3, 4])
         // A selection keeps its pick order.

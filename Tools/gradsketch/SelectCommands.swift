@@ -300,15 +300,15 @@ struct ShowResult: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Result name.") var name: String
     @Option(help: "As of this version.") var at: Int?
-    @Option(help: "Also write the ids, one per line, to this file.") var idsOut: String?
+    @Option(help: "Also write the ids, one per line and in the order shown, to this file.") var idsOut: String?
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
     func run() throws {
         try reportingErrors {
             let stored = try Store(opening: location.store).result(name, at: at)
-            if let idsOut { try (stored.ids.joined(separator: "\n") + "\n").write(toFile: idsOut, atomically: true, encoding: .utf8) }
             let output = ResultOutput(name: name, version: at, method: stored.entry.method, set: stored.entry.set, setVersion: stored.entry.setVersion,
                                       parameters: stored.entry.parameters, positions: stored.positions, ids: stored.ids, scores: stored.scores)
+            if let idsOut { try TextLines.write(output.rows.map(\.id), to: idsOut) }
             if json { printJSON(output) } else {
                 print("\(name): \(stored.entry.method) on \(stored.entry.set) (version \(stored.entry.setVersion))")
                 for row in output.rows { print(String(format: "%5d  %-40@ %.6g", row.rank, row.id as NSString, row.score)) }
