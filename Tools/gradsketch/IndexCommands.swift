@@ -62,7 +62,7 @@ struct BuildIndex: ParsableCommand {
                 FileHandle.standardError.write(Data("index build: \(message)\n".utf8))
             }
             let warnings = indexWarnings(name: report.name, nprobe: report.defaultNprobe, lists: report.lists)
-            warnings.forEach(warn)
+            warnings.forEach(reportWarning)
             if json {
                 printJSON(BuildOutput(version: report.version, name: report.name, metric: report.metric, lists: report.lists, rows: report.rows,
                                       defaultNprobe: report.defaultNprobe, rerank: report.rerank, recallTarget: report.recallTarget,
@@ -118,7 +118,7 @@ struct IndexInfo: ParsableCommand {
                 } else {
                     print("  \(d.indexedRows!) rows through the index, \(d.exactRows!) appended since and searched exactly; default nprobe \(d.defaultNprobe!), re-rank \(d.rerank!)")
                     print("  " + tuningLine(d.tuning))
-                    d.warnings.forEach(warn)
+                    d.warnings.forEach(reportWarning)
                 }
             }
         }

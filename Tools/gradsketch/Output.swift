@@ -77,6 +77,6 @@ func snakeCase(_ name: String) -> String {
 }
 
 /// One `warning: …` line on stderr.
-func warn(_ message: String) {
+func reportWarning(_ message: String) {
     FileHandle.standardError.write(Data("gradsketch: warning: \(message)\n".utf8))
 }
