@@ -33,19 +33,6 @@ struct ErrorOutput: Encodable {
     let error: Detail
 }
 
-/// Runs a command body; a library error becomes a ``CommandFailure`` (exit status 1), reported
-/// by `GradSketchCommand.main` as one line on stderr, and as JSON under `--json`.
-func reportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let error as StoreError {
-        let detail = error.underlying.map { "\(error.message): \($0)" } ?? error.message
-        throw CommandFailure(code: snakeCase(error.code.description), message: detail, path: error.path)
-    } catch let error as InterchangeError {
-        throw CommandFailure(code: "invalid_input", message: error.message, path: error.path)
-    }
-}
-
 /// The encoder behind every JSON the tool writes: snake_case keys for the tool's own
 /// structures. Keys inside dictionaries (set names, attributes, parameters) are data and are
 /// written as given.
@@ -55,11 +42,6 @@ func makeJSONEncoder() -> JSONEncoder {
     encoder.keyEncodingStrategy = .convertToSnakeCase
     encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     return encoder
-}
-
-func printJSON<T: Encodable>(_ value: T) {
-    let data = (try? makeJSONEncoder().encode(value)) ?? Data("null".utf8)
-    print(String(decoding: data, as: UTF8.self))
 }
 
 /// `invalidInput` → `invalid_input`.

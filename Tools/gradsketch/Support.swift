@@ -4,6 +4,24 @@ import GradSketchInterchange
 import GradSketchProjection
 import GradSketchStore
 
+/// Runs a command body; a library error becomes a ``CommandFailure`` (exit status 1), reported
+/// by `GradSketchCommand.main` as one line on stderr, and as JSON under `--json`.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as StoreError {
+        let detail = error.underlying.map { "\(error.message): \($0)" } ?? error.message
+        throw CommandFailure(code: snakeCase(error.code.description), message: detail, path: error.path)
+    } catch let error as InterchangeError {
+        throw CommandFailure(code: "invalid_input", message: error.message, path: error.path)
+    }
+}
+
+func printJSON<T: Encodable>(_ value: T) {
+    let data = (try? makeJSONEncoder().encode(value)) ?? Data("null".utf8)
+    print(String(decoding: data, as: UTF8.self))
+}
+
 /// Splits `name=value`.
 func splitPair(_ text: String, option: String) throws -> (String, String) {
     guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
