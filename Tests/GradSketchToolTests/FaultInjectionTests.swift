@@ -160,6 +160,39 @@ import Testing
         #expect(try Store(opening: fixture.store).sketchSet("s").rowCount == 27)
     }
 
+    /// A full disk at every write HDF5 makes for an append (rows, metadata, the flush in
+    /// `H5Fclose`, the manifest): the command says "No space left on device" and exits 1,
+    /// never crashing in HDF5 at exit, and leaves the store as it was (issue 12 item 2).
+    @Test(.enabled(if: strace != nil, "strace is not installed; Tools/setup.sh installs it"))
+    func aFullDiskFailsEveryWriteCleanly() throws {
+        let fixture = try ToolFixture()
+        // Two row blocks of SegmentWriter.blockBytes, so writes fail between blocks too.
+        let rows = try fixture.makeRows("rows.npy", rows: 3000, k: 512)
+        let trace = fixture.path("writes.txt")
+        let counting = fixture.path("counting")
+        try FileManager.default.copyItem(atPath: fixture.store, toPath: counting)
+        try expectSuccess(try Self.traced(["-o", trace, "-e", "trace=pwrite64"], ["append", counting, "--set", "s", "--rows", rows]))
+        let writes = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n").filter { $0.contains("pwrite64(") }.count
+        try #require(writes >= 6, "expected HDF5 to write with pwrite64, found \(writes) calls")
+        var crashed = 0
+        for occurrence in 1...writes {
+            let trial = fixture.path("full-\(occurrence)")
+            try FileManager.default.copyItem(atPath: fixture.store, toPath: trial)
+            let result = try Self.traced(["-o", "/dev/null", "-e", "trace=pwrite64", "-e", "inject=pwrite64:error=ENOSPC:when=\(occurrence)"],
+                                         ["append", trial, "--set", "s", "--rows", rows])
+            if result.wasSignalled { crashed += 1 }
+            #expect(!result.wasSignalled && result.status == 1, "write #\(occurrence): exit \(result.status), signalled \(result.wasSignalled): \(result.standardError.prefix(300))")
+            #expect(result.standardError.contains("No space left on device"), "write #\(occurrence): \(result.standardError.prefix(300))")
+            let store = try Store(opening: trial)
+            #expect(try store.latestVersion() == 0)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: trial + "/tmp").isEmpty)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: trial + "/segments").isEmpty)
+            #expect(try store.verify().isClean)
+            try FileManager.default.removeItem(atPath: trial)
+        }
+        print("full disk: \(writes) writes failed one at a time, \(crashed) crashes")
+    }
+
     /// A pack killed before its rename leaves a temporary file; the next pack to the same
     /// output removes it, and every pack fsyncs the output's directory (issue 12 item 4).
     @Test(.enabled(if: strace != nil, "strace is not installed; Tools/setup.sh installs it"))
