@@ -47,6 +47,8 @@ public struct VacuumReport: Codable, Sendable {
     public var removedVersions: [Int] = []
     public var removedFiles: [String] = []
     public var keptYoungFiles: [String] = []
+    /// Unreferenced files older than the grace that a live writer's pin protects (Spec §7.4).
+    public var keptPinnedFiles: [String] = []
     public var bytesFreed = 0
 }
 
@@ -281,8 +283,12 @@ extension Store {
             let modifiedSecond = Double(modified.tv_sec) - age
             // One second of slack: the pin's `created` is truncated to whole seconds.
             let pinned = oldestPin.map { modifiedSecond >= Double($0) - 1 } ?? false
-            if age < grace || pinned {
+            if age < grace {
                 report.keptYoungFiles.append(relative)
+                continue
+            }
+            if pinned {
+                report.keptPinnedFiles.append(relative)
                 continue
             }
             report.bytesFreed += FileSystem.size(full) ?? 0

@@ -38,6 +38,7 @@ import Testing
         // Grace 0: the session has (in effect) stalled longer than vacuum's grace.
         let report = try store.vacuum(grace: 0)
         #expect(report.removedFiles.isEmpty, "vacuum removed a live session's files: \(report.removedFiles)")
+        #expect(report.keptPinnedFiles.count == 2)
         #expect(try FileManager.default.contentsOfDirectory(atPath: store.path + "/segments").count == 2)
         let result = try session.commit()
         #expect(result.version == 1)
