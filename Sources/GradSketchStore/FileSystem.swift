@@ -146,11 +146,22 @@ enum FileSystem {
 
     /// Seconds since the file at `path` itself (not a link's target) was last modified.
     static func age(_ path: String) -> Double? {
+        modificationTime(path).map { now() - $0 }
+    }
+
+    /// When the file at `path` itself (not a link's target) was last modified, in seconds
+    /// since the Unix epoch.
+    static func modificationTime(_ path: String) -> Double? {
         var info = stat()
         guard lstat(path, &info) == 0 else { return nil }
+        return Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+    }
+
+    /// The current time in seconds since the Unix epoch.
+    static func now() -> Double {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        return Double(now.tv_sec - info.st_mtim.tv_sec) + Double(now.tv_nsec - info.st_mtim.tv_nsec) / 1e9
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 
     /// Asks the kernel to start writing a byte range of a file to disk now, without waiting.

@@ -1,11 +1,6 @@
 import Foundation
 import GradSketchHDF5
 import GradSketchInterchange
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// One thing `verify` found wrong: where it is, and what was expected against what was found.
 public struct VerificationProblem: Codable, Sendable, CustomStringConvertible {
@@ -277,12 +272,10 @@ extension Store {
         var touchedDirectories = Set<String>()
         for relative in candidates where !referenced.contains(relative) {
             let full = absolute(relative)
-            guard let age = FileSystem.age(full), !FileSystem.isRealDirectory(full) else { continue }
-            var modified = timespec()
-            clock_gettime(CLOCK_REALTIME, &modified)
-            let modifiedSecond = Double(modified.tv_sec) - age
+            guard let modified = FileSystem.modificationTime(full), !FileSystem.isRealDirectory(full) else { continue }
+            let age = FileSystem.now() - modified
             // One second of slack: the pin's `created` is truncated to whole seconds.
-            let pinned = oldestPin.map { modifiedSecond >= Double($0) - 1 } ?? false
+            let pinned = oldestPin.map { modified >= Double($0) - 1 } ?? false
             if age < grace {
                 report.keptYoungFiles.append(relative)
                 continue

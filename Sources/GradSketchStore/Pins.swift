@@ -28,9 +28,8 @@ final class WriterPin {
     init(store: Store) throws {
         let directory = store.path + "/" + WriterPin.directory
         try FileSystem.makeStoreDirectory(directory)
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        path = directory + "/\(now.tv_sec).\(FileSystem.hostName).\(FileSystem.processID).\(randomIdentifier())"
+        let created = Int(FileSystem.now().rounded(.down))
+        path = directory + "/\(created).\(FileSystem.hostName).\(FileSystem.processID).\(randomIdentifier())"
         try WriterPin.touch(path)
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "gradsketch.pin"))
         timer.schedule(deadline: .now() + .seconds(WriterPin.refreshInterval), repeating: .seconds(WriterPin.refreshInterval))

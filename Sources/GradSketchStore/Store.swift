@@ -194,7 +194,10 @@ public final class Store: Sendable {
     /// another writer commits first, it runs again on the newer manifest, so every check it
     /// makes holds against the version actually committed on top of.
     ///
-    /// - Returns: the new version number, acknowledged only once durable.
+    /// - Returns: the new version number, once its manifest is linked. A failure after the
+    ///   link (the `fsync` of `versions/`) does not undo the commit and is not thrown: it is
+    ///   a warning, passed to the warning handler and kept for ``takeCommitWarnings()``.
+    /// - Throws: only before the link, in which case nothing was committed.
     @discardableResult
     public func commit(operation: String, set: String?, detail: String?, _ change: (inout Manifest) throws -> Void) throws -> Int {
         var attempt = 0
