@@ -252,8 +252,9 @@ public final class Store: Sendable {
 
     /// Records a failure that happened after version `version` was linked.
     private func warn(committed version: Int, _ error: any Error) {
-        let cause = (error as? StoreError).map { "\($0)" } ?? "\(error)"
-        let warning = StoreError(.io, "version \(version) is committed, but a step after the commit failed: \(cause)", path: path)
+        let cause = error as? StoreError
+        let warning = StoreError(.io, "version \(version) is committed, but a step after the commit failed: \(cause.map { "\($0)" } ?? "\(error)")",
+                                 path: cause?.path == nil ? path : nil)
         commitWarnings.withLock { $0.append(warning) }
         Store.warningHandler.withLock { $0 }?(warning)
     }

@@ -148,8 +148,16 @@ import Testing
         #expect(delete.status == 0, "\(delete.standardError)")
         #expect(delete.standardError.contains("warning: version 3 is committed"), "\(delete.standardError)")
 
+        // Every other kind of commit, too.
+        let put = try Self.traced(failVersionsFsync, ["tensors", "put", fixture.store, "--name", "w", rows])
+        #expect(put.status == 0 && put.standardError.contains("warning: version 4 is committed"), "\(put.standardError)")
+        let index = try Self.traced(failVersionsFsync, ["index", "build", fixture.store, "--set", "s", "--lists", "2"])
+        #expect(index.status == 0 && index.standardError.contains("warning: version 5 is committed"), "\(index.standardError)")
+
         let store = try Store(opening: fixture.store)
-        #expect(try store.latestVersion() == 3)
+        #expect(try store.latestVersion() == 5)
+        #expect(try store.manifest().sketchSets["s"]?.indexes.count == 1)
+        #expect(try store.tensorSet("w").tensor(named: "rows").shape == [10, 4])
         #expect(try store.sketchSet("s").ids() == (0..<10).filter { $0 != 1 }.map { "a\($0)" } + (0..<10).filter { $0 != 1 }.map { "b\($0)" })
         #expect(try store.verify().isClean)
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.store + "/tmp").isEmpty)
@@ -158,6 +166,7 @@ import Testing
                                             "--ids", try fixture.writeLines("c.txt", (0..<10).map { "c\($0)" })))
         try expectSuccess(ChildProcess.tool("delete", fixture.store, "--set", "s", "--ids", try fixture.writeLines("e.txt", ["c2"])))
         #expect(try Store(opening: fixture.store).sketchSet("s").rowCount == 27)
+        #expect(try Store(opening: fixture.store).verify().isClean)
     }
 
     /// A full disk at every write HDF5 makes for an append (rows, metadata, the flush in
