@@ -169,6 +169,35 @@ import Testing
         #expect(try Store(opening: fixture.store).verify().isClean)
     }
 
+    /// A writer stalled right before its link while `vacuum --grace 0` runs in another
+    /// process (issue 12 item 3): the writer's pin keeps its segment, and the version it then
+    /// commits is complete.
+    @Test(.enabled(if: strace != nil, "strace is not installed; Tools/setup.sh installs it"))
+    func vacuumDuringAStalledCommitKeepsTheWritersFiles() throws {
+        let fixture = try ToolFixture()
+        let rows = try fixture.makeRows("rows.npy", rows: 10, k: 4)
+        let ids = try fixture.writeLines("ids.txt", (0..<10).map { "r\($0)" })
+        // Three seconds of stall at the link, after the segment and the manifest are written.
+        let writer = try ChildProcess.start(Self.strace!, ["-f", "-qq", "-o", "/dev/null", "-e", "trace=link", "-e", "inject=link:delay_enter=3000000",
+                                                           ChildProcess.gradsketch, "append", fixture.store, "--set", "s", "--rows", rows, "--ids", ids])
+        let deadline = Date(timeIntervalSinceNow: 20)
+        while (try FileManager.default.contentsOfDirectory(atPath: fixture.store + "/segments")).isEmpty && Date() < deadline {
+            usleep(20_000)
+        }
+        let segments = try FileManager.default.contentsOfDirectory(atPath: fixture.store + "/segments").map { "segments/" + $0 }
+        try #require(segments.count == 1, "the writer did not publish its segment in time")
+        let vacuum = try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--grace", "0", "--json"))
+        let report = try JSONDecoder().decode(VacuumReport.self, from: Data(vacuum.standardOutput.utf8))
+        #expect(report.removedFiles.filter { $0.hasPrefix("segments/") }.isEmpty, "vacuum removed the stalled writer's segment: \(report.removedFiles)")
+        #expect(report.keptPinnedFiles.contains(segments[0]), "\(report)")
+        let result = writer.wait()
+        #expect(result.status == 0, "\(result.standardError)")
+        let store = try Store(opening: fixture.store)
+        #expect(try store.latestVersion() == 1)
+        #expect(try store.sketchSet("s").ids() == (0..<10).map { "r\($0)" })
+        #expect(try store.verify().isClean)
+    }
+
     /// A full disk at every write HDF5 makes for an append (rows, metadata, the flush in
     /// `H5Fclose`, the manifest): the command says "No space left on device" and exits 1,
     /// never crashing in HDF5 at exit, and leaves the store as it was (issue 12 item 2).
