@@ -109,7 +109,7 @@ import Testing
                                                           + [ChildProcess.gradsketch] + scenario.arguments(trial))
                         let outcome = try check(trial, result, label: label, baseVersion: baseVersion, original: original,
                                                 scenario: scenario, injectedCall: call, expectRows: expectRows)
-                        matrix["\(call) \(fault)", default: [:]][outcome, default: 0] += 1
+                        matrix["\(scenario.name): \(call) \(fault)", default: [:]][outcome, default: 0] += 1
                     }
                 }
             }
