@@ -24,6 +24,7 @@ public final class HDF5File {
     ///
     /// The corresponding HDF5 call is `H5Fcreate` with `H5F_ACC_EXCL`.
     public static func create(path: String) throws(HDF5Error) -> HDF5File {
+        openLibrary()
         let fapl = try PropertyList.fileAccess()
         let id = try hdf5("H5Fcreate", path) { H5Fcreate(path, chdf5_acc_excl(), chdf5_p_default(), fapl.id) }
         return HDF5File(path: path, id: id)
@@ -33,6 +34,7 @@ public final class HDF5File {
     ///
     /// The corresponding HDF5 call is `H5Fopen` with `H5F_ACC_RDONLY`.
     public static func open(path: String) throws(HDF5Error) -> HDF5File {
+        openLibrary()
         let fapl = try PropertyList.fileAccess()
         let id = try hdf5("H5Fopen", path) { H5Fopen(path, chdf5_acc_rdonly(), fapl.id) }
         return HDF5File(path: path, id: id)

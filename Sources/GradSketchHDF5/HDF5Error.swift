@@ -34,10 +34,21 @@ public struct HDF5Error: Error, CustomStringConvertible, Sendable {
 }
 
 /// HDF5 is initialised exactly once per process; reading this global forces it.
+///
+/// HDF5's exit handler is not installed. When `H5Fclose`'s final flush fails (a full disk),
+/// HDF5 1.10 leaves the file's identifier registered over a half-destroyed file object, and
+/// the exit handler's second close of it dereferences a null pointer (SIGSEGV in
+/// `H5F__close_cb`), turning a clean "No space left on device" into a crash. Every object
+/// is closed by its owner here, so the handler would have nothing else to do.
 private let libraryOpened: Bool = {
+    _ = H5dont_atexit()
     _ = H5open()
     return true
 }()
+
+/// Opens the library before any other HDF5 call, including the macros that read HDF5's
+/// globals (`H5P_FILE_ACCESS`, ...) and would open it without the set-up above.
+func openLibrary() { _ = libraryOpened }
 
 /// Debian's HDF5 is built thread-safe (one global lock inside the library). If a build is
 /// not, every call is serialised here instead; the lock is only taken around leaf C calls.

@@ -31,6 +31,8 @@ public final class AppendSession {
     private var written: [SegmentWriter.Written] = []
     private var ids = Set<String>()
     private var committed = false
+    /// Keeps vacuum off the segments written so far, however long the session lasts.
+    private let pin: WriterPin
 
     init(store: Store, set: String, options: SketchSetOptions, firstInputType: ElementType?) throws {
         try Rules.checkName(set, what: "set")
@@ -44,6 +46,7 @@ public final class AppendSession {
         k = existing?.k
         dtype = existing.flatMap { SketchDType(rawValue: $0.dtype) } ?? options.dtype ?? .natural(for: firstInputType ?? .float32)
         allowNonfinite = existing?.allowNonfinite ?? options.allowNonfinite
+        pin = try store.pinWriter()
     }
 
     deinit { if !committed { abandon() } }
@@ -101,6 +104,7 @@ public final class AppendSession {
                 }
             }
             committed = true
+            pin.release()
             return AppendResult(version: version, rows: written.reduce(0) { $0 + $1.entry.rows }, segments: entries.map(\.file))
         } catch {
             abandon()
@@ -113,6 +117,7 @@ public final class AppendSession {
         for segment in written { try? FileSystem.remove(store.absolute(segment.entry.file)) }
         written.removeAll()
         committed = true
+        pin.release()
     }
 }
 
@@ -179,10 +184,15 @@ extension Store {
         guard wanted.count == ids.count else {
             throw StoreError(.invalidInput, "the ids to delete repeat themselves: \(ids.count) given, \(wanted.count) distinct")
         }
+        let pin = try pinWriter()
+        defer { pin.release() }
         var writtenFiles: [String] = []
         var kept: Set<String> = []
+        var committed = false
         defer {
-            for file in writtenFiles where !kept.contains(file) { try? FileSystem.remove(absolute(file)) }
+            // Deletion lists of earlier attempts (rebased away) and of a failed commit are
+            // unreferenced; the committed version's own are not touched.
+            for file in writtenFiles where !(committed && kept.contains(file)) { try? FileSystem.remove(absolute(file)) }
         }
         let version = try commit(operation: "delete", set: name, detail: detail) { manifest in
             guard var set = manifest.sketchSets[name] else {
@@ -211,6 +221,7 @@ extension Store {
             manifest.sketchSets[name] = set
             kept = Set(set.segments.compactMap { $0.deletions?.file })
         }
+        committed = true
         return DeleteResult(version: version, rows: ids.count)
     }
 

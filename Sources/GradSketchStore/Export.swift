@@ -118,7 +118,11 @@ extension Store {
     /// Writes the store as of `version` into one self-contained HDF5 file (Spec §9).
     public func pack(at version: Int? = nil, to output: String) throws {
         let manifest = try self.manifest(at: version)
-        let temporary = output + ".tmp-" + randomIdentifier()
+        // The temporary name says which process writes it, so a later pack to the same
+        // output removes what a killed one left behind.
+        let temporaryPrefix = output + ".tmp-" + FileSystem.hostName + "."
+        FileSystem.removeOrphans(prefix: temporaryPrefix)
+        let temporary = temporaryPrefix + "\(FileSystem.processID)." + randomIdentifier()
         defer { try? FileSystem.remove(temporary) }
         try withContext(.io, "cannot write packed file", path: temporary) {
             let file = try HDF5File.create(path: temporary)
@@ -187,6 +191,7 @@ extension Store {
         }
         try FileSystem.fsyncFile(temporary)
         try FileSystem.rename(temporary, output)
+        try FileSystem.fsyncDirectory(FileSystem.parentDirectory(of: output))
     }
 
     private func writePacked(_ strings: [String], _ name: String, _ type: EncodingType, in group: borrowing Group) throws {

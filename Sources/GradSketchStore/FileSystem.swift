@@ -20,6 +20,28 @@ enum FileSystem {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
+    /// Whether `path` itself (not what a symbolic link there points to) is a directory.
+    static func isRealDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func isSymbolicLink(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK
+    }
+
+    /// Creates `path` if missing and checks it is a real directory: a store's data
+    /// directories are never followed through a symbolic link (Spec §7.4), so neither a
+    /// writer nor vacuum acts on files outside the store.
+    static func makeStoreDirectory(_ path: String) throws {
+        try makeDirectory(path)
+        guard isRealDirectory(path) else {
+            let found = isSymbolicLink(path) ? "a symbolic link" : "a file"
+            throw StoreError(.corrupt, "expected a directory of the store, found \(found); the store does not follow links out of itself", path: path)
+        }
+    }
+
     static func makeDirectory(_ path: String) throws {
         if mkdir(path, 0o755) != 0 && errno != EEXIST {
             throw StoreError(.io, "cannot create directory: \(errnoText())", path: path)
@@ -66,10 +88,22 @@ enum FileSystem {
 
     /// Creates `to` as a new name for `from`; returns false (instead of throwing) when `to`
     /// already exists, which is how a writer learns that another commit came first.
+    ///
+    /// A failed call whose link did happen (a lost NFS reply) is recognised by `to` being
+    /// the same inode as `from`, and counts as success: the commit is live either way.
     static func linkIfAbsent(_ from: String, _ to: String) throws -> Bool {
         if link(from, to) == 0 { return true }
-        if errno == EEXIST { return false }
-        throw StoreError(.io, "cannot link \(from) to \(to): \(errnoText())", path: to)
+        let failure = errno
+        let reason = String(cString: strerror(failure))
+        if isSameFile(from, to) { return true }
+        if failure == EEXIST { return false }
+        throw StoreError(.io, "cannot link \(from) to \(to): \(reason)", path: to)
+    }
+
+    static func isSameFile(_ first: String, _ second: String) -> Bool {
+        var a = stat(), b = stat()
+        guard lstat(first, &a) == 0, lstat(second, &b) == 0 else { return false }
+        return a.st_dev == b.st_dev && a.st_ino == b.st_ino
     }
 
     static func remove(_ path: String) throws {
@@ -78,18 +112,56 @@ enum FileSystem {
         }
     }
 
-    static func size(_ path: String) -> Int? {
-        var info = stat()
-        return stat(path, &info) == 0 ? Int(info.st_size) : nil
+    /// The directory holding `path` (`.` for a bare name).
+    static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
-    /// Seconds since the file was last modified.
-    static func age(_ path: String) -> Double? {
+    /// Whether process `pid` on this host still runs (a process we may not signal does).
+    static func isProcessAlive(_ pid: Int) -> Bool {
+        guard let pid = Int32(exactly: pid), pid > 0 else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
+    }
+
+    /// Removes the files `<prefix><pid>.<anything>` beside `prefix` whose process `pid`
+    /// (on this host: the caller puts the host name in `prefix`) no longer runs: temporary
+    /// files of a killed writer. Best effort; a file it cannot remove stays.
+    static func removeOrphans(prefix: String) {
+        let directory = parentDirectory(of: prefix)
+        let namePrefix = prefix.lastIndex(of: "/").map { String(prefix[prefix.index(after: $0)...]) } ?? prefix
+        guard let names = try? list(directory) else { return }
+        for name in names where name.hasPrefix(namePrefix) {
+            let rest = name.dropFirst(namePrefix.count)
+            guard let dot = rest.firstIndex(of: "."), let pid = Int(rest[..<dot]), !isProcessAlive(pid) else { continue }
+            try? remove(directory + "/" + name)
+        }
+    }
+
+    /// Size of the file at `path` itself (a symbolic link's own size, not its target's).
+    static func size(_ path: String) -> Int? {
         var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
+        return lstat(path, &info) == 0 ? Int(info.st_size) : nil
+    }
+
+    /// Seconds since the file at `path` itself (not a link's target) was last modified.
+    static func age(_ path: String) -> Double? {
+        modificationTime(path).map { now() - $0 }
+    }
+
+    /// When the file at `path` itself (not a link's target) was last modified, in seconds
+    /// since the Unix epoch.
+    static func modificationTime(_ path: String) -> Double? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        return Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+    }
+
+    /// The current time in seconds since the Unix epoch.
+    static func now() -> Double {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        return Double(now.tv_sec - info.st_mtim.tv_sec) + Double(now.tv_nsec - info.st_mtim.tv_nsec) / 1e9
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 
     /// Asks the kernel to start writing a byte range of a file to disk now, without waiting.

@@ -73,6 +73,8 @@ extension Store {
             throw StoreError(.invalidInput, "index arrays are inconsistent: \(lists) lists of width \(k) need \(lists * k) centroid values (found \(arrays.centroids.count)), \(rows * k) codes (found \(arrays.codes.count)) and \(rows) scales (found \(arrays.scales.count)) with offsets from 0 to \(rows)")
         }
         let covered = Array(set.entry.segments.prefix(coveredSegments).map(\.file))
+        let pin = try pinWriter()
+        defer { pin.release() }
         let id = randomIdentifier()
         let temporary = try temporaryPath()
         defer { try? FileSystem.remove(temporary) }

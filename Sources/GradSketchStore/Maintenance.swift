@@ -42,6 +42,8 @@ public struct VacuumReport: Codable, Sendable {
     public var removedVersions: [Int] = []
     public var removedFiles: [String] = []
     public var keptYoungFiles: [String] = []
+    /// Unreferenced files older than the grace that a live writer's pin protects (Spec §7.4).
+    public var keptPinnedFiles: [String] = []
     public var bytesFreed = 0
 }
 
@@ -226,10 +228,19 @@ extension Store {
 
     /// Removes versions older than the newest `keepLast` (never the latest), then every data
     /// file no retained version references and every temporary file, except files modified
-    /// less than `grace` seconds ago, which a concurrent writer may be about to commit
-    /// (Spec §7.4).
+    /// less than `grace` seconds ago, which a concurrent writer may be about to commit, and
+    /// files a live writer's pin protects (Spec §7.4). Symbolic links are never followed.
     public func vacuum(keepLast: Int? = nil, grace: Double = 3600, dryRun: Bool = false) throws -> VacuumReport {
         var report = VacuumReport()
+        let dataDirectories = ["segments", "tensors", "deletions", "indexes", "results", "tmp"]
+        // Checked before anything is removed: a data directory that is a link would make
+        // vacuum delete files outside the store.
+        for directory in ["versions"] + dataDirectories + [WriterPin.directory] {
+            let full = path + "/" + directory
+            if FileSystem.isSymbolicLink(full) || (FileSystem.exists(full) && !FileSystem.isRealDirectory(full)) {
+                throw StoreError(.corrupt, "expected \(directory)/ to be a directory of the store, found \(FileSystem.isSymbolicLink(full) ? "a symbolic link" : "a file"); vacuum does not follow links out of the store and removed nothing", path: full)
+            }
+        }
         let all = try versions()
         if let keepLast {
             guard keepLast >= 1 else {
@@ -237,9 +248,6 @@ extension Store {
             }
             report.removedVersions = Array(all.dropLast(keepLast))
         }
-        let retained = all.filter { !report.removedVersions.contains($0) }
-        var referenced = Set<String>()
-        for version in retained { referenced.formUnion(try manifest(at: version).referencedFiles) }
         if !dryRun {
             // Oldest first, so the retained versions always form one contiguous range.
             for version in report.removedVersions {
@@ -247,21 +255,43 @@ extension Store {
             }
             try FileSystem.fsyncDirectory(path + "/versions")
         }
-        for directory in ["segments", "tensors", "deletions", "indexes", "results", "tmp"] where FileSystem.isDirectory(path + "/" + directory) {
-            for name in try FileSystem.list(path + "/" + directory).sorted() {
-                let relative = directory + "/" + name
-                if referenced.contains(relative) { continue }
-                let full = absolute(relative)
-                if let age = FileSystem.age(full), age < grace {
-                    report.keptYoungFiles.append(relative)
-                    continue
-                }
-                report.bytesFreed += FileSystem.size(full) ?? 0
-                report.removedFiles.append(relative)
-                if !dryRun { try FileSystem.remove(full) }
-            }
-            if !dryRun { try FileSystem.fsyncDirectory(path + "/" + directory) }
+        // Order matters against concurrent writers: list the files, then read the pins,
+        // then the versions. A file listed here was written either before every pin read
+        // next (so no live writer needs it unless it is committed, and then a version read
+        // after it names it) or by a writer whose pin is read next.
+        var candidates: [String] = []
+        for directory in dataDirectories where FileSystem.isRealDirectory(path + "/" + directory) {
+            candidates += try FileSystem.list(path + "/" + directory).sorted().map { directory + "/" + $0 }
         }
+        let oldestPin = try WriterPin.oldestLiveCreation(in: self, removeLapsed: !dryRun)
+        let removed = Set(report.removedVersions)
+        var referenced = Set<String>()
+        for version in try versions() where !removed.contains(version) {
+            referenced.formUnion(try manifest(at: version).referencedFiles)
+        }
+        var touchedDirectories = Set<String>()
+        for relative in candidates where !referenced.contains(relative) {
+            let full = absolute(relative)
+            guard let modified = FileSystem.modificationTime(full), !FileSystem.isRealDirectory(full) else { continue }
+            let age = FileSystem.now() - modified
+            // One second of slack: the pin's `created` is truncated to whole seconds.
+            let pinned = oldestPin.map { modified >= Double($0) - 1 } ?? false
+            if age < grace {
+                report.keptYoungFiles.append(relative)
+                continue
+            }
+            if pinned {
+                report.keptPinnedFiles.append(relative)
+                continue
+            }
+            report.bytesFreed += FileSystem.size(full) ?? 0
+            report.removedFiles.append(relative)
+            if !dryRun {
+                try FileSystem.remove(full)
+                touchedDirectories.insert(String(relative.prefix { $0 != "/" }))
+            }
+        }
+        for directory in touchedDirectories.sorted() { try FileSystem.fsyncDirectory(path + "/" + directory) }
         return report
     }
 }

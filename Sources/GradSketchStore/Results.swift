@@ -25,6 +25,8 @@ extension Store {
         if try manifest().results?[name] != nil {
             throw StoreError(.invalidInput, "result \(name) already exists: results are immutable; choose a new name", path: path)
         }
+        let pin = try pinWriter()
+        defer { pin.release() }
         let id = randomIdentifier()
         let temporary = try temporaryPath()
         defer { try? FileSystem.remove(temporary) }

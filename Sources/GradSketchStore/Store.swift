@@ -18,6 +18,7 @@ public final class Store: Sendable {
     public let created: String
 
     private let manifestCache = Mutex<[Int: Manifest]>([:])
+    private let commitWarnings = Mutex<[StoreError]>([])
     /// Ids of segment files read so far (segments are immutable).
     let idCache = Mutex<[String: [String]]>([:])
 
@@ -101,7 +102,7 @@ public final class Store: Sendable {
 
     /// A fresh path under `tmp/` for a file being written.
     func temporaryPath() throws -> String {
-        try FileSystem.makeDirectory(path + "/tmp")
+        try FileSystem.makeStoreDirectory(path + "/tmp")
         return path + "/tmp/" + Store.temporaryName()
     }
 
@@ -193,7 +194,10 @@ public final class Store: Sendable {
     /// another writer commits first, it runs again on the newer manifest, so every check it
     /// makes holds against the version actually committed on top of.
     ///
-    /// - Returns: the new version number, acknowledged only once durable.
+    /// - Returns: the new version number, once its manifest is linked. A failure after the
+    ///   link (the `fsync` of `versions/`) does not undo the commit and is not thrown: it is
+    ///   a warning, passed to the warning handler and kept for ``takeCommitWarnings()``.
+    /// - Throws: only before the link, in which case nothing was committed.
     @discardableResult
     public func commit(operation: String, set: String?, detail: String?, _ change: (inout Manifest) throws -> Void) throws -> Int {
         var attempt = 0
@@ -222,12 +226,18 @@ public final class Store: Sendable {
                 rowsDeleted: Store.rowsDelta(before, manifest, set: set).deleted,
                 writer: writerName, detail: detail)
             let temporary = try temporaryPath()
-            try writeManifest(manifest, to: temporary)
+            // Set before the write, so a manifest that fails half-written leaves nothing in tmp/.
             defer { try? FileSystem.remove(temporary) }
+            try writeManifest(manifest, to: temporary)
+            try checkPublished(manifest.referencedFiles.subtracting(before.referencedFiles))
+            try FileSystem.makeStoreDirectory(path + "/versions")
             let final = path + "/versions/" + Store.manifestName(next)
             if try FileSystem.linkIfAbsent(temporary, final) {
-                try FileSystem.remove(temporary)
-                try FileSystem.fsyncDirectory(path + "/versions")
+                // The version is live from here on: whatever fails now is reported as a
+                // warning, never thrown, so no caller's error path removes a file the new
+                // version references (Spec §7.2 step 4).
+                do { try FileSystem.remove(temporary) } catch { warn(committed: next, error) }
+                do { try FileSystem.fsyncDirectory(path + "/versions") } catch { warn(committed: next, error) }
                 manifestCache.withLock { $0[next] = manifest }
                 return next
             }
@@ -237,6 +247,41 @@ public final class Store: Sendable {
                 throw StoreError(.conflict, "gave up committing after \(attempt) attempts: other writers keep committing first", path: path)
             }
             usleep(UInt32.random(in: 0...UInt32(min(attempt, 50) * 200)))
+        }
+    }
+
+    /// Records a failure that happened after version `version` was linked.
+    private func warn(committed version: Int, _ error: any Error) {
+        let cause = error as? StoreError
+        let warning = StoreError(.io, "version \(version) is committed, but a step after the commit failed: \(cause.map { "\($0)" } ?? "\(error)")",
+                                 path: cause?.path == nil ? path : nil)
+        commitWarnings.withLock { $0.append(warning) }
+        Store.warningHandler.withLock { $0 }?(warning)
+    }
+
+    /// Failures after a commit's link (Spec §7.2 step 4) since the last call, oldest first:
+    /// the versions they name are committed and readable, but a temporary name may be left
+    /// in `tmp/` or the new directory entry may not yet be durable.
+    public func takeCommitWarnings() -> [StoreError] {
+        commitWarnings.withLock { warnings in
+            defer { warnings.removeAll() }
+            return warnings
+        }
+    }
+
+    /// Called (on the committing thread) with each post-commit warning of any store in this
+    /// process, as it happens; the CLI prints them.
+    public static func setWarningHandler(_ handler: (@Sendable (StoreError) -> Void)?) {
+        warningHandler.withLock { $0 = handler }
+    }
+
+    private static let warningHandler = Mutex<(@Sendable (StoreError) -> Void)?>(nil)
+
+    /// Checks, right before the link, that every file the new manifest adds is still in
+    /// place, so a version whose file a vacuum removed meanwhile is never committed.
+    private func checkPublished(_ files: Set<String>) throws {
+        for file in files.sorted() where !FileSystem.exists(absolute(file)) {
+            throw StoreError(.conflict, "a file this commit adds disappeared before the commit (removed by vacuum while the writer stalled?): expected \(file), found nothing; nothing was committed", path: absolute(file))
         }
     }
 
@@ -290,9 +335,16 @@ public final class Store: Sendable {
         }
         try FileSystem.fsyncFile(temporary)
         let directory = relativePath.split(separator: "/").dropLast().joined(separator: "/")
-        try FileSystem.makeDirectory(path + "/" + directory)
+        try FileSystem.makeStoreDirectory(path + "/" + directory)
         try FileSystem.rename(temporary, path + "/" + relativePath)
-        try FileSystem.fsyncDirectory(path + "/" + directory)
+        do {
+            try FileSystem.fsyncDirectory(path + "/" + directory)
+        } catch {
+            // Not yet referenced by any version: the caller's error path cannot know the
+            // file is under its final name, so it goes here.
+            try? FileSystem.remove(path + "/" + relativePath)
+            throw error
+        }
         return (size, CRC32C.formatted(crc))
     }
 

@@ -119,6 +119,8 @@ extension Store {
         if try manifest().tensorSets[name] != nil {
             throw StoreError(.invalidInput, "tensor set \(name) already exists: tensor sets are immutable; choose a new name", path: path)
         }
+        let pin = try pinWriter()
+        defer { pin.release() }
         let written = try TensorFiles.write(into: self, kind: "weights", tensors: tensors.map { input in
             (input.name, input.shape, input.elementType, dtype ?? .natural(for: input.elementType), input.bytes)
         }, extra: [:])
@@ -158,6 +160,8 @@ extension Store {
             for index in x.indices { difference[index] = y[index] - x[index] }
             differences.append((tensorName, a.shape, difference))
         }
+        let pin = try pinWriter()
+        defer { pin.release() }
         let written = try TensorFiles.write(into: self, kind: "delta", tensors: differences.map { item in
             (item.name, item.shape, ElementType.float32, SketchDType.float32, UnsafeRawBufferPointer(item.values))
         }, extra: ["from-hash": base.contentHash, "to-hash": target.contentHash])

@@ -9,7 +9,7 @@ struct GradSketchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gradsketch",
         abstract: "Create, fill, read and check GradSketch stores of model tensors and gradient sketches.",
-        discussion: "A store is a directory of immutable HDF5 files with one manifest per version (see Spec/format.md). Every command that changes a store commits a new version atomically; --at VERSION reads a store as of an earlier version. Every command takes --json: the result as JSON with snake_case keys, and on failure {\"error\": {\"code\", \"message\", \"path\"}} on stdout (the message also on stderr; exit status 1, or 64 for a usage error).",
+        discussion: "A store is a directory of immutable HDF5 files with one manifest per version (see Spec/format.md). Every command that changes a store commits a new version atomically; --at VERSION reads a store as of an earlier version. Every command takes --json: the result as JSON with snake_case keys, and on failure {\"error\": {\"code\", \"message\", \"path\"}} on stdout (the message also on stderr; exit status 1, or 64 for a usage error). Exit status 0 means the command succeeded; a \"warning:\" on stderr after a commit means the version is committed but a step after the commit failed (e.g. the fsync of versions/). A failed command (non-zero) committed nothing.",
         version: StoreFormat.creatorVersion,
         subcommands: [
             Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Reproduce.self, Export.self, Delete.self,
@@ -19,6 +19,11 @@ struct GradSketchCommand: ParsableCommand {
 
     static func main() {
         BLASKernels.selectForThisCPU()
+        // A failure after a commit's link leaves the version committed: the command says so
+        // on stderr and still exits 0 (Spec §7.2).
+        Store.setWarningHandler { warning in
+            FileHandle.standardError.write(Data("gradsketch: warning: \(warning)\n".utf8))
+        }
         let arguments = Array(CommandLine.arguments.dropFirst())
         do {
             var command = try parseAsRoot(arguments)

@@ -87,7 +87,7 @@ struct Verify: ParsableCommand {
 struct Vacuum: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove old versions and the files no retained version references.",
-        discussion: "Files younger than --grace seconds are kept, since a concurrent writer may be about to commit them.")
+        discussion: "Files younger than --grace seconds are kept, since a concurrent writer may be about to commit them, and so are files a running writer has pinned (Spec §7.4). Symbolic links are never followed: a store directory that is a link is refused.")
 
     @OptionGroup var location: StoreArgument
     @Option(help: "Keep only the newest N versions (default: keep all versions).") var keepLast: Int?
@@ -102,7 +102,7 @@ struct Vacuum: ParsableCommand {
             let report = try store.vacuum(keepLast: keepLast, grace: grace, dryRun: dryRun)
             if json { printJSON(report); return }
             let verb = dryRun ? "would remove" : "removed"
-            print("\(verb) \(report.removedVersions.count) versions and \(report.removedFiles.count) files (\(formatBytes(report.bytesFreed))); kept \(report.keptYoungFiles.count) unreferenced files younger than \(Int(grace)) s")
+            print("\(verb) \(report.removedVersions.count) versions and \(report.removedFiles.count) files (\(formatBytes(report.bytesFreed))); kept \(report.keptYoungFiles.count) unreferenced files younger than \(Int(grace)) s" + (report.keptPinnedFiles.isEmpty ? "" : " and \(report.keptPinnedFiles.count) a running writer has pinned"))
         }
     }
 }
