@@ -187,7 +187,7 @@ import Testing
         let segments = try FileManager.default.contentsOfDirectory(atPath: fixture.store + "/segments").map { "segments/" + $0 }
         try #require(segments.count == 1, "the writer did not publish its segment in time")
         let vacuum = try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--grace", "0", "--json"))
-        let report = try JSONDecoder().decode(VacuumReport.self, from: Data(vacuum.standardOutput.utf8))
+        let report = try toolJSONDecoder().decode(VacuumReport.self, from: Data(vacuum.standardOutput.utf8))
         #expect(report.removedFiles.filter { $0.hasPrefix("segments/") }.isEmpty, "vacuum removed the stalled writer's segment: \(report.removedFiles)")
         #expect(report.keptPinnedFiles.contains(segments[0]), "\(report)")
         let result = writer.wait()
