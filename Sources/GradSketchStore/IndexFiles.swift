@@ -186,6 +186,10 @@ enum IndexFiles {
         }
         return try withContext(.corrupt, "cannot read index", path: path) { () throws -> StoredIndex in
             let root = try file.root()
+            let fileName = entry.file.split(separator: "/").last.map(String.init) ?? ""
+            let indexID = fileName.hasSuffix(".h5") ? String(fileName.dropLast(3)) : fileName
+            try EntryAttributes.require(root, strings: [("index-id", indexID), ("metric", entry.metric), ("kind", entry.kind)],
+                                        integers: [("k", k), ("lists", lists), ("rows", rows), ("built-on-version", entry.builtOnVersion)], path: path)
             func read<E: HDF5Element>(_ root: borrowing Group, _ dataset: String, shape: [Int], as type: E.Type) throws -> [E] {
                 let handle = try root.openDataset(dataset)
                 guard try handle.shape() == shape else {

@@ -32,6 +32,8 @@ import Testing
     @Test func aParameterListedTwiceIsRefused() {
         let definition = ProjectionDefinition(seed: 7, kind: .rademacher, kDense: 8, layout: [.init(name: "b", shape: [3]), .init(name: "b", shape: [3])])
         #expect(throws: ProjectionError.self) { try definition.checkStreamsAreDistinct() }
+        let tensors = [(name: "b", values: Self.values(3, offset: 0))]
+        #expect(throws: ProjectionError.self) { try Projector.projectTensors(tensors, definition: definition) }
     }
 
     /// NFC and NFD spellings of a name are two parameters with two streams (format §2.5): the

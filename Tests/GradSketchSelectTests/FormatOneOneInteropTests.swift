@@ -140,3 +140,52 @@ import Testing
         #expect(picked.entry.method == "top-by-column" && picked.entry.setVersion == 5)
     }
 }
+
+/// Spec §10.2 and §11: the root attributes of index and result files repeat their manifest
+/// entry, and a reader refuses a file that disagrees (here: rewritten by h5py and re-committed
+/// with matching whole-file checksums, so only the attribute check can catch it).
+@Suite struct EntryAttributeTests {
+    @Test func filesWhoseAttributesDisagreeWithTheirEntryAreRefused() throws {
+        let scratch = try TemporaryDirectory()
+        let write = try FormatOneOneInteropTests.python("""
+        import h5py, os
+        rng = np.random.default_rng(8)
+        ref.create_store(store)
+        ref.append(store, "g", rng.standard_normal((40, 12)).astype(np.float32), ids=[f"r{i}" for i in range(40)])
+        ref.build_index(store, "g", "ivf", 3)
+        ref.save_result(store, "r", "manual", "g", [1, 2], [0.5, 0.25], {"count": 2})
+        m = ref.manifest(store)
+        index = m["sketch_sets"]["g"]["indexes"]["ivf"]
+        result = m["results"]["r"]
+        with h5py.File(os.path.join(store, index["file"]), "r+") as f:
+            del f.attrs["metric"]
+            ref._set_attr(f, "metric", "cosine")
+        with h5py.File(os.path.join(store, result["file"]), "r+") as f:
+            del f.attrs["set-version"]
+            f.attrs.create("set-version", np.int64(1))
+
+        def refresh(latest):
+            for entry in (latest["sketch_sets"]["g"]["indexes"]["ivf"], latest["results"]["r"]):
+                entry["size"], entry["file_checksum"] = ref.file_checksum(os.path.join(store, entry["file"]))
+            return 0, 0
+        ref._commit(store, "set-attributes", "g", refresh)
+        """, scratch.path)
+        try #require(write.status == 0, "\(write.standardError)")
+        let store = try Store(opening: scratch.path + "/store")
+        let set = try store.sketchSet("g")
+        do {
+            _ = try IVFSearcher(set: set, index: "ivf")
+            Issue.record("expected the index to be refused")
+        } catch let error as StoreError {
+            #expect(error.message.contains("metric is \"cosine\"") && error.message.contains("\"ip\""), "\(error.message)")
+        }
+        do {
+            _ = try store.result("r")
+            Issue.record("expected the result to be refused")
+        } catch let error as StoreError {
+            #expect(error.message.contains("set-version is 1") && error.message.contains("says 2"), "\(error.message)")
+        }
+        let problems = try store.verify().problems.map(\.message)
+        #expect(problems.contains { $0.contains("metric") } && problems.contains { $0.contains("set-version") }, "\(problems)")
+    }
+}
