@@ -50,6 +50,45 @@ import Testing
         #expect(try store.sketchSet("s").ids() == ["a", "c"])
     }
 
+    /// §7.5 extension entries: `name` and `must_understand` are required, further keys are the
+    /// extension's own; an unknown must-understand extension makes the version unreadable.
+    @Test func extensionEntriesHaveTheirSpecShape() throws {
+        let scratch = try TemporaryDirectory()
+        let write = """
+        import sys, numpy as np
+        sys.path.insert(0, sys.argv[1])
+        import gradsketch_ref as ref
+        store = sys.argv[2]
+        ref.create_store(store)
+        ref.append(store, "s", np.ones((2, 3), np.float32), ids=["a", "b"])
+        for extensions in ([{"name": "org.example.note", "must_understand": False, "since": 4}],
+                           [{"name": "org.example.half"}],
+                           [{"name": "org.example.strict", "must_understand": True}]):
+            def change(m, extensions=extensions):
+                m["extensions"] = extensions
+                return 0, 0
+            ref._commit(store, "set-attributes", "s", change)
+        """
+        let written = try ChildProcess.python(write, [Repository.root + "/Spec/reference", scratch.path + "/store"])
+        try #require(written.status == 0, "\(written.standardError)")
+        let store = try Store(opening: scratch.path + "/store")
+        let readable = try store.manifest(at: 2)
+        #expect(readable.extensions.map(\.name) == ["org.example.note"])
+        #expect(try store.sketchSet("s", at: 2).ids() == ["a", "b"])
+        do {
+            _ = try store.manifest(at: 3)
+            Issue.record("expected an extension entry without must_understand to be refused")
+        } catch let error as StoreError {
+            #expect(error.code == .corrupt && error.message.contains("must_understand"), "\(error.message)")
+        }
+        do {
+            _ = try store.manifest(at: 4)
+            Issue.record("expected an unknown must-understand extension to be refused")
+        } catch let error as StoreError {
+            #expect(error.code == .unsupportedVersion && error.message.contains("org.example.strict"), "\(error.message)")
+        }
+    }
+
     /// Version 0 has no parent, every later version N has parent N − 1, and `change.set`
     /// names what each operation changed.
     @Test func parentsAndChangeSets() throws {
