@@ -146,8 +146,9 @@ extension Store {
         let baseKeys = byBytes(base.tensorNames), targetKeys = byBytes(target.tensorNames)
         let baseNames = baseKeys.map(\.string)
         guard baseKeys == targetKeys else {
-            let onlyBase = baseKeys.first { !Set(targetKeys).contains($0) }?.string
-            let onlyTarget = targetKeys.first { !Set(baseKeys).contains($0) }?.string
+            let (inBase, inTarget) = (Set(baseKeys), Set(targetKeys))
+            let onlyBase = baseKeys.first { !inTarget.contains($0) }?.string
+            let onlyTarget = targetKeys.first { !inBase.contains($0) }?.string
             let what = onlyBase.map { "\"\($0)\" is in \(from) but not in \(to)" } ?? onlyTarget.map { "\"\($0)\" is in \(to) but not in \(from)" } ?? "names differ"
             throw StoreError(.invalidInput, "cannot take a delta: expected the same tensor names in both sets, but \(what)", path: path)
         }
