@@ -153,6 +153,7 @@ import Testing
         ref.create_store(store)
         ref.append(store, "g", rng.standard_normal((40, 12)).astype(np.float32), ids=[f"r{i}" for i in range(40)])
         ref.build_index(store, "g", "ivf", 3)
+        ref.build_index(store, "g", "elsewhere", 3)
         ref.save_result(store, "r", "manual", "g", [1, 2], [0.5, 0.25], {"count": 2})
         m = ref.manifest(store)
         index = m["sketch_sets"]["g"]["indexes"]["ivf"]
@@ -160,12 +161,16 @@ import Testing
         with h5py.File(os.path.join(store, index["file"]), "r+") as f:
             del f.attrs["metric"]
             ref._set_attr(f, "metric", "cosine")
+        with h5py.File(os.path.join(store, m["sketch_sets"]["g"]["indexes"]["elsewhere"]["file"]), "r+") as f:
+            del f.attrs["set"]
+            ref._set_attr(f, "set", "other")
         with h5py.File(os.path.join(store, result["file"]), "r+") as f:
             del f.attrs["set-version"]
             f.attrs.create("set-version", np.int64(1))
 
         def refresh(latest):
-            for entry in (latest["sketch_sets"]["g"]["indexes"]["ivf"], latest["results"]["r"]):
+            indexes = latest["sketch_sets"]["g"]["indexes"]
+            for entry in (indexes["ivf"], indexes["elsewhere"], latest["results"]["r"]):
                 entry["size"], entry["file_checksum"] = ref.file_checksum(os.path.join(store, entry["file"]))
             return 0, 0
         ref._commit(store, "set-attributes", "g", refresh)
@@ -180,10 +185,16 @@ import Testing
             #expect(error.message.contains("metric is \"cosine\"") && error.message.contains("\"ip\""), "\(error.message)")
         }
         do {
+            _ = try IVFSearcher(set: set, index: "elsewhere")
+            Issue.record("expected an index file of another set to be refused")
+        } catch let error as StoreError {
+            #expect(error.message.contains("set is \"other\"") && error.message.contains("\"g\""), "\(error.message)")
+        }
+        do {
             _ = try store.result("r")
             Issue.record("expected the result to be refused")
         } catch let error as StoreError {
-            #expect(error.message.contains("set-version is 1") && error.message.contains("says 2"), "\(error.message)")
+            #expect(error.message.contains("set-version is 1") && error.message.contains("says 3"), "\(error.message)")
         }
         let problems = try store.verify().problems.map(\.message)
         #expect(problems.contains { $0.contains("metric") } && problems.contains { $0.contains("set-version") }, "\(problems)")
