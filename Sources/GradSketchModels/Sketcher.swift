@@ -16,6 +16,7 @@ public enum GradientSketcher {
 
     /// Sketches `[n, definition.k]` of the per-example gradients in `trace`.
     public static func sketch(_ trace: MLP.Trace, model: MLP, definition: ProjectionDefinition) throws -> [Float] {
+        try definition.checkStreamsAreDistinct()
         let n = trace.count, k = definition.k
         var sketches = [Float](repeating: 0, count: n * k)
         var offset = 0

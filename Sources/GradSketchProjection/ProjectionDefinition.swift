@@ -61,8 +61,20 @@ public struct ProjectionDefinition: Codable, Sendable, Equatable {
         if let (name, mine, theirs) = fields.first(where: { $0.1 != $0.2 }) {
             return "\(name): \(mine) here, \(theirs) there"
         }
-        for (mine, theirs) in zip(layout, other.layout) where mine != theirs {
-            return "layout parameter \(mine.name): \(mine.shape) \(mine.kind) here, \(theirs.name) \(theirs.shape) \(theirs.kind) there"
+        // Parameters in layout order, each field in the order of Spec/projection.md §5.
+        func text(_ value: Int?) -> String { value.map(String.init) ?? "none" }
+        for (position, (mine, theirs)) in zip(layout, other.layout).enumerated() {
+            let parameterFields: [(String, String, String)] = [
+                ("name", "\"\(mine.name)\"", "\"\(theirs.name)\""), ("shape", "\(mine.shape)", "\(theirs.shape)"),
+                ("kind", mine.kind, theirs.kind), ("k_out", text(mine.kOut), text(theirs.kOut)), ("k_in", text(mine.kIn), text(theirs.kIn)),
+            ]
+            // Names compare as UTF-8 bytes (format §2.5), not by canonical equivalence.
+            let differs = { (field: (String, String, String)) in
+                field.0 == "name" ? !mine.name.utf8.elementsEqual(theirs.name.utf8) : field.1 != field.2
+            }
+            if let (name, here, there) = parameterFields.first(where: differs) {
+                return "layout[\(position)].\(name) (parameter \(mine.name)): \(here) here, \(there) there"
+            }
         }
         return nil
     }

@@ -93,13 +93,16 @@ extension Projector {
     /// as Spec/projection.md §4 says: one block per Kronecker parameter, then the dense block.
     /// A Kronecker block is `P_out · W · P_inᵀ`, which equals `(P_out ⊗ P_in) vec(W)`.
     ///
-    /// - Throws: when a tensor is missing or its element count does not match the layout.
+    /// - Throws: when a tensor is missing, its element count does not match the layout, or
+    ///   two parameters of the layout share a stream.
     public static func projectTensors(_ tensors: [(name: String, values: [Float])], definition: ProjectionDefinition) throws -> [Float] {
-        let byName = Dictionary(tensors.map { ($0.name, $0.values) }, uniquingKeysWith: { first, _ in first })
+        try definition.checkStreamsAreDistinct()
+        // Keyed by UTF-8 bytes: NFC and NFD spellings of a name are different tensors (format §2.5).
+        let byName = Dictionary(tensors.map { (Array($0.name.utf8), $0.values) }, uniquingKeysWith: { first, _ in first })
         var blocks: [Float] = []
         var dense = [Float](repeating: 0, count: definition.kDense)
         for parameter in definition.layout {
-            guard let values = byName[parameter.name] else {
+            guard let values = byName[Array(parameter.name.utf8)] else {
                 throw ProjectionError("the layout names \(parameter.name), which the tensors do not have")
             }
             guard values.count == parameter.shape.reduce(1, *) else {

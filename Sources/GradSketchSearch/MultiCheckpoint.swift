@@ -1,4 +1,5 @@
 import CGradSketchKernels
+import GradSketchInterchange
 public import GradSketchStore
 
 extension ExactSearch {
@@ -13,9 +14,9 @@ extension ExactSearch {
             throw StoreError(.invalidInput, "expected at least one (set, query, weight) term, found none")
         }
         let ids = try first.set.ids()
-        var index: [String: Int] = [:]
+        var index: [UTF8Key: Int] = [:]  // ids compare as bytes (Spec §2.5)
         index.reserveCapacity(ids.count)
-        for (position, id) in ids.enumerated() { index[id] = position }
+        for (position, id) in ids.enumerated() { index[UTF8Key(id)] = position }
         var total = [Double](repeating: 0, count: ids.count)
         for term in terms {
             guard term.query.count == term.set.k else {
@@ -30,7 +31,7 @@ extension ExactSearch {
             }
             let scores = try RowScores.dots(term.set, query: term.query, threads: threads).dots
             for (position, id) in termIDs.enumerated() {
-                guard let target = index[id] else {
+                guard let target = index[UTF8Key(id)] else {
                     throw StoreError(.invalidInput, "document \"\(id)\" of set \(term.set.name) is not in set \(first.set.name)")
                 }
                 total[target] += Double(term.weight) * Double(scores[position])

@@ -39,7 +39,7 @@ public struct GradEx: Sendable {
         if let scales, let bad = scales.firstIndex(where: { !$0.isFinite || $0 <= 0 }) {
             throw StoreError(.invalidInput, "column \(featureScaleColumn!) must hold positive finite factors; row \(bad) has \(scales[bad])")
         }
-        var index: [String: Int] = [:], names: [String] = []
+        var index: [UTF8Key: Int] = [:], names: [String] = []  // labels compare as bytes (Spec §2.5)
         var rows: [[Float]] = [], sums: [[Double]] = [], counts: [Int] = []
         let k = set.k
         var position = 0
@@ -48,9 +48,9 @@ public struct GradEx: Sendable {
                 let label = labels[position]
                 guard !label.isEmpty else { throw StoreError(.invalidInput, "row \(position) of set \(set.name) has no label: GradEx groups rows by label (source)") }
                 let source: Int
-                if let known = index[label] { source = known } else {
+                if let known = index[UTF8Key(label)] { source = known } else {
                     source = names.count
-                    index[label] = source
+                    index[UTF8Key(label)] = source
                     names.append(label)
                     rows.append([])
                     sums.append([Double](repeating: 0, count: k))

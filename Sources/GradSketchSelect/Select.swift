@@ -87,13 +87,13 @@ public enum Select {
                 picked = order.prefix(count).map { ($0, cosines[$0]) }
             } else {
                 let labels = try set.labels()
-                let distinct = Set(labels).count
+                let distinct = Set(labels.lazy.map(UTF8Key.init)).count  // labels compare as bytes (Spec §2.5)
                 let quota = (count + distinct - 1) / distinct
                 parameters["per_label_quota"] = .number(Double(quota))
-                var taken: [String: Int] = [:]
+                var taken: [UTF8Key: Int] = [:]
                 picked = []
                 for position in order where picked.count < count {
-                    let label = labels[position]
+                    let label = UTF8Key(labels[position])
                     if taken[label, default: 0] < quota {
                         taken[label, default: 0] += 1
                         picked.append((position, cosines[position]))

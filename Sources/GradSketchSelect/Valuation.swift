@@ -1,4 +1,5 @@
 import CGradSketchKernels
+import GradSketchInterchange
 import GradSketchSearch
 public import GradSketchStore
 
@@ -43,7 +44,7 @@ public enum InRunValuation {
         let steps = try log.column(stepColumn), rates = try log.column(rateColumn)
         let ids = try log.ids()
         var order: [String] = []
-        var totals: [String: (first: Double, second: Double, count: Int)] = [:]
+        var totals: [UTF8Key: (first: Double, second: Double, count: Int)] = [:]  // example ids compare as bytes (Spec §2.5)
         var position = 0
         var dot: Float = 0
         try log.forEachLiveChunk { rows, physical in
@@ -65,7 +66,7 @@ public enum InRunValuation {
                 }
                 let row = rows.baseAddress! + i * log.k
                 gsk_dots_f32(row, 1, log.k, v, &dot, nil)
-                var entry = totals[example] ?? (0, 0, 0)
+                var entry = totals[UTF8Key(example)] ?? (0, 0, 0)
                 if entry.count == 0 { order.append(example) }
                 entry.first += rate * Double(dot)
                 if let hessianRows {
@@ -76,11 +77,11 @@ public enum InRunValuation {
                     entry.second += rate * rate / 2 * Double(dot)
                 }
                 entry.count += 1
-                totals[example] = entry
+                totals[UTF8Key(example)] = entry
             }
         }
         return order.map { example in
-            let entry = totals[example]!
+            let entry = totals[UTF8Key(example)]!
             return Value(example: example, firstOrder: entry.first, secondOrder: entry.second, appearances: entry.count)
         }
     }

@@ -29,7 +29,7 @@ public final class AppendSession {
     let options: SketchSetOptions
     private(set) var k: Int?
     private var written: [SegmentWriter.Written] = []
-    private var ids = Set<String>()
+    private var ids = Set<UTF8Key>()
     private var committed = false
     /// Keeps vacuum off the segments written so far, however long the session lasts.
     private let pin: WriterPin
@@ -60,13 +60,13 @@ public final class AppendSession {
         if let k, k != rows.k {
             throw StoreError(.invalidInput, "set \(set) has rows of width k = \(k), the input has k = \(rows.k)", path: store.path)
         }
-        if let given = annotations.ids, let repeated = given.first(where: { ids.contains($0) }) {
+        if let given = annotations.ids, let repeated = given.first(where: { ids.contains(UTF8Key($0)) }) {
             throw StoreError(.invalidInput, "id \"\(repeated)\" was already appended in this session: ids must be unique within a set", path: store.path)
         }
         let segment = try SegmentWriter.write(into: store, rows: rows, dtype: dtype, allowNonfinite: allowNonfinite,
                                               annotations: annotations, progress: progress)
         k = rows.k
-        ids.formUnion(segment.ids)
+        ids.formUnion(segment.ids.lazy.map(UTF8Key.init))
         written.append(segment)
     }
 
@@ -92,7 +92,7 @@ public final class AppendSession {
                         throw StoreError(.invalidInput, "set \(set) does not allow non-finite rows, and this append has some", path: store.path)
                     }
                     let live = try store.liveIDs(of: entry)
-                    if let duplicate = orderedIDs.first(where: { live.contains($0) }) {
+                    if let duplicate = orderedIDs.first(where: { live.contains(UTF8Key($0)) }) {
                         throw StoreError(.invalidInput, "id \"\(duplicate)\" is already in set \(set): ids must be unique within a set", path: store.path)
                     }
                     entry.segments += entries
@@ -147,17 +147,18 @@ extension Store {
         return try session.commit(detail: detail)
     }
 
-    /// The ids of the live rows of `set`, read (and verified) once per segment and process.
-    func liveIDs(of set: Manifest.SketchSetEntry) throws -> Set<String> {
-        var live = Set<String>()
+    /// The ids of the live rows of `set`, read (and verified) once per segment and process;
+    /// compared as bytes (Spec §2.5), so NFC and NFD spellings are different ids.
+    func liveIDs(of set: Manifest.SketchSetEntry) throws -> Set<UTF8Key> {
+        var live = Set<UTF8Key>()
         live.reserveCapacity(set.rowCount)
         for segment in set.segments {
             let ids = try segmentIDs(segment)
             if let deletions = segment.deletions {
                 let deleted = try SegmentFiles.readDeletions(storePath: path, entry: deletions, segment: segment)
-                live.formUnion(SegmentFiles.live(ids, deleted: deleted))
+                live.formUnion(SegmentFiles.live(ids, deleted: deleted).lazy.map(UTF8Key.init))
             } else {
-                live.formUnion(ids)
+                live.formUnion(ids.lazy.map(UTF8Key.init))
             }
         }
         return live
@@ -180,7 +181,7 @@ extension Store {
     /// - Throws: `.notFound` when an id is not a live row of the set (nothing is committed).
     @discardableResult
     public func delete(ids: [String], from name: String, detail: String? = nil) throws -> DeleteResult {
-        let wanted = Set(ids)
+        let wanted = Set(ids.lazy.map(UTF8Key.init))
         guard wanted.count == ids.count else {
             throw StoreError(.invalidInput, "the ids to delete repeat themselves: \(ids.count) given, \(wanted.count) distinct")
         }
@@ -204,7 +205,7 @@ extension Store {
                 let segmentIDs = try self.segmentIDs(segment)
                 var deleted = Set(try segment.deletions.map { try SegmentFiles.readDeletions(storePath: path, entry: $0, segment: segment) } ?? [])
                 let before = deleted.count
-                for (local, id) in segmentIDs.enumerated() where wanted.contains(id) && !deleted.contains(local) {
+                for (local, id) in segmentIDs.enumerated() where wanted.contains(UTF8Key(id)) && !deleted.contains(local) {
                     deleted.insert(local)
                 }
                 guard deleted.count > before else { continue }
@@ -215,7 +216,7 @@ extension Store {
             }
             guard found == wanted.count else {
                 let live = try liveIDs(of: manifest.sketchSets[name]!)
-                let missing = ids.first { !live.contains($0) } ?? "?"
+                let missing = ids.first { !live.contains(UTF8Key($0)) } ?? "?"
                 throw StoreError(.notFound, "cannot delete id \"\(missing)\": it is not a live row of set \(name) in version \(manifest.version) (\(wanted.count - found) of \(wanted.count) ids not found; nothing deleted)", path: path)
             }
             manifest.sketchSets[name] = set

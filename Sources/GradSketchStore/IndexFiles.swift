@@ -154,7 +154,7 @@ extension SketchSet {
             let known = entry.indexes.keys.sorted()
             throw StoreError(.notFound, "set \(self.name) has no index \"\(name)\" in version \(version) (indexes: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
         }
-        return try IndexFiles.load(path: storePath + "/" + entry.file, name: name, entry: entry, k: k)
+        return try IndexFiles.load(path: storePath + "/" + entry.file, name: name, entry: entry, k: k, set: self.name)
     }
 
     /// Of this set's segments, how many an index covers: its segments must be exactly the
@@ -168,7 +168,9 @@ extension SketchSet {
 
 /// Reading index files (Spec §10).
 enum IndexFiles {
-    static func load(path: String, name: String, entry: Manifest.IndexEntry, k: Int, alwaysVerify: Bool = false) throws -> StoredIndex {
+    /// - Parameter set: the set the manifest lists the index under, checked against the file's
+    ///   `set` attribute when given.
+    static func load(path: String, name: String, entry: Manifest.IndexEntry, k: Int, set: String? = nil, alwaysVerify: Bool = false) throws -> StoredIndex {
         let file = try SegmentFiles.open(path, expected: .ivfIndex)
         defer { try? file.close() }
         let lists = entry.lists, rows = entry.rows
@@ -188,6 +190,10 @@ enum IndexFiles {
         }
         return try withContext(.corrupt, "cannot read index", path: path) { () throws -> StoredIndex in
             let root = try file.root()
+            let fileName = entry.file.split(separator: "/").last.map(String.init) ?? ""
+            let indexID = fileName.hasSuffix(".h5") ? String(fileName.dropLast(3)) : fileName
+            try EntryAttributes.require(root, strings: [("index-id", indexID), ("metric", entry.metric), ("kind", entry.kind)] + (set.map { [("set", $0)] } ?? []),
+                                        integers: [("k", k), ("lists", lists), ("rows", rows), ("built-on-version", entry.builtOnVersion)], path: path)
             func read<E: HDF5Element>(_ root: borrowing Group, _ dataset: String, shape: [Int], as type: E.Type) throws -> [E] {
                 let handle = try root.openDataset(dataset)
                 guard try handle.shape() == shape else {

@@ -218,7 +218,7 @@ extension Store {
             for (name, set) in manifest.sketchSets.sorted(by: { $0.key < $1.key }) {
                 guard let reader = try? SketchSet(store: self, name: name, version: manifest.version, entry: set),
                       let ids = try? reader.ids() else { continue }
-                if Set(ids).count != ids.count {
+                if Set(ids.lazy.map(UTF8Key.init)).count != ids.count {
                     note(manifest.version, "versions/" + Store.manifestName(manifest.version), nil, "set \(name) has duplicate ids among its live rows")
                 }
             }

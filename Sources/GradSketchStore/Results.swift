@@ -94,6 +94,12 @@ enum ResultFiles {
         defer { try? file.close() }
         return try withContext(.corrupt, "cannot read result", path: path) { () throws -> StoredResult in
             let root = try file.root()
+            try EntryAttributes.require(root, strings: [("method", entry.method), ("set", entry.set)],
+                                        integers: [("set-version", entry.setVersion)], path: path)
+            let parametersText = try root.stringAttribute("parameters")
+            guard let parametersText, (try? JSONValue.parse(parametersText)) == .object(entry.parameters) else {
+                throw StoreError(.corrupt, "root attribute parameters is \(parametersText.map { "\"\($0)\"" } ?? "missing"); the manifest entry says \(JSONValue.object(entry.parameters).jsonText)", path: path)
+            }
             let ids = try root.openDataset("ids").readStrings()
             let positionsHandle = try root.openDataset("positions")
             let positions: [Int64] = try positionsHandle.readAll()

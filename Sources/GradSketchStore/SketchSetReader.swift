@@ -336,11 +336,11 @@ public final class SketchSet: Sendable {
     /// - Throws: `.notFound` naming the first id the set does not have.
     public func positions(of wanted: [String]) throws -> [Int] {
         let all = try ids()
-        var index: [String: Int] = [:]
+        var index: [UTF8Key: Int] = [:]  // byte-exact, as ids are compared (Spec §2.5)
         index.reserveCapacity(all.count)
-        for (position, id) in all.enumerated() { index[id] = position }
+        for (position, id) in all.enumerated() { index[UTF8Key(id)] = position }
         return try wanted.map { id in
-            guard let position = index[id] else {
+            guard let position = index[UTF8Key(id)] else {
                 throw StoreError(.notFound, "set \(name) has no row with id \"\(id)\" in version \(version)")
             }
             return position

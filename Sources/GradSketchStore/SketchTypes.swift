@@ -116,16 +116,17 @@ enum Rules {
         }
     }
 
-    /// Ids are non-empty, at most 1024 UTF-8 bytes, without NUL, LF or CR, and unique.
+    /// Ids are non-empty, at most 1024 UTF-8 bytes, without NUL, LF or CR, and unique as
+    /// byte sequences (Spec §2.5: no Unicode normalisation).
     static func checkIDs(_ ids: [String]) throws {
-        var seen = Set<String>()
+        var seen = Set<UTF8Key>()
         seen.reserveCapacity(ids.count)
         for (index, id) in ids.enumerated() {
             let utf8 = id.utf8
             guard !utf8.isEmpty, utf8.count <= 1024, !utf8.contains(0), !utf8.contains(10), !utf8.contains(13) else {
                 throw StoreError(.invalidInput, "id of row \(index) is invalid: expected 1–1024 bytes of UTF-8 without NUL, LF or CR, found \(utf8.count) bytes \"\(id.prefix(40))\"")
             }
-            guard seen.insert(id).inserted else {
+            guard seen.insert(UTF8Key(id)).inserted else {
                 throw StoreError(.invalidInput, "duplicate id \"\(id)\" at row \(index): ids must be unique within a set")
             }
         }

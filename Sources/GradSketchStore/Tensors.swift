@@ -66,7 +66,7 @@ public final class TensorSet: Sendable {
     public let version: Int
     public let entry: Manifest.TensorSetEntry
     let path: String
-    private let loaded = Mutex<[String: RowStorage]>([:])
+    private let loaded = Mutex<[UTF8Key: RowStorage]>([:])  // by name bytes (Spec §2.5)
 
     init(storePath: String, name: String, version: Int, entry: Manifest.TensorSetEntry) {
         self.name = name
@@ -81,17 +81,17 @@ public final class TensorSet: Sendable {
 
     /// The tensor named `name`, verified against its checksum before it is returned.
     public func tensor(named name: String) throws -> TensorView {
-        guard let tensor = entry.tensors.first(where: { $0.name == name }) else {
+        guard let tensor = entry.tensors.first(where: { $0.name.utf8.elementsEqual(name.utf8) }) else {  // bytes, Spec §2.5
             throw StoreError(.notFound, "tensor set \(self.name) has no tensor \"\(name)\"", path: path)
         }
         guard let dtype = SketchDType(rawValue: tensor.dtype) else {
             throw StoreError(.unsupportedVersion, "tensor \(name) has dtype \(tensor.dtype): expected float16 or float32", path: path)
         }
-        if let storage = loaded.withLock({ $0[name] }) {
+        if let storage = loaded.withLock({ $0[UTF8Key(name)] }) {
             return TensorView(name: name, dtype: dtype, shape: tensor.shape, storage: storage)
         }
         let storage = try TensorFiles.load(path: path, tensor: tensor, dtype: dtype)
-        loaded.withLock { $0[name] = storage }
+        loaded.withLock { $0[UTF8Key(name)] = storage }
         return TensorView(name: name, dtype: dtype, shape: tensor.shape, storage: storage)
     }
 }
@@ -140,10 +140,17 @@ extension Store {
         }
         let base = try tensorSet(from, at: manifest.version)
         let target = try tensorSet(to, at: manifest.version)
-        let baseNames = base.tensorNames.sorted(), targetNames = target.tensorNames.sorted()
-        guard baseNames == targetNames else {
-            let onlyBase = Set(baseNames).subtracting(targetNames).sorted().first
-            let onlyTarget = Set(targetNames).subtracting(baseNames).sorted().first
+        // Names match as bytes (Spec §2.5): an NFC name in one set and its NFD spelling in the
+        // other are different tensors.
+        func byBytes(_ names: [String]) -> [UTF8Key] {
+            names.map(UTF8Key.init).sorted { Array($0.string.utf8).lexicographicallyPrecedes(Array($1.string.utf8)) }
+        }
+        let baseKeys = byBytes(base.tensorNames), targetKeys = byBytes(target.tensorNames)
+        let baseNames = baseKeys.map(\.string)
+        guard baseKeys == targetKeys else {
+            let (inBase, inTarget) = (Set(baseKeys), Set(targetKeys))
+            let onlyBase = baseKeys.first { !inTarget.contains($0) }?.string
+            let onlyTarget = targetKeys.first { !inBase.contains($0) }?.string
             let what = onlyBase.map { "\"\($0)\" is in \(from) but not in \(to)" } ?? onlyTarget.map { "\"\($0)\" is in \(to) but not in \(from)" } ?? "names differ"
             throw StoreError(.invalidInput, "cannot take a delta: expected the same tensor names in both sets, but \(what)", path: path)
         }
@@ -207,7 +214,7 @@ enum TensorFiles {
     /// the stored bytes while they are written.
     static func write(into store: Store, kind: String, tensors: [Source], extra: [String: String]) throws -> Manifest.TensorSetEntry {
         let sorted = tensors.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
-        for index in sorted.indices.dropFirst() where sorted[index].name == sorted[index - 1].name {
+        for index in sorted.indices.dropFirst() where sorted[index].name.utf8.elementsEqual(sorted[index - 1].name.utf8) {
             throw StoreError(.invalidInput, "tensor name \"\(sorted[index].name)\" appears twice")
         }
         let id = randomIdentifier()

@@ -1,8 +1,10 @@
-"""Reference reader and writer of the GradSketch store format 1.0, written from
+"""Reference reader and writer of the GradSketch store format 1.1, written from
 Spec/format.md alone with numpy and h5py, as an independent check on the Swift engine.
 
 It favours clarity over speed. Library use: create_store, append, delete, put_tensors,
-delta, read_set, read_tensors, manifest, verify. Command line:
+delta, read_set, read_tensors, manifest, verify; format 1.1: read_index, build_index,
+read_result, save_result. Names and ids are Python str, compared by code points, which for
+UTF-8 text is the byte comparison §2.3 asks for (no Unicode normalisation). Command line:
 
   python3 gradsketch_ref.py verify STORE            exit 1 and print problems, if any
   python3 gradsketch_ref.py dump STORE OUT_DIR [--version N]
@@ -22,7 +24,7 @@ import sys
 import h5py
 import numpy as np
 
-FORMAT_MAJOR, FORMAT_MINOR = 1, 0
+FORMAT_MAJOR, FORMAT_MINOR = 1, 1
 NAME_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 # ---- §4 checksums --------------------------------------------------------------------
@@ -257,7 +259,7 @@ def _commit(store, operation, set_name, change, detail=None):
 
 def create_store(store):
     os.makedirs(store)
-    for d in ("versions", "segments", "tensors", "deletions", "tmp"):
+    for d in ("versions", "segments", "tensors", "deletions", "indexes", "results", "tmp"):
         os.makedirs(os.path.join(store, d))
     tmp = _tmp(store)
     with _new_file(tmp) as f:
@@ -522,6 +524,292 @@ def delta(store, name, from_set, to_set):
         return 0, 0
     return _commit(store, "delta", name, change)
 
+# ---- §10 search indexes and §11 saved results (format 1.1) ------------------------------
+
+def _get_int(obj, name, where):
+    """An integer attribute; §10 and §11 write them as int64 scalars."""
+    value = obj.attrs.get(name)
+    if value is None or np.ndim(value) != 0 or not np.issubdtype(np.asarray(value).dtype, np.integer):
+        raise ValueError(f"{where}: attribute {name} must be an integer scalar, found {value!r}")
+    return int(value)
+
+
+def _checked_dataset(f, name, encoding_type, expected, dtype, shape, where):
+    """The values of dataset `name` after checking its §2.1 attributes, type, shape and the
+    manifest's checksum (§4)."""
+    if name not in f:
+        raise ValueError(f"{where}: dataset {name} is missing")
+    d = f[name]
+    if _get_str(d, "encoding-type") != encoding_type:
+        raise ValueError(f"{where}:/{name}: expected encoding-type {encoding_type}, found {_get_str(d, 'encoding-type')}")
+    _check_version(_get_str(d, "encoding-version"), "encoding-version", f"{where}:/{name}")
+    if d.shape != tuple(shape):
+        raise ValueError(f"{where}:/{name}: expected shape {tuple(shape)}, found {d.shape}")
+    if dtype == "string":
+        values = [v for v in d.asstr()[()]] if d.shape[0] else []
+        computed = checksum_strings(values)
+    else:
+        if d.dtype != np.dtype(dtype):
+            raise ValueError(f"{where}:/{name}: expected {np.dtype(dtype)}, found {d.dtype}")
+        values = d[()]
+        computed = checksum_numeric(values)
+    if computed != expected or computed != _get_str(d, "checksum"):
+        raise ValueError(f"{where}:/{name}: checksum {computed}, manifest says {expected}, "
+                         f"attribute says {_get_str(d, 'checksum')}")
+    return values
+
+
+def _physical_rows(store, segments):
+    """Every row (deleted ones included) of `segments` in set order, widened to float32,
+    with the segment files' rows checksums verified: the rows §10's positions index."""
+    parts = []
+    for seg in segments:
+        path = os.path.join(store, seg["file"])
+        with h5py.File(path, "r") as f:
+            data = f["rows"][()]
+        if checksum_numeric(data) != seg["checksums"]["rows"]:
+            raise ValueError(f"{path}:/rows checksum mismatch")
+        parts.append(data.astype(np.float32))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def _live_physical(store, segments):
+    """Physical positions (§10.2) of the rows of `segments` that the entries' deletion lists
+    leave live."""
+    live, base = [], 0
+    for seg in segments:
+        gone = set(_deleted(store, seg).tolist())
+        live += [base + r for r in range(seg["rows"]) if r not in gone]
+        base += seg["rows"]
+    return live
+
+
+def _unit(x):
+    """Rows divided by their Euclidean norm (rows of norm 0 stay 0), §10.2 for cosine."""
+    norms = np.sqrt((x.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    return np.where(norms > 0, x / np.where(norms > 0, norms, 1), 0).astype(np.float32)
+
+
+def read_index(store, set_name, name, version=None):
+    """Index `name` of `set_name`, every rule of §10 checked: the entry, the file's attributes
+    and datasets, list offsets, positions, the covered-prefix rule, that each row's code
+    reconstructs its row within scale/2 per component, and, when `built_on_version` is still
+    retained, that the index holds exactly the rows live in it. Raises ValueError on a stale
+    or inconsistent index."""
+    m = manifest(store, version)
+    s = m["sketch_sets"][set_name]
+    entry = s.get("indexes", {})[name]
+    for key, kind in (("file", str), ("kind", str), ("metric", str), ("lists", int), ("rows", int),
+                      ("built_on_version", int), ("segments", list), ("checksums", dict), ("parameters", dict),
+                      ("size", int), ("file_checksum", str)):
+        if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+            raise ValueError(f"index {name}: manifest key {key} must be a {kind.__name__}, found {entry.get(key)!r}")
+    if not re.fullmatch(r"indexes/[0-9a-f]{32}\.h5", entry["file"]):
+        raise ValueError(f"index {name}: file {entry['file']} is not indexes/<32 hex>.h5")
+    files = [seg["file"] for seg in s["segments"]]
+    covered = entry["segments"]
+    if files[:len(covered)] != covered:
+        raise ValueError(f"index {name} is stale: the set no longer starts with its {len(covered)} segments")
+    if entry["kind"] != "ivf-int8" or entry["metric"] not in ("ip", "cosine"):
+        raise ValueError(f"index {name}: unknown kind {entry['kind']} or metric {entry['metric']}")
+    k, L, n = s["k"], entry["lists"], entry["rows"]
+    path = os.path.join(store, entry["file"])
+    with h5py.File(path, "r") as f:
+        _check_root(f, "ivf-index", path)
+        expected_attrs = {"index-id": os.path.basename(entry["file"])[:-3], "set": set_name,
+                          "metric": entry["metric"], "kind": entry["kind"]}
+        for key, value in expected_attrs.items():
+            if _get_str(f, key) != value:
+                raise ValueError(f"{path}: attribute {key} is {_get_str(f, key)!r}, expected {value!r}")
+        for key, value in (("k", k), ("lists", L), ("rows", n), ("built-on-version", entry["built_on_version"])):
+            if _get_int(f, key, path) != value:
+                raise ValueError(f"{path}: attribute {key} is {_get_int(f, key, path)}, expected {value}")
+        sums = entry["checksums"]
+        centroids = _checked_dataset(f, "centroids", "ivf-centroids", sums["centroids"], "<f4", (L, k), path)
+        offsets = _checked_dataset(f, "list-offsets", "ivf-list-offsets", sums["list-offsets"], "<i8", (L + 1,), path)
+        codes = _checked_dataset(f, "codes", "ivf-codes", sums["codes"], "i1", (n, k), path)
+        scales = _checked_dataset(f, "code-scales", "ivf-code-scales", sums["code-scales"], "<f4", (n,), path)
+        positions = _checked_dataset(f, "positions", "ivf-row-positions", sums["positions"], "<i8", (n,), path)
+    if offsets[0] != 0 or offsets[-1] != n or (np.diff(offsets) < 0).any():
+        raise ValueError(f"{path}: list offsets must rise from 0 to {n}")
+    covered_entries = s["segments"][:len(covered)]
+    physical = sum(seg["rows"] for seg in covered_entries)
+    if len(set(positions.tolist())) != n or (positions < 0).any() or (positions >= physical).any():
+        raise ValueError(f"{path}: positions must be distinct and within the {physical} covered rows")
+    if (codes < -127).any():
+        raise ValueError(f"{path}: a code is -128, outside [-127, 127]")
+    x = _physical_rows(store, covered_entries)[positions]
+    if entry["metric"] == "cosine":
+        x = _unit(x)
+    lists = np.repeat(np.arange(L), np.diff(offsets))
+    c = centroids[lists].astype(np.float64)
+    r = x.astype(np.float64) - c
+    slack = 1e-5 * (np.abs(x).max(axis=1) + np.abs(c).max(axis=1)) + 1e-6 * scales
+    error = np.abs(r - scales[:, None].astype(np.float64) * codes).max(axis=1)
+    if (error > scales / 2 + slack).any():
+        bad = int(np.argmax(error - scales / 2 - slack))
+        raise ValueError(f"{path}: index row {bad} decodes {error[bad]} from its row, more than scale/2 = {scales[bad] / 2}")
+    if (np.abs(scales * 127.0 - np.abs(r).max(axis=1)) > slack * 127).any():
+        raise ValueError(f"{path}: a code scale is not max|r|/127")
+    membership = entry["built_on_version"] in versions(store)
+    if membership:
+        then = manifest(store, entry["built_on_version"])["sketch_sets"][set_name]["segments"][:len(covered)]
+        if [seg["file"] for seg in then] != covered:
+            raise ValueError(f"index {name}: version {entry['built_on_version']} does not start with the covered segments")
+        if sorted(positions.tolist()) != _live_physical(store, then):
+            raise ValueError(f"index {name}: holds other rows than those live in version {entry['built_on_version']}")
+    return {"entry": entry, "centroids": centroids, "offsets": offsets, "codes": codes, "scales": scales,
+            "positions": positions, "membership_checked": membership}
+
+
+def probe_one_list(store, set_name, name, query, count, version=None):
+    """Ids of the exact top `count` rows (ties by position) among the live rows of the one
+    list of index `name` whose centroid has the largest inner product with the query, plus
+    the live rows of the segments after the covered ones: what §10.2's search returns with
+    nprobe = 1 and a rerank that keeps every candidate."""
+    m = manifest(store, version)
+    s = m["sketch_sets"][set_name]
+    index = read_index(store, set_name, name, version)
+    metric = index["entry"]["metric"]
+    q = np.asarray(query, dtype=np.float64)
+    if metric == "cosine":
+        q = q / np.linalg.norm(q)
+    best = int(np.argmax(index["centroids"].astype(np.float64) @ q))
+    covered = len(index["entry"]["segments"])
+    rows = _physical_rows(store, s["segments"]).astype(np.float64)
+    live = set(_live_physical(store, s["segments"]))
+    start = sum(seg["rows"] for seg in s["segments"][:covered])
+    candidates = [int(p) for p in index["positions"][index["offsets"][best]:index["offsets"][best + 1]] if p in live]
+    candidates += [p for p in sorted(live) if p >= start]
+    scores = rows[candidates] @ q
+    if metric == "cosine":
+        norms = np.linalg.norm(rows[candidates], axis=1)
+        scores = np.where(norms > 0, scores / np.where(norms > 0, norms, 1), 0)
+    order = sorted(range(len(candidates)), key=lambda i: (-scores[i], candidates[i]))[:count]
+    ids = []
+    for seg in s["segments"]:
+        ids += _segment_ids(store, seg)
+    return [ids[candidates[i]] for i in order]
+
+
+def build_index(store, set_name, name, lists, metric="ip"):
+    """Writes an ivf-int8 index over every segment of `set_name` (§10) and commits it. The
+    centroids are the first `lists` live rows (normalised for cosine): §10.2 leaves their
+    training to the writer. Each row goes to its nearest centroid in Euclidean distance."""
+    m = manifest(store)
+    s = m["sketch_sets"][set_name]
+    live = _live_physical(store, s["segments"])
+    x = _physical_rows(store, s["segments"])[live]
+    if metric == "cosine":
+        x = _unit(x)
+    centroids = x[:lists].copy()
+    distance = ((x[:, None, :].astype(np.float64) - centroids[None, :, :]) ** 2).sum(axis=2)
+    assigned = np.argmin(distance, axis=1)
+    order = sorted(range(len(live)), key=lambda i: (assigned[i], live[i]))
+    positions = np.array([live[i] for i in order], dtype="<i8")
+    x, assigned = x[order], assigned[order]
+    r = x - centroids[assigned]                        # binary32, as the residual of §10.2
+    scales = (np.abs(r).max(axis=1) / np.float32(127)).astype(np.float32)
+    safe = np.where(scales > 0, scales, 1)[:, None]
+    codes = np.clip(np.rint(r / safe), -127, 127).astype(np.int8)  # rint: round half to even
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(assigned, minlength=lists))]).astype("<i8")
+    index_id = secrets.token_hex(16)
+    tmp = _tmp(store)
+    checksums = {}
+    with _new_file(tmp) as f:
+        _root_attrs(f, "ivf-index")
+        for key, value in (("index-id", index_id), ("set", set_name), ("metric", metric), ("kind", "ivf-int8"),
+                           ("k", s["k"]), ("lists", lists), ("rows", len(live)), ("built-on-version", m["version"])):
+            _set_attr(f, key, value)
+        for dataset, values, kind in (("centroids", centroids, "ivf-centroids"), ("list-offsets", offsets, "ivf-list-offsets"),
+                                      ("codes", codes, "ivf-codes"), ("code-scales", scales, "ivf-code-scales"),
+                                      ("positions", positions, "ivf-row-positions")):
+            d = _mappable(f, dataset, values)
+            checksums[dataset] = checksum_numeric(values)
+            _mark(d, kind, checksums[dataset])
+    relative = f"indexes/{index_id}.h5"
+    size, whole = _publish(store, tmp, relative)
+    covered = [seg["file"] for seg in s["segments"]]
+    entry = {"file": relative, "size": size, "file_checksum": whole, "checksums": checksums, "kind": "ivf-int8",
+             "metric": metric, "lists": lists, "rows": len(live), "built_on_version": m["version"],
+             "segments": covered, "parameters": {"default_nprobe": 1, "rerank": len(live)}}
+
+    def change(latest):
+        current = latest["sketch_sets"][set_name]
+        if [seg["file"] for seg in current["segments"]][:len(covered)] != covered:
+            raise ValueError(f"set {set_name} no longer starts with the indexed segments")
+        current.setdefault("indexes", {})[name] = entry
+        return 0, 0
+    return _commit(store, "build-index", set_name, change)
+
+
+def read_result(store, name, version=None):
+    """Saved result `name` (§11), every rule checked; when `set_version` is still retained,
+    also that each position is a live position of that version holding the listed id."""
+    m = manifest(store, version)
+    entry = m.get("results", {})[name]
+    for key, kind in (("file", str), ("method", str), ("set", str), ("set_version", int), ("count", int),
+                      ("checksums", dict), ("parameters", dict), ("size", int), ("file_checksum", str)):
+        if not isinstance(entry.get(key), kind) or isinstance(entry.get(key), bool):
+            raise ValueError(f"result {name}: manifest key {key} must be a {kind.__name__}, found {entry.get(key)!r}")
+    if not re.fullmatch(r"results/[0-9a-f]{32}\.h5", entry["file"]):
+        raise ValueError(f"result {name}: file {entry['file']} is not results/<32 hex>.h5")
+    path = os.path.join(store, entry["file"])
+    n = entry["count"]
+    with h5py.File(path, "r") as f:
+        _check_root(f, "result", path)
+        for key in ("method", "set"):
+            if _get_str(f, key) != entry[key]:
+                raise ValueError(f"{path}: attribute {key} is {_get_str(f, key)!r}, manifest says {entry[key]!r}")
+        if _get_int(f, "set-version", path) != entry["set_version"]:
+            raise ValueError(f"{path}: attribute set-version differs from the manifest's set_version")
+        if json.loads(_get_str(f, "parameters")) != entry["parameters"]:
+            raise ValueError(f"{path}: attribute parameters differs from the manifest's")
+        sums = entry["checksums"]
+        ids = _checked_dataset(f, "ids", "row-ids", sums["ids"], "string", (n,), path)
+        positions = _checked_dataset(f, "positions", "result-positions", sums["positions"], "<i8", (n,), path)
+        scores = _checked_dataset(f, "scores", "result-scores", sums["scores"], "<f8", (n,), path)
+    checked = entry["set_version"] in versions(store) and entry["set"] in manifest(store, entry["set_version"])["sketch_sets"]
+    if checked:
+        _, set_ids, *_ = read_set(store, entry["set"], entry["set_version"])
+        if (positions < 0).any() or (positions >= len(set_ids)).any():
+            raise ValueError(f"{path}: a position is outside the {len(set_ids)} live rows of version {entry['set_version']}")
+        if [set_ids[p] for p in positions] != list(ids):
+            raise ValueError(f"{path}: ids are not the ids at their positions in version {entry['set_version']}")
+    return {"entry": entry, "ids": list(ids), "positions": positions, "scores": scores, "positions_checked": checked}
+
+
+def save_result(store, name, method, set_name, positions, scores, parameters):
+    """Writes and commits result `name` over the live rows of `set_name` in the latest version."""
+    if not NAME_RULE.match(name):
+        raise ValueError(f"invalid result name {name!r}")
+    set_version = versions(store)[-1]
+    _, set_ids, *_ = read_set(store, set_name, set_version)
+    positions = np.asarray(positions, dtype="<i8")
+    scores = np.asarray(scores, dtype="<f8")
+    ids = [set_ids[p] for p in positions]
+    tmp = _tmp(store)
+    checksums = {"ids": checksum_strings(ids), "positions": checksum_numeric(positions), "scores": checksum_numeric(scores)}
+    with _new_file(tmp) as f:
+        _root_attrs(f, "result")
+        for key, value in (("method", method), ("set", set_name), ("set-version", set_version),
+                           ("parameters", json.dumps(parameters, sort_keys=True))):
+            _set_attr(f, key, value)
+        _mark(_write_strings(f, "ids", ids), "row-ids", checksums["ids"])
+        _mark(f.create_dataset("positions", data=positions), "result-positions", checksums["positions"])
+        _mark(f.create_dataset("scores", data=scores), "result-scores", checksums["scores"])
+    relative = f"results/{secrets.token_hex(16)}.h5"
+    size, whole = _publish(store, tmp, relative)
+    entry = {"file": relative, "size": size, "file_checksum": whole, "checksums": checksums, "method": method,
+             "set": set_name, "set_version": set_version, "count": len(ids), "parameters": parameters}
+
+    def change(m):
+        if name in m.setdefault("results", {}):
+            raise ValueError(f"result {name} exists: results are never replaced")
+        m["results"][name] = entry
+        return 0, 0
+    return _commit(store, "save-result", set_name, change)
+
 # ---- verify ----------------------------------------------------------------------------
 
 def verify(store):
@@ -532,13 +820,18 @@ def verify(store):
         except Exception as error:  # noqa: BLE001 - report and go on
             problems.append(f"v{version}: {error}")
             continue
+        if m.get("parent") != (None if version == 0 else version - 1):
+            problems.append(f"v{version}: parent is {m.get('parent')!r}, expected "
+                            f"{'null or omitted' if version == 0 else version - 1}")
         entries = []
         for s in m["sketch_sets"].values():
             for seg in s["segments"]:
                 entries.append(seg)
                 if seg.get("deletions"):
                     entries.append(seg["deletions"])
+            entries += list((s.get("indexes") or {}).values())
         entries += list(m["tensor_sets"].values())
+        entries += list((m.get("results") or {}).values())
         for e in entries:
             path = os.path.join(store, e["file"])
             if not os.path.exists(path):
@@ -568,6 +861,17 @@ def verify(store):
                 read_tensors(store, name, version)
             except Exception as error:  # noqa: BLE001
                 problems.append(f"v{version} tensor set {name}: {error}")
+        for set_name, s in m["sketch_sets"].items():
+            for name in s.get("indexes") or {}:
+                try:
+                    read_index(store, set_name, name, version)
+                except Exception as error:  # noqa: BLE001
+                    problems.append(f"v{version} index {set_name}/{name}: {error}")
+        for name in m.get("results") or {}:
+            try:
+                read_result(store, name, version)
+            except Exception as error:  # noqa: BLE001
+                problems.append(f"v{version} result {name}: {error}")
     return problems
 
 
