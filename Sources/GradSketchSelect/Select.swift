@@ -66,7 +66,7 @@ public enum Select {
         var picked: [(position: Int, score: Double)]
         switch strategy {
         case .random:
-            parameters["seed"] = .number(Double(seed))
+            parameters["seed"] = JSONValue(seed)
             var generator = SeededRandom(seed: seed)
             var order = Array(0..<n)
             for i in 0..<count { order.swapAt(i, i + generator.next(below: n - i)) }
@@ -115,10 +115,7 @@ public enum Select {
 
     /// cos(s_i, q) for every live row (0 for rows of norm 0).
     public static func cosineScores(_ set: SketchSet, query: [Float], threads: Int = 2) throws -> [Double] {
-        let queryNorm = query.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-        guard queryNorm > 0 else { throw StoreError(.invalidInput, "the query has norm 0: cosine is undefined") }
-        let (dots, norms) = try RowScores.dots(set, query: query, squaredNorms: true, threads: threads)
-        return zip(dots, norms!).map { dot, norm in norm > 0 ? Double(dot) / (Double(norm).squareRoot() * queryNorm) : 0 }
+        try RowScores.cosines(set, query: query, threads: threads).map(Double.init)
     }
 
     /// Greedy running sum, updated incrementally: with a_i = ⟨s_i, q⟩, n_i = ‖s_i‖²,
