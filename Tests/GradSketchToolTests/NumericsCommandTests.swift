@@ -150,7 +150,7 @@ import Testing
             if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" and obj.size > 0:
                 offset = obj.id.get_offset()
                 if offset is None or offset % obj.dtype.itemsize: bad.append((obj.file.filename, name, offset))
-        for path in glob.glob(f"{out}/store/tensors/*.h5") + [f"{out}/packed.h5"]:
+        for path in glob.glob(f"{out}/store/tensors/*.h5") + glob.glob(f"{out}/store/segments/*.h5") + [f"{out}/packed.h5"]:
             with h5py.File(path, "r") as f: f.visititems(visit)
         print(bad)
         """)
