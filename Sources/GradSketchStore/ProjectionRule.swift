@@ -1,7 +1,7 @@
 /// The rule that a sketch set holds exactly one projection (Spec §7.1, Spec/projection.md §5),
 /// checked inside the commit closure so every writer — the CLI, a library caller, a
 /// concurrent appender rebased onto a newer version — is held to it.
-enum ProjectionRule {
+public enum ProjectionRule {
     /// Refuses an append to `set` (as it is in the version being committed on) whose stated
     /// `projection` attribute is not the projection the set records.
     ///
@@ -21,7 +21,7 @@ enum ProjectionRule {
     /// Nil when `a` and `b` are the same projection by Spec/projection.md §5: equal JSON values
     /// (numbers by exact value) except that `version` compares only its MAJOR part. Otherwise
     /// the first differing key in sorted order (depth first), with both values.
-    static func firstDifference(_ a: JSONValue, _ b: JSONValue, path: String = "") -> String? {
+    public static func firstDifference(_ a: JSONValue, _ b: JSONValue, path: String = "") -> String? {
         switch (a, b) {
         case (.object(let x), .object(let y)):
             for key in Set(x.keys).union(y.keys).sorted() {

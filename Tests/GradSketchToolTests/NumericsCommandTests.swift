@@ -90,6 +90,23 @@ import Testing
                            "--attribute", "projection=\(other)"], saying: "records no projection")
     }
 
+    /// `query --query-set` compares projections by the Spec's equality: a later minor version
+    /// is the same projection, another seed is not (and is named).
+    @Test func querySetsCompareProjectionsByMajorVersion() throws {
+        let fixture = try ToolFixture()
+        let store = fixture.store
+        let rows = try fixture.makeRows("rows.npy", rows: 4, k: 8)
+        try expectSuccess(ChildProcess.tool("project", store, "--rows", rows, "--set", "g", "--seed", "5", "--k", "8"))
+        try expectSuccess(ChildProcess.tool("project", store, "--rows", rows, "--set", "other", "--seed", "6", "--k", "8"))
+        let stored = try Store(opening: store).sketchSet("g").attributes["projection"]!.jsonText
+        let minor = stored.replacingOccurrences(of: "\"version\":\"1.0\"", with: "\"version\":\"1.3\"")
+        #expect(minor != stored)
+        let queries = try fixture.makeRows("queries.npy", rows: 2, k: 8, seed: 3)
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "later", "--rows", queries, "--attribute", "projection=\(minor)"))
+        try expectSuccess(ChildProcess.tool("query", store, "--set", "g", "--query-set", "later", "-k", "2"))
+        try expectFailure(["query", store, "--set", "g", "--query-set", "other", "-k", "2"], saying: "seed: 6 here, 5 there")
+    }
+
     /// `project --delta` puts `--block` (SRHT) and `--side` (Kronecker layout) into the
     /// definition it projects with, matching the numpy reference.
     @Test func projectDeltaHonoursBlockAndSide() throws {
