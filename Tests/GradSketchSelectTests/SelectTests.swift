@@ -455,3 +455,22 @@ import Testing
         }
     }
 }
+
+/// PASER's exact neighbour graph at the edges of float32 (issue 12, item 11, applied to the
+/// selection side): a row's twin scaled by 1e25 or 1e-25 is still its nearest neighbour.
+@Suite struct NeighbourExtremesTests {
+    @Test func twinsAtExtremeScalesAreNearestNeighbours() {
+        var generator = SplitMix64(seed: 17)
+        let half = 30, d = 16
+        let base = (0..<(half * d)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let huge = base.map { $0 * 1e25 }, tiny = base.map { $0 * 1e-25 }
+        let rows = base + huge + tiny
+        let graph = PASER.exactNeighbours(rows: rows, count: 3 * half, width: d, neighbours: 2)
+        for i in 0..<half {
+            for (row, twins) in [(i, [half + i, 2 * half + i]), (half + i, [i, 2 * half + i]), (2 * half + i, [i, half + i])] {
+                #expect(Set(graph[row].map(\.row)) == Set(twins), "row \(row): \(graph[row])")
+                #expect(graph[row].allSatisfy { abs($0.similarity - 1) <= 1e-5 }, "row \(row): \(graph[row])")
+            }
+        }
+    }
+}
