@@ -54,6 +54,22 @@ public enum RowScores {
         return (dots, norms)
     }
 
+    /// ‖row‖ for every live row, in live order, accumulated in binary64 (which holds the
+    /// square of any float32 row, unlike a float32 accumulator).
+    public static func norms(_ set: SketchSet) throws -> [Double] {
+        var norms: [Double] = []
+        norms.reserveCapacity(set.rowCount)
+        let width = set.k
+        try set.forEachLiveChunk(rows: chunkRows) { rows, positions in
+            for row in positions.indices {
+                var squares = 0.0
+                for j in 0..<width { squares += Double(rows[row * width + j]) * Double(rows[row * width + j]) }
+                norms.append(squares.squareRoot())
+            }
+        }
+        return norms
+    }
+
     /// cos(row, query) for every live row, in live order: in [−1, 1] for rows and queries of
     /// any finite magnitude, 0 for rows of norm 0 (`CosineScore` states the accuracy).
     ///
