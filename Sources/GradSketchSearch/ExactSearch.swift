@@ -187,23 +187,22 @@ public enum ExactSearch {
                 if metric == .cosine {
                     for q in 0..<count { scores[row + q] = CosineScore.clamped(scores[row + q]) }
                 }
-                let scale: Float = 1
                 switch aggregate {
                 case nil:
-                    for q in 0..<count { results[q].offer(sign * scale * scores[row + q], position: position) }
+                    for q in 0..<count { results[q].offer(sign * scores[row + q], position: position) }
                 case .mean:
                     var sum: Float = 0
                     for q in 0..<count { sum += scores[row + q] }
-                    results[0].offer(sign * scale * sum / Float(count), position: position)
+                    results[0].offer(sign * sum / Float(count), position: position)
                 case .max:
                     var best = -Float.infinity
                     for q in 0..<count { best = Swift.max(best, scores[row + q]) }
-                    results[0].offer(sign * scale * best, position: position)
+                    results[0].offer(sign * best, position: position)
                 case .groupMeanThenMax(let groups):
                     var sums: [Int: (Float, Int)] = [:]
                     for q in 0..<count { let value = sums[groups[q]] ?? (0, 0); sums[groups[q]] = (value.0 + scores[row + q], value.1 + 1) }
                     let best = sums.values.map { $0.0 / Float($0.1) }.max()!
-                    results[0].offer(sign * scale * best, position: position)
+                    results[0].offer(sign * best, position: position)
                 }
             }
             start += n
