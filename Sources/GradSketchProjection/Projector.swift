@@ -17,7 +17,7 @@ public enum Projector {
         let fill = gaussian ? DenseGaussian.fillTransposed : DenseRademacher.fillTransposed
         precondition(x.count == n * d && y.count == n * k, "shapes do not match: x \(x.count) vs \(n)×\(d), y \(y.count) vs \(n)×\(k)")
         let blocks = stride(from: 0, to: d, by: columnBlock).map { $0..<min(d, $0 + columnBlock) }
-        if blocks.isEmpty || n == 0 { return }
+        if blocks.isEmpty || n == 0 || k == 0 { return }
         let buffers = (0..<2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: columnBlock * k) }
         defer { buffers.forEach { $0.deallocate() } }
         fill(stream, k, blocks[0], buffers[0])
@@ -96,6 +96,7 @@ extension Projector {
     /// - Throws: when a tensor is missing, its element count does not match the layout, or
     ///   two parameters of the layout share a stream.
     public static func projectTensors(_ tensors: [(name: String, values: [Float])], definition: ProjectionDefinition) throws -> [Float] {
+        try definition.validate()
         try definition.checkStreamsAreDistinct()
         // Keyed by UTF-8 bytes: NFC and NFD spellings of a name are different tensors (format §2.5).
         let byName = Dictionary(tensors.map { (Array($0.name.utf8), $0.values) }, uniquingKeysWith: { first, _ in first })

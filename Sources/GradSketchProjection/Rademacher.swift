@@ -9,6 +9,7 @@ public enum DenseRademacher {
     public static func fillTransposed(_ stream: ProjectionStream, k: Int, columns: Range<Int>,
                                       into output: UnsafeMutableBufferPointer<Float>) {
         precondition(output.count >= columns.count * k, "output too small for the block")
+        if k == 0 { return }
         let scaleBits = inverseSquareRootScale(k).bitPattern
         let key = stream.key
         let blocks = (k + 127) / 128
@@ -66,6 +67,10 @@ public enum SparseJL {
     public static func project(_ x: UnsafeBufferPointer<Float>, rows n: Int, d: Int, stream: ProjectionStream,
                                k: Int, nonzeros s: Int, addingInto y: UnsafeMutableBufferPointer<Float>) {
         precondition(x.count == n * d && y.count == n * k, "shapes do not match")
+        if k == 0 { return }
+        // §3 fixes this order: y[r] gets, for j ascending and within a column for t
+        // ascending, the binary32 product entry · x_j added in binary32. Two entries of one
+        // column on the same row are two additions, not one addition of their sum.
         for j in 0..<d {
             for (row, value) in entries(stream, k: k, nonzeros: s, column: j) {
                 for example in 0..<n { y[example * k + row] += value * x[example * d + j] }
@@ -73,7 +78,8 @@ public enum SparseJL {
         }
     }
 
-    /// The whole matrix P [k, d], row-major (for tests).
+    /// The whole matrix P [k, d], row-major (for tests): entries of a column on the same
+    /// row are summed in binary32, in t order, from 0 (§3).
     public static func matrix(_ stream: ProjectionStream, k: Int, d: Int, nonzeros s: Int) -> [Float] {
         var matrix = [Float](repeating: 0, count: k * d)
         for j in 0..<d {

@@ -11,6 +11,25 @@ public enum SRHT {
         return n
     }
 
+    /// Sample counters are `0xC0000000 + b` for block b; they must stay below the sign
+    /// counter `0xE0000000` (§3b), so a parameter has at most 2²⁹ blocks.
+    public static let maximumBlocks = 1 << 29
+
+    /// Checks the §3b bounds for a parameter of `d` elements: d < 2³², k < 2³² and at
+    /// most 2²⁹ blocks of `blockSize`, so no two counters of the matrix coincide.
+    ///
+    /// - Throws: ``ProjectionError`` saying which bound fails.
+    public static func checkCounters(d: Int, k: Int, blockSize n: Int) throws(ProjectionError) {
+        guard n > 0, n & (n - 1) == 0 else { throw ProjectionError("SRHT block must be a power of two, found \(n)") }
+        guard d >= 0, d < 1 << 32, k >= 0, k < 1 << 32 else {
+            throw ProjectionError("SRHT needs d and k below 2^32, found d = \(d), k = \(k)")
+        }
+        let blocks = (d + n - 1) / n
+        guard blocks <= maximumBlocks else {
+            throw ProjectionError("SRHT with block \(n) cuts d = \(d) into \(blocks) blocks: at most 2^29 are allowed (a larger --block fixes it)")
+        }
+    }
+
     /// The sign of input coordinate j (§3b).
     @inlinable
     public static func sign(_ stream: ProjectionStream, column j: Int) -> Float {
@@ -20,9 +39,27 @@ public enum SRHT {
     /// The k Hadamard rows block b samples (§3b).
     public static func sampledRows(_ stream: ProjectionStream, k: Int, blockSize n: Int, block b: Int) -> [Int] {
         (0..<k).map { r in
-            let w = Philox4x32.random((UInt32(r), 0xC000_0000 &+ UInt32(truncatingIfNeeded: b), stream.id.0, stream.id.1), key: stream.key)
+            let w = Philox4x32.random((UInt32(truncatingIfNeeded: r), 0xC000_0000 &+ UInt32(truncatingIfNeeded: b), stream.id.0, stream.id.1), key: stream.key)
             return Int((UInt64(w.0) &* UInt64(n)) >> 32)
         }
+    }
+
+    /// The whole matrix P [k, d], row-major, entry by entry from §3b (for tests):
+    /// P[r, j] = scale · sign_j · H[row_{b,r}, j − b·n] with b = ⌊j / n⌋.
+    public static func matrix(_ stream: ProjectionStream, k: Int, d: Int, blockSize n: Int) -> [Float] {
+        let scale = inverseSquareRootScale(k)
+        var matrix = [Float](repeating: 0, count: k * d)
+        for b in 0..<((d + n - 1) / n) {
+            let samples = sampledRows(stream, k: k, blockSize: n, block: b)
+            for j in (b * n)..<min(d, (b + 1) * n) {
+                let sign = SRHT.sign(stream, column: j)
+                for r in 0..<k {
+                    let hadamard: Float = (samples[r] & (j - b * n)).nonzeroBitCount % 2 == 1 ? -1 : 1
+                    matrix[r * d + j] = scale * sign * hadamard
+                }
+            }
+        }
+        return matrix
     }
 
     /// In-place unnormalised fast Walsh–Hadamard transform of `n` (a power of two) floats.
@@ -50,10 +87,13 @@ public enum SRHT {
     /// writes only its own rows of Y.
     public static func project(_ x: UnsafeBufferPointer<Float>, rows: Int, d: Int, stream: ProjectionStream, k: Int,
                                blockSize n: Int, addingInto y: UnsafeMutableBufferPointer<Float>) {
-        precondition(n > 0 && n & (n - 1) == 0, "block size must be a power of two")
+        do { try checkCounters(d: d, k: k, blockSize: n) } catch { preconditionFailure(error.description) }
         precondition(x.count == rows * d && y.count == rows * k, "shapes do not match")
+        if k == 0 || rows == 0 { return }
         let blocks = (d + n - 1) / n
-        let scale = 1 / Float(k).squareRoot()
+        // §3b: binary32(1/√k), correctly rounded, as every kind's scale (Float's own 1/√k
+        // rounds twice and is one ulp off for k = 6, 7, 300, 1000, …).
+        let scale = inverseSquareRootScale(k)
         let threads = max(1, min(rows, ProcessInfo.processInfo.activeProcessorCount))
         for b in 0..<blocks {
             let start = b * n, end = min(d, start + n)

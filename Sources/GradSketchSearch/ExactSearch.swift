@@ -7,7 +7,8 @@ public import GradSketchStore
 public enum SearchMetric: String, Sendable, CaseIterable {
     /// ⟨row, query⟩.
     case innerProduct = "ip"
-    /// ⟨row, query⟩ / (‖row‖ ‖query‖); rows of norm 0 score 0.
+    /// ⟨row, query⟩ / (‖row‖ ‖query‖), in [−1, 1] for any finite rows and query; rows of
+    /// norm 0 score 0 (see `CosineScore` for the accuracy).
     case cosine
 }
 
@@ -63,7 +64,8 @@ public enum ExactSearch {
     }
 
     /// Checks `count × set.k` queries (shape, finite values) and, for cosine, scales each to
-    /// unit norm (a zero query is refused).
+    /// unit norm with the norm in binary64, so a query of any finite magnitude works (a zero
+    /// query is refused).
     static func prepareQueries(_ queries: [Float], count: Int, for set: SketchSet, metric: SearchMetric) throws -> [Float] {
         let width = set.k
         guard count >= 1, queries.count == count * width else {
@@ -75,9 +77,10 @@ public enum ExactSearch {
         var prepared = queries
         if metric == .cosine {
             for q in 0..<count {
-                let norm = (0..<width).reduce(Float(0)) { $0 + prepared[q * width + $1] * prepared[q * width + $1] }.squareRoot()
-                guard norm > 0 else { throw StoreError(.invalidInput, "query \(q) has norm 0: cosine is undefined") }
-                for j in 0..<width { prepared[q * width + j] /= norm }
+                guard let unit = CosineScore.unitQuery(queries[(q * width)..<((q + 1) * width)]) else {
+                    throw StoreError(.invalidInput, "query \(q) has norm 0: cosine is undefined")
+                }
+                prepared.replaceSubrange((q * width)..<((q + 1) * width), with: unit)
             }
         }
         return prepared
@@ -131,10 +134,16 @@ public enum ExactSearch {
                             }
                         }
                     }
+                    let rowBytes = block.k * block.dtype.byteWidth
                     for i in 0..<n {
                         guard let position = live.position(start + i) else { continue }
                         var score = dots[i]
-                        if metric == .cosine { score = norms[i] > 0 ? score / norms[i].squareRoot() : 0 }
+                        if metric == .cosine {
+                            score = query.withUnsafeBufferPointer { q in
+                                CosineScore.score(dot: dots[i], squaredNorm: norms[i], row: rows + i * rowBytes, dtype: block.dtype,
+                                                  width: block.k, query: q.baseAddress!)
+                            }
+                        }
                         score *= sign
                         if score >= top.threshold { top.offer(score, position: position) }
                     }
@@ -164,34 +173,36 @@ public enum ExactSearch {
                     target.baseAddress!.update(from: source.baseAddress!.assumingMemoryBound(to: Float.self), count: n * width)
                 }
             }
+            // Cosine: unit rows (norms in binary64, so no row overflows or underflows), then
+            // the GEMM gives the cosines themselves.
+            if metric == .cosine {
+                rows.withUnsafeMutableBufferPointer { CosineScore.normalizeRows($0.baseAddress!, count: n, width: width) }
+            }
             // scores (n × Q) = rows (n × k) · queriesᵀ (k × Q)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(count), Int32(width),
                         1, rows, Int32(width), queries, Int32(width), 0, &scores, Int32(count))
             for i in 0..<n {
                 guard let position = live.position(start + i) else { continue }
-                var scale: Float = 1
-                if metric == .cosine {
-                    var norm: Float = 0
-                    for j in 0..<width { norm += rows[i * width + j] * rows[i * width + j] }
-                    scale = norm > 0 ? 1 / norm.squareRoot() : 0
-                }
                 let row = i * count
+                if metric == .cosine {
+                    for q in 0..<count { scores[row + q] = CosineScore.clamped(scores[row + q]) }
+                }
                 switch aggregate {
                 case nil:
-                    for q in 0..<count { results[q].offer(sign * scale * scores[row + q], position: position) }
+                    for q in 0..<count { results[q].offer(sign * scores[row + q], position: position) }
                 case .mean:
                     var sum: Float = 0
                     for q in 0..<count { sum += scores[row + q] }
-                    results[0].offer(sign * scale * sum / Float(count), position: position)
+                    results[0].offer(sign * sum / Float(count), position: position)
                 case .max:
                     var best = -Float.infinity
                     for q in 0..<count { best = Swift.max(best, scores[row + q]) }
-                    results[0].offer(sign * scale * best, position: position)
+                    results[0].offer(sign * best, position: position)
                 case .groupMeanThenMax(let groups):
                     var sums: [Int: (Float, Int)] = [:]
                     for q in 0..<count { let value = sums[groups[q]] ?? (0, 0); sums[groups[q]] = (value.0 + scores[row + q], value.1 + 1) }
                     let best = sums.values.map { $0.0 / Float($0.1) }.max()!
-                    results[0].offer(sign * scale * best, position: position)
+                    results[0].offer(sign * best, position: position)
                 }
             }
             start += n

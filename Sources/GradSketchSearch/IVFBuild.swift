@@ -181,7 +181,7 @@ public enum IVFIndexBuilder {
             "tuning_queries": .number(Double(tuningCount)),
             "training_rows": .number(Double(trainingCount)),
             "iterations": .number(Double(options.iterations)),
-            "seed": .number(Double(options.seed)),
+            "seed": JSONValue(options.seed),
             "tuning": .array(tuning.map { .object(["nprobe": .number(Double($0.nprobe)), "recall": .number($0.recall)]) }),
         ]
         let arrays = IVFIndexArrays(centroids: centroids, listOffsets: offsets.map(Int64.init), codes: sortedCodes,
@@ -221,12 +221,6 @@ public enum IVFIndexBuilder {
 
     static func normalizeRows(_ rows: inout [Float], width: Int, count: Int? = nil) {
         let count = count ?? rows.count / width
-        for row in 0..<count {
-            var norm: Float = 0
-            for j in 0..<width { norm += rows[row * width + j] * rows[row * width + j] }
-            guard norm > 0 else { continue }
-            let inverse = 1 / norm.squareRoot()
-            for j in 0..<width { rows[row * width + j] *= inverse }
-        }
+        rows.withUnsafeMutableBufferPointer { CosineScore.normalizeRows($0.baseAddress!, count: count, width: width) }
     }
 }

@@ -283,7 +283,7 @@ public final class IVFSearcher: @unchecked Sendable {
                     gsk_dots_f32(row.assumingMemoryBound(to: Float.self), 1, width, query, &dot, norms)
                 }
             }
-            let score = cosine ? (norm > 0 ? dot / norm.squareRoot() : 0) : dot
+            let score = cosine ? CosineScore.score(dot: dot, squaredNorm: norm, row: row, dtype: set.dtype, width: width, query: query) : dot
             if let position = coveredMasks[segment].position(local) { top.offer(score, position: position) }
         }
         // 4. Rows appended after the build: exact.

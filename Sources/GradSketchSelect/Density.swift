@@ -81,7 +81,7 @@ public enum DensitySampling {
         return SelectionResult(method: "density", parameters: [
             "hashes": .number(Double(options.hashes)), "buckets": .number(Double(options.buckets)), "width": .number(width),
             "power": .number(Double(options.power)),
-            "seed": .number(Double(options.seed)), "count": .number(Double(count)), "sampling": .string("inverse-propensity"),
+            "seed": JSONValue(options.seed), "count": .number(Double(count)), "sampling": .string("inverse-propensity"),
         ], set: set.name, setVersion: set.version, positions: Array(order), ids: order.map { ids[$0] }, scores: order.map { scores[$0] })
     }
 

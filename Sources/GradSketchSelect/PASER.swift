@@ -34,12 +34,14 @@ public enum PASER {
     /// The `m` most cosine-similar other rows of every row, exactly: unit rows, similarities
     /// block by block with GEMM. O(N²·d): for large sets use a cosine IVF index instead.
     public static func exactNeighbours(rows: [Float], count n: Int, width d: Int, neighbours m: Int, progress: ProgressHandler? = nil) -> Neighbours {
+        // Norms in binary64: a float32 ‖row‖² overflows above ~1.8e19 and underflows below
+        // ~1e-19, which turned such rows into zero rows with no neighbours.
         var unit = rows
         for i in 0..<n {
-            var norm: Float = 0
-            for j in 0..<d { norm += unit[i * d + j] * unit[i * d + j] }
-            let inverse = norm > 0 ? 1 / norm.squareRoot() : 0
-            for j in 0..<d { unit[i * d + j] *= inverse }
+            var squares = 0.0
+            for j in 0..<d { squares += Double(unit[i * d + j]) * Double(unit[i * d + j]) }
+            let norm = squares.squareRoot()
+            for j in 0..<d { unit[i * d + j] = squares > 0 ? Float(Double(unit[i * d + j]) / norm) : 0 }
         }
         let m = min(m, n - 1)
         var neighbours = Neighbours(repeating: [], count: n)

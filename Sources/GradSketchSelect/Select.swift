@@ -66,7 +66,7 @@ public enum Select {
         var picked: [(position: Int, score: Double)]
         switch strategy {
         case .random:
-            parameters["seed"] = .number(Double(seed))
+            parameters["seed"] = JSONValue(seed)
             var generator = SeededRandom(seed: seed)
             var order = Array(0..<n)
             for i in 0..<count { order.swapAt(i, i + generator.next(below: n - i)) }
@@ -115,26 +115,27 @@ public enum Select {
 
     /// cos(s_i, q) for every live row (0 for rows of norm 0).
     public static func cosineScores(_ set: SketchSet, query: [Float], threads: Int = 2) throws -> [Double] {
-        let queryNorm = query.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-        guard queryNorm > 0 else { throw StoreError(.invalidInput, "the query has norm 0: cosine is undefined") }
-        let (dots, norms) = try RowScores.dots(set, query: query, squaredNorms: true, threads: threads)
-        return zip(dots, norms!).map { dot, norm in norm > 0 ? Double(dot) / (Double(norm).squareRoot() * queryNorm) : 0 }
+        try RowScores.cosines(set, query: query, threads: threads).map(Double.init)
     }
 
-    /// Greedy running sum, updated incrementally: with a_i = ⟨s_i, q⟩, n_i = ‖s_i‖²,
-    /// c_i = ⟨S, s_i⟩, cos(S + s_i, q) = (⟨S, q⟩ + a_i) / (‖q‖ √(‖S‖² + 2c_i + n_i)). Picking j
-    /// adds ⟨s_j, s_i⟩ to every c_i: one streaming pass over the rows per pick, O(N·k).
-    /// With `unitRows` every s_i is scaled by w_i = 1/‖s_i‖ first: a_i → w_i a_i, n_i → 1 and
-    /// the update adds w_j w_i ⟨s_j, s_i⟩.
+    /// Greedy running sum, updated incrementally: with q̂ = q/‖q‖, a_i = ⟨s_i, q̂⟩, n_i = ‖s_i‖²,
+    /// c_i = ⟨S, s_i⟩, cos(S + s_i, q) = (⟨S, q̂⟩ + a_i) / √(‖S‖² + 2c_i + n_i). Picking j adds
+    /// ⟨s_j, s_i⟩ to every c_i: one streaming pass over the rows per pick, O(N·k). With
+    /// `unitRows` every s_i is scaled by w_i = 1/‖s_i‖ first.
+    ///
+    /// Every inner product is taken as ‖x‖‖y‖·cos(x, y), with norms in binary64 and the cosine
+    /// from `RowScores.cosines` (valid over the whole float32 range): a float32 ⟨s_j, s_i⟩ or
+    /// ‖s_i‖² overflows for rows beyond ~1.8e19 and underflows below ~1e-19. The error stays
+    /// that of a float32 inner product, (k + 4)·2⁻²³ relative to ‖x‖‖y‖.
     static func greedy(_ set: SketchSet, query: [Float], count: Int, resetEvery: Int, unitRows: Bool = false,
                        threads: Int, progress: ProgressHandler?) throws -> [(position: Int, score: Double)] {
         let n = set.rowCount
-        let queryNorm = query.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-        guard queryNorm > 0 else { throw StoreError(.invalidInput, "the query has norm 0: cosine is undefined") }
-        let (dotsWithQuery, squaredNorms) = try RowScores.dots(set, query: query, squaredNorms: true, threads: threads)
-        let scale = unitRows ? squaredNorms!.map { $0 > 0 ? 1 / Double($0).squareRoot() : 0 } : [Double](repeating: 1, count: n)
-        let a = (0..<n).map { Double(dotsWithQuery[$0]) * scale[$0] }
-        let norms = (0..<n).map { Double(squaredNorms![$0]) * scale[$0] * scale[$0] }
+        let cosinesWithQuery = try RowScores.cosines(set, query: query, threads: threads)  // refuses a zero query
+        let rowNorms = try RowScores.norms(set)
+        // ‖w_i s_i‖: the row's own norm, or 1 (0 for a zero row) with unit rows.
+        let lengths = rowNorms.map { unitRows ? ($0 > 0 ? 1 : 0) : $0 }
+        let a = (0..<n).map { Double(cosinesWithQuery[$0]) * lengths[$0] }
+        let norms = lengths.map { $0 * $0 }
         var c = [Double](repeating: 0, count: n)
         var sumDotQuery = 0.0, sumSquaredNorm = 0.0
         var taken = [Bool](repeating: false, count: n)
@@ -150,16 +151,17 @@ public enum Select {
             var bestScore = -Double.infinity
             for i in 0..<n where !taken[i] {
                 let squared = sumSquaredNorm + 2 * c[i] + norms[i]
-                let score = squared > 0 ? (sumDotQuery + a[i]) / (queryNorm * squared.squareRoot()) : 0
+                let score = squared > 0 ? (sumDotQuery + a[i]) / squared.squareRoot() : 0
                 if score > bestScore { bestScore = score; best = i }
             }
             taken[best] = true
             picked.append((best, bestScore))
             sumDotQuery += a[best]
             sumSquaredNorm += 2 * c[best] + norms[best]
-            let row = try set.floatRows(at: [best])
-            let (update, _) = try RowScores.dots(set, query: row, threads: threads)
-            for i in 0..<n { c[i] += scale[best] * scale[i] * Double(update[i]) }
+            if lengths[best] > 0 {  // a zero row adds nothing to any c_i
+                let cosines = try RowScores.cosines(set, query: try set.floatRows(at: [best]), threads: threads)
+                for i in 0..<n { c[i] += lengths[best] * lengths[i] * Double(cosines[i]) }
+            }
             progress?("greedy picks", step + 1, count)
         }
         return picked

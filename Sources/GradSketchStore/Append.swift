@@ -40,6 +40,10 @@ public final class AppendSession {
         if let existing, let dtype = options.dtype, dtype.rawValue != existing.dtype {
             throw StoreError(.invalidInput, "set \(set) stores \(existing.dtype), the append asks for \(dtype.rawValue)", path: store.path)
         }
+        // Checked here too, so a refused projection costs no segment writes.
+        if let existing {
+            try ProjectionRule.checkAppend(stating: options.attributes["projection"], to: existing, set: set, storePath: store.path)
+        }
         self.store = store
         self.set = set
         self.options = options
@@ -88,6 +92,7 @@ public final class AppendSession {
                     guard entry.k == k, entry.dtype == dtype.rawValue else {
                         throw StoreError(.conflict, "set \(set) changed meanwhile: it now has k = \(entry.k), dtype \(entry.dtype); this append has k = \(k), dtype \(dtype.rawValue)", path: store.path)
                     }
+                    try ProjectionRule.checkAppend(stating: options.attributes["projection"], to: entry, set: set, storePath: store.path)
                     if hasNonfinite && !entry.allowNonfinite {
                         throw StoreError(.invalidInput, "set \(set) does not allow non-finite rows, and this append has some", path: store.path)
                     }

@@ -125,7 +125,7 @@ extension Store {
         let temporary = temporaryPrefix + "\(FileSystem.processID)." + randomIdentifier()
         defer { try? FileSystem.remove(temporary) }
         try withContext(.io, "cannot write packed file", path: temporary) {
-            let file = try HDF5File.create(path: temporary)
+            let file = try HDF5File.create(path: temporary, alignment: .everyObject)  // Spec §2.4: small mixed-dtype datasets
             let root = try file.root()
             try FileHeader.write(on: root, type: .packedStore)
             try root.setAttribute("store-id", storeID)

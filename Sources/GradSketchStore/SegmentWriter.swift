@@ -68,7 +68,9 @@ struct SegmentWriter {
         let ids = annotations.ids ?? (0..<input.rowCount).map { "\(segmentID):\($0)" }
 
         try withContext(.io, "cannot write segment", path: temporary) {
-            let file = try HDF5File.create(path: temporary)
+            // Spec §2.4: rows under 4096 bytes are not covered by the large-object alignment.
+            let small = input.rowCount * input.k * dtype.byteWidth < 4096
+            let file = try HDF5File.create(path: temporary, alignment: small ? .everyObject : .largeObjects)
             let root = try file.root()
             try FileHeader.write(on: root, type: .sketchSegment)
             try root.setAttribute("segment-id", segmentID)

@@ -223,7 +223,7 @@ enum TensorFiles {
         var hash = SHA256()
         var entries: [Manifest.TensorEntry] = []
         try withContext(.io, "cannot write tensor set", path: temporary) {
-            let file = try HDF5File.create(path: temporary)
+            let file = try HDF5File.create(path: temporary, alignment: .everyObject)  // Spec §2.4: small mixed-dtype datasets
             let root = try file.root()
             try FileHeader.write(on: root, type: .tensorSet)
             try root.setAttribute("kind", kind)

@@ -5,6 +5,7 @@
   kronecker_sketch(seed, name, A, B, k_out, k_in) -> float32 [k_out * k_in]
 """
 import hashlib
+import math
 import sys
 
 import numpy as np
@@ -31,6 +32,26 @@ def philox(c0, c1, c2, c3, k0, k1):
     return [x.astype(np.uint32) for x in c]
 
 
+def scale32(n):
+    """binary32(1/sqrt(n)): the binary32 value nearest to the exact 1/sqrt(n) (§2), found by
+    comparing squares of exact rationals, never trusting floating-point rounding."""
+    from fractions import Fraction
+    n = int(n)
+    guess = np.float32(1.0 / math.sqrt(n))
+    def below(m):  # 1/sqrt(n) < m  <=>  n * m^2 > 1  (m > 0)
+        return n * m * m > 1
+    while True:
+        f = Fraction(float(guess))
+        low = (Fraction(float(np.nextafter(guess, np.float32(0)))) + f) / 2
+        high = (f + Fraction(float(np.nextafter(guess, np.float32(np.inf))))) / 2
+        if below(low):
+            guess = np.nextafter(guess, np.float32(0))
+        elif not below(high):
+            guess = np.nextafter(guess, np.float32(np.inf))
+        else:
+            return np.float32(guess)
+
+
 def stream_id(name):
     value = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
     return value & 0xFFFFFFFF, value >> 32
@@ -45,13 +66,13 @@ def rademacher(seed, stream, k, d):
     b = (rows % 128)[:, None]
     word = np.choose(np.broadcast_to(b // 32, (k, d)), words)
     bit = (word >> (b % 32).astype(np.uint32)) & 1
-    scale = np.float32(1.0 / np.sqrt(np.float64(k)))
+    scale = scale32(k)
     return np.where(bit == 1, -scale, scale).astype(np.float32)
 
 
 def sparse(seed, stream, k, d, s):
     s0, s1 = stream_id(stream)
-    scale = np.float32(1.0 / np.sqrt(np.float64(s)))
+    scale = scale32(s)
     out = np.zeros((k, d), dtype=np.float32)
     cols = np.arange(d)
     for t in range(s):
@@ -60,6 +81,39 @@ def sparse(seed, stream, k, d, s):
         signs = np.where(w1 & 1, -scale, scale).astype(np.float32)
         np.add.at(out, (rows, cols), signs)
     return out
+
+
+def sparse_entries(seed, stream, k, d, s):
+    """Per column j and t: (row, signed binary32 scale) as lists of arrays over j."""
+    s0, s1 = stream_id(stream)
+    scale = scale32(s)
+    cols = np.arange(d)
+    out = []
+    for t in range(s):
+        w0, w1, _, _ = philox(cols, 0x80000000 + t, s0, s1, seed & 0xFFFFFFFF, seed >> 32)
+        rows = ((w0.astype(np.uint64) * np.uint64(k)) >> np.uint64(32)).astype(np.int64)
+        out.append((rows, np.where(w1 & 1, -scale, scale).astype(np.float32)))
+    return out
+
+
+def sparse_apply(seed, stream, k, x, s):
+    """y = P x for rows x [N, d] in binary32, in the order §3 fixes: j ascending, then t,
+    each product rounded to binary32 and added in binary32."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    y = np.zeros((x.shape[0], k), dtype=np.float32)
+    entries = sparse_entries(seed, stream, k, x.shape[1], s)
+    for j in range(x.shape[1]):
+        for t in range(s):
+            r, value = int(entries[t][0][j]), entries[t][1][j]
+            y[:, r] = y[:, r] + (np.float32(value) * x[:, j]).astype(np.float32)
+    return y
+
+
+def kronecker_matrix(seed, name, k_out, n_out, k_in, n_in):
+    """(P_out ⊗ P_in) in binary64: each entry the exact product of two binary32 entries (§4)."""
+    p_out = rademacher(seed, name + "/out", k_out, n_out).astype(np.float64)
+    p_in = rademacher(seed, name + "/in", k_in, n_in).astype(np.float64)
+    return np.kron(p_out, p_in)
 
 
 def kronecker_sketch(seed, name, A, B, k_out, k_in):
@@ -167,3 +221,17 @@ def srht(seed, stream, k, x, n):
         chunk[:, :part.shape[1]] = part
         out += (chunk @ h.T)[:, srht_rows(seed, stream, k, n, b)]
     return out / np.sqrt(k)
+
+
+def srht_matrix(seed, stream, k, d, n):
+    """P [k, d] in binary32 from §3b: P[r, j] = scale · sign_j · H[row_{b,r}, j − b·n]."""
+    signs = srht_signs(seed, stream, d)
+    scale = scale32(k)
+    out = np.zeros((k, d), dtype=np.float32)
+    for j in range(d):
+        b = j // n
+        rows = srht_rows(seed, stream, k, n, b)
+        for r in range(k):
+            h = -1.0 if bin(int(rows[r]) & (j - b * n)).count("1") % 2 else 1.0
+            out[r, j] = np.float32(scale * signs[j] * h)
+    return out

@@ -455,3 +455,63 @@ import Testing
         }
     }
 }
+
+/// PASER's exact neighbour graph at the edges of float32 (issue 12, item 11, applied to the
+/// selection side): a row's twin scaled by 1e25 or 1e-25 is still its nearest neighbour.
+@Suite struct NeighbourExtremesTests {
+    @Test func twinsAtExtremeScalesAreNearestNeighbours() {
+        var generator = SplitMix64(seed: 17)
+        let half = 30, d = 16
+        let base = (0..<(half * d)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let huge = base.map { $0 * 1e25 }, tiny = base.map { $0 * 1e-25 }
+        let rows = base + huge + tiny
+        let graph = PASER.exactNeighbours(rows: rows, count: 3 * half, width: d, neighbours: 2)
+        for i in 0..<half {
+            for (row, twins) in [(i, [half + i, 2 * half + i]), (half + i, [i, 2 * half + i]), (2 * half + i, [i, half + i])] {
+                #expect(Set(graph[row].map(\.row)) == Set(twins), "row \(row): \(graph[row])")
+                #expect(graph[row].allSatisfy { abs($0.similarity - 1) <= 1e-5 }, "row \(row): \(graph[row])")
+            }
+        }
+    }
+}
+
+/// Greedy selection over rows of norms 1e-20 … 1e20 (issue 12, item 11, on the selection
+/// side) against a binary64 brute force: each pick's running cosine is the true one, and no
+/// other candidate would have scored more (ties among negligible rows may fall either way).
+@Suite struct GreedyExtremesTests {
+    @Test(arguments: [false, true])
+    func greedyPicksAreOptimalAtExtremeScales(unitRows: Bool) throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        var generator = SplitMix64(seed: 23)
+        let n = 90, k = 10
+        let scales: [Float] = [1e20, 1e-20, 1]
+        let rows = (0..<n).map { i in (0..<k).map { _ in Float.random(in: -1...1, using: &generator) * scales[i % 3] } }
+        try rows.flatMap { $0 }.withUnsafeBytes { bytes in
+            try store.append(to: "g", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k))
+        }
+        let query = (0..<k).map { _ in Float.random(in: -1...1, using: &generator) * 1e19 }
+        let result = try Select.run(try store.sketchSet("g"), query: query, count: 12, strategy: .greedy, unitRows: unitRows)
+        func vector(_ i: Int) -> [Double] {
+            let row = rows[i].map(Double.init)
+            let norm = row.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            return unitRows ? row.map { $0 / norm } : row
+        }
+        func cosine(_ x: [Double]) -> Double {
+            let q = query.map(Double.init)
+            let dot = zip(x, q).reduce(0) { $0 + $1.0 * $1.1 }
+            let norms = x.reduce(0) { $0 + $1 * $1 }.squareRoot() * q.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            return norms > 0 ? dot / norms : 0
+        }
+        var sum = [Double](repeating: 0, count: k)
+        var taken = Set<Int>()
+        for (position, score) in zip(result.positions, result.scores) {
+            let best = (0..<n).filter { !taken.contains($0) }.map { cosine(zip(sum, vector($0)).map(+)) }.max()!
+            let picked = cosine(zip(sum, vector(position)).map(+))
+            #expect(abs(score - picked) <= 1e-5, "reported \(score), true \(picked)")
+            #expect(picked >= best - 1e-5, "picked \(position) scoring \(picked), best \(best)")
+            taken.insert(position)
+            sum = zip(sum, vector(position)).map(+)
+        }
+    }
+}

@@ -29,7 +29,7 @@ struct Project: ParsableCommand {
     @Option(help: "Tensor set (a weight delta) to project into one query row.") var delta: String?
     @Option(help: "Input activations of a linear layer, .npy [N, T, n_in] or [N, n_in] (Kronecker path, with --output-gradients).") var activations: String?
     @Option(help: "Output gradients of the same layer, .npy [N, T, n_out] or [N, n_out].") var outputGradients: String?
-    @Option(help: "Kronecker side: the layer's sketch is side_out × side_in (at most n_out × n_in).") var side: Int = 32
+    @Option(help: "Kronecker side: the layer's sketch is side_out × side_in (at most n_out × n_in); default 32 for --activations. With --delta, every 2-D tensor is Kronecker-projected with it (as `sketch` does) instead of into the dense block.") var side: Int?
     @Flag(help: "Negate the projected delta.") var negate = false
     @Option(help: "Output .npy for --delta.") var out: String?
     @OptionGroup var output: OutputOptions
@@ -51,18 +51,29 @@ struct Project: ParsableCommand {
                 return
             }
             guard let k, k >= 1 else { throw ValidationError("-k must be given and at least 1 for --rows and --delta") }
+            if let block, block <= 0 || block & (block - 1) != 0 {
+                throw ValidationError("--block must be a power of two, found \(block)")
+            }
+            if let side, side < 1 { throw ValidationError("--side must be at least 1, found \(side)") }
             if let delta {
                 guard let out else { throw ValidationError("--delta needs --out FILE.npy") }
                 let tensors = try store.tensorSet(delta)
                 let values = try tensors.entry.tensors.map { (name: $0.name, values: try tensors.tensor(named: $0.name).floats()) }
+                // Every flag that shapes the matrix goes into the definition: --block for
+                // SRHT, --side for a Kronecker layout (Spec/projection.md §4, §5).
+                let largest = tensors.entry.tensors.map { $0.shape.reduce(1, *) }.max() ?? 1
                 let definition = ProjectionDefinition(
                     seed: seed, kind: kindValue, kDense: k, nonzeros: kindValue == .sparse ? nonzeros : nil,
-                    layout: tensors.entry.tensors.map { .init(name: $0.name, shape: $0.shape) })
+                    block: kindValue == .srht ? (block ?? SRHT.defaultBlock(for: largest)) : nil,
+                    layout: tensors.entry.tensors.map { tensor in
+                        guard let side, tensor.shape.count == 2 else { return .init(name: tensor.name, shape: tensor.shape) }
+                        return .init(name: tensor.name, shape: tensor.shape, kronecker: (min(side, tensor.shape[0]), min(side, tensor.shape[1])))
+                    })
                 var sketch = try projectionErrors { try Projector.projectTensors(values, definition: definition) }
                 if negate { sketch = sketch.map { -$0 } }
-                try NumpyWriter.write(sketch, as: .float32, shape: [1, k], to: out)
-                if output.json { printJSON(Output(rows: 1, k: k, set: nil, version: nil, out: out)); return }
-                print("projected \(delta) (\(tensors.entry.tensors.count) tensors) to \(out) with k = \(k)")
+                try NumpyWriter.write(sketch, as: .float32, shape: [1, sketch.count], to: out)
+                if output.json { printJSON(Output(rows: 1, k: sketch.count, set: nil, version: nil, out: out)); return }
+                print("projected \(delta) (\(tensors.entry.tensors.count) tensors) to \(out) with k = \(sketch.count)")
                 return
             }
             guard let rows, let set else { throw ValidationError("expected --rows FILE and --set NAME (or --delta NAME --out FILE)") }
@@ -70,13 +81,11 @@ struct Project: ParsableCommand {
             let input = source.input
             var widened = [Float](repeating: 0, count: input.rowCount * input.k)
             _ = try widened.withUnsafeMutableBytes { try ElementConversion.convert(input.bytes, from: input.elementType, to: .float32, into: $0) }
-            if let block, block <= 0 || block & (block - 1) != 0 {
-                throw ValidationError("--block must be a power of two, found \(block)")
-            }
             let definition = ProjectionDefinition(
                 seed: seed, kind: kindValue, kDense: k, nonzeros: kindValue == .sparse ? nonzeros : nil,
                 block: kindValue == .srht ? (block ?? SRHT.defaultBlock(for: input.k)) : nil,
                 layout: [.init(name: parameter, shape: [input.k])])
+            try projectionErrors { try definition.validate() }
             let definitionJSON = try requireSameProjection(definition, as: try store.manifest().sketchSets[set], named: set)
             let sketches = widened.withUnsafeBufferPointer {
                 Projector.projectRows($0, rows: input.rowCount, d: input.k, parameter: parameter, definition: definition)
@@ -113,7 +122,7 @@ struct Project: ParsableCommand {
             return values
         }
         let x = try floats(a), g = try floats(b)
-        let (kOut, kIn) = (min(side, nOut), min(side, nIn))
+        let (kOut, kIn) = (min(side ?? 32, nOut), min(side ?? 32, nIn))
         let definition = ProjectionDefinition(seed: seed, kind: .rademacher, kDense: 0,
                                               layout: [.init(name: parameter, shape: [nOut, nIn], kronecker: (kOut, kIn))])
         let definitionJSON = try requireSameProjection(definition, as: try store.manifest().sketchSets[set], named: set)

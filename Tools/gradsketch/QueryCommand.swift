@@ -201,8 +201,9 @@ struct Query: ParsableCommand {
             guard queries.k == target.k else {
                 throw StoreError(.invalidInput, "query set \(querySet) has k = \(queries.k), set \(target.name) has k = \(target.k)")
             }
-            if let mine = target.attributes["projection"], let theirs = queries.attributes["projection"], mine != theirs {
-                throw StoreError(.invalidInput, "query set \(querySet) was sketched with a different projection than \(target.name)")
+            if let mine = target.attributes["projection"], let theirs = queries.attributes["projection"],
+               let difference = ProjectionRule.firstDifference(theirs, mine) {
+                throw StoreError(.invalidInput, "query set \(querySet) was sketched with a different projection than \(target.name) (\(difference))")
             }
             return (try queries.floatRows(), queries.rowCount)
         }

@@ -252,7 +252,7 @@ struct ValueCommand: ParsableCommand {
         let order = gradex.sources.indices.sorted { ensemble.scores[$0] < ensemble.scores[$1] }
         let result = SelectionResult(method: "gradex/random-ensemble", parameters: [
             "estimator": .string(estimator), "step": .number(step), "base_loss": .number(baseLoss), "subsets": .number(Double(subsets)),
-            "fraction": .number(fraction), "seed": .number(Double(seed)), "forward_selection": .array(forward.map { .string(gradex.sources[$0]) }),
+            "fraction": .number(fraction), "seed": JSONValue(seed), "forward_selection": .array(forward.map { .string(gradex.sources[$0]) }),
         ], set: set, setVersion: target.version, positions: order, ids: order.map { gradex.sources[$0] }, scores: order.map { ensemble.scores[$0] })
         let version = try saveIfAsked(save, store, result)
         let output = ResultOutput(name: save, version: version, method: result.method, set: set, setVersion: target.version,
