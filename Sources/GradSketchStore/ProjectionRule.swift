@@ -20,11 +20,12 @@ public enum ProjectionRule {
 
     /// Nil when `a` and `b` are the same projection by Spec/projection.md §5: equal JSON values
     /// (numbers by exact value) except that `version` compares only its MAJOR part. Otherwise
-    /// the first differing key in sorted order (depth first), with both values.
+    /// the first differing field in the order Spec/projection.md §5 fixes ("Which field is
+    /// first"), depth first, with both values.
     public static func firstDifference(_ a: JSONValue, _ b: JSONValue, path: String = "") -> String? {
         switch (a, b) {
         case (.object(let x), .object(let y)):
-            for key in Set(x.keys).union(y.keys).sorted() {
+            for key in specOrder(Set(x.keys).union(y.keys), layoutEntry: path.hasPrefix("layout[")) {
                 let name = path.isEmpty ? key : "\(path).\(key)"
                 switch (x[key], y[key]) {
                 case (nil, let theirs?): return "\(name): absent here, \(theirs.jsonText) there"
@@ -48,6 +49,16 @@ public enum ProjectionRule {
         default:
             return a == b ? nil : "\(path): \(a.jsonText) here, \(b.jsonText) there"
         }
+    }
+
+    /// The keys of a definition (or of one layout entry) in the order of Spec/projection.md §5:
+    /// the defined fields first, in the Spec's order, then any other key in ascending byte order.
+    static func specOrder(_ keys: Set<String>, layoutEntry: Bool) -> [String] {
+        let defined = layoutEntry
+            ? ["name", "shape", "kind", "k_out", "k_in"]
+            : ["version", "generator", "seed", "kind", "k_dense", "nonzeros", "block", "layout"]
+        let others = keys.subtracting(defined).sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+        return defined.filter(keys.contains) + others
     }
 
     /// "1" of "1.0"; a version without a dot is all MAJOR.

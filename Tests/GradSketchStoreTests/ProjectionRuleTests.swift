@@ -41,6 +41,20 @@ import Testing
         }
     }
 
+    /// The engine's JSON-level comparison names the field Spec/projection.md §5 says is first
+    /// (hand-picked pairs: alphabetical order would name `k_dense` before `seed`, and `kind`
+    /// before `shape`).
+    @Test func theFirstDifferenceFollowsTheSpecOrder() throws {
+        let a = try JSONValue.parse(#"{"version": "1.0", "generator": "philox4x32-10", "seed": 42, "kind": "rademacher", "k_dense": 4, "layout": [{"name": "w", "shape": [8, 6], "kind": "kronecker", "k_out": 2, "k_in": 2}], "zeta": 1}"#)
+        let seedAndWidth = try JSONValue.parse(#"{"version": "1.3", "generator": "philox4x32-10", "seed": 43, "kind": "rademacher", "k_dense": 5, "layout": [{"name": "w", "shape": [8, 6], "kind": "kronecker", "k_out": 2, "k_in": 2}], "zeta": 1}"#)
+        #expect(ProjectionRule.firstDifference(a, seedAndWidth) == "seed: 42 here, 43 there")
+        let shapeAndKind = try JSONValue.parse(#"{"version": "1.0", "generator": "philox4x32-10", "seed": 42, "kind": "rademacher", "k_dense": 4, "layout": [{"name": "w", "shape": [8, 7], "kind": "dense"}], "zeta": 1}"#)
+        #expect(ProjectionRule.firstDifference(a, shapeAndKind) == "layout[0].shape[1]: 6 here, 7 there")
+        let extraOnly = try JSONValue.parse(#"{"version": "1.0", "generator": "philox4x32-10", "seed": 42, "kind": "rademacher", "k_dense": 4, "layout": [{"name": "w", "shape": [8, 6], "kind": "kronecker", "k_out": 2, "k_in": 2}], "zeta": 2, "alpha": 1}"#)
+        #expect(ProjectionRule.firstDifference(a, extraOnly) == "alpha: absent here, 1 there")
+        #expect(ProjectionRule.firstDifference(a, a) == nil)
+    }
+
     @Test func appendsStatingAnotherProjectionAreRefused() throws {
         let scratch = try TemporaryDirectory()
         let store = try Store.create(at: scratch.path + "/store")
