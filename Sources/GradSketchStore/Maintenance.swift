@@ -105,7 +105,7 @@ extension Store {
         func checkWhole(_ file: String, size: Int?, checksum: String?, version: Int) -> Bool {
             let full = absolute(file)
             guard FileSystem.exists(full) else { note(version, file, nil, "file is missing"); return false }
-            do { try DataFileCheck.regularFile(full) } catch { note(version, file, nil, describe(error)); return false }
+            do { try DataFileCheck.dataFile(full) } catch { note(version, file, nil, describe(error)); return false }
             guard let size, let checksum else {
                 note(version, file, nil, "manifest records no file size and checksum for this file")
                 return true

@@ -176,6 +176,19 @@ enum DataFileCheck {
         return Int(info.st_size)
     }
 
+    /// ``regularFile(_:)`` for a data file of a store (`STORE/<dir>/<name>`): its directory
+    /// must also be a real directory, not a symbolic link that leads outside the store.
+    @discardableResult
+    static func dataFile(_ path: String) throws -> Int {
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        var info = stat()
+        if !directory.isEmpty, lstat(directory, &info) == 0, (info.st_mode & S_IFMT) != S_IFDIR {
+            let found = (info.st_mode & S_IFMT) == S_IFLNK ? "a symbolic link" : "not a directory"
+            throw StoreError(.corrupt, "expected the store's data directory to be a directory inside the store, found \(found)", path: directory)
+        }
+        return try regularFile(path)
+    }
+
     /// Refuses a dataset whose declared shape needs more bytes than its whole file holds,
     /// before anything is allocated for it: GradSketch datasets are stored unfiltered
     /// (Spec §2.3, §2.4), so a conforming file always holds every byte it declares.

@@ -206,7 +206,7 @@ public final class SketchSet: Sendable {
         let rowBytes = entry.k * dtype.byteWidth
         for segment in entry.segments {
             let path = store.path + "/" + segment.file
-            let actual = try DataFileCheck.regularFile(path)
+            let actual = try DataFileCheck.dataFile(path)
             if let declared = segment.size, declared != actual {
                 throw StoreError(.corrupt, "segment file size is \(actual) bytes, the manifest says \(declared) (truncated, extended or replaced)", path: path)
             }
@@ -383,7 +383,7 @@ extension Store {
 /// the manifest records before anything is returned (Spec §4).
 enum SegmentFiles {
     static func open(_ path: String, expected type: EncodingType) throws -> HDF5File {
-        try DataFileCheck.regularFile(path)
+        try DataFileCheck.dataFile(path)
         let file = try withContext(.corrupt, "cannot open as HDF5 (truncated or corrupted?)", path: path) {
             try HDF5File.open(path: path)
         }

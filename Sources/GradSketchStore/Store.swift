@@ -155,6 +155,7 @@ public final class Store: Sendable {
             try FileHeader.check(root, expected: .manifest)
             let dataset = try root.openDataset("manifest")
             try FileHeader.checkDataset(dataset, expected: .manifestJSON, path: file)
+            try DataFileCheck.fits(dataset, in: file, location: file + ":/manifest")
             let strings = try dataset.readStrings()
             let checksum = try dataset.stringAttribute("checksum")
             try dataset.close()

@@ -85,6 +85,8 @@ struct HostileCase: Sendable, CustomTestStringConvertible {
         .init(name: "index name with ../", python: #"m["sketch_sets"]["s"]["indexes"]["ip"]["file"] = "indexes/../../outside.h5""#, message: "file name must be indexes/", failing: nil),
         .init(name: "result name with ../", python: #"m["results"]["r"]["file"] = "results/../../outside.h5""#, message: "file name must be results/", failing: nil),
         .init(name: "segment symlinked outside the store", python: #"os.rename(segment_file(1), store + "/../outside.h5"); os.symlink(os.path.abspath(store + "/../outside.h5"), segment_file(1))"#, message: "found a symbolic link", failing: rowReaders),
+        .init(name: "segments directory symlinked outside the store", python: #"os.rename(store + "/segments", store + "/../elsewhere"); os.symlink(os.path.abspath(store + "/../elsewhere"), store + "/segments")"#,
+              message: "found a symbolic link", failing: rowReaders),
         // Issue 12 item 15: dataset-level encoding attributes.
         .init(name: "rows encoding-version 2.0", python: """
             with h5py.File(segment_file(1), "r+") as f:
