@@ -269,13 +269,13 @@ public struct Manifest: Codable, Sendable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let known = String(decoding: try encoder.encode(self), as: UTF8.self)
-        guard let source = source.value else { return known }
+        guard let source = source.text else { return known }
         return try ManifestUnknownKeys.restore(into: known, from: source)
     }
 
     static func decode(_ text: String) throws -> Manifest {
         var manifest = try JSONDecoder().decode(Manifest.self, from: Data(text.utf8))
-        manifest.source = SourceJSON(value: try JSONValue.parse(text))
+        manifest.source = SourceJSON(text: text)
         return manifest
     }
 }

@@ -1,7 +1,8 @@
-/// The JSON a manifest was decoded from. It compares equal to any other: two manifests are
-/// the same when everything this implementation knows of them is.
+/// The JSON text a manifest was decoded from, parsed again only when a version is committed
+/// on top of it. It compares equal to any other: two manifests are the same when everything
+/// this implementation knows of them is.
 struct SourceJSON: Sendable, Equatable {
-    var value: JSONValue?
+    var text: String?
     static func == (lhs: SourceJSON, rhs: SourceJSON) -> Bool { true }
 }
 
@@ -18,7 +19,8 @@ struct SourceJSON: Sendable, Equatable {
 /// objects (`attributes`, `parameters`, `checksums`) are kept whole by the typed manifest.
 enum ManifestUnknownKeys {
     /// `known` (the typed manifest's JSON text) with the unknown keys of `source` added.
-    static func restore(into known: String, from source: JSONValue) throws -> String {
+    static func restore(into known: String, from sourceText: String) throws -> String {
+        let source = try JSONValue.parse(sourceText)
         let typed = try JSONValue.parse(known)
         let merged = topLevel(typed, source)
         // Unchanged text when there is nothing to restore, so the common case is encoded
