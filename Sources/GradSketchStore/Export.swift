@@ -199,7 +199,7 @@ extension Store {
     /// Refuses an output file inside the store's directory (after resolving symbolic links
     /// and `..`): it could replace a published file, which Spec §1 makes immutable, or leave
     /// a stray file among the data directories.
-    func refuseOutputInsideStore(_ output: String) throws {
+    public func refuseOutputInsideStore(_ output: String) throws {
         func resolved(_ path: String) -> String? {
             guard let pointer = realpath(path, nil) else { return nil }
             defer { free(pointer) }

@@ -171,7 +171,11 @@ struct HostileStoreTests {
         for output in inside {
             try expectFailure(["export", store, "--set", "s", "--out", output], saying: "cannot write the output inside the store")
             try expectFailure(["pack", store, "--out", output], saying: "cannot write the output inside the store")
+            try expectFailure(["export", store, "--set", "s", "--out", scratch.path + "/rows.npy", "--ids-out", output],
+                              saying: "cannot write the output inside the store")
+            try expectFailure(["results", "show", store, "--name", "r", "--ids-out", output], saying: "cannot write the output inside the store")
         }
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/rows.npy"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: store + "/" + segment)) == published)
         #expect(!FileManager.default.fileExists(atPath: store + "/segments/new.npy"))
         let verify = try ChildProcess.tool("verify", store)

@@ -274,7 +274,9 @@ struct ShowResult: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
     func run() throws {
         try reportingErrors {
-            let stored = try Store(opening: location.store).result(name, at: at)
+            let store = try Store(opening: location.store)
+            let stored = try store.result(name, at: at)
+            if let idsOut { try store.refuseOutputInsideStore(idsOut) }
             if let idsOut { try (stored.ids.joined(separator: "\n") + "\n").write(toFile: idsOut, atomically: true, encoding: .utf8) }
             let output = ResultOutput(name: name, version: at, method: stored.entry.method, set: stored.entry.set, setVersion: stored.entry.setVersion,
                                       parameters: stored.entry.parameters, positions: stored.positions, ids: stored.ids, scores: stored.scores)
