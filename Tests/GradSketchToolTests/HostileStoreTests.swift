@@ -100,6 +100,37 @@ struct HostileCase: Sendable, CustomTestStringConvertible {
                 ref._set_attr(f["ids"], "encoding-type", "row-ids-v9")
             seg[1]["size"], seg[1]["file_checksum"] = ref.file_checksum(segment_file(1))
             """, message: "encoding-type must be \"row-ids\"", failing: rowReaders),
+        .init(name: "tensor encoding-version 2.0", python: """
+            t = m["tensor_sets"]["base"]
+            with h5py.File(os.path.join(store, t["file"]), "r+") as f:
+                dataset = f["tensors"][list(f["tensors"].keys())[0]]
+                del dataset.attrs["encoding-version"]
+                ref._set_attr(dataset, "encoding-version", "2.0")
+            t["size"], t["file_checksum"] = ref.file_checksum(os.path.join(store, t["file"]))
+            """, message: "encoding-version 2.0 is newer", failing: ["verify", "pack"]),
+        .init(name: "index positions of another encoding-type", python: """
+            index = m["sketch_sets"]["s"]["indexes"]["ip"]
+            with h5py.File(os.path.join(store, index["file"]), "r+") as f:
+                del f["positions"].attrs["encoding-type"]
+                ref._set_attr(f["positions"], "encoding-type", "result-positions")
+            index["size"], index["file_checksum"] = ref.file_checksum(os.path.join(store, index["file"]))
+            """, message: "encoding-type must be \"ivf-row-positions\"", failing: ["verify", "query"]),
+        .init(name: "result scores encoding-version 9.0", python: """
+            result = m["results"]["r"]
+            with h5py.File(os.path.join(store, result["file"]), "r+") as f:
+                del f["scores"].attrs["encoding-version"]
+                ref._set_attr(f["scores"], "encoding-version", "9.0")
+            result["size"], result["file_checksum"] = ref.file_checksum(os.path.join(store, result["file"]))
+            """, message: "encoding-version 9.0 is newer", failing: ["verify", "results show"]),
+        // A dataset whose declared shape needs far more memory than its file holds.
+        .init(name: "ids declared as 6 GiB in a small file", python: """
+            with h5py.File(segment_file(1), "r+") as f:
+                attributes = dict(f["ids"].attrs)
+                del f["ids"]
+                dataset = f.create_dataset("ids", shape=(6,), dtype="S1073741824", chunks=(1,))
+                for key, value in attributes.items(): dataset.attrs[key] = value
+            seg[1]["size"], seg[1]["file_checksum"] = ref.file_checksum(segment_file(1))
+            """, message: "6442450944 bytes", failing: rowReaders),
         // Issue 12 item 16: duplicated segments, NaN rows, result positions.
         .init(name: "segment listed twice", python: #"seg.append(dict(seg[1]))"#, message: "listed twice", failing: nil),
         .init(name: "NaN rows in a set without allow_nonfinite", python: #"m["sketch_sets"]["nan"]["allow_nonfinite"] = False"#,
