@@ -84,9 +84,33 @@ public struct Dataset: ~Copyable, HDF5Object {
         }
     }
 
+    /// Bytes reading the whole dataset would allocate (element count × the stored type's
+    /// size), or nil when that does not fit in `Int`. Callers compare it with what the file
+    /// can hold before reading a dataset whose shape a damaged file may have inflated.
+    public func declaredByteCount() throws(HDF5Error) -> Int? {
+        let stored = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
+        let width = try hdf5("H5Tget_size", location) { H5Tget_size(stored.id) }
+        guard let count = elementCount(try shape()) else { return nil }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: width)
+        return overflow ? nil : bytes
+    }
+
+    /// The product of `shape`, or nil when it overflows.
+    private func elementCount(_ shape: [Int]) -> Int? {
+        var count = 1
+        for dimension in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: dimension)
+            if overflow { return nil }
+            count = product
+        }
+        return count
+    }
+
     /// Reads the whole dataset as `[E]`.
     public func readAll<E: HDF5Element>(as type: E.Type = E.self) throws(HDF5Error) -> [E] {
-        let count = try shape().reduce(1, *)
+        guard let count = elementCount(try shape()) else {
+            throw hdf5Failure("H5Dread", location, "the declared shape \(try shape()) has more elements than fit in memory")
+        }
         var failure: HDF5Error?
         let values = [E](unsafeUninitializedCapacity: count) { buffer, initialized in
             do {
@@ -146,11 +170,17 @@ public struct Dataset: ~Copyable, HDF5Object {
         guard try hdf5("H5Tget_class", location, { H5Tget_class(stored.id).rawValue }) == H5T_STRING.rawValue else {
             throw hdf5Failure("H5Dread", location, "expected strings, found \(try typeDescription())")
         }
-        let count = try shape().reduce(1, *)
+        guard let count = elementCount(try shape()) else {
+            throw hdf5Failure("H5Dread", location, "the declared shape \(try shape()) has more elements than fit in memory")
+        }
         if count == 0 { return [] }
         if try hdf5("H5Tis_variable_str", location, { H5Tis_variable_str(stored.id) }) == 0 {
             let width = try hdf5("H5Tget_size", location) { H5Tget_size(stored.id) }
-            var buffer = [UInt8](repeating: 0, count: count * width)
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: width)
+            guard !overflow else {
+                throw hdf5Failure("H5Dread", location, "\(count) strings of \(width) bytes do not fit in memory")
+            }
+            var buffer = [UInt8](repeating: 0, count: bytes)
             try hdf5("H5Dread", location) {
                 H5Dread(objectID, stored.id, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), &buffer)
             }
@@ -198,15 +228,23 @@ public struct Dataset: ~Copyable, HDF5Object {
         guard try storageType() == type else {
             return .failure(MappingRefusal("stored type is \(try typeDescription()), expected \(type.rawValue) little-endian"))
         }
-        let length = try shape().reduce(1, *) * type.byteSize
+        guard let length = elementCount(try shape()).flatMap({ count in
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: type.byteSize)
+            return overflow ? nil : bytes
+        }) else {
+            return .failure(MappingRefusal("the declared shape \(try shape()) does not fit in a 64-bit size"))
+        }
         let storage = callHDF5 { H5Dget_storage_size(objectID) }
-        guard Int(storage) == length else {
+        guard Int(exactly: storage) == length else {
             return .failure(MappingRefusal("storage size is \(storage) bytes, expected \(length)"))
         }
-        guard Int(offset) % type.byteSize == 0 else {
+        guard let start = Int(exactly: offset), start.addingReportingOverflow(length).overflow == false else {
+            return .failure(MappingRefusal("offset \(offset) is beyond any file"))
+        }
+        guard start % type.byteSize == 0 else {
             return .failure(MappingRefusal("offset \(offset) is not a multiple of \(type.byteSize)"))
         }
-        return .success(MappableExtent(offset: Int(offset), length: length))
+        return .success(MappableExtent(offset: start, length: length))
     }
 
     /// Closes the dataset now, reporting failure.

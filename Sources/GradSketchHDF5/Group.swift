@@ -84,7 +84,7 @@ public struct Group: ~Copyable, HDF5Object {
         let fileType = try Datatype.file(type)
         let space = try Dataspace(shape: shape)
         let dcpl = try PropertyList(class: chdf5_p_dataset_create())
-        if mappable && shape.reduce(1, *) > 0 {
+        if mappable && !shape.contains(0) {
             try hdf5("H5Pset_layout", context) { H5Pset_layout(dcpl.id, H5D_CONTIGUOUS) }
             try hdf5("H5Pset_alloc_time", context) { H5Pset_alloc_time(dcpl.id, H5D_ALLOC_TIME_EARLY) }
             try hdf5("H5Pset_fill_time", context) { H5Pset_fill_time(dcpl.id, H5D_FILL_TIME_NEVER) }

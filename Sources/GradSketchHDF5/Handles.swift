@@ -106,6 +106,9 @@ struct Dataspace: ~Copyable {
         if shape.isEmpty {
             owned = OwnedID(try hdf5("H5Screate") { H5Screate(H5S_SCALAR) }, .dataspace)
         } else {
+            guard shape.allSatisfy({ $0 >= 0 }) else {
+                throw hdf5Failure("H5Screate_simple", "", "dimensions must be non-negative, found \(shape)")
+            }
             let dims = shape.map { hsize_t($0) }
             owned = OwnedID(try hdf5("H5Screate_simple") { H5Screate_simple(Int32(dims.count), dims, nil) }, .dataspace)
         }
@@ -117,7 +120,13 @@ struct Dataspace: ~Copyable {
             if rank == 0 { return [] }
             var dims = [hsize_t](repeating: 0, count: Int(rank))
             try hdf5("H5Sget_simple_extent_dims") { H5Sget_simple_extent_dims(id, &dims, nil) }
-            return dims.map { Int($0) }
+            // A damaged file can declare dimensions beyond Int.max; refuse rather than trap.
+            return try dims.map { (dimension: hsize_t) throws(HDF5Error) -> Int in
+                guard let value = Int(exactly: dimension) else {
+                    throw hdf5Failure("H5Sget_simple_extent_dims", "", "dimension \(dimension) does not fit in a 64-bit signed size")
+                }
+                return value
+            }
         }
     }
 

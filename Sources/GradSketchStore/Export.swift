@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import GradSketchHDF5
 import GradSketchInterchange
 
@@ -69,6 +74,7 @@ extension Store {
     @discardableResult
     public func exportRows(of name: String, at version: Int? = nil, ids wanted: [String]? = nil,
                            dtype: SketchDType? = nil, to output: String) throws -> [String] {
+        try refuseOutputInsideStore(output)
         let set = try sketchSet(name, at: version)
         let dtype = dtype ?? set.dtype
         let positions = try wanted.map { try set.positions(of: $0) }
@@ -117,6 +123,7 @@ extension Store {
 
     /// Writes the store as of `version` into one self-contained HDF5 file (Spec §9).
     public func pack(at version: Int? = nil, to output: String) throws {
+        try refuseOutputInsideStore(output)
         let manifest = try self.manifest(at: version)
         // The temporary name says which process writes it, so a later pack to the same
         // output removes what a killed one left behind.
@@ -192,6 +199,26 @@ extension Store {
         try FileSystem.fsyncFile(temporary)
         try FileSystem.rename(temporary, output)
         try FileSystem.fsyncDirectory(FileSystem.parentDirectory(of: output))
+    }
+
+    /// Refuses an output file inside the store's directory (after resolving symbolic links
+    /// and `..`): it could replace a published file, which Spec §1 makes immutable, or leave
+    /// a stray file among the data directories.
+    public func refuseOutputInsideStore(_ output: String) throws {
+        func resolved(_ path: String) -> String? {
+            guard let pointer = realpath(path, nil) else { return nil }
+            defer { free(pointer) }
+            return String(cString: pointer)
+        }
+        guard let storeDirectory = resolved(path) else { return }
+        let components = output.split(separator: "/", omittingEmptySubsequences: false)
+        let parent = components.count > 1 ? components.dropLast().joined(separator: "/") : "."
+        // The parent may not exist yet; writing then fails on its own, outside the store.
+        guard let parentDirectory = resolved(parent.isEmpty ? "/" : parent) else { return }
+        let target = (parentDirectory == "/" ? "" : parentDirectory) + "/" + (components.last.map(String.init) ?? "")
+        if target == storeDirectory || target.hasPrefix(storeDirectory + "/") {
+            throw StoreError(.invalidInput, "cannot write the output inside the store: expected a path outside \(path), found \(output) (resolved to \(target))", path: output)
+        }
     }
 
     private func writePacked(_ strings: [String], _ name: String, _ type: EncodingType, in group: borrowing Group) throws {

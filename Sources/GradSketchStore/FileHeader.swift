@@ -52,6 +52,23 @@ enum FileHeader {
         try checkVersion(try root.stringAttribute("encoding-version"), what: "encoding-version", path: path)
     }
 
+    /// Checks a dataset's own `encoding-type` and `encoding-version` (Spec §2.1): readers
+    /// dispatch on them, so a dataset of another type, or of an encoding whose MAJOR is newer
+    /// than this reader's, is refused rather than read as if it were the expected one.
+    static func checkDataset(_ dataset: borrowing Dataset, expected type: EncodingType, path: String) throws {
+        let location = path + ":" + dataset.objectPath
+        let found = try withContext(.corrupt, "cannot read the dataset's encoding-type", path: location) {
+            try dataset.stringAttribute("encoding-type")
+        }
+        guard found == type.rawValue else {
+            throw StoreError(.corrupt, "dataset encoding-type must be \"\(type.rawValue)\", found \(found.map { "\"\($0)\"" } ?? "none")", path: location)
+        }
+        let version = try withContext(.corrupt, "cannot read the dataset's encoding-version", path: location) {
+            try dataset.stringAttribute("encoding-version")
+        }
+        try checkVersion(version, what: "dataset encoding-version", path: location)
+    }
+
     /// Refuses a version whose major number is greater than the one implemented.
     static func checkVersion(_ text: String?, what: String, path: String) throws {
         guard let text else {

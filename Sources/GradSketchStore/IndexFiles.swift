@@ -194,24 +194,27 @@ enum IndexFiles {
             let indexID = fileName.hasSuffix(".h5") ? String(fileName.dropLast(3)) : fileName
             try EntryAttributes.require(root, strings: [("index-id", indexID), ("metric", entry.metric), ("kind", entry.kind)] + (set.map { [("set", $0)] } ?? []),
                                         integers: [("k", k), ("lists", lists), ("rows", rows), ("built-on-version", entry.builtOnVersion)], path: path)
-            func read<E: HDF5Element>(_ root: borrowing Group, _ dataset: String, shape: [Int], as type: E.Type) throws -> [E] {
+            func read<E: HDF5Element>(_ root: borrowing Group, _ dataset: String, shape: [Int], encoding: EncodingType, as type: E.Type) throws -> [E] {
                 let handle = try root.openDataset(dataset)
+                try FileHeader.checkDataset(handle, expected: encoding, path: path)
                 guard try handle.shape() == shape else {
                     throw StoreError(.corrupt, "index dataset \(dataset) has shape \(try handle.shape()), expected \(shape)", path: path)
                 }
+                try DataFileCheck.fits(handle, in: path, location: path + ":/" + dataset)
                 let values: [E] = try handle.readAll()
                 try handle.close()
                 try values.withUnsafeBytes { try verify($0, dataset) }
                 return values
             }
-            let centroids = try read(root, "centroids", shape: [lists, k], as: Float.self)
-            let offsets = try read(root, "list-offsets", shape: [lists + 1], as: Int64.self).map(Int.init)
+            let centroids = try read(root, "centroids", shape: [lists, k], encoding: .ivfCentroids, as: Float.self)
+            let offsets = try read(root, "list-offsets", shape: [lists + 1], encoding: .ivfListOffsets, as: Int64.self).map(Int.init)
             guard offsets.first == 0, offsets.last == rows, zip(offsets, offsets.dropFirst()).allSatisfy({ $0 <= $1 }) else {
                 throw StoreError(.corrupt, "index list offsets must rise from 0 to \(rows)", path: path)
             }
-            let scales = try read(root, "code-scales", shape: [rows], as: Float.self)
-            let positions = try read(root, "positions", shape: [rows], as: Int64.self)
+            let scales = try read(root, "code-scales", shape: [rows], encoding: .ivfCodeScales, as: Float.self)
+            let positions = try read(root, "positions", shape: [rows], encoding: .ivfRowPositions, as: Int64.self)
             let codesHandle = try root.openDataset("codes")
+            try FileHeader.checkDataset(codesHandle, expected: .ivfCodes, path: path)
             guard try codesHandle.shape() == [rows, k] else {
                 throw StoreError(.corrupt, "index dataset codes has shape \(try codesHandle.shape()), expected [\(rows), \(k)]", path: path)
             }
@@ -220,6 +223,7 @@ enum IndexFiles {
             case .success(let extent):
                 storage = RowStorage(mapping: try MappedFile(path: path, offset: extent.offset, length: extent.length))
             case .failure(let refusal):
+                try DataFileCheck.fits(codesHandle, in: path, location: path + ":/codes")
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, rows * k), alignment: 64)
                 if rows > 0 {
                     do { try codesHandle.readBytes(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(rows * k)]), as: .int8) } catch { buffer.deallocate(); throw error }

@@ -74,14 +74,14 @@ extension Store {
             }
         }
         // Each file is checked once, against the entry of the newest manifest naming it.
-        var segments: [String: (Manifest.SegmentEntry, Int, Int, SketchDType)] = [:]
+        var segments: [String: (Manifest.SegmentEntry, Int, Int, SketchDType, Bool)] = [:]
         var deletionFiles: [String: (Manifest.DeletionEntry, Manifest.SegmentEntry, Int)] = [:]
         var tensorFiles: [String: (Manifest.TensorSetEntry, Int)] = [:]
         var indexFiles: [String: (String, Manifest.IndexEntry, Int, Int, Int)] = [:]
         for manifest in manifests {
             for set in manifest.sketchSets.values {
                 for segment in set.segments {
-                    segments[segment.file] = (segment, manifest.version, set.k, SketchDType(rawValue: set.dtype) ?? .float32)
+                    segments[segment.file] = (segment, manifest.version, set.k, SketchDType(rawValue: set.dtype) ?? .float32, set.allowNonfinite)
                     if let deletions = segment.deletions { deletionFiles[deletions.file] = (deletions, segment, manifest.version) }
                 }
             }
@@ -107,6 +107,7 @@ extension Store {
         func checkWhole(_ file: String, size: Int?, checksum: String?, version: Int) -> Bool {
             let full = absolute(file)
             guard FileSystem.exists(full) else { note(version, file, nil, "file is missing"); return false }
+            do { try DataFileCheck.dataFile(full) } catch { note(version, file, nil, describe(error)); return false }
             guard let size, let checksum else {
                 note(version, file, nil, "manifest records no file size and checksum for this file")
                 return true
@@ -129,13 +130,13 @@ extension Store {
         }
 
         var done = 0
-        for (file, (segment, version, k, dtype)) in segments.sorted(by: { $0.key < $1.key }) {
+        for (file, (segment, version, k, dtype, allowNonfinite)) in segments.sorted(by: { $0.key < $1.key }) {
             defer { done += 1; progress?(done, total) }
             report.filesChecked += 1
             guard checkWhole(file, size: segment.size, checksum: segment.fileChecksum, version: version) else { continue }
             let full = absolute(file)
             do {
-                let storage = try SegmentFiles.loadRows(path: full, entry: segment, k: k, dtype: dtype, alwaysVerify: true)
+                let storage = try SegmentFiles.loadRows(path: full, entry: segment, k: k, dtype: dtype, allowNonfinite: allowNonfinite, alwaysVerify: true)
                 if let reason = storage.notMappedBecause {
                     note(version, file, "rows", "rows dataset is not mappable as Spec §2.4 requires: \(reason)")
                 }
@@ -211,7 +212,7 @@ extension Store {
             defer { done += 1; progress?(done, total) }
             report.filesChecked += 1
             guard checkWhole(file, size: entry.size, checksum: entry.fileChecksum, version: version) else { continue }
-            do { _ = try ResultFiles.load(path: absolute(file), name: name, entry: entry) } catch { note(version, file, nil, describe(error)) }
+            do { try checkPositions(of: try ResultFiles.load(path: absolute(file), name: name, entry: entry)) } catch { note(version, file, nil, describe(error)) }
         }
         // Ids must be unique within each set of each version.
         for manifest in manifests {

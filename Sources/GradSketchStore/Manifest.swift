@@ -2,8 +2,9 @@ import Foundation
 
 /// The JSON content of one version's manifest (Spec §7.1).
 ///
-/// Field names follow the Spec's JSON keys exactly; unknown keys in a manifest written by a
-/// newer minor version are ignored on decoding.
+/// Field names follow the Spec's JSON keys exactly. Keys this implementation does not know
+/// (from a newer minor version or another writer) are ignored when reading and written back
+/// unchanged when a version is committed on top of this one (``ManifestUnknownKeys``).
 public struct Manifest: Codable, Sendable, Equatable {
     public var format: String = StoreFormat.name
     public var formatVersion: String = StoreFormat.versionString
@@ -18,8 +19,11 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var sketchSets: [String: SketchSetEntry] = [:]
     /// Saved selections and valuations, by name (format 1.1, Spec §11); absent when none.
     public var results: [String: ResultEntry]?
+    /// The JSON this manifest was read from, for the keys it holds that this implementation
+    /// does not know; not part of the JSON encoding or of equality.
+    var source = SourceJSON()
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case format, version, parent, created, creator, change, extensions, results
         case formatVersion = "format_version", creatorVersion = "creator_version"
         case tensorSets = "tensor_sets", sketchSets = "sketch_sets"
@@ -38,7 +42,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var setVersion: Int
         public var count: Int
         public var parameters: [String: JSONValue]
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case file, size, checksums, method, set, count, parameters
             case fileChecksum = "file_checksum", setVersion = "set_version"
         }
@@ -53,7 +57,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var writer: String
         public var detail: String?
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case operation, set, writer, detail
             case rowsAdded = "rows_added", rowsDeleted = "rows_deleted"
         }
@@ -82,7 +86,7 @@ public struct Manifest: Codable, Sendable, Equatable {
     public struct Extension: Codable, Sendable, Equatable {
         public var name: String
         public var mustUnderstand: Bool
-        enum CodingKeys: String, CodingKey { case name, mustUnderstand = "must_understand" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case name, mustUnderstand = "must_understand" }
     }
 
     public struct TensorEntry: Codable, Sendable, Equatable {
@@ -91,7 +95,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var shape: [Int]
         public var checksum: String
         public var sourceDtype: String?
-        enum CodingKeys: String, CodingKey { case name, dtype, shape, checksum, sourceDtype = "source_dtype" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case name, dtype, shape, checksum, sourceDtype = "source_dtype" }
     }
 
     public struct TensorSetEntry: Codable, Sendable, Equatable {
@@ -103,7 +107,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var tensors: [TensorEntry]
         public var size: Int?
         public var fileChecksum: String?
-        enum CodingKeys: String, CodingKey { case file, kind, from, to, tensors, size, contentHash = "content_hash", fileChecksum = "file_checksum" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case file, kind, from, to, tensors, size, contentHash = "content_hash", fileChecksum = "file_checksum" }
     }
 
     public struct DeletionEntry: Codable, Sendable, Equatable {
@@ -112,7 +116,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var checksum: String
         public var size: Int?
         public var fileChecksum: String?
-        enum CodingKeys: String, CodingKey { case file, count, checksum, size, fileChecksum = "file_checksum" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case file, count, checksum, size, fileChecksum = "file_checksum" }
     }
 
     public struct SegmentEntry: Codable, Sendable, Equatable {
@@ -123,7 +127,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var deletions: DeletionEntry?
         public var size: Int?
         public var fileChecksum: String?
-        enum CodingKeys: String, CodingKey { case file, rows, checksums, deletions, size, metadataKind = "metadata_kind", fileChecksum = "file_checksum" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case file, rows, checksums, deletions, size, metadataKind = "metadata_kind", fileChecksum = "file_checksum" }
 
         public init(file: String, rows: Int, checksums: [String: String], metadataKind: String?, deletions: DeletionEntry?,
                     size: Int? = nil, fileChecksum: String? = nil) {
@@ -174,7 +178,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var segments: [String]
         /// Search parameters chosen at build time (`default_nprobe`, `rerank`, `recall_target`, `tuning`, …).
         public var parameters: [String: JSONValue]
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case file, size, checksums, kind, metric, lists, rows, segments, parameters
             case fileChecksum = "file_checksum", builtOnVersion = "built_on_version"
         }
@@ -203,7 +207,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var segments: [SegmentEntry]
         /// Search indexes over this set, by name (format 1.1, Spec §10); absent when empty.
         public var indexes: [String: IndexEntry] = [:]
-        enum CodingKeys: String, CodingKey { case k, dtype, attributes, segments, indexes, allowNonfinite = "allow_nonfinite" }
+        enum CodingKeys: String, CodingKey, CaseIterable { case k, dtype, attributes, segments, indexes, allowNonfinite = "allow_nonfinite" }
 
         public init(k: Int, dtype: String, allowNonfinite: Bool, attributes: [String: JSONValue], segments: [SegmentEntry]) {
             self.k = k
@@ -264,11 +268,15 @@ public struct Manifest: Codable, Sendable, Equatable {
     func encoded() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(self), as: UTF8.self)
+        let known = String(decoding: try encoder.encode(self), as: UTF8.self)
+        guard let source = source.text else { return known }
+        return try ManifestUnknownKeys.restore(into: known, from: source)
     }
 
     static func decode(_ text: String) throws -> Manifest {
-        try JSONDecoder().decode(Manifest.self, from: Data(text.utf8))
+        var manifest = try JSONDecoder().decode(Manifest.self, from: Data(text.utf8))
+        manifest.source = SourceJSON(text: text)
+        return manifest
     }
 }
 

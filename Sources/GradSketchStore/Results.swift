@@ -84,7 +84,22 @@ extension Store {
             let known = (manifest.results ?? [:]).keys.sorted()
             throw StoreError(.notFound, "no result \"\(name)\" in version \(manifest.version) (results: \(known.isEmpty ? "none" : known.joined(separator: ", ")))", path: path)
         }
-        return try ResultFiles.load(path: absolute(entry.file), name: name, entry: entry)
+        let result = try ResultFiles.load(path: absolute(entry.file), name: name, entry: entry)
+        try checkPositions(of: result)
+        return result
+    }
+
+    /// Refuses a result whose positions lie outside the set it was computed from, when the
+    /// version it names is still retained (a vacuumed one cannot be checked).
+    func checkPositions(of result: StoredResult) throws {
+        let entry = result.entry
+        guard (try? versions().contains(entry.setVersion)) == true else { return }
+        guard let set = try manifest(at: entry.setVersion).sketchSets[entry.set] else {
+            throw StoreError(.corrupt, "result \(result.name) was computed from set \(entry.set) at version \(entry.setVersion), which has no such set", path: absolute(entry.file))
+        }
+        if let bad = result.positions.first(where: { $0 >= set.rowCount }) {
+            throw StoreError(.corrupt, "result \(result.name) holds row position \(bad), outside the \(set.rowCount) rows of set \(entry.set) at version \(entry.setVersion)", path: absolute(entry.file) + ":/positions")
+        }
     }
 }
 
@@ -100,11 +115,24 @@ enum ResultFiles {
             guard let parametersText, (try? JSONValue.parse(parametersText)) == .object(entry.parameters) else {
                 throw StoreError(.corrupt, "root attribute parameters is \(parametersText.map { "\"\($0)\"" } ?? "missing"); the manifest entry says \(JSONValue.object(entry.parameters).jsonText)", path: path)
             }
-            let ids = try root.openDataset("ids").readStrings()
-            let positionsHandle = try root.openDataset("positions")
+            // Each dataset is checked (type, encoding, one element per result row, no more
+            // bytes than the file holds) before it is read.
+            func checked(_ root: borrowing Group, _ name: String, _ encoding: EncodingType) throws -> Dataset {
+                let handle = try root.openDataset(name)
+                try FileHeader.checkDataset(handle, expected: encoding, path: path)
+                guard try handle.shape() == [entry.count] else {
+                    throw StoreError(.corrupt, "result dataset \(name) has shape \(try handle.shape()), the manifest says [\(entry.count)]", path: path + ":/" + name)
+                }
+                try DataFileCheck.fits(handle, in: path, location: path + ":/" + name)
+                return handle
+            }
+            let idsHandle = try checked(root, "ids", .rowIDs)
+            let ids = try idsHandle.readStrings()
+            try idsHandle.close()
+            let positionsHandle = try checked(root, "positions", .resultPositions)
             let positions: [Int64] = try positionsHandle.readAll()
             try positionsHandle.close()
-            let scoresHandle = try root.openDataset("scores")
+            let scoresHandle = try checked(root, "scores", .resultScores)
             let scores: [Double] = try scoresHandle.readAll()
             try scoresHandle.close()
             try root.close()
@@ -115,6 +143,9 @@ enum ResultFiles {
             }
             guard ids.count == entry.count, positions.count == entry.count, scores.count == entry.count else {
                 throw StoreError(.corrupt, "result holds \(ids.count) ids, \(positions.count) positions and \(scores.count) scores; the manifest says \(entry.count)", path: path)
+            }
+            if let bad = positions.first(where: { $0 < 0 }) {
+                throw StoreError(.corrupt, "result row position \(bad) is negative, expected a live position in set \(entry.set)", path: path + ":/positions")
             }
             return StoredResult(name: name, entry: entry, positions: positions.map(Int.init), ids: ids, scores: scores)
         }

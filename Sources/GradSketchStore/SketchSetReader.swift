@@ -44,12 +44,15 @@ public final class SegmentRows: Sendable {
     public let path: String
     public let k: Int
     public let dtype: SketchDType
+    /// Whether the set allows NaN and ±Inf rows; when not, rows are checked on first load.
+    let allowNonfinite: Bool
     private let storePath: String
     private let storage = Mutex<RowStorage?>(nil)
     private let deleted = Mutex<[Int]?>(nil)
 
-    init(entry: Manifest.SegmentEntry, storePath: String, k: Int, dtype: SketchDType) {
+    init(entry: Manifest.SegmentEntry, storePath: String, k: Int, dtype: SketchDType, allowNonfinite: Bool) {
         self.entry = entry
+        self.allowNonfinite = allowNonfinite
         self.storePath = storePath
         self.path = storePath + "/" + entry.file
         self.k = k
@@ -59,7 +62,7 @@ public final class SegmentRows: Sendable {
     /// All rows of the file `[entry.rows, k]`, deleted ones included; see ``deletedRows()``.
     func rowStorage() throws -> RowStorage {
         if let loaded = storage.withLock({ $0 }) { return loaded }
-        let loaded = try SegmentFiles.loadRows(path: path, entry: entry, k: k, dtype: dtype)
+        let loaded = try SegmentFiles.loadRows(path: path, entry: entry, k: k, dtype: dtype, allowNonfinite: allowNonfinite)
         storage.withLock { $0 = loaded }
         return loaded
     }
@@ -197,11 +200,24 @@ public final class SketchSet: Sendable {
         guard let dtype = SketchDType(rawValue: entry.dtype) else {
             throw StoreError(.unsupportedVersion, "set \(name) has dtype \"\(entry.dtype)\": expected float16 or float32", path: store.path)
         }
+        // The manifest's row counts size every buffer readers allocate, so they are checked
+        // against the files now: each segment a regular file large enough for its rows. (The
+        // whole-file size and checksum are `verify`'s to check; readers check datasets.)
+        let rowBytes = entry.k * dtype.byteWidth
+        for segment in entry.segments {
+            let path = store.path + "/" + segment.file
+            let actual = try DataFileCheck.dataFile(path)
+            guard segment.rows * rowBytes <= actual else {
+                throw StoreError(.corrupt, "segment declares \(segment.rows) rows of \(rowBytes) bytes, more than its \(actual)-byte file holds", path: path)
+            }
+        }
         self.name = name
         self.version = version
         self.entry = entry
         self.storePath = store.path
-        self.segments = entry.segments.map { SegmentRows(entry: $0, storePath: store.path, k: entry.k, dtype: dtype) }
+        self.segments = entry.segments.map {
+            SegmentRows(entry: $0, storePath: store.path, k: entry.k, dtype: dtype, allowNonfinite: entry.allowNonfinite)
+        }
     }
 
     public var k: Int { entry.k }
@@ -364,9 +380,7 @@ extension Store {
 /// the manifest records before anything is returned (Spec §4).
 enum SegmentFiles {
     static func open(_ path: String, expected type: EncodingType) throws -> HDF5File {
-        guard FileSystem.exists(path) else {
-            throw StoreError(.corrupt, "file referenced by the manifest is missing", path: path)
-        }
+        try DataFileCheck.dataFile(path)
         let file = try withContext(.corrupt, "cannot open as HDF5 (truncated or corrupted?)", path: path) {
             try HDF5File.open(path: path)
         }
@@ -380,7 +394,8 @@ enum SegmentFiles {
         StoreError(.corrupt, "checksum mismatch in dataset \(dataset): expected \(expected), computed \(found)", path: path + ":/" + dataset)
     }
 
-    static func loadRows(path: String, entry: Manifest.SegmentEntry, k: Int, dtype: SketchDType, alwaysVerify: Bool = false) throws -> RowStorage {
+    static func loadRows(path: String, entry: Manifest.SegmentEntry, k: Int, dtype: SketchDType, allowNonfinite: Bool,
+                         alwaysVerify: Bool = false) throws -> RowStorage {
         let location = path + ":/rows"
         guard let expected = entry.checksums["rows"] else {
             throw StoreError(.corrupt, "manifest lists no checksum for the rows dataset", path: location)
@@ -393,6 +408,7 @@ enum SegmentFiles {
             throw StoreError(.corrupt, "segment shape disagrees with the manifest: expected [\(entry.rows), \(k)], found [\(fileRows.map(String.init) ?? "?"), \(fileK.map(String.init) ?? "?")]", path: path)
         }
         let dataset = try withContext(.corrupt, "cannot open the rows dataset", path: location) { try root.openDataset("rows") }
+        try FileHeader.checkDataset(dataset, expected: .denseRows, path: path)
         let shape = try withContext(.corrupt, "cannot read the rows shape", path: location) { try dataset.shape() }
         guard shape == [entry.rows, k] else {
             throw StoreError(.corrupt, "rows dataset has shape \(shape), expected [\(entry.rows), \(k)]", path: location)
@@ -409,6 +425,7 @@ enum SegmentFiles {
                 try MappedFile(path: path, offset: extent.offset, length: extent.length)
             })
         case .failure(let refusal):
+            try DataFileCheck.fits(dataset, in: path, location: location)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: entry.rows * k * dtype.byteWidth, alignment: 64)
             do {
                 try withContext(.corrupt, "cannot read rows", path: location) { try dataset.readBytes(into: buffer, as: dtype.storageType) }
@@ -425,6 +442,11 @@ enum SegmentFiles {
         if alwaysVerify || !VerifiedDatasets.contains(key) {
             let computed = CRC32C.formatted(CRC32C.checksum(storage.bytes))
             guard computed == expected else { throw mismatch(path, "rows", expected: expected, found: computed) }
+            // A set created without allow_nonfinite never holds NaN or ±Inf (Spec §5.3): a
+            // row that does was not written by a conforming writer, and is refused.
+            if !allowNonfinite, let bad = Kernels.firstNonFinite(storage.bytes, dtype: dtype) {
+                throw StoreError(.corrupt, "row \(bad / k) holds NaN or ±Inf at column \(bad % k), but the set does not allow non-finite values", path: location)
+            }
             VerifiedDatasets.insert(key)
         }
         return storage
@@ -435,6 +457,11 @@ enum SegmentFiles {
         let strings = try withContext(.corrupt, "cannot read strings", path: path + ":/" + name) { () throws -> [String] in
             let root = try file.root()
             let dataset = try root.openDataset(name)
+            try FileHeader.checkDataset(dataset, expected: stringEncoding(name), path: path)
+            guard try dataset.shape() == [rows] else {
+                throw StoreError(.corrupt, "\(name) has shape \(try dataset.shape()), expected [\(rows)]", path: path + ":/" + name)
+            }
+            try DataFileCheck.fits(dataset, in: path, location: path + ":/" + name)
             let values = try dataset.readStrings()
             let attribute = try dataset.stringAttribute("checksum")
             try dataset.close()
@@ -458,9 +485,11 @@ enum SegmentFiles {
         let values = try withContext(.corrupt, "cannot read column", path: path + ":/" + name) { () throws -> [Double] in
             let root = try file.root()
             let dataset = try root.openDataset(name)
+            try FileHeader.checkDataset(dataset, expected: .rowColumn, path: path)
             guard try dataset.shape() == [rows] else {
                 throw StoreError(.corrupt, "\(name) has shape \(try dataset.shape()), expected [\(rows)]", path: path + ":/" + name)
             }
+            try DataFileCheck.fits(dataset, in: path, location: path + ":/" + name)
             let values: [Double] = try dataset.readAll()
             try dataset.close()
             try root.close()
@@ -478,6 +507,11 @@ enum SegmentFiles {
         let values = try withContext(.corrupt, "cannot read deletions", path: path + ":/rows") { () throws -> [Int64] in
             let root = try file.root()
             let dataset = try root.openDataset("rows")
+            try FileHeader.checkDataset(dataset, expected: .deletedRows, path: path)
+            guard try dataset.shape() == [entry.count] else {
+                throw StoreError(.corrupt, "deletion list has shape \(try dataset.shape()), the manifest says [\(entry.count)]", path: path + ":/rows")
+            }
+            try DataFileCheck.fits(dataset, in: path, location: path + ":/rows")
             let values: [Int64] = try dataset.readAll()
             try dataset.close()
             try root.close()
@@ -497,6 +531,15 @@ enum SegmentFiles {
             previous = value
         }
         return values.map { Int($0) }
+    }
+
+    /// The encoding type of a segment's string dataset (Spec §5.1).
+    static func stringEncoding(_ name: String) -> EncodingType {
+        switch name {
+        case "labels": return .rowLabels
+        case "metadata": return .rowMetadata
+        default: return .rowIDs
+        }
     }
 
     /// The elements of `values` whose indices are not in `deleted` (ascending).

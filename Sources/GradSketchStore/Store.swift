@@ -40,6 +40,7 @@ public final class Store: Sendable {
         guard FileSystem.exists(identity) else {
             throw StoreError(.notAStore, "not a GradSketch store: expected \(Store.identityFile) in the directory, found none", path: path)
         }
+        try DataFileCheck.regularFile(identity)
         (storeID, created) = try withContext(.corrupt, "cannot read the store identity file", path: identity) {
             let file = try HDF5File.open(path: identity)
             let root = try file.root()
@@ -148,11 +149,14 @@ public final class Store: Sendable {
     }
 
     static func readManifest(file: String, expectedVersion: Int) throws -> Manifest {
+        try DataFileCheck.regularFile(file)
         let (text, stored) = try withContext(.corrupt, "cannot read manifest", path: file) { () throws -> (String, String?) in
             let hdf = try HDF5File.open(path: file)
             let root = try hdf.root()
             try FileHeader.check(root, expected: .manifest)
             let dataset = try root.openDataset("manifest")
+            try FileHeader.checkDataset(dataset, expected: .manifestJSON, path: file)
+            try DataFileCheck.fits(dataset, in: file, location: file + ":/manifest")
             let strings = try dataset.readStrings()
             let checksum = try dataset.stringAttribute("checksum")
             try dataset.close()
@@ -183,6 +187,7 @@ public final class Store: Sendable {
         for ext in manifest.extensions where ext.mustUnderstand && !StoreFormat.knownExtensions.contains(ext.name) {
             throw StoreError(.unsupportedVersion, "version \(expectedVersion) uses extension \"\(ext.name)\", which this reader does not implement (must_understand)", path: file)
         }
+        try ManifestValidation.check(manifest, file: file)
         return manifest
     }
 

@@ -267,6 +267,7 @@ enum TensorFiles {
         let storage = try withContext(.corrupt, "cannot read tensor", path: location) { () throws -> RowStorage in
             let root = try file.root()
             let dataset = try root.openDataset("tensors/" + name)
+            try FileHeader.checkDataset(dataset, expected: .tensor, path: path)
             guard try dataset.shape() == tensor.shape else {
                 throw StoreError(.corrupt, "tensor has shape \(try dataset.shape()), the manifest says \(tensor.shape)", path: location)
             }
@@ -279,6 +280,7 @@ enum TensorFiles {
             case .success(let extent):
                 storage = RowStorage(mapping: try MappedFile(path: path, offset: extent.offset, length: extent.length))
             case .failure(let refusal):
+                try DataFileCheck.fits(dataset, in: path, location: location)
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count * dtype.byteWidth, alignment: 64)
                 if count > 0 {
                     do { try dataset.readBytes(into: buffer, as: dtype.storageType) } catch { buffer.deallocate(); throw error }

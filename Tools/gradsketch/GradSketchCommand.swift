@@ -176,6 +176,7 @@ struct Export: ParsableCommand {
         try reportingErrors {
             let store = try Store(opening: location.store)
             let wanted = try ids.map(TextLines.read)
+            if let idsOut { try store.refuseOutputInsideStore(idsOut) }
             let exported = try store.exportRows(of: set, at: at, ids: wanted, dtype: try dtype.map(SketchDType.init(parsing:)), to: out)
             if let idsOut { try TextLines.write(exported, to: idsOut) }
             if output.json { printJSON(Output(set: set, rows: exported.count, out: out, idsOut: idsOut)); return }

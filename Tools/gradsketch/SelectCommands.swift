@@ -305,7 +305,9 @@ struct ShowResult: ParsableCommand {
     var json: Bool { output.json }
     func run() throws {
         try reportingErrors {
-            let stored = try Store(opening: location.store).result(name, at: at)
+            let store = try Store(opening: location.store)
+            let stored = try store.result(name, at: at)
+            if let idsOut { try store.refuseOutputInsideStore(idsOut) }
             let output = ResultOutput(name: name, version: at, method: stored.entry.method, set: stored.entry.set, setVersion: stored.entry.setVersion,
                                       parameters: stored.entry.parameters, positions: stored.positions, ids: stored.ids, scores: stored.scores)
             if let idsOut { try TextLines.write(output.rows.map(\.id), to: idsOut) }
@@ -339,7 +341,7 @@ struct ExportResult: ParsableCommand {
             guard out.hasSuffix(".csv") || out.hasSuffix(".jsonl") else {
                 throw StoreError(.invalidInput, "expected an output file ending in .csv or .jsonl, found \((out as NSString).lastPathComponent)", path: out)
             }
-            try refuseOutputInsideStore(out, store: store.path)
+            try store.refuseOutputInsideStore(out)
             let stored = try store.result(name, at: at)
             let ranked = ResultOutput(name: name, version: at, method: stored.entry.method, set: stored.entry.set, setVersion: stored.entry.setVersion,
                                       parameters: stored.entry.parameters, positions: stored.positions, ids: stored.ids, scores: stored.scores)
@@ -361,17 +363,5 @@ struct ExportResult: ParsableCommand {
     private func csvField(_ text: String) -> String {
         guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
         return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-    }
-}
-
-/// Refuses an output file whose directory lies inside the store, where it could overwrite or
-/// shadow the store's own files.
-func refuseOutputInsideStore(_ out: String, store: String) throws {
-    let directory = (out as NSString).deletingLastPathComponent
-    guard let resolvedDirectory = realpath(directory.isEmpty ? "." : directory, nil), let resolvedStore = realpath(store, nil) else { return }
-    defer { free(resolvedDirectory); free(resolvedStore) }
-    let outside = String(cString: resolvedDirectory), root = String(cString: resolvedStore)
-    if outside == root || outside.hasPrefix(root + "/") {
-        throw StoreError(.invalidInput, "refusing to write inside the store \(root): expected an output outside it", path: out)
     }
 }
