@@ -205,6 +205,8 @@ struct HostileStoreTests {
             try expectFailure(["export", store, "--set", "s", "--out", scratch.path + "/rows.npy", "--ids-out", output],
                               saying: "cannot write the output inside the store")
             try expectFailure(["results", "show", store, "--name", "r", "--ids-out", output], saying: "cannot write the output inside the store")
+            try expectFailure(["results", "export", store, "--name", "r", "--out", output + ".csv"], saying: "cannot write the output inside the store")
+            try expectFailure(["project", store, "--delta", "any", "-k", "4", "--out", output], saying: "cannot write the output inside the store")
         }
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/rows.npy"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: store + "/" + segment)) == published)

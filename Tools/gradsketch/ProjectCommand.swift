@@ -57,6 +57,7 @@ struct Project: ParsableCommand {
             if let side, side < 1 { throw ValidationError("--side must be at least 1, found \(side)") }
             if let delta {
                 guard let out else { throw ValidationError("--delta needs --out FILE.npy") }
+                try store.refuseOutputInsideStore(out)
                 let tensors = try store.tensorSet(delta)
                 let values = try tensors.entry.tensors.map { (name: $0.name, values: try tensors.tensor(named: $0.name).floats()) }
                 // Every flag that shapes the matrix goes into the definition: --block for
