@@ -130,36 +130,6 @@ final class RowsFile {
     }
 }
 
-/// Files of one entry per line (ids, labels, metadata).
-enum TextLines {
-    static func read(_ path: String) throws -> [String] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw StoreError(.notFound, "cannot read file", path: path)
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw StoreError(.invalidInput, "expected UTF-8 text, found invalid bytes", path: path)
-        }
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            line.hasSuffix("\r") ? String(line.dropLast()) : String(line)
-        }
-        if lines.last == "" { lines.removeLast() }
-        return lines
-    }
-
-    /// Writes next to `path` and renames into place, so readers never see half a file.
-    static func write(_ lines: [String], to path: String) throws {
-        let text = lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
-        let temporary = path + ".tmp-\(UInt64.random(in: 0...UInt64.max))"
-        do {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: temporary))
-            guard rename(temporary, path) == 0 else { throw StoreError(.io, "cannot rename into place", path: path) }
-        } catch {
-            unlink(temporary)
-            throw StoreError(.io, "cannot write file: \(error)", path: path)
-        }
-    }
-}
-
 /// A float column: a 1-D `.npy` (any float or integer type) or one number per line.
 enum ColumnFile {
     static func read(_ path: String) throws -> [Double] {
