@@ -11,9 +11,6 @@ import Foundation
 /// Works on bytes, not `Character`s: Swift treats CRLF as one grapheme, so splitting a
 /// `String` on `"\n"` leaves a CRLF file as a single line.
 public enum TextLines {
-    /// The rule, for `--help` texts.
-    public static let lineEndingRule = "Lines end at LF, CRLF or CR; no entry keeps a line-ending character."
-
     /// The entries of the file at `path`.
     ///
     /// - Throws: ``InterchangeError`` when the file cannot be read or is not UTF-8.

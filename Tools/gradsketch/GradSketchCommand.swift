@@ -9,7 +9,7 @@ struct GradSketchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gradsketch",
         abstract: "Create, fill, read and check GradSketch stores of model tensors and gradient sketches.",
-        discussion: "A store is a directory of immutable HDF5 files with one manifest per version (see Spec/format.md). Every command that changes a store commits a new version atomically; --at VERSION reads a store as of an earlier version.",
+        discussion: "A store is a directory of immutable HDF5 files with one manifest per version (see Spec/format.md). Every command that changes a store commits a new version atomically; --at VERSION reads a store as of an earlier version. Text inputs (ids, labels, metadata, groups, columns) are UTF-8 with one entry per line; lines end at LF, CRLF or CR.",
         version: StoreFormat.creatorVersion,
         subcommands: [
             Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Reproduce.self, Export.self, Delete.self,
@@ -45,7 +45,7 @@ struct Initialize: ParsableCommand {
 struct Append: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Append rows [N, k] to a sketch set (created by the first append) and commit a new version.",
-        discussion: "Rows come from a .npy file (float16, float32, float64) or a .safetensors file (F16, BF16, F32, F64; --tensor picks one when it holds several). Text files (ids, labels, metadata) hold one entry per line. Rows with NaN or ±Inf are refused unless the set was created with --allow-nonfinite.")
+        discussion: "Rows come from a .npy file (float16, float32, float64) or a .safetensors file (F16, BF16, F32, F64; --tensor picks one when it holds several). Text files (ids, labels, metadata) hold one entry per line, in UTF-8; lines end at LF, CRLF or CR (no entry keeps a line-ending character). Rows with NaN or ±Inf are refused unless the set was created with --allow-nonfinite.")
 
     @OptionGroup var location: StoreArgument
     @Option(help: "Name of the sketch set.") var set: String
@@ -108,6 +108,8 @@ struct Export: ParsableCommand {
     @Option(help: "Output dtype: float16 or float32 (default: the set's).") var dtype: String?
     @Option(help: "Read the store as of this version.") var at: Int?
 
+    func validate() throws { try requireVersion(at) }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
@@ -141,6 +143,8 @@ struct Pack: ParsableCommand {
     @OptionGroup var location: StoreArgument
     @Option(help: "Output .h5 file.") var out: String
     @Option(help: "Pack the store as of this version.") var at: Int?
+
+    func validate() throws { try requireVersion(at) }
 
     func run() throws {
         try reportingErrors {

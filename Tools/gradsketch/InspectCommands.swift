@@ -9,6 +9,8 @@ struct Info: ParsableCommand {
     @Option(help: "Describe the store as of this version.") var at: Int?
     @Flag(help: "Print JSON (stable keys, for scripts).") var json = false
 
+    func validate() throws { try requireVersion(at) }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
@@ -91,6 +93,11 @@ struct Vacuum: ParsableCommand {
     @Option(help: "Keep unreferenced files modified less than this many seconds ago.") var grace: Double = 3600
     @Flag(help: "Report what would be removed without removing it.") var dryRun = false
     @Flag(help: "Print the report as JSON.") var json = false
+
+    func validate() throws {
+        try requireOption(keepLast, "--keep-last", in: 1...Int.max)
+        guard grace.isFinite, grace >= 0 else { throw ValidationError("--grace must be a finite number of seconds ≥ 0, found \(grace)") }
+    }
 
     func run() throws {
         try reportingErrors {

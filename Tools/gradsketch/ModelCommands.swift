@@ -12,6 +12,8 @@ struct DatasetOptions: ParsableArguments {
     @Option(help: "Use only the first N examples of the split.") var limit: Int?
     @Option(help: "Directory with the IDX files (Debian's dataset-fashion-mnist).") var dataDirectory: String = FashionMNIST.defaultDirectory
 
+    func validate() throws { try requireOption(limit, "--limit", in: 1...OptionLimit.count) }
+
     func load() throws -> (FashionMNIST, Int) {
         guard let split = FashionMNIST.Split(rawValue: split) else {
             throw ValidationError("--split must be train or test, found \(self.split)")
@@ -44,6 +46,14 @@ struct Train: ParsableCommand {
     @Option(help: "Seed for the initial weights.") var seed: UInt64 = 0
     @Option(help: "Checkpoint name prefix.") var name: String = "mlp"
     @Option(help: "Store a checkpoint every N steps (0: only the first and last).") var checkpointEvery: Int = 0
+
+    func validate() throws {
+        try requireOption(hidden, "--hidden", in: 0...OptionLimit.perQuery)
+        try requireOption(batch, "--batch", in: 1...OptionLimit.perQuery)
+        try requireOption(epochs, "--epochs", in: 1...OptionLimit.perQuery)
+        try requireOption(checkpointEvery, "--checkpoint-every", in: 0...Int.max)
+        guard learningRate.isFinite, learningRate > 0 else { throw ValidationError("--learning-rate must be a finite number > 0, found \(learningRate)") }
+    }
 
     func run() throws {
         try reportingErrors {
@@ -98,6 +108,12 @@ struct Sketch: ParsableCommand {
     @Option(help: "Width of the shared block for biases.") var kDense: Int = 64
     @Option(help: "Examples per batch.") var batch: Int = 512
     @Option(help: "Stored dtype: float16 or float32.") var dtype: String = "float16"
+
+    func validate() throws {
+        try requireOption(side, "--side", in: 1...OptionLimit.side)
+        try requireOption(kDense, "--k-dense", in: 1...OptionLimit.width)
+        try requireOption(batch, "--batch", in: 1...OptionLimit.perQuery)
+    }
 
     func run() throws {
         try reportingErrors {

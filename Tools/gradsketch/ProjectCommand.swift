@@ -32,6 +32,14 @@ struct Project: ParsableCommand {
     @Flag(help: "Negate the projected delta.") var negate = false
     @Option(help: "Output .npy for --delta.") var out: String?
 
+    func validate() throws {
+        try requireOption(k, "--k", in: 1...OptionLimit.width)
+        try requireOption(block, "--block", in: 1...OptionLimit.width)
+        if let block, block & (block - 1) != 0 { throw ValidationError("--block must be a power of two, found \(block)") }
+        try requireOption(nonzeros, "--nonzeros", in: 1...OptionLimit.perQuery)
+        try requireOption(side, "--side", in: 1...OptionLimit.side)
+    }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)

@@ -85,6 +85,24 @@ struct SelectCommand: ParsableCommand {
     @Option(help: "Read the set as of this version.") var at: Int?
     @Flag(help: "Print JSON.") var json = false
 
+    func validate() throws {
+        try requireOption(count, "-k", in: 1...OptionLimit.count)
+        try requireOption(batchSize, "--batch-size", in: 0...OptionLimit.count)
+        try requireOption(hashes, "--hashes", in: 1...OptionLimit.perQuery)
+        try requireOption(buckets, "--buckets", in: 1...OptionLimit.count)
+        try requireOption(power, "--power", in: 1...64)
+        // The density counters are one Int32 per (hash, bucket).
+        guard hashes * buckets <= 1 << 31 else {
+            throw ValidationError("--hashes × --buckets must be at most 2^31 counters, found \(hashes) × \(buckets)")
+        }
+        guard hashes * power <= OptionLimit.perQuery else {
+            throw ValidationError("--hashes × --power must be at most \(OptionLimit.perQuery) projections, found \(hashes) × \(power)")
+        }
+        if let width, !(width.isFinite && width > 0) { throw ValidationError("--width must be a finite number > 0, found \(width)") }
+        try requireOption(clusters, "--clusters", in: 1...OptionLimit.perQuery)
+        try requireVersion(at)
+    }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
@@ -189,6 +207,12 @@ struct ValueCommand: ParsableCommand {
     @Option(help: "Save the values under this name (a new version).") var save: String?
     @Flag(help: "Print JSON.") var json = false
 
+    func validate() throws {
+        try requireOption(subsets, "--subsets", in: 1...OptionLimit.perQuery)
+        try requireOption(count, "-k", in: 1...OptionLimit.count)
+        guard fraction > 0, fraction <= 1 else { throw ValidationError("--fraction must be in (0, 1], found \(fraction)") }
+    }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
@@ -255,6 +279,7 @@ struct ListResults: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List saved results.")
     @OptionGroup var location: StoreArgument
     @Option(help: "As of this version.") var at: Int?
+    func validate() throws { try requireVersion(at) }
     func run() throws {
         try reportingErrors {
             let manifest = try Store(opening: location.store).manifest(at: at)
@@ -272,6 +297,7 @@ struct ShowResult: ParsableCommand {
     @Option(help: "As of this version.") var at: Int?
     @Option(help: "Also write the ids, one per line, to this file.") var idsOut: String?
     @Flag(help: "Print JSON.") var json = false
+    func validate() throws { try requireVersion(at) }
     func run() throws {
         try reportingErrors {
             let stored = try Store(opening: location.store).result(name, at: at)

@@ -195,3 +195,29 @@ func projectedDelta(_ name: String, for target: SketchSet, store: Store, at vers
     return query
 }
 
+
+/// Bounds of the integer options, checked in `validate()` before any of them reaches
+/// arithmetic or an allocation: a count near Int.max must be a clear error, not an
+/// overflow trap or a terabyte allocation. The limits are far above any real use.
+enum OptionLimit {
+    /// Results, selected rows, training rows: more than any store holds.
+    static let count = 1_000_000_000
+    /// Things made per row or per query (re-ranked candidates, hashes, clusters, subsets).
+    static let perQuery = 1_000_000
+    /// Widths and block sizes of projections and models (2^24).
+    static let width = 1 << 24
+    /// A Kronecker side: its square is one layer's sketch width.
+    static let side = 4096
+}
+
+/// Refuses an integer option outside `range`, naming the option, the range and the value.
+func requireOption(_ value: Int?, _ name: String, in range: ClosedRange<Int>) throws {
+    guard let value, !range.contains(value) else { return }
+    let expected = range.upperBound == Int.max ? "at least \(range.lowerBound)" : "between \(range.lowerBound) and \(range.upperBound)"
+    throw ValidationError("\(name) must be \(expected), found \(value)")
+}
+
+/// Refuses a negative `--at` version.
+func requireVersion(_ at: Int?) throws {
+    try requireOption(at, "--at", in: 0...Int.max)
+}

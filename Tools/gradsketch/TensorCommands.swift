@@ -73,6 +73,8 @@ struct Tensors: ParsableCommand {
         @Option(help: "Read the store as of this version.") var at: Int?
         @Flag(help: "Print JSON.") var json = false
 
+        func validate() throws { try requireVersion(at) }
+
         func run() throws {
             try reportingErrors {
                 let set = try Store(opening: location.store).tensorSet(name, at: at)
