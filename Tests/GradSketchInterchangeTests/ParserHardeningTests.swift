@@ -78,6 +78,18 @@ import Testing
         }
     }
 
+    @Test func mappedRangesNearIntMaxAreRefused() throws {
+        let scratch = try TemporaryDirectory()
+        let path = try Self.file([UInt8](repeating: 7, count: 100), in: scratch, name: "hundred")
+        // offset + length overflowed (a trap) for ranges a hostile manifest can declare.
+        for (offset, length) in [(Int.max - 4, 10), (10, Int.max - 4), (101, 0), (90, 11)] {
+            let error = #expect(throws: InterchangeError.self) { _ = try MappedFile(path: path, offset: offset, length: length) }
+            #expect(error?.message.contains("found a file of 100 bytes") == true, "\(offset), \(length): \(String(describing: error))")
+        }
+        let tail = try MappedFile(path: path, offset: 90, length: 10)
+        withExtendedLifetime(tail) { #expect(tail.bytes.count == 10 && tail.bytes.allSatisfy { $0 == 7 }) }
+    }
+
     @Test func textLinesEndAtLFCRLFOrCR() throws {
         let scratch = try TemporaryDirectory()
         let expected = ["row-0", "row-1", "Ankle boot", "", "étude"]
