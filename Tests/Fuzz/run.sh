@@ -16,7 +16,11 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(npy safetensors lines manifest)
 
 scratch=.build/fuzz
-build=(swift build --scratch-path "$scratch" --product gradsketch-fuzz --sanitize fuzzer --sanitize address -Xswiftc -DFUZZING)
+# swiftc honours only the last -sanitize= it is given, and SwiftPM passes --sanitize options as
+# separate flags, which left the Swift code without coverage instrumentation: the combined flag
+# at the end turns both on. (--sanitize still instruments the C targets.)
+build=(swift build --scratch-path "$scratch" --product gradsketch-fuzz --sanitize fuzzer --sanitize address
+       -Xswiftc -DFUZZING -Xswiftc -sanitize=fuzzer,address)
 echo "fuzz: building gradsketch-fuzz with libFuzzer and AddressSanitizer" >&2
 "${build[@]}" >&2
 binary="$("${build[@]}" --show-bin-path)/gradsketch-fuzz"

@@ -158,11 +158,13 @@ struct SelectCommand: ParsableCommand {
         if concepts { return .metadataArrays }
         guard conceptsFromText else { return .none }
         guard let stopwords else { return .rakePhrases() }
-        let text: String
-        do { text = try String(contentsOfFile: stopwords, encoding: .utf8) } catch {
-            throw ValidationError("cannot read the stopword file \(stopwords): \(error.localizedDescription)")
+        // The one text reader, so a CRLF stopword file reads like any other text input.
+        let lines: [String]
+        do { lines = try TextLines.read(stopwords) } catch let error as InterchangeError {
+            throw ValidationError("cannot read the stopword file \(stopwords): \(error.message)")
         }
-        return .rakePhrases(stopwords: Set(text.lowercased().split(whereSeparator: \.isWhitespace).map(String.init)))
+        let words = lines.flatMap { $0.lowercased().split(whereSeparator: \.isWhitespace).map(String.init) }
+        return .rakePhrases(stopwords: Set(words))
     }
 
     private func selectionQuery(store: Store, target: SketchSet) throws -> [Float] {
