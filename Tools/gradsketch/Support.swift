@@ -213,7 +213,7 @@ enum OptionLimit {
 /// Refuses an integer option outside `range`, naming the option, the range and the value.
 func requireOption(_ value: Int?, _ name: String, in range: ClosedRange<Int>) throws {
     guard let value, !range.contains(value) else { return }
-    let expected = range.upperBound == Int.max ? "at least \(range.lowerBound)" : "between \(range.lowerBound) and \(range.upperBound)"
+    let expected = value < range.lowerBound ? "at least \(range.lowerBound)" : "at most \(range.upperBound)"
     throw ValidationError("\(name) must be \(expected), found \(value)")
 }
 
