@@ -15,9 +15,15 @@ public enum TextLines {
     ///
     /// - Throws: ``InterchangeError`` when the file cannot be read or is not UTF-8.
     public static func read(_ path: String) throws -> [String] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file"
+        // A FileHandle, not FileManager.contents: it also reads pipes (`--ids <(command)`).
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot open the file" : "no such file"
             throw InterchangeError(path: path, "\(reason): expected a text file of one entry per line")
+        }
+        defer { try? handle.close() }
+        let data: Data
+        do { data = try handle.readToEnd() ?? Data() } catch {
+            throw InterchangeError(path: path, "cannot read the file (\(error.localizedDescription)): expected a text file of one entry per line")
         }
         return try data.withUnsafeBytes { try split($0, path: path) }
     }

@@ -114,6 +114,7 @@ import Testing
         let error = #expect(throws: InterchangeError.self) { _ = try TextLines.read(bad) }
         #expect(error?.message.contains("line 2 is not valid UTF-8") == true, "\(String(describing: error))")
         #expect(throws: InterchangeError.self) { _ = try TextLines.read(scratch.path + "/missing") }
+        #expect(throws: InterchangeError.self) { _ = try TextLines.read(scratch.path) }  // a directory
         let written = scratch.path + "/out.txt"
         try TextLines.write(["a", "", "ü"], to: written)
         #expect(try Data(contentsOf: URL(fileURLWithPath: written)) == Data("a\n\nü\n".utf8))

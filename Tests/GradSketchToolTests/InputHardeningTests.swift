@@ -32,6 +32,11 @@ import Testing
             try expectSuccess(ChildProcess.tool("delete", fixture.store, "--set", set, "--ids", delete))
             #expect(try Store(opening: fixture.store).sketchSet(set).rowCount == 2)
         }
+        // Process substitution hands the tool a pipe, which FileManager.contents read as nothing.
+        let piped = try ChildProcess.run("/bin/bash", ["-c", "\"$0\" append \"$1\" --set piped --rows \"$2\" --ids <(printf 'p-a\\r\\np-b\\r\\np-c\\r\\n')",
+                                                       ChildProcess.productsDirectory + "/gradsketch", fixture.store, rows])
+        #expect(piped.status == 0, "\(piped.standardError)")
+        #expect(try Store(opening: fixture.store).sketchSet("piped").ids() == ["p-a", "p-b", "p-c"])
         let help = try ChildProcess.tool("append", "--help")
         let words = help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
         #expect(words.contains("lines end at LF, CRLF or CR"), "\(help.standardOutput)")
