@@ -69,6 +69,7 @@ import Testing
             (["train", store, "--batch", max], "--batch must be at most 1000000"),
             (["value", store, "--method", "gradex", "--subsets", max], "--subsets must be at most 1000000"),
             (["vacuum", store, "--keep-last", "0"], "--keep-last must be at least 1, found 0"),
+            (["query", store, "--set", "s", "--vector", query, "--weight", "nan"], "--weight must be a finite number, found nan"),
         ]
         for (arguments, message) in cases {
             try expectFailure(arguments, saying: message)

@@ -55,6 +55,7 @@ struct Query: ParsableCommand {
         try requireOption(nprobe, "--nprobe", in: 1...OptionLimit.count)
         try requireOption(rerank, "--rerank", in: 1...OptionLimit.perQuery)
         try requireVersion(at)
+        guard weight.isFinite else { throw ValidationError("--weight must be a finite number, found \(weight)") }
     }
 
     func run() throws {

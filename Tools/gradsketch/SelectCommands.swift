@@ -213,6 +213,7 @@ struct ValueCommand: ParsableCommand {
         try requireOption(subsets, "--subsets", in: 1...OptionLimit.perQuery)
         try requireOption(count, "-k", in: 1...OptionLimit.count)
         guard fraction > 0, fraction <= 1 else { throw ValidationError("--fraction must be in (0, 1], found \(fraction)") }
+        guard step.isFinite, baseLoss.isFinite else { throw ValidationError("--step and --base-loss must be finite numbers, found \(step) and \(baseLoss)") }
     }
 
     func run() throws {
