@@ -105,6 +105,8 @@ put("safetensors", "refuse-fractional-shape.safetensors", safetensors(
     {"x": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}, b"\0" * 4))
 put("safetensors", "refuse-not-json.safetensors", struct.pack("<Q", 8) + b"{oops!!}")
 put("safetensors", "refuse-short.safetensors", b"\x08\0\0")
+# JSON nested far deeper than any parser's stack: must be refused, not overflow the stack.
+put("safetensors", "refuse-deep-nesting.safetensors", safetensors({}, declared=20000) [:8] + b"[" * 20000)
 
 # --- text lines -------------------------------------------------------------------------
 ids = [f"row-{i}" for i in range(5)]
@@ -145,4 +147,5 @@ for index, path in enumerate(sys.argv[1:]):
 put("manifest", "refuse-not-json.json", "{\"format\": \"gradsketch\", ")
 put("manifest", "refuse-empty.json", "")
 put("manifest", "refuse-array.json", "[1, 2, 3]")
+put("manifest", "refuse-deep-nesting.json", '{"format": "gradsketch", "sketch_sets": ' + "[" * 20000)
 put("manifest", "refuse-version-beyond-int64.json", '{"format": "gradsketch", "version": 99999999999999999999999}')
