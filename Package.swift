@@ -102,6 +102,21 @@ let package = Package(
 
         // MARK: - Tests
 
+        /// The parsers the fuzzer drives (Tests/Fuzz/run.sh), shared with the regression test.
+        .target(
+            name: "GradSketchFuzzTargets",
+            dependencies: ["GradSketchInterchange", "GradSketchStore"],
+            path: "Tests/Fuzz/Targets",
+            swiftSettings: swiftSettings
+        ),
+        /// A libFuzzer target when built by Tests/Fuzz/run.sh, a corpus replayer otherwise.
+        .executableTarget(
+            name: "gradsketch-fuzz",
+            dependencies: ["GradSketchFuzzTargets"],
+            path: "Tests/Fuzz/Harness",
+            swiftSettings: swiftSettings
+        ),
+
         .target(
             name: "GradSketchTestSupport",
             dependencies: ["GradSketchInterchange"],
@@ -141,6 +156,11 @@ let package = Package(
         .testTarget(
             name: "GradSketchModelsTests",
             dependencies: ["GradSketchModels", "GradSketchProjection", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchFuzzTests",
+            dependencies: ["GradSketchFuzzTargets", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -41,8 +41,9 @@ public final class MappedFile: @unchecked Sendable {
         guard fstat(descriptor, &info) == 0 else {
             throw InterchangeError(path: path, "cannot stat file: \(String(cString: strerror(errno)))")
         }
-        guard offset >= 0, length >= 0, offset + length <= Int(info.st_size) else {
-            throw InterchangeError(path: path, "expected bytes \(offset)..<\(offset + length) in the file, found a file of \(info.st_size) bytes (truncated?)")
+        // offset and length can come from a manifest: compare without adding them.
+        guard offset >= 0, length >= 0, offset <= Int(info.st_size), length <= Int(info.st_size) - offset else {
+            throw InterchangeError(path: path, "expected \(length) bytes at offset \(offset) in the file, found a file of \(info.st_size) bytes (truncated?)")
         }
         if length == 0 {
             mapping = nil

@@ -20,7 +20,26 @@ public final class NumpyFile: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         mapping = try MappedFile(path: path)
-        let bytes = mapping.bytes
+        let layout = try Self.parseLayout(mapping.bytes, path: path)
+        elementType = layout.elementType
+        shape = layout.shape
+        data = UnsafeRawBufferPointer(rebasing: mapping.bytes[layout.dataOffset...])
+    }
+
+    /// What a `.npy` file's header says, checked against the file's length.
+    public struct Layout: Sendable, Equatable {
+        public let elementType: ElementType
+        public let shape: [Int]
+        /// Where the array's bytes start; they run to the end of the file.
+        public let dataOffset: Int
+    }
+
+    /// Parses and checks the header of the `.npy` file whose bytes are `bytes`: every number
+    /// in it (header length, dimensions) is checked before any size is computed from it, and
+    /// the data must be exactly as long as the shape says.
+    ///
+    /// - Throws: ``InterchangeError`` saying what was expected and what was found.
+    public static func parseLayout(_ bytes: UnsafeRawBufferPointer, path: String) throws -> Layout {
         func fail(_ message: String) -> InterchangeError { InterchangeError(path: path, message) }
         guard bytes.count >= 10, Array(bytes[0..<6]) == Self.magic else {
             throw fail("not a .npy file: expected the magic bytes \\x93NUMPY, found \(bytes.count < 6 ? "a \(bytes.count)-byte file" : "other bytes")")
@@ -38,6 +57,7 @@ public final class NumpyFile: @unchecked Sendable {
         default:
             throw fail(".npy format version \(major).\(bytes[7]) is not supported: expected 1.0, 2.0 or 3.0")
         }
+        // headerLength < 2^32, so this sum cannot overflow.
         guard headerStart + headerLength <= bytes.count else {
             throw fail("truncated .npy header: expected \(headerLength) header bytes, found \(bytes.count - headerStart)")
         }
@@ -46,14 +66,15 @@ public final class NumpyFile: @unchecked Sendable {
         guard !fields.fortranOrder else {
             throw fail("expected a C-order (row-major) array, found fortran_order: True; save with np.ascontiguousarray")
         }
-        elementType = try Self.elementType(descr: fields.descr, path: path)
-        shape = fields.shape
+        let elementType = try Self.elementType(descr: fields.descr, path: path)
         let dataStart = headerStart + headerLength
-        let expected = fields.shape.reduce(1, *) * elementType.byteWidth
+        guard let expected = elementType.byteCount(shape: fields.shape) else {
+            throw fail("shape \(fields.shape) \(elementType.rawValue) is too large: its byte count overflows a 64-bit size (the file has \(bytes.count - dataStart) data bytes)")
+        }
         guard bytes.count - dataStart == expected else {
             throw fail("expected \(expected) data bytes for shape \(fields.shape) \(elementType.rawValue), found \(bytes.count - dataStart) (truncated or trailing bytes)")
         }
-        data = UnsafeRawBufferPointer(rebasing: bytes[dataStart...])
+        return Layout(elementType: elementType, shape: fields.shape, dataOffset: dataStart)
     }
 
     static func elementType(descr: String, path: String) throws -> ElementType {
@@ -150,7 +171,10 @@ public final class NumpyWriter {
         }
         self.path = path
         temporary = path + ".tmp-\(UInt64.random(in: 0...UInt64.max))"
-        expected = shape.reduce(1, *) * elementType.byteWidth
+        guard let expected = elementType.byteCount(shape: shape) else {
+            throw InterchangeError(path: path, "cannot write shape \(shape): expected non-negative dimensions whose byte count fits a 64-bit size")
+        }
+        self.expected = expected
         // open(2) directly: FileManager.createFile writes "atomically" through a scratch
         // directory that Foundation on Linux leaves behind in /tmp.
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
@@ -171,7 +195,7 @@ public final class NumpyWriter {
 
     /// Appends the next bytes of the array, in row-major order.
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
-        guard written + bytes.count <= expected else {
+        guard bytes.count <= expected - written else {
             throw InterchangeError(path: path, "more data than the shape holds: expected \(expected) bytes in all, got \(written + bytes.count)")
         }
         written += bytes.count

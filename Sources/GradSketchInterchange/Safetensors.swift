@@ -29,12 +29,42 @@ public final class SafetensorsFile: @unchecked Sendable {
         self.path = path
         mapping = try MappedFile(path: path)
         let bytes = mapping.bytes
+        let layout = try Self.parseLayout(bytes, path: path)
+        tensors = layout.tensors.map { tensor in
+            SafetensorsTensor(name: tensor.name, elementType: tensor.elementType, shape: tensor.shape,
+                              data: UnsafeRawBufferPointer(rebasing: bytes[tensor.byteRange]))
+        }
+        metadata = layout.metadata
+    }
+
+    /// What a `.safetensors` header says, checked against the file's length.
+    public struct Layout: Sendable {
+        public struct Tensor: Sendable, Equatable {
+            public let name: String
+            public let elementType: ElementType
+            public let shape: [Int]
+            /// The tensor's bytes within the file (not within the data section).
+            public let byteRange: Range<Int>
+        }
+        /// Tensors sorted by name (UTF-8 byte order).
+        public let tensors: [Tensor]
+        public let metadata: [String: String]
+    }
+
+    /// Parses and checks the `.safetensors` file whose bytes are `bytes`: the header length
+    /// is compared with the file length before it becomes an `Int`, shapes are multiplied with
+    /// overflow checks, and every tensor must lie inside the data section without overlapping another.
+    ///
+    /// - Throws: ``InterchangeError`` saying what was expected and what was found.
+    public static func parseLayout(_ bytes: UnsafeRawBufferPointer, path: String) throws -> Layout {
         func fail(_ message: String) -> InterchangeError { InterchangeError(path: path, message) }
         guard bytes.count >= 8 else { throw fail("not a safetensors file: expected an 8-byte header length, found \(bytes.count) bytes") }
-        let headerLength = Int(bytes.loadUnaligned(as: UInt64.self).littleEndian)
-        guard headerLength > 0, headerLength <= Self.headerLimit, 8 + headerLength <= bytes.count else {
-            throw fail("not a safetensors file: header length \(headerLength) does not fit a \(bytes.count)-byte file (limit \(Self.headerLimit))")
+        // The length is a u64; compare it as one, since values ≥ 2^63 do not fit an Int.
+        let declaredLength = bytes.loadUnaligned(as: UInt64.self).littleEndian
+        guard declaredLength > 0, declaredLength <= UInt64(Self.headerLimit), declaredLength <= UInt64(bytes.count - 8) else {
+            throw fail("not a safetensors file: header length \(declaredLength) does not fit a \(bytes.count)-byte file (expected 1 to \(min(Self.headerLimit, max(0, bytes.count - 8))) bytes)")
         }
+        let headerLength = Int(declaredLength)
         let header: [String: Any]
         do {
             guard let object = try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + headerLength)])) as? [String: Any] else {
@@ -48,7 +78,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         let dataStart = 8 + headerLength
         let dataLength = bytes.count - dataStart
-        var tensors: [SafetensorsTensor] = []
+        var tensors: [Layout.Tensor] = []
         var metadata: [String: String] = [:]
         for (name, value) in header {
             if name == "__metadata__" {
@@ -58,7 +88,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             }
             guard let entry = value as? [String: Any], let code = entry["dtype"] as? String,
                   let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2 else {
-                throw fail("tensor \(name): expected {dtype, shape, data_offsets: [begin, end]}")
+                throw fail("tensor \(name): expected {dtype, shape: [integers], data_offsets: [begin, end]} with integers that fit 64 bits")
             }
             guard let type = Self.dtypes[code] else {
                 throw fail("tensor \(name) has dtype \(code): expected one of \(Self.dtypes.keys.sorted().joined(separator: ", "))")
@@ -68,22 +98,22 @@ public final class SafetensorsFile: @unchecked Sendable {
             guard begin >= 0, begin <= end, end <= dataLength else {
                 throw fail("tensor \(name) has data_offsets [\(begin), \(end)] outside the \(dataLength) data bytes (truncated file?)")
             }
-            let expected = shape.reduce(1, *) * type.byteWidth
+            guard let expected = type.byteCount(shape: shape) else {
+                throw fail("tensor \(name) of shape \(shape) \(code) is too large: its byte count overflows a 64-bit size (its offsets span \(end - begin))")
+            }
             guard end - begin == expected else {
                 throw fail("tensor \(name) of shape \(shape) \(code) needs \(expected) bytes, its offsets span \(end - begin)")
             }
-            tensors.append(SafetensorsTensor(name: name, elementType: type, shape: shape,
-                                             data: UnsafeRawBufferPointer(rebasing: bytes[(dataStart + begin)..<(dataStart + end)])))
+            tensors.append(Layout.Tensor(name: name, elementType: type, shape: shape, byteRange: (dataStart + begin)..<(dataStart + end)))
         }
         // Overlapping tensors would alias each other's bytes: refuse them.
-        let byOffset = tensors.sorted { $0.data.baseAddress! < $1.data.baseAddress! || ($0.data.baseAddress! == $1.data.baseAddress! && $0.data.count < $1.data.count) }
-        for (a, b) in zip(byOffset, byOffset.dropFirst()) where !a.data.isEmpty && !b.data.isEmpty {
-            if a.data.baseAddress! + a.data.count > b.data.baseAddress! {
-                throw fail("tensors \(a.name) and \(b.name) overlap in the file")
-            }
+        let byOffset = tensors.filter { !$0.byteRange.isEmpty }.sorted {
+            ($0.byteRange.lowerBound, $0.byteRange.upperBound) < ($1.byteRange.lowerBound, $1.byteRange.upperBound)
         }
-        self.tensors = tensors.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
-        self.metadata = metadata
+        for (a, b) in zip(byOffset, byOffset.dropFirst()) where a.byteRange.upperBound > b.byteRange.lowerBound {
+            throw fail("tensors \(a.name) and \(b.name) overlap in the file")
+        }
+        return Layout(tensors: tensors.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }, metadata: metadata)
     }
 
     public func tensor(named name: String) -> SafetensorsTensor? {
@@ -103,9 +133,8 @@ public enum SafetensorsWriter {
         if !metadata.isEmpty { header["__metadata__"] = metadata }
         var offset = 0
         for tensor in tensors {
-            let expected = tensor.shape.reduce(1, *) * tensor.elementType.byteWidth
-            guard tensor.data.count == expected else {
-                throw InterchangeError(path: path, "tensor \(tensor.name) of shape \(tensor.shape) needs \(expected) bytes, found \(tensor.data.count)")
+            guard let expected = tensor.elementType.byteCount(shape: tensor.shape), tensor.data.count == expected else {
+                throw InterchangeError(path: path, "tensor \(tensor.name) of shape \(tensor.shape) needs \(tensor.elementType.byteCount(shape: tensor.shape).map(String.init) ?? "more than 2^63") bytes, found \(tensor.data.count)")
             }
             header[tensor.name] = ["dtype": code(for: tensor.elementType), "shape": tensor.shape, "data_offsets": [offset, offset + expected]]
             offset += expected

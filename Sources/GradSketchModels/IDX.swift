@@ -53,7 +53,15 @@ public enum IDXFile {
             throw DatasetError(path: path, message: String(format: "expected IDX magic 0x%08x (unsigned bytes, rank %d), found 0x%08x", 0x0800 | rank, rank, magic))
         }
         let dimensions = (0..<rank).map { word(4 + 4 * $0) }
-        let expected = dimensions.reduce(1, *)
+        // Each dimension is a u32, so rank 3 can overflow an Int: multiply with checks.
+        var expected = 1
+        for dimension in dimensions {
+            let (product, overflow) = expected.multipliedReportingOverflow(by: dimension)
+            guard !overflow else {
+                throw DatasetError(path: path, message: "dimensions \(dimensions) are too large: their product overflows a 64-bit size (the file has \(bytes.count - headerLength) data bytes)")
+            }
+            expected = product
+        }
         guard bytes.count - headerLength == expected else {
             throw DatasetError(path: path, message: "expected \(expected) data bytes for dimensions \(dimensions), found \(bytes.count - headerLength)")
         }

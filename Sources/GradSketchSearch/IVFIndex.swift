@@ -52,7 +52,11 @@ public struct IVFSearchParameters: Sendable, Equatable {
         self.rerank = rerank
     }
 
-    func candidates(for k: Int) -> Int { max(rerank, (rerank * k + 9) / 10, k) }
+    func candidates(for k: Int) -> Int {
+        // rerank × k / 10, saturating: both come from users and files.
+        let (product, overflow) = rerank.multipliedReportingOverflow(by: k)
+        return overflow ? Int.max : max(rerank, product / 10 + (product % 10 == 0 ? 0 : 1), k)
+    }
 }
 
 /// Approximate search through an IVF index, exact where the index does not reach.

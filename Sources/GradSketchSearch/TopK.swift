@@ -12,7 +12,9 @@ public struct TopK: Sendable {
 
     public init(capacity: Int) {
         self.capacity = capacity
-        heap.reserveCapacity(capacity)
+        // The capacity can come from a user (-k); the heap grows as entries arrive, so a huge k
+        // costs memory only for the entries there are.
+        heap.reserveCapacity(min(capacity, 1 << 16))
     }
 
     /// `a` ranks below `b`.

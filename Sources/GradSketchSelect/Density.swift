@@ -28,6 +28,15 @@ public enum DensitySampling {
         guard options.hashes >= 1, options.buckets >= 1, options.power >= 1 else {
             throw StoreError(.invalidInput, "density needs at least one hash and one bucket, found \(options.hashes) × \(options.buckets)")
         }
+        // Sizes from options are multiplied with overflow checks and bounded before allocating
+        // (hashes near Int.max trapped here).
+        let projectionLimit = 1 << 31
+        let (projections, projectionOverflow) = options.hashes.multipliedReportingOverflow(by: options.power)
+        let (directionCount, directionOverflow) = projections.multipliedReportingOverflow(by: max(set.k, 1))
+        let (counterCount, counterOverflow) = options.hashes.multipliedReportingOverflow(by: options.buckets)
+        guard !projectionOverflow, !directionOverflow, !counterOverflow, directionCount <= projectionLimit, counterCount <= projectionLimit else {
+            throw StoreError(.invalidInput, "density with \(options.hashes) hashes × \(options.buckets) buckets × power \(options.power) at k = \(set.k) needs more than 2^31 directions or counters: expected smaller --hashes, --buckets or --power")
+        }
         let width = try options.width ?? medianNearestNeighbourDistance(set, seed: options.seed)
         guard width > 0, width.isFinite else {
             throw StoreError(.invalidInput, "bucket width must be positive and finite, found \(width)")

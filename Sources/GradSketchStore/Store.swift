@@ -167,6 +167,16 @@ public final class Store: Sendable {
             }
             return (strings[0], checksum)
         }
+        return try parseManifest(text, checksum: stored, expectedVersion: expectedVersion, file: file)
+    }
+
+    /// The checksum a manifest's text carries (Spec §4: its UTF-8 bytes, then one 0x00).
+    public static func manifestChecksum(of text: String) -> String { Checksum.strings([text]) }
+
+    /// The checks on a manifest's text once it is out of its HDF5 file: checksum, JSON shape,
+    /// format, version and extensions. Separate from the HDF5 read so the manifest fuzz target
+    /// (`Tests/Fuzz`) drives exactly what every reader runs.
+    public static func parseManifest(_ text: String, checksum stored: String?, expectedVersion: Int, file: String) throws -> Manifest {
         let computed = Checksum.strings([text])
         guard stored == computed else {
             throw StoreError(.corrupt, "manifest checksum mismatch: expected \(stored ?? "(none)"), computed \(computed)", path: file + ":/manifest")

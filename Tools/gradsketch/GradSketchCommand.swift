@@ -9,7 +9,7 @@ struct GradSketchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gradsketch",
         abstract: "Create, fill, read and check GradSketch stores of model tensors and gradient sketches.",
-        discussion: "A store is a directory of immutable HDF5 files with one manifest per version (see Spec/format.md). Every command that changes a store commits a new version atomically; --at VERSION reads a store as of an earlier version. Every command takes --json: the result as JSON with snake_case keys, and on failure {\"error\": {\"code\", \"message\", \"path\"}} on stdout (the message also on stderr; exit status 1, or 64 for a usage error). Exit status 0 means the command succeeded; a \"warning:\" on stderr after a commit means the version is committed but a step after the commit failed (e.g. the fsync of versions/). A failed command (non-zero) committed nothing.",
+        discussion: "A store is a directory of immutable HDF5 files with one manifest per version (see Spec/format.md). Every command that changes a store commits a new version atomically; --at VERSION reads a store as of an earlier version. Every command takes --json: the result as JSON with snake_case keys, and on failure {\"error\": {\"code\", \"message\", \"path\"}} on stdout (the message also on stderr; exit status 1, or 64 for a usage error). Exit status 0 means the command succeeded; a \"warning:\" on stderr after a commit means the version is committed but a step after the commit failed (e.g. the fsync of versions/). A failed command (non-zero) committed nothing. Text inputs (ids, labels, metadata, groups, columns) are UTF-8 with one entry per line; lines end at LF, CRLF or CR.",
         version: StoreFormat.creatorVersion,
         subcommands: [
             Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Reproduce.self, Export.self, Delete.self,
@@ -105,7 +105,7 @@ struct Initialize: ParsableCommand {
 struct Append: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Append rows [N, k] to a sketch set (created by the first append) and commit a new version.",
-        discussion: "Rows come from a .npy file (float16, float32, float64) or a .safetensors file (F16, BF16, F32, F64; --tensor picks one when it holds several). Text files (ids, labels, metadata) hold one entry per line. Rows with NaN or ±Inf are refused unless the set was created with --allow-nonfinite.")
+        discussion: "Rows come from a .npy file (float16, float32, float64) or a .safetensors file (F16, BF16, F32, F64; --tensor picks one when it holds several). Text files (ids, labels, metadata) hold one entry per line, in UTF-8; lines end at LF, CRLF or CR (no entry keeps a line-ending character). Rows with NaN or ±Inf are refused unless the set was created with --allow-nonfinite.")
 
     @OptionGroup var location: StoreArgument
     @Option(help: "Name of the sketch set.") var set: String
@@ -172,6 +172,8 @@ struct Export: ParsableCommand {
 
     struct Output: Encodable { let set: String, rows: Int, out: String, idsOut: String? }
 
+    func validate() throws { try requireVersion(at) }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
@@ -212,6 +214,8 @@ struct Pack: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     struct Output: Encodable { let version: Int, store: String, out: String }
+
+    func validate() throws { try requireVersion(at) }
 
     func run() throws {
         try reportingErrors {

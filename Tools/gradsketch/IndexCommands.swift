@@ -43,6 +43,14 @@ struct BuildIndex: ParsableCommand {
         let tuning: [TuningPoint], seconds: [String: Double], indexBytes: Int, warnings: [String]
     }
 
+    func validate() throws {
+        try requireOption(lists, "--lists", in: 1...OptionLimit.width)
+        try requireOption(rerank, "--rerank", in: 1...OptionLimit.perQuery)
+        try requireOption(trainingRows, "--training-rows", in: 1...OptionLimit.count)
+        try requireOption(iterations, "--iterations", in: 0...OptionLimit.perQuery)
+        guard (0.0...1.0).contains(recallTarget) else { throw ValidationError("--recall-target must be between 0 and 1, found \(recallTarget)") }
+    }
+
     func run() throws {
         try reportingErrors {
             guard let metricValue = SearchMetric(rawValue: metric) else { throw ValidationError("--metric must be ip or cosine, found \(metric)") }
@@ -87,6 +95,8 @@ struct IndexInfo: ParsableCommand {
     @Option(help: "Read the store as of this version.") var at: Int?
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
+
+    func validate() throws { try requireVersion(at) }
 
     struct Description: Encodable {
         let name: String, metric: String, kind: String, lists: Int, rows: Int, builtOnVersion: Int, file: String, bytes: Int?

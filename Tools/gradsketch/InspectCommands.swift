@@ -10,6 +10,8 @@ struct Info: ParsableCommand {
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
 
+    func validate() throws { try requireVersion(at) }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
@@ -95,6 +97,11 @@ struct Vacuum: ParsableCommand {
     @Flag(help: "Report what would be removed without removing it.") var dryRun = false
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
+
+    func validate() throws {
+        try requireOption(keepLast, "--keep-last", in: 1...Int.max)
+        guard grace.isFinite, grace >= 0 else { throw ValidationError("--grace must be a finite number of seconds ≥ 0, found \(grace)") }
+    }
 
     func run() throws {
         try reportingErrors {

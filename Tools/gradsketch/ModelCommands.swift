@@ -12,6 +12,8 @@ struct DatasetOptions: ParsableArguments {
     @Option(help: "Use only the first N examples of the split.") var limit: Int?
     @Option(help: "Directory with the IDX files (Debian's dataset-fashion-mnist).") var dataDirectory: String = FashionMNIST.defaultDirectory
 
+    func validate() throws { try requireOption(limit, "--limit", in: 1...OptionLimit.count) }
+
     func load() throws -> (FashionMNIST, Int) {
         guard let split = FashionMNIST.Split(rawValue: split) else {
             throw ValidationError("--split must be train or test, found \(self.split)")
@@ -49,6 +51,14 @@ struct Train: ParsableCommand {
     struct Output: Encodable {
         struct Checkpoint: Encodable { let name: String, step: Int, version: Int }
         let checkpoints: [Checkpoint], steps: Int, lastBatchLoss: Float, examples: Int, accuracy: Double
+    }
+
+    func validate() throws {
+        try requireOption(hidden, "--hidden", in: 0...OptionLimit.perQuery)
+        try requireOption(batch, "--batch", in: 1...OptionLimit.perQuery)
+        try requireOption(epochs, "--epochs", in: 1...OptionLimit.perQuery)
+        try requireOption(checkpointEvery, "--checkpoint-every", in: 0...Int.max)
+        guard learningRate.isFinite, learningRate > 0 else { throw ValidationError("--learning-rate must be a finite number > 0, found \(learningRate)") }
     }
 
     func run() throws {
@@ -113,6 +123,12 @@ struct Sketch: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     struct Output: Encodable { let set: String, checkpoint: String, examples: Int, k: Int, version: Int, seconds: Double }
+
+    func validate() throws {
+        try requireOption(side, "--side", in: 1...OptionLimit.side)
+        try requireOption(kDense, "--k-dense", in: 1...OptionLimit.width)
+        try requireOption(batch, "--batch", in: 1...OptionLimit.perQuery)
+    }
 
     func run() throws {
         try reportingErrors {

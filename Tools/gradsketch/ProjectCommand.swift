@@ -39,6 +39,14 @@ struct Project: ParsableCommand {
         let rows: Int, k: Int, set: String?, version: Int?, out: String?
     }
 
+    func validate() throws {
+        try requireOption(k, "--k", in: 1...OptionLimit.width)
+        try requireOption(block, "--block", in: 1...OptionLimit.width)
+        if let block, block & (block - 1) != 0 { throw ValidationError("--block must be a power of two, found \(block)") }
+        try requireOption(nonzeros, "--nonzeros", in: 1...OptionLimit.perQuery)
+        try requireOption(side, "--side", in: 1...OptionLimit.side)
+    }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)

@@ -51,6 +51,14 @@ struct Query: ParsableCommand {
         let results: [[Result]]
     }
 
+    func validate() throws {
+        try requireOption(count, "-k", in: 1...OptionLimit.count)
+        try requireOption(nprobe, "--nprobe", in: 1...OptionLimit.count)
+        try requireOption(rerank, "--rerank", in: 1...OptionLimit.perQuery)
+        try requireVersion(at)
+        guard weight.isFinite else { throw ValidationError("--weight must be a finite number, found \(weight)") }
+    }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)

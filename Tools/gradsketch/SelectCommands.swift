@@ -104,6 +104,24 @@ struct SelectCommand: ParsableCommand {
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
 
+    func validate() throws {
+        try requireOption(count, "-k", in: 1...OptionLimit.count)
+        try requireOption(batchSize, "--batch-size", in: 0...OptionLimit.count)
+        try requireOption(hashes, "--hashes", in: 1...OptionLimit.perQuery)
+        try requireOption(buckets, "--buckets", in: 1...OptionLimit.count)
+        try requireOption(power, "--power", in: 1...64)
+        // The density counters are one Int32 per (hash, bucket).
+        guard hashes * buckets <= 1 << 31 else {
+            throw ValidationError("--hashes × --buckets must be at most 2^31 counters, found \(hashes) × \(buckets)")
+        }
+        guard hashes * power <= OptionLimit.perQuery else {
+            throw ValidationError("--hashes × --power must be at most \(OptionLimit.perQuery) projections, found \(hashes) × \(power)")
+        }
+        if let width, !(width.isFinite && width > 0) { throw ValidationError("--width must be a finite number > 0, found \(width)") }
+        try requireOption(clusters, "--clusters", in: 1...OptionLimit.perQuery)
+        try requireVersion(at)
+    }
+
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
@@ -159,11 +177,13 @@ struct SelectCommand: ParsableCommand {
         if concepts { return .metadataArrays }
         guard conceptsFromText else { return .none }
         guard let stopwords else { return .rakePhrases() }
-        let text: String
-        do { text = try String(contentsOfFile: stopwords, encoding: .utf8) } catch {
-            throw ValidationError("cannot read the stopword file \(stopwords): \(error.localizedDescription)")
+        // The one text reader, so a CRLF stopword file reads like any other text input.
+        let lines: [String]
+        do { lines = try TextLines.read(stopwords) } catch let error as InterchangeError {
+            throw ValidationError("cannot read the stopword file \(stopwords): \(error.message)")
         }
-        return .rakePhrases(stopwords: Set(text.lowercased().split(whereSeparator: \.isWhitespace).map(String.init)))
+        let words = lines.flatMap { $0.lowercased().split(whereSeparator: \.isWhitespace).map(String.init) }
+        return .rakePhrases(stopwords: Set(words))
     }
 
     private func selectionQuery(store: Store, target: SketchSet) throws -> [Float] {
@@ -208,6 +228,13 @@ struct ValueCommand: ParsableCommand {
     @Option(help: "Save the values under this name (a new version).") var save: String?
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
+
+    func validate() throws {
+        try requireOption(subsets, "--subsets", in: 1...OptionLimit.perQuery)
+        try requireOption(count, "-k", in: 1...OptionLimit.count)
+        guard fraction > 0, fraction <= 1 else { throw ValidationError("--fraction must be in (0, 1], found \(fraction)") }
+        guard step.isFinite, baseLoss.isFinite else { throw ValidationError("--step and --base-loss must be finite numbers, found \(step) and \(baseLoss)") }
+    }
 
     func run() throws {
         try reportingErrors {
@@ -277,6 +304,7 @@ struct ListResults: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     struct Listed: Encodable { let name: String, method: String, set: String, setVersion: Int, count: Int }
+    func validate() throws { try requireVersion(at) }
 
     func run() throws {
         try reportingErrors {
@@ -303,6 +331,7 @@ struct ShowResult: ParsableCommand {
     @Option(help: "Also write the ids, one per line and in the order shown, to this file.") var idsOut: String?
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
+    func validate() throws { try requireVersion(at) }
     func run() throws {
         try reportingErrors {
             let store = try Store(opening: location.store)
@@ -334,6 +363,8 @@ struct ExportResult: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     struct Output: Encodable { let name: String, rows: Int, out: String }
+
+    func validate() throws { try requireVersion(at) }
 
     func run() throws {
         try reportingErrors {

@@ -127,36 +127,6 @@ final class RowsFile {
     }
 }
 
-/// Files of one entry per line (ids, labels, metadata).
-enum TextLines {
-    static func read(_ path: String) throws -> [String] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw StoreError(.notFound, "cannot read file", path: path)
-        }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw StoreError(.invalidInput, "expected UTF-8 text, found invalid bytes", path: path)
-        }
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            line.hasSuffix("\r") ? String(line.dropLast()) : String(line)
-        }
-        if lines.last == "" { lines.removeLast() }
-        return lines
-    }
-
-    /// Writes next to `path` and renames into place, so readers never see half a file.
-    static func write(_ lines: [String], to path: String) throws {
-        let text = lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
-        let temporary = path + ".tmp-\(UInt64.random(in: 0...UInt64.max))"
-        do {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: temporary))
-            guard rename(temporary, path) == 0 else { throw StoreError(.io, "cannot rename into place", path: path) }
-        } catch {
-            unlink(temporary)
-            throw StoreError(.io, "cannot write file: \(error)", path: path)
-        }
-    }
-}
-
 /// A float column: a 1-D `.npy` (any float or integer type) or one number per line.
 enum ColumnFile {
     static func read(_ path: String) throws -> [Double] {
@@ -222,3 +192,29 @@ func projectedDelta(_ name: String, for target: SketchSet, store: Store, at vers
     return query
 }
 
+
+/// Bounds of the integer options, checked in `validate()` before any of them reaches
+/// arithmetic or an allocation: a count near Int.max must be a clear error, not an
+/// overflow trap or a terabyte allocation. The limits are far above any real use.
+enum OptionLimit {
+    /// Results, selected rows, training rows: more than any store holds.
+    static let count = 1_000_000_000
+    /// Things made per row or per query (re-ranked candidates, hashes, clusters, subsets).
+    static let perQuery = 1_000_000
+    /// Widths and block sizes of projections and models (2^24).
+    static let width = 1 << 24
+    /// A Kronecker side: its square is one layer's sketch width.
+    static let side = 4096
+}
+
+/// Refuses an integer option outside `range`, naming the option, the range and the value.
+func requireOption(_ value: Int?, _ name: String, in range: ClosedRange<Int>) throws {
+    guard let value, !range.contains(value) else { return }
+    let expected = value < range.lowerBound ? "at least \(range.lowerBound)" : "at most \(range.upperBound)"
+    throw ValidationError("\(name) must be \(expected), found \(value)")
+}
+
+/// Refuses a negative `--at` version.
+func requireVersion(_ at: Int?) throws {
+    try requireOption(at, "--at", in: 0...Int.max)
+}

@@ -82,6 +82,8 @@ struct Tensors: ParsableCommand {
         @OptionGroup var output: OutputOptions
         var json: Bool { output.json }
 
+        func validate() throws { try requireVersion(at) }
+
         func run() throws {
             try reportingErrors {
                 let set = try Store(opening: location.store).tensorSet(name, at: at)
