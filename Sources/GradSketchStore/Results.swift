@@ -25,6 +25,14 @@ extension Store {
         if try manifest().results?[name] != nil {
             throw StoreError(.invalidInput, "result \(name) already exists: results are immutable; choose a new name", path: path)
         }
+        // The rule readers hold a result to (Spec §11), checked before anything is written:
+        // its rows lie in the set and version it names.
+        guard let source = try manifest(at: setVersion).sketchSets[set] else {
+            throw StoreError(.invalidInput, "cannot save result \(name): expected set \(set) at version \(setVersion), found no such set", path: path)
+        }
+        if let bad = positions.first(where: { $0 < 0 || $0 >= source.rowCount }) {
+            throw StoreError(.invalidInput, "cannot save result \(name): position \(bad) is outside the \(source.rowCount) rows of set \(set) at version \(setVersion)", path: path)
+        }
         let pin = try pinWriter()
         defer { pin.release() }
         let id = randomIdentifier()

@@ -135,14 +135,19 @@ for index, path in enumerate(sys.argv[1:]):
     unknown = dict(manifest, extensions=[{"name": "x-unknown", "must_understand": True}])
     put("manifest", f"refuse-unknown-extension-{index}.json", json.dumps(unknown))
     for name, entry in manifest.get("sketch_sets", {}).items():
-        # Item 6's hostile numbers: only decoding is checked here (no files to compare with),
-        # so these must not crash; the store-level checks refuse them.
+        # Item 6's hostile numbers. A set-level "rows" is a key the Spec does not define (it
+        # must only not crash); k and a segment's rows near 2^63 are refused by the manifest
+        # checks every reader runs (Spec §7.1).
         hostile = json.loads(text)
         hostile["sketch_sets"][name]["rows"] = 2**63 - 1
         put("manifest", f"hostile-rows-int-max-{index}.json", json.dumps(hostile))
         hostile = json.loads(text)
         hostile["sketch_sets"][name]["k"] = 2**63 - 1
-        put("manifest", f"hostile-k-int-max-{index}.json", json.dumps(hostile))
+        put("manifest", f"refuse-k-int-max-{index}.json", json.dumps(hostile))
+        if entry.get("segments"):
+            hostile = json.loads(text)
+            hostile["sketch_sets"][name]["segments"][0]["rows"] = 2**63 - 1
+            put("manifest", f"refuse-segment-rows-int-max-{index}.json", json.dumps(hostile))
         break
 put("manifest", "refuse-not-json.json", "{\"format\": \"gradsketch\", ")
 put("manifest", "refuse-empty.json", "")

@@ -244,6 +244,19 @@ import Testing
         #expect(throws: StoreError.self) {
             try store.saveResult("pick", method: "x", set: "g", setVersion: 1, parameters: [:], positions: [], ids: [], scores: [])
         }
+        // A result's rows lie in the set and version it names (Spec §11): 100 rows in "g".
+        let before = try store.latestVersion()
+        #expect(throws: StoreError.self) {
+            try store.saveResult("nowhere", method: "x", set: "missing", setVersion: set.version, parameters: [:], positions: [0], ids: ["0"], scores: [1])
+        }
+        #expect(throws: StoreError.self) {
+            try store.saveResult("outside", method: "x", set: "g", setVersion: set.version, parameters: [:], positions: [100], ids: ["100"], scores: [1])
+        }
+        #expect(throws: StoreError.self) {
+            try store.saveResult("negative", method: "x", set: "g", setVersion: set.version, parameters: [:], positions: [-1], ids: ["-1"], scores: [1])
+        }
+        #expect(try store.latestVersion() == before)
+        try store.saveResult("last-row", method: "x", set: "g", setVersion: set.version, parameters: [:], positions: [99], ids: ["99"], scores: [1])
         #expect(try store.verify().problems.isEmpty)
         let report = try store.vacuum(keepLast: 1, grace: 0)
         #expect(!report.removedFiles.contains(loaded.entry.file))

@@ -176,15 +176,19 @@ import Testing
     @Test func resultsAreShownAndExportedInRankOrder() throws {
         let fixture = try ToolFixture()
         let store = fixture.store
+        // Results name a set and version their positions lie in (Spec §11): a 4-row set "log".
+        try expectSuccess(ChildProcess.tool("append", store, "--set", "log", "--rows", try fixture.makeRows("log.npy", rows: 4, k: 3),
+                                            "--ids", try fixture.writeLines("log.txt", ["ex0@0", "ex1@0", "ex2@0", "ex3@0"])))
+        let logVersion = try Store(opening: store).latestVersion()
         let scores = [0.5, -1.0, 2.0, 0.1]
-        try Store(opening: store).saveResult("by-example", method: "in-run-shapley/first-order", set: "log", setVersion: 2, parameters: [:],
+        try Store(opening: store).saveResult("by-example", method: "in-run-shapley/first-order", set: "log", setVersion: logVersion, parameters: [:],
                                              positions: [0, 1, 2, 3], ids: ["ex0", "ex1", "ex,2", "ex3"], scores: scores)
         let shown = try expectSuccess(ChildProcess.tool("results", "show", store, "--name", "by-example", "--json", "--ids-out", fixture.path("ranked.txt")))
         #expect(try String(contentsOfFile: fixture.path("ranked.txt"), encoding: .utf8) == "ex1\nex3\nex0\nex,2\n")
         let ranked = try JSONDecoder().decode(ShownResult.self, from: Data(shown.standardOutput.utf8))
         #expect(ranked.rows.map(\.id) == ["ex1", "ex3", "ex0", "ex,2"] && ranked.rows.map(\.rank) == [1, 2, 3, 4])
         // A selection keeps its pick order.
-        try Store(opening: store).saveResult("picked", method: "select/greedy", set: "log", setVersion: 2, parameters: [:],
+        try Store(opening: store).saveResult("picked", method: "select/greedy", set: "log", setVersion: logVersion, parameters: [:],
                                              positions: [3, 1], ids: ["ex3@0", "ex1@0"], scores: [0.9, 0.2])
         let picked = try expectSuccess(ChildProcess.tool("results", "show", store, "--name", "picked", "--json"))
         #expect(try JSONDecoder().decode(ShownResult.self, from: Data(picked.standardOutput.utf8)).rows.map(\.id) == ["ex3@0", "ex1@0"])
@@ -199,7 +203,7 @@ import Testing
         try expectSuccess(ChildProcess.tool("results", "export", store, "--name", "picked", "--out", fixture.path("picked.jsonl")))
         #expect(try String(contentsOfFile: fixture.path("picked.jsonl"), encoding: .utf8) ==
                 "{\"id\":\"ex3@0\",\"position\":3,\"rank\":1,\"score\":0.9}\n{\"id\":\"ex1@0\",\"position\":1,\"rank\":2,\"score\":0.2}\n")
-        try expectFailure(["results", "export", store, "--name", "picked", "--out", store + "/segments/x.csv"], saying: "refusing to write inside the store")
+        try expectFailure(["results", "export", store, "--name", "picked", "--out", store + "/segments/x.csv"], saying: "cannot write the output inside the store")
         try expectFailure(["results", "export", store, "--name", "picked", "--out", fixture.path("x.txt")], saying: "expected an output file ending in .csv or .jsonl")
         #expect(!FileManager.default.fileExists(atPath: store + "/segments/x.csv"))
     }
