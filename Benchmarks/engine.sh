@@ -13,19 +13,26 @@
 # Data: ROWS clustered rows (256 Gaussian clusters) of width K stored as float16, an IVF index
 # from `gradsketch index build --recall-target 0.95`, 20 queries from the same clusters.
 # Usage: Benchmarks/engine.sh [ROWS] [K]   (default 1 000 000 × 1024 float16 = 2 GB of rows;
-#        APPENDS=1000, QUERIES=20 in the environment; e.g. `Benchmarks/engine.sh 20000 256` to smoke-test)
+#        APPENDS=1000, QUERIES=20 in the environment; KEEP=1 keeps the work directory for profiling;
+#        e.g. `APPENDS=40 Benchmarks/engine.sh 20000 256` to smoke-test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows="${1:-1000000}"; k="${2:-1024}"
 appends="${APPENDS:-1000}"; queries="${QUERIES:-20}"
-work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+work="$(mktemp -d)"
+if [ -n "${KEEP:-}" ]; then echo "engine.sh: keeping $work (KEEP=1; delete it when done)" >&2; else trap 'rm -rf "$work"' EXIT; fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 [ -x /usr/bin/time ] || { echo "engine.sh: /usr/bin/time is missing (Tools/setup.sh installs Debian's time)" >&2; exit 1; }
 
-swift build -c release --product gradsketch --product gradsketch-bench >&2
+# (swift build takes one --product: the last one given wins)
+swift build -c release --product gradsketch >&2
+swift build -c release --product gradsketch-bench >&2
 gs=.build/release/gradsketch
 bench=.build/release/gradsketch-bench
 stream_source="${STREAM_SOURCE:-../shared/bench/stream_mini.c}"
+if [ ! -f "$stream_source" ] && [ -z "${STREAM_SOURCE:-}" ]; then  # in a worktree: next to the main checkout
+  stream_source="$(dirname "$(git rev-parse --path-format=absolute --git-common-dir)")/../shared/bench/stream_mini.c"
+fi
 start=$SECONDS
 phase() { echo "engine.sh: $1 ($((SECONDS - start)) s)" >&2; }
 
