@@ -12,7 +12,8 @@
 #           processes and through the library in one process: mean of the last 100 / first 100
 # Data: ROWS clustered rows (256 Gaussian clusters) of width K stored as float16, an IVF index
 # from `gradsketch index build --recall-target 0.95`, 20 queries from the same clusters.
-# Usage: Benchmarks/engine.sh [ROWS] [K]   (default 1 000 000 × 1024 float16 = 2 GB of rows;
+# Usage: Benchmarks/engine.sh [ROWS] [K]   (default 1 000 000 × 1024 float16 = 2 GB of rows, about
+#        15 minutes on 2 cores and 6 GB of disk;
 #        APPENDS=1000, QUERIES=20 in the environment; KEEP=1 keeps the work directory for profiling;
 #        e.g. `APPENDS=40 Benchmarks/engine.sh 20000 256` to smoke-test)
 set -euo pipefail
