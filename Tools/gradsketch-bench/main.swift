@@ -7,8 +7,10 @@
 //   gradsketch-bench jl EXAMPLES               inner-product distortion on Fashion-MNIST gradients
 //   gradsketch-bench srht D K ROWS             SRHT vs dense Rademacher for very large inputs
 //   gradsketch-bench search STORE SET QUERIES.npy THREADS   exact single-query top-10 latency
-//   gradsketch-bench ann STORE SET QUERIES.npy TRUTH.npy METRIC NPROBES [LISTS]
-//                                              builds an IVF index, then recall@10 and 1-thread QPS per nprobe
+//   gradsketch-bench ann STORE SET QUERIES.npy TRUTH.npy METRIC NPROBES [LISTS|reuse|reuse=INDEX]
+//                                              builds an IVF index (or reuses one), then recall@10 and 1-thread QPS per nprobe
+//   gradsketch-bench append-growth DIR APPENDS ROWS K   APPENDS appends of ROWS float16 rows (with ids) into one set
+//                                              of a new store, in this process; the time of each append
 //   gradsketch-bench select DIR N K PICKS      greedy SELECT with PICKS picks vs PICKS full scans; density sampling
 //   gradsketch-bench methods DIR N K           PASER (indexed kNN graph), GradEx and In-Run valuation on N rows,
 //                                              each against one streaming scan of the same rows
@@ -190,9 +192,12 @@ do {
         var options = IVFBuildOptions()
         options.metric = metric
         if arguments.count > 8, let lists = Int(arguments[8]) { options.lists = lists }
-        let reuse = arguments.count > 8 && arguments[8] == "reuse"  // profile searches without rebuilding
+        // `reuse` profiles searches without rebuilding; `reuse=NAME` searches an index built
+        // elsewhere (Benchmarks/engine.sh builds it with `gradsketch index build`).
+        let reuseArgument = arguments.count > 8 ? arguments[8] : ""
+        let reuse = reuseArgument == "reuse" || reuseArgument.hasPrefix("reuse=")
         var set = try store.sketchSet(name)
-        let indexName = "bench-\(metric.rawValue)"
+        let indexName = reuseArgument.hasPrefix("reuse=") ? String(reuseArgument.dropFirst(6)) : "bench-\(metric.rawValue)"
         let buildSeconds = reuse ? 0 : try seconds { _ = try IVFIndexBuilder.build(set, in: store, name: indexName, options: options) }
         set = try store.sketchSet(name)
         let searcher = try IVFSearcher(set: set, index: indexName)
@@ -241,6 +246,31 @@ do {
         }
         emit(["what": "ann", "method": "gradsketch exact", "params": "one query at a time, \(set.dtype.rawValue)", "build_s": 0.0,
               "qps_1thread": Double(exactCount) / exactTime, "recall_at_k": Double(exactTotal) / Double(10 * exactCount), "bytes_per_vec": Double(rowBytes)])
+    case "append-growth":
+        // The library's append, as a program embedding the store would call it: each append of
+        // ROWS rows with their own ids is one commit (a new version) into the same set.
+        let directory = arguments[2]
+        let appends = Int(arguments[3]) ?? 1000, rowCount = Int(arguments[4]) ?? 64, width = Int(arguments[5]) ?? 1024
+        try? FileManager.default.removeItem(atPath: directory)
+        let store = try Store.create(at: directory)
+        var generator = SystemRandomNumberGenerator()
+        let values = (0..<(appends * rowCount * width)).map { _ in Float16(Float.random(in: -1...1, using: &generator)) }
+        var times: [Double] = []
+        for index in 0..<appends {
+            let ids = (0..<rowCount).map { "a\(index)-\($0)" }
+            let time = try values.withUnsafeBytes { all in
+                let stride = rowCount * width * 2
+                let rows = try RowInput(bytes: UnsafeRawBufferPointer(rebasing: all[(index * stride)..<((index + 1) * stride)]),
+                                        elementType: .float16, rowCount: rowCount, k: width)
+                return try seconds { _ = try store.append(to: "grow", rows: rows, annotations: RowAnnotations(ids: ids)) }
+            }
+            times.append(time)
+        }
+        let window = max(1, min(100, appends / 2))
+        let first = times.prefix(window).reduce(0, +) / Double(window)
+        let last = times.suffix(window).reduce(0, +) / Double(window)
+        emit(["what": "append-growth-library", "appends": appends, "rows_per_append": rowCount, "k": width, "window": window,
+              "first_mean_s": first, "last_mean_s": last, "ratio": last / first, "seconds": times])
     case "select":
         // N random float16 rows of width K, then: one streaming pass (RowScores.dots, best of 3),
         // greedy SELECT with PICKS picks (one pass per pick plus an argmax), and density sampling.
