@@ -42,7 +42,7 @@ enum CosineScore {
         for j in 0..<width {
             let value: Double
             if dtype == .float16 {
-                value = Double(halfToFloat(row.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self)))
+                value = Double(Float16(bitPattern: row.loadUnaligned(fromByteOffset: 2 * j, as: UInt16.self)))
             } else {
                 value = Double(row.loadUnaligned(fromByteOffset: 4 * j, as: Float.self))
             }
@@ -68,17 +68,6 @@ enum CosineScore {
             guard squares > 0, squares.isFinite else { continue }
             let norm = squares.squareRoot()
             for j in 0..<width { start[j] = Float(Double(start[j]) / norm) }
-        }
-    }
-
-    /// IEEE binary16 bits to float32, exactly.
-    static func halfToFloat(_ bits: UInt16) -> Float {
-        let sign: Float = bits & 0x8000 != 0 ? -1 : 1
-        let exponent = Int(bits >> 10 & 0x1F), fraction = Float(bits & 0x3FF)
-        switch exponent {
-        case 0: return sign * fraction * 0x1p-24
-        case 31: return fraction == 0 ? sign * .infinity : .nan
-        default: return sign * (1 + fraction / 1024) * Float(sign: .plus, exponent: exponent - 15, significand: 1)
         }
     }
 }
