@@ -55,4 +55,6 @@ for target in "${targets[@]}"; do
   rm -rf "$work"
 done
 printf 'fuzz: %s\n' "${summary[@]}"
+crashed=$(printf '%s\n' "${summary[@]}" | grep -c 'CRASHED' || true)
+echo "fuzz: $(( ${#summary[@]} - crashed )) passed, ${crashed} failed"
 exit $failed
