@@ -14,6 +14,8 @@ let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto"
 let package = Package(
     name: "GradSketch",
     products: [
+        /// The engine's one public face: Store, Snapshot, transactions, queries.
+        .library(name: "GradSketch", targets: ["GradSketch"]),
         .library(name: "GradSketchStore", targets: ["GradSketchStore"]),
         .library(name: "GradSketchProjection", targets: ["GradSketchProjection"]),
         .library(name: "GradSketchSearch", targets: ["GradSketchSearch"]),
@@ -46,6 +48,13 @@ let package = Package(
         .target(name: "CGradSketchKernels"),
 
         // MARK: - Modules
+
+        /// The facade: what programs that embed GradSketch (and the C ABI) call.
+        .target(
+            name: "GradSketch",
+            dependencies: ["GradSketchStore", "GradSketchSearch", "GradSketchSelect", "GradSketchProjection", "GradSketchInterchange"],
+            swiftSettings: swiftSettings
+        ),
 
         .target(name: "GradSketchHDF5", dependencies: ["CHDF5"], swiftSettings: swiftSettings),
         .target(
@@ -121,6 +130,11 @@ let package = Package(
             name: "GradSketchTestSupport",
             dependencies: ["GradSketchInterchange"],
             path: "Tests/GradSketchTestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchTests",
+            dependencies: ["GradSketch", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
