@@ -322,7 +322,8 @@ public final class Store: Sendable {
         let oldFiles = Set(old?.segments.map(\.file) ?? [])
         let added = new?.segments.filter { !oldFiles.contains($0.file) }.reduce(0) { $0 + $1.rows } ?? 0
         let oldDeleted = old?.segments.reduce(0) { $0 + ($1.deletions?.count ?? 0) } ?? 0
-        let newDeleted = new?.segments.filter { oldFiles.contains($0.file) }.reduce(0) { $0 + ($1.deletions?.count ?? 0) } ?? 0
+        // Rows a commit both appended and deleted (one transaction) count as added and deleted.
+        let newDeleted = new?.segments.reduce(0) { $0 + ($1.deletions?.count ?? 0) } ?? 0
         let dropped = new == nil ? (old?.rowCount ?? 0) : 0
         return (added, max(0, newDeleted - oldDeleted) + dropped)
     }
