@@ -3,6 +3,7 @@ import GradSketch
 import GradSketchInterchange
 import GradSketchStore
 import GradSketchTestSupport
+import Synchronization
 import Testing
 
 /// Typed transactions of the facade (issue 13 item 1): one version per transaction, every
@@ -179,6 +180,35 @@ import Testing
         #expect(try engine.sketchSet("g").ids() == ["theirs"])
         // Only the concurrent writer's segment is left.
         #expect(try Self.dataFiles(store) == Set(engine.manifest().referencedFiles))
+    }
+
+    /// Writers racing for the same id: each transaction appends its own row to its own set
+    /// and the contested id to `shared`. Every commit is re-checked on the version it lands on,
+    /// so exactly one transaction gets the id, and a refused one commits nothing at all (its
+    /// own set does not appear either).
+    @Test func racingTransactionsAreRecheckedOnEachRebaseAndStayAtomic() throws {
+        let scratch = try TemporaryDirectory()
+        let path = scratch.path + "/store"
+        _ = try GradSketch.Store.create(at: path)
+        let writers = 4
+        let outcomes = Mutex<[Int: Bool]>([:])
+        DispatchQueue.concurrentPerform(iterations: writers) { writer in
+            let committed = (try? GradSketch.Store(opening: path).transaction { tx in
+                try Self.withRows(Self.rows(1, k: 2, offset: Float(writer)), k: 2) { rows in
+                    try tx.append(to: "own\(writer)", rows: rows, annotations: RowAnnotations(ids: ["mine"]))
+                    try tx.append(to: "shared", rows: rows, annotations: RowAnnotations(ids: ["contested"]))
+                }
+            }) != nil
+            outcomes.withLock { $0[writer] = committed }
+        }
+        let results = outcomes.withLock { $0 }
+        let winners = results.filter(\.value).map(\.key)
+        try #require(winners.count == 1, "\(results)")
+        let engine = try GradSketchStore.Store(opening: path)
+        let latest = try engine.manifest()
+        #expect(latest.version == 1 && latest.sketchSets.keys.sorted() == ["own\(winners[0])", "shared"])
+        #expect(try engine.sketchSet("shared").floatRows() == [Float(winners[0]), 1 + Float(winners[0])])
+        #expect(try Self.dataFiles(GradSketch.Store(opening: path)) == latest.referencedFiles)
     }
 
     @Test func aThrowingBodyCommitsNothingAndLeavesNoFiles() throws {
