@@ -88,6 +88,38 @@ import Testing
         #expect(read["versions"] as? [Int] == [0, 1, 2])
     }
 
+    /// A transaction commits on top of the golden store (format 1.0, written by the Python
+    /// reference), and the reference reads the result: old stores stay writable and readable.
+    @Test func aTransactionCommitsOnTopOfAFormatOneZeroStore() throws {
+        let scratch = try TemporaryDirectory()
+        let path = scratch.path + "/store"
+        try FileManager.default.copyItem(atPath: Repository.goldenDirectory + "/store", toPath: path)
+        let store = try GradSketch.Store(opening: path)
+        let before = try store.latestVersion()
+        let result = try store.transaction { tx in
+            try Self.withRows(Self.rows(2, k: 16, offset: 0.25), k: 16) { rows in
+                try tx.append(to: "train", rows: rows, annotations: RowAnnotations(ids: ["new-0", "new-1"]))
+            }
+            try tx.delete(ids: ["train-001"], from: "train")
+        }
+        #expect(result.version == before + 1 && result.rowsAdded == 2 && result.rowsDeleted == 1)
+        let script = """
+        import sys, json
+        sys.path.insert(0, sys.argv[1])
+        import gradsketch_ref as ref
+        rows, ids, _, _, _ = ref.read_set(sys.argv[2], "train")
+        before, _, _, _, _ = ref.read_set(sys.argv[2], "train", int(sys.argv[3]))
+        print(json.dumps({"ids": ids, "count": len(ids), "before": len(before), "last": rows[-1].astype(float).tolist()}))
+        """
+        let run = try ChildProcess.python(script, [Repository.root + "/Spec/reference", path, String(before)])
+        try #require(run.status == 0, "\(run.standardError)")
+        let read = try JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8)) as! [String: Any]
+        let ids = read["ids"] as! [String]
+        #expect(read["count"] as? Int == (read["before"] as! Int) + 1)
+        #expect(!ids.contains("train-001") && ids.suffix(2) == ["new-0", "new-1"])
+        #expect(read["last"] as? [Double] == (0..<16).map { 10 + Double($0) + 0.25 })  // row 1 of rows(2, k: 16, offset: 0.25)
+    }
+
     @Test func aDeleteAfterAnAppendInOneTransactionSeesTheAppendedRows() throws {
         let scratch = try TemporaryDirectory()
         let store = try GradSketch.Store.create(at: scratch.path + "/store")
