@@ -39,10 +39,11 @@ extension Store {
             defer { try? file.close() }
             let root = try withContext(.corrupt, "cannot read the root group", path: full) { try file.root() }
             try FileHeader.check(root, expectedEncoding: kind.encoding)
-            for dataset in kind.datasets where dataset.required && !dataset.isFamily && entry.datasetChecksums[dataset.name] == nil {
+            for dataset in kind.datasets where dataset.required && !dataset.isFamily
+                && !entry.datasetChecksums.contains(where: { $0.name.utf8.elementsEqual(dataset.name.utf8) }) {
                 note(dataset.name, "the manifest lists no checksum for dataset \(dataset.name), which every \(kind.name) file holds")
             }
-            for (name, checksum) in entry.datasetChecksums.sorted(by: { $0.key < $1.key }) {
+            for (name, checksum) in entry.datasetChecksums.sorted(by: { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }) {
                 guard let declared = kind.dataset(named: name) else {
                     note(name, "the manifest lists dataset \(name), which a \(kind.name) file does not hold (expected one of \(kind.datasets.map(\.name).joined(separator: ", ")))")
                     continue

@@ -43,7 +43,8 @@ struct FileKind: Sendable {
         var isFamily: Bool { name.hasSuffix("/") }
 
         func matches(_ dataset: String) -> Bool {
-            isFamily ? dataset.hasPrefix(name) && dataset.utf8.count > name.utf8.count : dataset == name
+            // As bytes (Spec §2.5), like every name of the format.
+            isFamily ? dataset.utf8.starts(with: name.utf8) && dataset.utf8.count > name.utf8.count : dataset.utf8.elementsEqual(name.utf8)
         }
     }
 
@@ -53,8 +54,9 @@ struct FileKind: Sendable {
         let file: String
         let size: Int?
         let fileChecksum: String?
-        /// CRC-32C of each dataset, by dataset path.
-        let datasetChecksums: [String: String]
+        /// CRC-32C of each dataset, by dataset path. A list, not a dictionary: dataset paths
+        /// are compared as bytes (Spec §2.5), so tensors `café` in NFC and in NFD are two.
+        let datasetChecksums: [(name: String, checksum: String)]
         /// Elements of each one-per-row dataset; nil when the kind has none.
         let rows: Int?
         /// What `verify` checks beyond the generic rules (layout, ranges, cross-file rules),
@@ -125,7 +127,7 @@ enum FileKinds {
                 set.segments.map { segment in
                     let (k, dtype, allowNonfinite) = (set.k, SketchDType(rawValue: set.dtype) ?? .float32, set.allowNonfinite)
                     return FileKind.Entry(file: segment.file, size: segment.size, fileChecksum: segment.fileChecksum,
-                                          datasetChecksums: segment.checksums, rows: segment.rows) { store in
+                                          datasetChecksums: segment.checksums.map { ($0.key, $0.value) }, rows: segment.rows) { store in
                         store.checkSegment(segment, k: k, dtype: dtype, allowNonfinite: allowNonfinite)
                     }
                 }
@@ -140,7 +142,7 @@ enum FileKinds {
                 set.segments.compactMap { segment -> FileKind.Entry? in
                     guard let deletions = segment.deletions else { return nil }
                     return FileKind.Entry(file: deletions.file, size: deletions.size, fileChecksum: deletions.fileChecksum,
-                                          datasetChecksums: ["rows": deletions.checksum], rows: deletions.count) { store in
+                                          datasetChecksums: [("rows", deletions.checksum)], rows: deletions.count) { store in
                         do { _ = try SegmentFiles.readDeletions(storePath: store.path, entry: deletions, segment: segment) } catch {
                             return [.init(object: "rows", message: FileKinds.describe(error))]
                         }
@@ -155,8 +157,7 @@ enum FileKinds {
         datasets: [.init("tensors/", .tensor, required: false, oneElementPerRow: false, contentCheckedByKind: true)],
         entries: { manifest in
             manifest.tensorSets.values.map { set in
-                var checksums: [String: String] = [:]
-                for tensor in set.tensors { checksums["tensors/" + TensorFiles.datasetName(tensor.name)] = tensor.checksum }
+                let checksums = set.tensors.map { ("tensors/" + TensorFiles.datasetName($0.name), $0.checksum) }
                 return FileKind.Entry(file: set.file, size: set.size, fileChecksum: set.fileChecksum,
                                       datasetChecksums: checksums, rows: nil) { store in store.checkTensorSet(set) }
             }
@@ -178,7 +179,7 @@ enum FileKinds {
                     let physicalRows = set.segments.filter { index.segments.contains($0.file) }.reduce(0) { $0 + $1.rows }
                     let k = set.k
                     return FileKind.Entry(file: index.file, size: index.size, fileChecksum: index.fileChecksum,
-                                          datasetChecksums: index.checksums, rows: index.rows) { store in
+                                          datasetChecksums: index.checksums.map { ($0.key, $0.value) }, rows: index.rows) { store in
                         store.checkIndex(name, index, k: k, physicalRows: physicalRows)
                     }
                 }
@@ -198,7 +199,7 @@ enum FileKinds {
         entries: { manifest in
             (manifest.results ?? [:]).map { name, entry in
                 FileKind.Entry(file: entry.file, size: entry.size, fileChecksum: entry.fileChecksum,
-                               datasetChecksums: entry.checksums, rows: entry.count) { store in
+                               datasetChecksums: entry.checksums.map { ($0.key, $0.value) }, rows: entry.count) { store in
                     store.checkResult(name, entry)
                 }
             }

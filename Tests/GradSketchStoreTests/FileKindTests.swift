@@ -20,7 +20,7 @@ import Testing
                     guard case .object(let fields) = note, case .string(let file)? = fields["file"],
                           case .string(let fileChecksum)? = fields["file_checksum"], case .string(let values)? = fields["values"],
                           let size = fields["size"].flatMap(integer), let rows = fields["rows"].flatMap(integer) else { return nil }
-                    return FileKind.Entry(file: file, size: size, fileChecksum: fileChecksum, datasetChecksums: ["values": values],
+                    return FileKind.Entry(file: file, size: size, fileChecksum: fileChecksum, datasetChecksums: [("values", values)],
                                           rows: rows, check: nil)
                 }
             }
