@@ -62,8 +62,10 @@ extension Store {
     /// row's address (segment file, row), so later deletions never change what the result
     /// names (format 1.2).
     ///
-    /// - Throws: `.invalidInput` when a position is outside the set at `setVersion` or the row
-    ///   there has another id than the one given for it.
+    /// `ids` are the rows' ids for a selection; a valuation lists the valued example ids,
+    /// which need not be the row ids (Spec §11), so they are stored as given.
+    ///
+    /// - Throws: `.invalidInput` when a position is outside the set at `setVersion`.
     @discardableResult
     public func saveResult(_ name: String, method: String, set: String, setVersion: Int, parameters: [String: JSONValue],
                            positions: [Int], ids: [String], scores: [Double]) throws -> Int {
@@ -75,7 +77,7 @@ extension Store {
             throw StoreError(.invalidInput, "result \(name) already exists: results are immutable; choose a new name", path: path)
         }
         // The rule readers hold a result to (Spec §11), checked before anything is written:
-        // its rows lie in the set and version it names, with the ids given.
+        // its rows lie in the set and version it names.
         guard let source = try manifest(at: setVersion).sketchSets[set] else {
             throw StoreError(.invalidInput, "cannot save result \(name): expected set \(set) at version \(setVersion), found no such set", path: path)
         }
@@ -84,12 +86,6 @@ extension Store {
         }
         let live = try liveRows(of: source)
         let addresses = positions.map { live.address(ofLivePosition: $0)! }
-        for (index, address) in addresses.enumerated() {
-            let found = try segmentIDs(source.segments[address.segment])[address.row]
-            guard found.utf8.elementsEqual(ids[index].utf8) else {
-                throw StoreError(.invalidInput, "cannot save result \(name): row \(index) names id \"\(ids[index])\", but position \(positions[index]) of set \(set) at version \(setVersion) holds \"\(found)\"", path: path)
-            }
-        }
         // The segments the rows lie in, each once, in segment-list order.
         let usedOrdinals = Array(Set(addresses.map(\.segment))).sorted()
         let indexOfOrdinal = Dictionary(uniqueKeysWithValues: usedOrdinals.enumerated().map { ($1, $0) })
@@ -139,34 +135,28 @@ extension Store {
         }
         let contents = try ResultFiles.load(path: absolute(entry.file), entry: entry)
         let location = absolute(entry.file)
-        func stored(_ addresses: [SegmentRow?], _ source: StoredResult.AddressSource) -> StoredResult {
+        func made(_ addresses: [SegmentRow?], _ source: StoredResult.AddressSource) -> StoredResult {
             StoredResult(name: name, entry: entry, positions: contents.positions, ids: contents.ids, scores: contents.scores,
                          addresses: addresses, addressSource: source)
         }
         let sourceSet = try retainedSet(of: entry)
-        if let addresses = contents.addresses {
-            if let sourceSet {
-                let listed = Dictionary(sourceSet.segments.map { ($0.file, $0.rows) }, uniquingKeysWith: { first, _ in first })
-                for address in addresses {
-                    guard let rows = listed[address.segment], address.row < rows else {
-                        throw StoreError(.corrupt, "result \(name) names row \(address), which set \(entry.set) at version \(entry.setVersion) does not hold", path: location + ":/addresses")
-                    }
-                }
-            }
-            return stored(addresses, .stored)
-        }
         if let sourceSet {
             let live = try liveRows(of: sourceSet)
-            let addresses = try contents.positions.map { position -> SegmentRow? in
+            let translated = try contents.positions.map { position -> SegmentRow in
                 guard let address = live.address(ofLivePosition: position) else {
                     throw StoreError(.corrupt, "result \(name) holds row position \(position), outside the \(live.liveCount) rows of set \(entry.set) at version \(entry.setVersion)", path: location + ":/positions")
                 }
                 return SegmentRow(segment: sourceSet.segments[address.segment].file, row: address.row)
             }
-            return stored(addresses, .positions)
+            guard let stored = contents.addresses else { return made(translated, .positions) }
+            if let index = stored.indices.first(where: { stored[$0] != translated[$0] }) {
+                throw StoreError(.corrupt, "result \(name) row \(index) is stored at \(stored[index]), but its position \(contents.positions[index]) in set \(entry.set) at version \(entry.setVersion) is \(translated[index])", path: location + ":/addresses")
+            }
+            return made(stored, .stored)
         }
+        if let addresses = contents.addresses { return made(addresses, .stored) }
         // set_version is gone: its positions mean nothing in any other version (Spec §11).
-        guard let current = manifest.sketchSets[entry.set] else { return stored(contents.ids.map { _ in nil }, .ids) }
+        guard let current = manifest.sketchSets[entry.set] else { return made(contents.ids.map { _ in nil }, .ids) }
         let live = try liveRows(of: current)
         var byID: [UTF8Key: SegmentRow] = [:]
         for (ordinal, segment) in current.segments.enumerated() {
@@ -174,7 +164,7 @@ extension Store {
                 byID[UTF8Key(id)] = SegmentRow(segment: segment.file, row: row)
             }
         }
-        return stored(contents.ids.map { byID[UTF8Key($0)] }, .ids)
+        return made(contents.ids.map { byID[UTF8Key($0)] }, .ids)
     }
 
     /// Where each row of `result` is in `version` (latest when nil) of its set: its address,
@@ -205,9 +195,9 @@ extension Store {
     }
 
     /// A result's own rules for `verify` (Spec §11): its file against the entry and, while
-    /// `set_version` is retained, each row against that version: a stored address lies in a
-    /// segment the set lists there, inside the file, on a live row whose live position is the
-    /// stored position; the id there is the listed id.
+    /// `set_version` is retained, each row against that version: its position is a live
+    /// position there and, for a 1.2 result, its stored address lies in a segment the set
+    /// lists there, inside the file, and is the row at that position.
     func checkResult(_ name: String, _ entry: Manifest.ResultEntry) -> [FileKind.KindProblem] {
         do {
             let contents = try ResultFiles.load(path: absolute(entry.file), entry: entry)
@@ -216,28 +206,19 @@ extension Store {
             let ordinals = Dictionary(set.segments.enumerated().map { ($1.file, $0) }, uniquingKeysWith: { first, _ in first })
             let at = "set \(entry.set) at version \(entry.setVersion)"
             for (index, position) in contents.positions.enumerated() {
-                let address: RowAddress
-                if let stored = contents.addresses?[index] {
-                    guard let ordinal = ordinals[stored.segment] else {
-                        return [.init(object: "addresses", message: "row \(index) lies in segment \(stored.segment), which \(at) does not list")]
-                    }
-                    guard stored.row < set.segments[ordinal].rows else {
-                        return [.init(object: "addresses", message: "row \(index) is row \(stored.row) of \(stored.segment), which has \(set.segments[ordinal].rows) rows")]
-                    }
-                    address = RowAddress(segment: ordinal, row: stored.row)
-                    guard let found = live.livePosition(of: address), found == position else {
-                        let what = live.livePosition(of: address).map { "live position \($0)" } ?? "a deleted row"
-                        return [.init(object: "addresses", message: "row \(index) is at \(stored), \(what) of \(at); its position says \(position)")]
-                    }
-                } else {
-                    guard let found = live.address(ofLivePosition: position) else {
-                        return [.init(object: "positions", message: "row position \(position) is outside the \(live.liveCount) rows of \(at)")]
-                    }
-                    address = found
+                guard let address = live.address(ofLivePosition: position) else {
+                    return [.init(object: "positions", message: "row position \(position) is outside the \(live.liveCount) rows of \(at)")]
                 }
-                let id = try segmentIDs(set.segments[address.segment])[address.row]
-                guard id.utf8.elementsEqual(contents.ids[index].utf8) else {
-                    return [.init(object: "ids", message: "row \(index) lists id \"\(contents.ids[index])\", but its row in \(at) holds \"\(id)\"")]
+                guard let stored = contents.addresses?[index] else { continue }
+                guard let ordinal = ordinals[stored.segment] else {
+                    return [.init(object: "addresses", message: "row \(index) lies in segment \(stored.segment), which \(at) does not list")]
+                }
+                guard stored.row < set.segments[ordinal].rows else {
+                    return [.init(object: "addresses", message: "row \(index) is row \(stored.row) of \(stored.segment), which has \(set.segments[ordinal].rows) rows")]
+                }
+                guard RowAddress(segment: ordinal, row: stored.row) == address else {
+                    let what = live.livePosition(of: RowAddress(segment: ordinal, row: stored.row)).map { "live position \($0)" } ?? "a deleted row"
+                    return [.init(object: "addresses", message: "row \(index) is stored at \(stored), \(what) of \(at); its position says \(position)")]
                 }
             }
             return []

@@ -767,8 +767,7 @@ def _ids_at(store, set_entry, addresses):
 
 def read_result(store, name, version=None):
     """Saved result `name` (§11), every rule checked. When `set_version` is still retained,
-    also that each position is a live position of that version holding the listed id and,
-    for a 1.2 result, that each stored address lies in a segment that version lists and is
+    also that each position is a live position of that version and, for a 1.2 result, that each stored address lies in a segment that version lists and is
     the row at that position. Returns the rows' addresses as (segment file, row): stored
     (1.2), else translated from the positions while `set_version` is retained, else looked up
     by id in `version` (None for an id not live there)."""
@@ -828,8 +827,6 @@ def read_result(store, name, version=None):
             bad = next(i for i, (a, b) in enumerate(zip(stored, at_positions)) if a != b)
             where = "a segment that version does not list" if stored[bad][0] not in rows_of else "another row"
             raise ValueError(f"{path}: row {bad} is stored at {stored[bad]} ({where}), its position names {at_positions[bad]}")
-        if _ids_at(store, source, at_positions) != list(ids):
-            raise ValueError(f"{path}: ids are not the ids at their positions in version {entry['set_version']}")
         addresses, how = at_positions, ("stored" if stored is not None else "positions")
     elif stored is not None:
         addresses, how = stored, "stored"

@@ -79,16 +79,6 @@ import Testing
         #expect(check.standardOutput.contains("ok"))
     }
 
-    @Test func aResultNamingAnotherIDThanItsRowIsRefused() throws {
-        let scratch = try TemporaryDirectory()
-        let store = try Store.create(at: scratch.path + "/store")
-        try Self.append(store, ids: ["a", "b", "c"], seed: 3)
-        #expect(throws: StoreError.self) {
-            try store.saveResult("wrong", method: "select/test", set: "g", setVersion: try store.latestVersion(), parameters: [:],
-                                 positions: [1], ids: ["c"], scores: [1])
-        }
-        #expect(try store.manifest().results == nil)
-    }
 
     /// A 1.2 result the reference writes, then rows before and among its rows deleted by the
     /// reference: the engine finds the same rows by their stored addresses.
