@@ -23,14 +23,23 @@ struct PublishedFile: Sendable {
 /// ``publish()`` removes its temporary file.
 ///
 /// Segment and index files do not go through here yet (their writers are being reshaped for
-/// block checksums and segment-list files); moving them is a matter of replacing their
-/// `HDF5File.create` … `store.publish` with this type, as tensors, deletions and results do.
+/// block checksums and segment-list files). Moving them: `SegmentWriter` becomes
+/// `DataFileWriter(store:kind: FileKinds.segment, pin:alignment:)`, its `segment-id` is
+/// ``fileID`` (known before publishing, for the default ids), its rows go through
+/// ``stream(dataset:as:shape:mappable:_:)`` (CRC while writing, the rows' bytes not read back
+/// when publishing), the rest through ``write(strings:dataset:)`` and ``write(_:dataset:shape:mappable:)``;
+/// `commitIndex` likewise with `FileKinds.index`.
 final class DataFileWriter {
     let store: Store
     let kind: FileKind
+    /// The file's `<id>`: it is published as `<kind directory>/<fileID>.h5`.
+    let fileID = randomIdentifier()
     private let temporary: String
     private let file: HDF5File
     private(set) var checksums: [String: String] = [:]
+    /// A dataset whose bytes lie contiguously in the file, with the CRC computed while
+    /// writing them: publishing reads back only the rest of the file.
+    private var knownRegion: (offset: Int, length: Int, crc: UInt32)?
     private var finished = false
 
     /// Creates the temporary file and writes the root attributes of Spec §2.1 with the kind's
@@ -147,14 +156,68 @@ final class DataFileWriter {
         return checksum
     }
 
-    /// Closes the file and publishes it under the kind's directory with a fresh id.
+    /// Creates dataset `name` (`[rows, …]` of `type`) and lets `body` fill it in blocks of
+    /// whole rows, in order, through the function it is given (`write(bytes, rows)`); the CRC
+    /// is accumulated as the blocks are written, so no block is kept or read back. Returns the
+    /// dataset's checksum.
+    ///
+    /// - Throws: `.invalidInput` when the blocks do not cover the rows in order, exactly.
+    @discardableResult
+    func stream(dataset name: String, as type: StorageType, shape: [Int], mappable: Bool = true,
+                _ body: (_ write: (UnsafeRawBufferPointer, Range<Int>) throws -> Void) throws -> Void) throws -> String {
+        precondition(!shape.isEmpty, "a streamed dataset has at least one dimension")
+        let encoding = try encoding(of: name)
+        let rowLength = shape.dropFirst().reduce(1, *)
+        var crc = CRC32C()
+        var next = 0
+        var extent: MappableExtent?
+        let location = temporary + ":/" + name
+        try withContext(.io, "cannot write \(kind.name) file", path: location) {
+            let root = try file.root()
+            let dataset = try root.createDataset(name, type: type, shape: shape, mappable: mappable)
+            // Storage is allocated at creation, so where the bytes go is known now.
+            if case .success(let found) = try dataset.mappableExtent(as: type) { extent = found }
+            try body { bytes, rows in
+                guard rows.lowerBound == next, rows.upperBound <= shape[0], bytes.count == rows.count * rowLength * type.byteSize else {
+                    throw StoreError(.invalidInput, "expected rows from \(next) of \(shape[0]) as \(rowLength * type.byteSize) bytes each, found rows \(rows) in \(bytes.count) bytes", path: location)
+                }
+                if !rows.isEmpty {
+                    try dataset.writeBytes(bytes, as: type, rows: rows, rowLength: shape.count > 1 ? rowLength : nil)
+                }
+                crc.update(bytes)
+                next = rows.upperBound
+            }
+            guard next == shape[0] else {
+                throw StoreError(.invalidInput, "dataset \(name) has \(shape[0]) rows, \(next) were written", path: location)
+            }
+            let checksum = CRC32C.formatted(crc.value)
+            try FileHeader.mark(dataset, encoding: encoding, checksum: checksum)
+            try dataset.close()
+            try root.close()
+        }
+        let checksum = CRC32C.formatted(crc.value)
+        checksums[name] = checksum
+        if let extent, knownRegion == nil || extent.length > knownRegion!.length {
+            knownRegion = (extent.offset, extent.length, crc.value)
+        }
+        return checksum
+    }
+
+    /// ``stream(dataset:as:shape:mappable:_:)`` for elements of a Swift type (its storage type).
+    @discardableResult
+    func stream<E: HDF5Element>(dataset name: String, of element: E.Type, shape: [Int], mappable: Bool = true,
+                                _ body: (_ write: (UnsafeRawBufferPointer, Range<Int>) throws -> Void) throws -> Void) throws -> String {
+        try stream(dataset: name, as: E.storageType, shape: shape, mappable: mappable, body)
+    }
+
+    /// Closes the file and publishes it as `<kind directory>/<fileID>.h5`.
     func publish() throws -> PublishedFile {
         precondition(!finished, "a data file is published once")
         finished = true
         defer { try? FileSystem.remove(temporary) }  // only left behind when publishing failed
         try withContext(.io, "cannot write \(kind.name) file", path: temporary) { try file.close() }
-        let relative = kind.directory + "/" + randomIdentifier() + ".h5"
-        let whole = try store.publish(temporary, as: relative)
+        let relative = kind.directory + "/" + fileID + ".h5"
+        let whole = try store.publish(temporary, as: relative, known: knownRegion)
         return PublishedFile(file: relative, size: whole.size, fileChecksum: whole.checksum, checksums: checksums)
     }
 }

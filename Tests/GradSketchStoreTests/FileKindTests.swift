@@ -92,6 +92,51 @@ import Testing
         #expect(problems.contains { $0.object == "values" && $0.message.contains("checksum mismatch in dataset values") }, "\(problems)")
     }
 
+    /// Streamed blocks: the dataset's CRC is the one of all its bytes, and the whole-file
+    /// checksum (combined from the CRC kept while writing and the rest of the file read back)
+    /// is the one of the published file's bytes, both computed here independently.
+    @Test func aStreamedDatasetHasTheChecksumsOfItsBytes() throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        let pin = try store.pinWriter()
+        defer { pin.release() }
+        let rows = 300, width = 4
+        let values = (0..<(rows * width)).map { Int64($0 * 7919 - 5000) }
+        let writer = try DataFileWriter(store: store, kind: Self.noteKind, pin: pin)
+        let checksum = try values.withUnsafeBytes { bytes in
+            try writer.stream(dataset: "values", of: Int64.self, shape: [rows, width]) { write in
+                for block in [0..<100, 100..<250, 250..<300] {
+                    try write(UnsafeRawBufferPointer(rebasing: bytes[(block.lowerBound * width * 8)..<(block.upperBound * width * 8)]), block)
+                }
+            }
+        }
+        let published = try writer.publish()
+        #expect(published.file == "test-notes/\(writer.fileID).h5")
+        #expect(checksum == CRC32C.formatted(values.withUnsafeBytes { CRC32C.checksum($0) }))
+        let fileBytes = try Data(contentsOf: URL(fileURLWithPath: store.path + "/" + published.file))
+        #expect(published.size == fileBytes.count)
+        #expect(published.fileChecksum == CRC32C.formatted(fileBytes.withUnsafeBytes { CRC32C.checksum($0) }))
+        // The values are in the file as written (h5py reads them back).
+        let check = try ChildProcess.python("""
+        import sys, h5py, numpy as np
+        with h5py.File(sys.argv[1], "r") as f:
+            d = f["values"][()]
+            assert f["values"].attrs["encoding-type"].decode() == "test-values"
+        assert d.shape == (300, 4) and (d.ravel() == np.arange(1200) * 7919 - 5000).all()
+        print("ok")
+        """, [store.path + "/" + published.file])
+        #expect(check.standardOutput.contains("ok"), "\(check.standardError)")
+
+        let unordered = try DataFileWriter(store: store, kind: Self.noteKind, pin: pin)
+        #expect(throws: StoreError.self) {
+            try values.withUnsafeBytes { bytes in
+                try unordered.stream(dataset: "values", of: Int64.self, shape: [rows, width]) { write in
+                    try write(UnsafeRawBufferPointer(rebasing: bytes[(100 * width * 8)..<(200 * width * 8)]), 100..<200)
+                }
+            }
+        }
+    }
+
     @Test func theWriterRefusesADatasetItsKindDoesNotDeclare() throws {
         let scratch = try TemporaryDirectory()
         let store = try Store.create(at: scratch.path + "/store")
