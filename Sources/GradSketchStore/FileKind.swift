@@ -116,8 +116,9 @@ enum FileKinds {
     static let segment = FileKind(
         name: "segment", directory: "segments", encoding: EncodingType.sketchSegment.rawValue,
         datasets: [
+            // Rows: read once, with their layout and finiteness; ids: read once, with the id rules.
             .init("rows", .denseRows, contentCheckedByKind: true),
-            .init("ids", .rowIDs),
+            .init("ids", .rowIDs, contentCheckedByKind: true),
             .init("labels", .rowLabels, required: false),
             .init("metadata", .rowMetadata, required: false),
             .init("columns/", .rowColumn, required: false),
