@@ -174,26 +174,15 @@ extension Store {
         return DeleteResult(version: committed.version, rows: ids.count)
     }
 
+    /// Writes and publishes one segment's deletion list. Called inside a commit, whose own
+    /// pin keeps vacuum off the file until the version naming it is linked.
     func writeDeletions(_ rows: [Int], segment: Manifest.SegmentEntry) throws -> Manifest.DeletionEntry {
-        let id = randomIdentifier()
-        let temporary = try temporaryPath()
-        defer { try? FileSystem.remove(temporary) }
-        let values = rows.map { Int64($0) }
-        let checksum = Checksum.values(values)
-        try withContext(.io, "cannot write deletion list", path: temporary) {
-            let file = try HDF5File.create(path: temporary)
-            let root = try file.root()
-            try FileHeader.write(on: root, type: .rowDeletions)
-            try root.setAttribute("segment", segment.segmentID)
-            let dataset = try root.createDataset("rows", type: .int64, shape: [values.count], mappable: false)
-            try values.withUnsafeBytes { try dataset.writeBytes($0, as: .int64) }
-            try FileHeader.mark(dataset, type: .deletedRows, checksum: checksum)
-            try dataset.close()
-            try root.close()
-            try file.close()
-        }
-        let relative = "deletions/\(id).h5"
-        let whole = try publish(temporary, as: relative)
-        return Manifest.DeletionEntry(file: relative, count: values.count, checksum: checksum, size: whole.size, fileChecksum: whole.checksum)
+        let pin = try pinWriter()
+        defer { pin.release() }
+        let writer = try DataFileWriter(store: self, kind: FileKinds.deletions, pin: pin)
+        try writer.setRootAttribute("segment", segment.segmentID)
+        let checksum = try writer.write(rows.map { Int64($0) }, dataset: "rows", mappable: false)
+        let published = try writer.publish()
+        return Manifest.DeletionEntry(file: published.file, count: rows.count, checksum: checksum, size: published.size, fileChecksum: published.fileChecksum)
     }
 }

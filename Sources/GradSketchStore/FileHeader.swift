@@ -10,6 +10,7 @@ enum EncodingType: String {
     case ivfIndex = "ivf-index", ivfCentroids = "ivf-centroids", ivfListOffsets = "ivf-list-offsets"
     case ivfCodes = "ivf-codes", ivfCodeScales = "ivf-code-scales", ivfRowPositions = "ivf-row-positions"
     case result, resultPositions = "result-positions", resultScores = "result-scores"
+    case resultSegments = "result-segments", resultAddresses = "result-addresses"
 }
 
 /// Writing and checking the attributes every store file and dataset carries (Spec §2.1).
@@ -18,9 +19,14 @@ enum FileHeader {
 
     /// Writes the root attributes of Spec §2.1 on `root`.
     static func write<G: HDF5Object & ~Copyable>(on root: borrowing G, type: EncodingType) throws {
+        try write(on: root, encoding: type.rawValue)
+    }
+
+    /// ``write(on:type:)`` for an encoding type given by name (a registered file kind's).
+    static func write<G: HDF5Object & ~Copyable>(on root: borrowing G, encoding type: String) throws {
         try root.setAttribute("format", StoreFormat.name)
         try root.setAttribute("format-version", StoreFormat.versionString)
-        try root.setAttribute("encoding-type", type.rawValue)
+        try root.setAttribute("encoding-type", type)
         try root.setAttribute("encoding-version", encodingVersion)
         try root.setAttribute("creator", StoreFormat.creator)
         try root.setAttribute("creator-version", StoreFormat.creatorVersion)
@@ -29,7 +35,11 @@ enum FileHeader {
 
     /// Marks a dataset with its encoding type, version and checksum.
     static func mark(_ dataset: borrowing Dataset, type: EncodingType, checksum: String) throws {
-        try dataset.setAttribute("encoding-type", type.rawValue)
+        try mark(dataset, encoding: type.rawValue, checksum: checksum)
+    }
+
+    static func mark(_ dataset: borrowing Dataset, encoding type: String, checksum: String) throws {
+        try dataset.setAttribute("encoding-type", type)
         try dataset.setAttribute("encoding-version", encodingVersion)
         try dataset.setAttribute("checksum", checksum)
     }
@@ -37,6 +47,11 @@ enum FileHeader {
     /// Checks a file's root attributes: the format name, a major version this code reads,
     /// and the expected encoding type (Spec §2.2).
     static func check(_ root: borrowing Group, expected type: EncodingType) throws {
+        try check(root, expectedEncoding: type.rawValue)
+    }
+
+    /// ``check(_:expected:)`` for an encoding type given by name (a registered file kind's).
+    static func check(_ root: borrowing Group, expectedEncoding type: String) throws {
         let path = root.file.path
         guard let format = try root.stringAttribute("format") else {
             throw StoreError(.notAStore, "not a GradSketch file: expected a root attribute format=\"gradsketch\", found none", path: path)
@@ -46,8 +61,8 @@ enum FileHeader {
         }
         try checkVersion(try root.stringAttribute("format-version"), what: "format-version", path: path)
         let found = try root.stringAttribute("encoding-type") ?? "(none)"
-        guard found == type.rawValue else {
-            throw StoreError(.corrupt, "expected encoding-type \"\(type.rawValue)\", found \"\(found)\"", path: path)
+        guard found == type else {
+            throw StoreError(.corrupt, "expected encoding-type \"\(type)\", found \"\(found)\"", path: path)
         }
         try checkVersion(try root.stringAttribute("encoding-version"), what: "encoding-version", path: path)
     }
@@ -56,12 +71,16 @@ enum FileHeader {
     /// dispatch on them, so a dataset of another type, or of an encoding whose MAJOR is newer
     /// than this reader's, is refused rather than read as if it were the expected one.
     static func checkDataset(_ dataset: borrowing Dataset, expected type: EncodingType, path: String) throws {
+        try checkDataset(dataset, expectedEncoding: type.rawValue, path: path)
+    }
+
+    static func checkDataset(_ dataset: borrowing Dataset, expectedEncoding type: String, path: String) throws {
         let location = path + ":" + dataset.objectPath
         let found = try withContext(.corrupt, "cannot read the dataset's encoding-type", path: location) {
             try dataset.stringAttribute("encoding-type")
         }
-        guard found == type.rawValue else {
-            throw StoreError(.corrupt, "dataset encoding-type must be \"\(type.rawValue)\", found \(found.map { "\"\($0)\"" } ?? "none")", path: location)
+        guard found == type else {
+            throw StoreError(.corrupt, "dataset encoding-type must be \"\(type)\", found \(found.map { "\"\($0)\"" } ?? "none")", path: location)
         }
         let version = try withContext(.corrupt, "cannot read the dataset's encoding-version", path: location) {
             try dataset.stringAttribute("encoding-version")

@@ -73,146 +73,27 @@ extension Store {
                 report.problems.append(.init(version: version, file: "versions/" + Store.manifestName(version), object: "manifest", message: "\(error)"))
             }
         }
-        // Each file is checked once, against the entry of the newest manifest naming it.
-        var segments: [String: (Manifest.SegmentEntry, Int, Int, SketchDType, Bool)] = [:]
-        var deletionFiles: [String: (Manifest.DeletionEntry, Manifest.SegmentEntry, Int)] = [:]
-        var tensorFiles: [String: (Manifest.TensorSetEntry, Int)] = [:]
-        var indexFiles: [String: (String, Manifest.IndexEntry, Int, Int, Int)] = [:]
+        // Each file is checked once, against the entry of the newest manifest naming it, by
+        // the rules of its kind (Spec §2.6): the loop knows no kind by name.
+        let kinds = FileKinds.all
+        var files: [[String: (FileKind.Entry, Int)]] = Array(repeating: [:], count: kinds.count)
         for manifest in manifests {
-            for set in manifest.sketchSets.values {
-                for segment in set.segments {
-                    segments[segment.file] = (segment, manifest.version, set.k, SketchDType(rawValue: set.dtype) ?? .float32, set.allowNonfinite)
-                    if let deletions = segment.deletions { deletionFiles[deletions.file] = (deletions, segment, manifest.version) }
-                }
-            }
-            for set in manifest.tensorSets.values { tensorFiles[set.file] = (set, manifest.version) }
-            for set in manifest.sketchSets.values {
-                for (name, index) in set.indexes {
-                    let physicalRows = set.segments.filter { index.segments.contains($0.file) }.reduce(0) { $0 + $1.rows }
-                    indexFiles[index.file] = (name, index, manifest.version, set.k, physicalRows)
-                }
+            for (position, kind) in kinds.enumerated() {
+                for entry in kind.entries(manifest) { files[position][entry.file] = (entry, manifest.version) }
             }
         }
-        var resultFiles: [String: (String, Manifest.ResultEntry, Int)] = [:]
-        for manifest in manifests {
-            for (name, entry) in manifest.results ?? [:] { resultFiles[entry.file] = (name, entry, manifest.version) }
-        }
-        let total = segments.count + deletionFiles.count + tensorFiles.count + indexFiles.count + resultFiles.count
-        func note(_ version: Int?, _ file: String, _ object: String?, _ message: String) {
-            report.problems.append(.init(version: version, file: file, object: object, message: message))
-        }
-        func describe(_ error: any Error) -> String {
-            (error as? StoreError)?.message ?? "\(error)"
-        }
-        func checkWhole(_ file: String, size: Int?, checksum: String?, version: Int) -> Bool {
-            let full = absolute(file)
-            guard FileSystem.exists(full) else { note(version, file, nil, "file is missing"); return false }
-            do { try DataFileCheck.dataFile(full) } catch { note(version, file, nil, describe(error)); return false }
-            guard let size, let checksum else {
-                note(version, file, nil, "manifest records no file size and checksum for this file")
-                return true
-            }
-            do {
-                let mapped = try MappedFile(path: full)
-                report.bytesChecked += mapped.count
-                guard mapped.count == size else {
-                    note(version, file, nil, "file size is \(mapped.count) bytes, the manifest says \(size) (truncated or extended)")
-                    return true
-                }
-                let computed = CRC32C.formatted(CRC32C.checksum(mapped.bytes))
-                if computed != checksum {
-                    note(version, file, nil, "whole-file checksum mismatch: expected \(checksum), computed \(computed)")
-                }
-            } catch {
-                note(version, file, nil, describe(error))
-            }
-            return true
-        }
-
+        let total = files.reduce(0) { $0 + $1.count }
         var done = 0
-        for (file, (segment, version, k, dtype, allowNonfinite)) in segments.sorted(by: { $0.key < $1.key }) {
-            defer { done += 1; progress?(done, total) }
-            report.filesChecked += 1
-            guard checkWhole(file, size: segment.size, checksum: segment.fileChecksum, version: version) else { continue }
-            let full = absolute(file)
-            do {
-                let storage = try SegmentFiles.loadRows(path: full, entry: segment, k: k, dtype: dtype, allowNonfinite: allowNonfinite, alwaysVerify: true)
-                if let reason = storage.notMappedBecause {
-                    note(version, file, "rows", "rows dataset is not mappable as Spec §2.4 requires: \(reason)")
-                }
-            } catch {
-                note(version, file, "rows", describe(error))
-            }
-            for (name, checksum) in segment.checksums.sorted(by: { $0.key < $1.key }) where name != "rows" {
-                do {
-                    if name.hasPrefix("columns/") {
-                        _ = try SegmentFiles.readColumn(path: full, dataset: name, expected: checksum, rows: segment.rows)
-                    } else {
-                        let strings = try SegmentFiles.readStrings(path: full, dataset: name, expected: checksum, rows: segment.rows)
-                        if name == "ids" {
-                            do { try Rules.checkIDs(strings) } catch { note(version, file, name, describe(error)) }
-                        }
-                    }
-                } catch {
-                    note(version, file, name, describe(error))
+        for (position, kind) in kinds.enumerated() {
+            for (file, (entry, version)) in files[position].sorted(by: { $0.key < $1.key }) {
+                defer { done += 1; progress?(done, total) }
+                report.filesChecked += 1
+                let (problems, bytes) = checkFile(entry, of: kind)
+                report.bytesChecked += bytes
+                for problem in problems {
+                    report.problems.append(.init(version: version, file: file, object: problem.object, message: problem.message))
                 }
             }
-        }
-        for (file, (entry, segment, version)) in deletionFiles.sorted(by: { $0.key < $1.key }) {
-            defer { done += 1; progress?(done, total) }
-            report.filesChecked += 1
-            guard checkWhole(file, size: entry.size, checksum: entry.fileChecksum, version: version) else { continue }
-            do { _ = try SegmentFiles.readDeletions(storePath: path, entry: entry, segment: segment) } catch {
-                note(version, file, "rows", describe(error))
-            }
-        }
-        for (file, (entry, version)) in tensorFiles.sorted(by: { $0.key < $1.key }) {
-            defer { done += 1; progress?(done, total) }
-            report.filesChecked += 1
-            guard checkWhole(file, size: entry.size, checksum: entry.fileChecksum, version: version) else { continue }
-            var hash = ContentHashBuilder()
-            var complete = true
-            for tensor in entry.tensors.sorted(by: { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }) {
-                do {
-                    guard let dtype = SketchDType(rawValue: tensor.dtype) else {
-                        throw StoreError(.corrupt, "dtype \(tensor.dtype) is not float16 or float32")
-                    }
-                    let storage = try TensorFiles.load(path: absolute(file), tensor: tensor, dtype: dtype, alwaysVerify: true)
-                    if let reason = storage.notMappedBecause, tensor.shape.reduce(1, *) > 0 {
-                        note(version, file, "tensors/" + TensorFiles.datasetName(tensor.name), "tensor is not mappable as Spec §2.4 requires: \(reason)")
-                    }
-                    hash.add(name: tensor.name, dtype: dtype, shape: tensor.shape, bytes: storage.bytes)
-                } catch {
-                    complete = false
-                    note(version, file, "tensors/" + TensorFiles.datasetName(tensor.name), describe(error))
-                }
-            }
-            if complete, hash.finish() != entry.contentHash {
-                note(version, file, nil, "content hash mismatch: expected \(entry.contentHash), computed \(hash.finish())")
-            }
-        }
-        for (file, (name, entry, version, k, physicalRows)) in indexFiles.sorted(by: { $0.key < $1.key }) {
-            defer { done += 1; progress?(done, total) }
-            report.filesChecked += 1
-            guard checkWhole(file, size: entry.size, checksum: entry.fileChecksum, version: version) else { continue }
-            do {
-                let index = try IndexFiles.load(path: absolute(file), name: name, entry: entry, k: k, alwaysVerify: true)
-                if !index.isMapped { note(version, file, "codes", "index codes are not mappable as Spec §2.4 requires") }
-                if let bad = index.positions.first(where: { $0 < 0 || $0 >= Int64(physicalRows) }) {
-                    note(version, file, "positions", "row position \(bad) is outside the \(physicalRows) rows of the covered segments")
-                }
-                if Set(index.positions).count != index.positions.count {
-                    note(version, file, "positions", "a row position appears twice")
-                }
-            } catch {
-                note(version, file, nil, describe(error))
-            }
-        }
-        for (file, (name, entry, version)) in resultFiles.sorted(by: { $0.key < $1.key }) {
-            defer { done += 1; progress?(done, total) }
-            report.filesChecked += 1
-            guard checkWhole(file, size: entry.size, checksum: entry.fileChecksum, version: version) else { continue }
-            do { try checkPositions(of: try ResultFiles.load(path: absolute(file), name: name, entry: entry)) } catch { note(version, file, nil, describe(error)) }
         }
         // Ids must be unique within each set of each version.
         for manifest in manifests {
@@ -220,7 +101,8 @@ extension Store {
                 guard let reader = try? SketchSet(store: self, name: name, version: manifest.version, entry: set),
                       let ids = try? reader.ids() else { continue }
                 if Set(ids.lazy.map(UTF8Key.init)).count != ids.count {
-                    note(manifest.version, "versions/" + Store.manifestName(manifest.version), nil, "set \(name) has duplicate ids among its live rows")
+                    report.problems.append(.init(version: manifest.version, file: "versions/" + Store.manifestName(manifest.version), object: nil,
+                                                 message: "set \(name) has duplicate ids among its live rows"))
                 }
             }
         }
@@ -233,7 +115,7 @@ extension Store {
     /// files a live writer's pin protects (Spec §7.4). Symbolic links are never followed.
     public func vacuum(keepLast: Int? = nil, grace: Double = 3600, dryRun: Bool = false) throws -> VacuumReport {
         var report = VacuumReport()
-        let dataDirectories = ["segments", "tensors", "deletions", "indexes", "results", "tmp"]
+        let dataDirectories = FileKinds.directories + ["tmp"]
         // Checked before anything is removed: a data directory that is a link would make
         // vacuum delete files outside the store.
         for directory in ["versions"] + dataDirectories + [WriterPin.directory] {
@@ -268,7 +150,7 @@ extension Store {
         let removed = Set(report.removedVersions)
         var referenced = Set<String>()
         for version in try versions() where !removed.contains(version) {
-            referenced.formUnion(try manifest(at: version).referencedFiles)
+            referenced.formUnion(FileKinds.referencedFiles(in: try manifest(at: version)))
         }
         var touchedDirectories = Set<String>()
         for relative in candidates where !referenced.contains(relative) {

@@ -248,21 +248,9 @@ public struct Manifest: Codable, Sendable, Equatable {
         public var hasMetadata: Bool { segments.contains { $0.checksums["metadata"] != nil } }
     }
 
-    /// Every data file this version references, relative to the store root.
-    public var referencedFiles: Set<String> {
-        var files = Set(tensorSets.values.map(\.file))
-        for set in sketchSets.values {
-            for index in set.indexes.values { files.insert(index.file) }
-        }
-        for result in (results ?? [:]).values { files.insert(result.file) }
-        for set in sketchSets.values {
-            for segment in set.segments {
-                files.insert(segment.file)
-                if let deletions = segment.deletions { files.insert(deletions.file) }
-            }
-        }
-        return files
-    }
+    /// Every data file this version references, relative to the store root: the files of
+    /// every registered kind (``FileKinds``).
+    public var referencedFiles: Set<String> { FileKinds.referencedFiles(in: self) }
 
     /// Sorted-key compact JSON, as written into manifest files.
     func encoded() throws -> String {
@@ -284,7 +272,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 public enum StoreFormat {
     public static let name = "gradsketch"
     public static let major = 1
-    public static let minor = 1
+    public static let minor = 2
     public static var versionString: String { "\(major).\(minor)" }
     public static let creator = "gradsketch"
     public static let creatorVersion = "0.1.0"

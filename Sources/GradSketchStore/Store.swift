@@ -23,7 +23,8 @@ public final class Store: Sendable {
     let idCache = Mutex<[String: [String]]>([:])
 
     static let identityFile = "gradsketch.h5"
-    static let dataDirectories = ["versions", "segments", "tensors", "deletions", "indexes", "results", "tmp"]
+    /// `versions/`, one directory per registered file kind, and `tmp/`.
+    static var dataDirectories: [String] { ["versions"] + FileKinds.directories + ["tmp"] }
 
     /// Opens an existing store.
     ///

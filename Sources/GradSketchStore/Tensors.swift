@@ -128,7 +128,9 @@ extension Store {
         if try manifest().tensorSets[name] != nil {
             throw StoreError(.invalidInput, "tensor set \(name) already exists: tensor sets are immutable; choose a new name", path: path)
         }
-        let written = try TensorFiles.write(into: self, kind: "weights", tensors: tensors.map { input in
+        let pin = try pinWriter()
+        defer { pin.release() }
+        let written = try TensorFiles.write(into: self, pin: pin, kind: "weights", tensors: tensors.map { input in
             (input.name, input.shape, input.elementType, dtype ?? .natural(for: input.elementType), input.bytes)
         }, extra: [:])
         return StagedTensorSet(entry: written, sourceHashes: nil)
@@ -185,7 +187,9 @@ extension Store {
             for index in x.indices { difference[index] = y[index] - x[index] }
             differences.append((tensorName, a.shape, difference))
         }
-        let written = try TensorFiles.write(into: self, kind: "delta", tensors: differences.map { item in
+        let pin = try pinWriter()
+        defer { pin.release() }
+        let written = try TensorFiles.write(into: self, pin: pin, kind: "delta", tensors: differences.map { item in
             (item.name, item.shape, ElementType.float32, SketchDType.float32, UnsafeRawBufferPointer(item.values))
         }, extra: ["from-hash": base.contentHash, "to-hash": target.contentHash])
         return StagedTensorSet(entry: written, sourceHashes: (base.contentHash, target.contentHash))
@@ -213,51 +217,38 @@ enum TensorFiles {
 
     /// Writes, publishes and describes a tensor-set file; the content hash is computed over
     /// the stored bytes while they are written.
-    static func write(into store: Store, kind: String, tensors: [Source], extra: [String: String]) throws -> Manifest.TensorSetEntry {
+    static func write(into store: Store, pin: WriterPin, kind: String, tensors: [Source], extra: [String: String]) throws -> Manifest.TensorSetEntry {
         let sorted = tensors.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
         for index in sorted.indices.dropFirst() where sorted[index].name.utf8.elementsEqual(sorted[index - 1].name.utf8) {
             throw StoreError(.invalidInput, "tensor name \"\(sorted[index].name)\" appears twice")
         }
-        let id = randomIdentifier()
-        let temporary = try store.temporaryPath()
-        defer { try? FileSystem.remove(temporary) }
         var hash = SHA256()
         var entries: [Manifest.TensorEntry] = []
-        try withContext(.io, "cannot write tensor set", path: temporary) {
-            let file = try HDF5File.create(path: temporary, alignment: .everyObject)  // Spec §2.4: small mixed-dtype datasets
-            let root = try file.root()
-            try FileHeader.write(on: root, type: .tensorSet)
-            try root.setAttribute("kind", kind)
-            for (key, value) in extra { try root.setAttribute(key, value) }
-            let group = try root.createGroup("tensors")
-            for tensor in sorted {
-                let count = tensor.shape.reduce(1, *)
-                let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: count * tensor.dtype.byteWidth, alignment: 64)
-                defer { stored.deallocate() }
-                if let bad = try ElementConversion.convert(tensor.bytes, from: tensor.type, to: tensor.dtype.elementType, into: stored) {
-                    throw StoreError(.invalidInput, "tensor \(tensor.name) has a non-finite value (NaN, ±Inf or overflow of \(tensor.dtype.rawValue)) at flat index \(bad)")
-                }
-                let dataset = try group.createDataset(datasetName(tensor.name), type: tensor.dtype.storageType, shape: tensor.shape)
-                if count > 0 { try dataset.writeBytes(UnsafeRawBufferPointer(stored), as: tensor.dtype.storageType) }
-                let checksum = CRC32C.formatted(CRC32C.checksum(UnsafeRawBufferPointer(stored)))
-                try FileHeader.mark(dataset, type: .tensor, checksum: checksum)
-                try dataset.setAttribute("name", tensor.name)
-                let sourceDtype = tensor.type == tensor.dtype.elementType ? nil : tensor.type.rawValue
-                if let sourceDtype { try dataset.setAttribute("source-dtype", sourceDtype) }
-                try dataset.close()
-                ContentHash.add(name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, bytes: UnsafeRawBufferPointer(stored), to: &hash)
-                entries.append(.init(name: tensor.name, dtype: tensor.dtype.rawValue, shape: tensor.shape, checksum: checksum, sourceDtype: sourceDtype))
+        // Spec §2.4: small mixed-dtype datasets, each aligned so it can be mapped.
+        let writer = try DataFileWriter(store: store, kind: FileKinds.tensors, pin: pin, alignment: .everyObject)
+        try writer.setRootAttribute("kind", kind)
+        for (key, value) in extra { try writer.setRootAttribute(key, value) }
+        try writer.createGroup("tensors")
+        for tensor in sorted {
+            let count = tensor.shape.reduce(1, *)
+            let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: count * tensor.dtype.byteWidth, alignment: 64)
+            defer { stored.deallocate() }
+            if let bad = try ElementConversion.convert(tensor.bytes, from: tensor.type, to: tensor.dtype.elementType, into: stored) {
+                throw StoreError(.invalidInput, "tensor \(tensor.name) has a non-finite value (NaN, ±Inf or overflow of \(tensor.dtype.rawValue)) at flat index \(bad)")
             }
-            try group.close()
-            let contentHash = ContentHash.finish(hash)
-            try root.setAttribute("content-hash", contentHash)
-            try root.close()
-            try file.close()
+            let sourceDtype = tensor.type == tensor.dtype.elementType ? nil : tensor.type.rawValue
+            var attributes = [("name", tensor.name)]
+            if let sourceDtype { attributes.append(("source-dtype", sourceDtype)) }
+            let checksum = try writer.write(bytes: UnsafeRawBufferPointer(stored), as: tensor.dtype.storageType,
+                                            dataset: "tensors/" + datasetName(tensor.name), shape: tensor.shape, attributes: attributes)
+            ContentHash.add(name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, bytes: UnsafeRawBufferPointer(stored), to: &hash)
+            entries.append(.init(name: tensor.name, dtype: tensor.dtype.rawValue, shape: tensor.shape, checksum: checksum, sourceDtype: sourceDtype))
         }
-        let relative = "tensors/\(id).h5"
-        let whole = try store.publish(temporary, as: relative)
-        return Manifest.TensorSetEntry(file: relative, kind: kind, contentHash: ContentHash.finish(hash), from: nil, to: nil,
-                                       tensors: entries, size: whole.size, fileChecksum: whole.checksum)
+        let contentHash = ContentHash.finish(hash)
+        try writer.setRootAttribute("content-hash", contentHash)
+        let published = try writer.publish()
+        return Manifest.TensorSetEntry(file: published.file, kind: kind, contentHash: contentHash, from: nil, to: nil,
+                                       tensors: entries, size: published.size, fileChecksum: published.fileChecksum)
     }
 
     static func load(path: String, tensor: Manifest.TensorEntry, dtype: SketchDType, alwaysVerify: Bool = false) throws -> RowStorage {

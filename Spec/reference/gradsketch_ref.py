@@ -1,9 +1,10 @@
-"""Reference reader and writer of the GradSketch store format 1.1, written from
+"""Reference reader and writer of the GradSketch store format 1.2, written from
 Spec/format.md alone with numpy and h5py, as an independent check on the Swift engine.
 
 It favours clarity over speed. Library use: create_store, append, delete, put_tensors,
 delta, read_set, read_tensors, manifest, verify; format 1.1: read_index, build_index,
-read_result, save_result. Names and ids are Python str, compared by code points, which for
+read_result, save_result; format 1.2: result addresses (read_result, resolve_result).
+Names and ids are Python str, compared by code points, which for
 UTF-8 text is the byte comparison §2.3 asks for (no Unicode normalisation). Command line:
 
   python3 gradsketch_ref.py verify STORE            exit 1 and print problems, if any
@@ -24,7 +25,7 @@ import sys
 import h5py
 import numpy as np
 
-FORMAT_MAJOR, FORMAT_MINOR = 1, 1
+FORMAT_MAJOR, FORMAT_MINOR = 1, 2
 NAME_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 # ---- §4 checksums --------------------------------------------------------------------
@@ -788,9 +789,33 @@ def build_index(store, set_name, name, lists, metric="ip"):
     return _commit(store, "build-index", set_name, change)
 
 
+def _live_addresses(store, set_entry):
+    """(segment file, row) of every live row of a set, in live-position order (§5.4, §11)."""
+    live = []
+    for seg in set_entry["segments"]:
+        gone = set(_deleted(store, seg).tolist())
+        live += [(seg["file"], r) for r in range(seg["rows"]) if r not in gone]
+    return live
+
+
+def _ids_at(store, set_entry, addresses):
+    """The id stored at each (segment file, row), read from the segment files."""
+    by_file = {seg["file"]: seg for seg in set_entry["segments"]}
+    cache = {}
+    result = []
+    for file, row in addresses:
+        if file not in cache:
+            cache[file] = _segment_ids(store, by_file[file])
+        result.append(cache[file][row])
+    return result
+
+
 def read_result(store, name, version=None):
-    """Saved result `name` (§11), every rule checked; when `set_version` is still retained,
-    also that each position is a live position of that version holding the listed id."""
+    """Saved result `name` (§11), every rule checked. When `set_version` is still retained,
+    also that each position is a live position of that version and, for a 1.2 result, that each stored address lies in a segment that version lists and is
+    the row at that position. Returns the rows' addresses as (segment file, row): stored
+    (1.2), else translated from the positions while `set_version` is retained, else looked up
+    by id in `version` (None for an id not live there)."""
     m = manifest(store, version)
     entry = m.get("results", {})[name]
     for key, kind in (("file", str), ("method", str), ("set", str), ("set_version", int), ("count", int),
@@ -799,8 +824,14 @@ def read_result(store, name, version=None):
             raise ValueError(f"result {name}: manifest key {key} must be a {kind.__name__}, found {entry.get(key)!r}")
     if not re.fullmatch(r"results/[0-9a-f]{32}\.h5", entry["file"]):
         raise ValueError(f"result {name}: file {entry['file']} is not results/<32 hex>.h5")
+    sums = entry["checksums"]
+    with_addresses = "segments" in sums or "addresses" in sums
+    expected_keys = {"ids", "positions", "scores"} | ({"segments", "addresses"} if with_addresses else set())
+    if set(sums) != expected_keys:
+        raise ValueError(f"result {name}: checksums has keys {sorted(sums)}, expected {sorted(expected_keys)}")
     path = os.path.join(store, entry["file"])
     n = entry["count"]
+    stored = None
     with h5py.File(path, "r") as f:
         _check_root(f, "result", path)
         for key in ("method", "set"):
@@ -810,31 +841,83 @@ def read_result(store, name, version=None):
             raise ValueError(f"{path}: attribute set-version differs from the manifest's set_version")
         if json.loads(_get_str(f, "parameters")) != entry["parameters"]:
             raise ValueError(f"{path}: attribute parameters differs from the manifest's")
-        sums = entry["checksums"]
         ids = _checked_dataset(f, "ids", "row-ids", sums["ids"], "string", (n,), path)
         positions = _checked_dataset(f, "positions", "result-positions", sums["positions"], "<i8", (n,), path)
         scores = _checked_dataset(f, "scores", "result-scores", sums["scores"], "<f8", (n,), path)
-    checked = entry["set_version"] in versions(store) and entry["set"] in manifest(store, entry["set_version"])["sketch_sets"]
+        if with_addresses:
+            if "segments" not in f or f["segments"].ndim != 1:
+                raise ValueError(f"{path}: a 1.2 result needs a one-dimensional segments dataset")
+            segments = _checked_dataset(f, "segments", "result-segments", sums["segments"], "string",
+                                        f["segments"].shape, path)
+            pairs = _checked_dataset(f, "addresses", "result-addresses", sums["addresses"], "<i8", (n, 2), path)
+            if len(set(segments)) != len(segments) or \
+                    not all(re.fullmatch(r"segments/[0-9a-f]{32}\.h5", s) for s in segments):
+                raise ValueError(f"{path}: segments must be distinct segments/<32 hex>.h5 names")
+            if n and ((pairs[:, 0] < 0).any() or (pairs[:, 0] >= len(segments)).any() or (pairs[:, 1] < 0).any()):
+                raise ValueError(f"{path}: an address names no listed segment or a negative row")
+            stored = [(segments[int(i)], int(r)) for i, r in pairs.reshape(-1, 2)]
+    source = None
+    if entry["set_version"] in versions(store):
+        source = manifest(store, entry["set_version"])["sketch_sets"].get(entry["set"])
+        if source is None:
+            raise ValueError(f"{path}: set {entry['set']} is not in its set_version {entry['set_version']}")
+    checked = source is not None
     if checked:
-        _, set_ids, *_ = read_set(store, entry["set"], entry["set_version"])
-        if (positions < 0).any() or (positions >= len(set_ids)).any():
-            raise ValueError(f"{path}: a position is outside the {len(set_ids)} live rows of version {entry['set_version']}")
-        if [set_ids[p] for p in positions] != list(ids):
-            raise ValueError(f"{path}: ids are not the ids at their positions in version {entry['set_version']}")
-    return {"entry": entry, "ids": list(ids), "positions": positions, "scores": scores, "positions_checked": checked}
+        live = _live_addresses(store, source)
+        if (positions < 0).any() or (positions >= len(live)).any():
+            raise ValueError(f"{path}: a position is outside the {len(live)} live rows of version {entry['set_version']}")
+        at_positions = [live[p] for p in positions]
+        if stored is not None and stored != at_positions:
+            rows_of = {seg["file"]: seg["rows"] for seg in source["segments"]}
+            bad = next(i for i, (a, b) in enumerate(zip(stored, at_positions)) if a != b)
+            where = "a segment that version does not list" if stored[bad][0] not in rows_of else "another row"
+            raise ValueError(f"{path}: row {bad} is stored at {stored[bad]} ({where}), its position names {at_positions[bad]}")
+        addresses, how = at_positions, ("stored" if stored is not None else "positions")
+    elif stored is not None:
+        addresses, how = stored, "stored"
+    else:
+        current = m["sketch_sets"].get(entry["set"])
+        live = _live_addresses(store, current) if current else []
+        by_id = dict(zip(_ids_at(store, current, live), live)) if current else {}
+        addresses, how = [by_id.get(i) for i in ids], "ids"
+    return {"entry": entry, "ids": list(ids), "positions": positions, "scores": scores, "positions_checked": checked,
+            "addresses": addresses, "addresses_from": how}
 
 
-def save_result(store, name, method, set_name, positions, scores, parameters):
-    """Writes and commits result `name` over the live rows of `set_name` in the latest version."""
+def resolve_result(store, name, at_version=None, result_version=None):
+    """Each row of result `name` (read at `result_version`) in version `at_version` of its set:
+    (live position, id), or None where the row is not live there (§11: by address, so a
+    deletion of another row never changes which row it is)."""
+    result = read_result(store, name, result_version)
+    current = manifest(store, at_version)["sketch_sets"].get(result["entry"]["set"])
+    if current is None:
+        return [None] * len(result["ids"])
+    live = _live_addresses(store, current)
+    position_of = {address: p for p, address in enumerate(live)}
+    ids = _ids_at(store, current, live)
+    return [(position_of[a], ids[position_of[a]]) if a in position_of else None for a in result["addresses"]]
+
+
+def save_result(store, name, method, set_name, positions, scores, parameters, with_addresses=True):
+    """Writes and commits result `name` over the live rows of `set_name` in the latest version;
+    `with_addresses=False` writes a result as format 1.1 did (positions only; set FORMAT_MINOR
+    to 1 as well to write the whole version as 1.1)."""
     if not NAME_RULE.match(name):
         raise ValueError(f"invalid result name {name!r}")
     set_version = versions(store)[-1]
-    _, set_ids, *_ = read_set(store, set_name, set_version)
+    source = manifest(store, set_version)["sketch_sets"][set_name]
+    live = _live_addresses(store, source)
     positions = np.asarray(positions, dtype="<i8")
     scores = np.asarray(scores, dtype="<f8")
-    ids = [set_ids[p] for p in positions]
+    rows = [live[p] for p in positions]
+    ids = _ids_at(store, source, rows)
+    listed = [seg["file"] for seg in source["segments"]]
+    segments = [file for file in listed if file in {r[0] for r in rows}]
+    pairs = np.array([[segments.index(file), row] for file, row in rows], dtype="<i8").reshape(-1, 2)
     tmp = _tmp(store)
     checksums = {"ids": checksum_strings(ids), "positions": checksum_numeric(positions), "scores": checksum_numeric(scores)}
+    if with_addresses:
+        checksums.update({"segments": checksum_strings(segments), "addresses": checksum_numeric(pairs)})
     with _new_file(tmp) as f:
         _root_attrs(f, "result")
         for key, value in (("method", method), ("set", set_name), ("set-version", set_version),
@@ -843,6 +926,9 @@ def save_result(store, name, method, set_name, positions, scores, parameters):
         _mark(_write_strings(f, "ids", ids), "row-ids", checksums["ids"])
         _mark(f.create_dataset("positions", data=positions), "result-positions", checksums["positions"])
         _mark(f.create_dataset("scores", data=scores), "result-scores", checksums["scores"])
+        if with_addresses:
+            _mark(_write_strings(f, "segments", segments), "result-segments", checksums["segments"])
+            _mark(f.create_dataset("addresses", data=pairs), "result-addresses", checksums["addresses"])
     relative = f"results/{secrets.token_hex(16)}.h5"
     size, whole = _publish(store, tmp, relative)
     entry = {"file": relative, "size": size, "file_checksum": whole, "checksums": checksums, "method": method,
