@@ -138,7 +138,7 @@ struct QueryPlanner {
             if let chosen { steps.append("index \(chosen) is the set's index for \(metric)") }
         }
         if chosen == nil && request.index == .auto && request.probe != .tuned {
-            throw StoreError(.invalidInput, "set \(request.set) has no index for metric \(metric): build one with `gradsketch index build` or drop the nprobe/recall target")
+            throw StoreError(.invalidInput, "set \(request.set) has no index for metric \(metric): build one, or query without an nprobe or recall target")
         }
         let live = entry.rowCount
         guard let name = chosen, let index = entry.indexes[name] else {
@@ -159,7 +159,7 @@ struct QueryPlanner {
             return exactInstead("aggregated queries are searched exactly; index \(name) answers single queries", stale: false)
         }
         guard let covered = Self.coveredSegments(of: index, in: entry) else {
-            return exactInstead("index \(name) of set \(request.set) was built on segments that version \(snapshot.version) no longer starts with; rebuild it with `gradsketch index build`; searched exactly", stale: true)
+            return exactInstead("index \(name) of set \(request.set) was built on segments that version \(snapshot.version) no longer starts with (rebuild the index); searched exactly", stale: true)
         }
         let (tunedNprobe, tunedRerank, tuning) = Self.storedParameters(index)
         var nprobe: Int

@@ -80,6 +80,9 @@ struct Query: ParsableCommand {
                 return
             }
             if recallTarget != nil && nprobe != nil { throw ValidationError("give --recall-target or --nprobe, not both") }
+            if let recallTarget, !(0.0...1.0).contains(recallTarget) {
+                throw ValidationError("--recall-target must be between 0 and 1, found \(recallTarget)")
+            }
             if exact && (index != nil || nprobe != nil || recallTarget != nil) {
                 throw ValidationError("--exact cannot be combined with --index, --nprobe or --recall-target")
             }
