@@ -33,13 +33,15 @@ extension Snapshot {
                                            smallest: request.smallest, aggregate: request.aggregation.map(Self.searchAggregation))
         }
         let live = try opened.liveRows()
-        let annotate = request.annotations
-        let labels = annotate && entry.hasLabels ? try opened.cachedLabels() : nil
-        let metadata = annotate && entry.hasMetadata ? try opened.cachedMetadata() : nil
-        let hits = found.map { list in
-            list.map { hit in
-                QueryHit(address: live.address(ofLive: hit.position), id: hit.id, score: hit.score,
-                         label: labels?[hit.position], metadata: metadata?[hit.position])
+        let addresses = found.map { $0.map { live.address(ofLive: $0.position) } }
+        let wanted = addresses.flatMap { $0 }
+        let labels = request.annotations && entry.hasLabels ? try strings(.labels, set: request.set, at: wanted) : nil
+        let metadata = request.annotations && entry.hasMetadata ? try strings(.metadata, set: request.set, at: wanted) : nil
+        var next = 0
+        let hits = zip(found, addresses).map { list, places in
+            zip(list, places).map { hit, address in
+                defer { next += 1 }
+                return QueryHit(address: address, id: hit.id, score: hit.score, label: labels?[next], metadata: metadata?[next])
             }
         }
         return QueryResult(plan: plan, hits: hits)
