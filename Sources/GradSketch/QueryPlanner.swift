@@ -17,10 +17,10 @@ extension Snapshot {
     /// and fetches ids (and, when asked, labels and metadata) of the hits only.
     public func query(_ request: QueryRequest) throws -> QueryResult {
         let entry = try entry(of: request.set)
+        // Planned first, so a request that cannot run fails before any row is read.
+        let plan = try QueryPlanner(snapshot: self, request: request, entry: entry, queryCount: try queryCount(request)).plan()
         let opened = try openedSet(request.set)
         let (queries, count) = try queryVectors(request, target: opened.set)
-        let planner = QueryPlanner(snapshot: self, request: request, entry: entry, queryCount: count)
-        let plan = try planner.plan()
         let metric = SearchMetric(rawValue: plan.metric)!
         let found: [[SearchHit]]
         if let index = plan.index, !plan.exact {
