@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "GradSketchSearch", targets: ["GradSketchSearch"]),
         .library(name: "GradSketchSelect", targets: ["GradSketchSelect"]),
         .executable(name: "gradsketch", targets: ["gradsketch"]),
+        .executable(name: "gradsketch-reproduce", targets: ["gradsketch-reproduce"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -97,8 +98,16 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", "GradSketchExperiments", argumentParser],
+            dependencies: ["GradSketch", "GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", argumentParser],
             path: "Tools/gradsketch",
+            swiftSettings: swiftSettings
+        ),
+
+        /// The Fashion-MNIST experiments and their report, apart from the production tool.
+        .executableTarget(
+            name: "gradsketch-reproduce",
+            dependencies: ["GradSketchExperiments", "GradSketchModels", "GradSketchStore", argumentParser],
+            path: "Tools/gradsketch-reproduce",
             swiftSettings: swiftSettings
         ),
 
@@ -134,8 +143,8 @@ let package = Package(
         ),
         .testTarget(
             name: "GradSketchTests",
-            // GradSketchStore only as the oracle that reads back what the facade committed.
-            dependencies: ["GradSketch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
+            // The lower modules only as oracles that read back what the facade committed and searched.
+            dependencies: ["GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
