@@ -34,6 +34,12 @@ public final class Store: Sendable {
     /// The latest committed version.
     public func latestVersion() throws -> Int { try engine.latestVersion() }
 
+    /// Opens version `version` (the latest when nil) for reading: keep the snapshot for many
+    /// queries, share it across threads; it keeps reading its version after later commits.
+    public func snapshot(at version: Int? = nil) throws -> Snapshot {
+        try Snapshot(store: self, version: version)
+    }
+
     /// Runs `body`, which records changes on a ``Transaction``, and commits them all as ONE
     /// new version.
     ///
