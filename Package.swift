@@ -146,7 +146,8 @@ let package = Package(
         ),
         .testTarget(
             name: "GradSketchTests",
-            dependencies: ["GradSketch", "GradSketchTestSupport"],
+            // GradSketchStore only as the oracle that reads back what the facade committed.
+            dependencies: ["GradSketch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

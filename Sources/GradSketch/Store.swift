@@ -1,4 +1,4 @@
-import GradSketchStore
+public import GradSketchStore
 
 /// A GradSketch store, the entry point of the engine (Spec §1).
 ///
@@ -33,4 +33,39 @@ public final class Store: Sendable {
 
     /// The latest committed version.
     public func latestVersion() throws -> Int { try engine.latestVersion() }
+
+    /// Runs `body`, which records changes on a ``Transaction``, and commits them all as ONE
+    /// new version.
+    ///
+    /// The rows of appends are written (as segment files no version references) while the
+    /// body runs, so memory stays at one batch. The commit applies the changes in order to
+    /// the latest version and checks every Spec rule on them (projection, checkpoint, ids,
+    /// k/dtype, index coverage, …); when another writer commits first it rebases and checks
+    /// them again. If `body` or the commit throws, nothing is committed and the files the
+    /// transaction wrote are removed.
+    ///
+    /// - Throws: what `body` throws, or the first rule a change breaks (nothing committed).
+    @discardableResult
+    public func transaction(detail: String? = nil, _ body: (Transaction) throws -> Void) throws -> CommitResult {
+        let transaction = Transaction(engine: engine)
+        do {
+            try body(transaction)
+            return try transaction.commit(detail: detail)
+        } catch {
+            transaction.abandon()
+            throw error
+        }
+    }
+
+    /// Starts a streaming append of many batches to `set` (created with `options` when the
+    /// commit does not find it), committed as one version by ``AppendSession/commit(detail:)``.
+    public func beginAppend(to set: String, options: SketchSetOptions = .init()) throws -> AppendSession {
+        try AppendSession(engine: engine, set: set, options: options)
+    }
+
+    /// Reads every file of every retained version back and checks it against its checksums
+    /// (Spec §7.6); `progress` gets (files done, files in all).
+    public func verify(progress: ((Int, Int) -> Void)? = nil) throws -> VerificationReport {
+        try engine.verify(progress: progress)
+    }
 }

@@ -35,15 +35,9 @@ public final class AppendSession {
     private let pin: WriterPin
 
     init(store: Store, set: String, options: SketchSetOptions, firstInputType: ElementType?) throws {
-        try Rules.checkName(set, what: "set")
+        // Checked here too, so a refused append costs no segment writes.
+        try store.checkAppend(to: set, options: options)
         let existing = try store.manifest().sketchSets[set]
-        if let existing, let dtype = options.dtype, dtype.rawValue != existing.dtype {
-            throw StoreError(.invalidInput, "set \(set) stores \(existing.dtype), the append asks for \(dtype.rawValue)", path: store.path)
-        }
-        // Checked here too, so a refused projection costs no segment writes.
-        if let existing {
-            try ProjectionRule.checkAppend(stating: options.attributes["projection"], to: existing, set: set, storePath: store.path)
-        }
         self.store = store
         self.set = set
         self.options = options
@@ -77,44 +71,34 @@ public final class AppendSession {
     /// Commits every batch written so far as one new version.
     @discardableResult
     public func commit(detail: String? = nil) throws -> AppendResult {
-        precondition(!committed, "the session is already committed")
-        guard let k, !written.isEmpty else {
-            throw StoreError(.invalidInput, "nothing to commit: no rows were appended to \(set)", path: store.path)
-        }
-        let entries = written.map(\.entry)
-        let hasNonfinite = written.contains { $0.hasNonfinite }
-        let (store, set, dtype, allowNonfinite, options) = (self.store, self.set, self.dtype, self.allowNonfinite, self.options)
-        let orderedIDs = written.flatMap(\.ids)  // so a collision is reported at its first row
+        let change = try staged()
         do {
-            let version = try store.commit(operation: "append", set: set, detail: detail) { manifest in
-                if var entry = manifest.sketchSets[set] {
-                    // Re-checked against the version this commit lands on (Spec §7.2 step 2).
-                    guard entry.k == k, entry.dtype == dtype.rawValue else {
-                        throw StoreError(.conflict, "set \(set) changed meanwhile: it now has k = \(entry.k), dtype \(entry.dtype); this append has k = \(k), dtype \(dtype.rawValue)", path: store.path)
-                    }
-                    try ProjectionRule.checkAppend(stating: options.attributes["projection"], to: entry, set: set, storePath: store.path)
-                    if hasNonfinite && !entry.allowNonfinite {
-                        throw StoreError(.invalidInput, "set \(set) does not allow non-finite rows, and this append has some", path: store.path)
-                    }
-                    let live = try store.liveIDs(of: entry)
-                    if let duplicate = orderedIDs.first(where: { live.contains(UTF8Key($0)) }) {
-                        throw StoreError(.invalidInput, "id \"\(duplicate)\" is already in set \(set): ids must be unique within a set", path: store.path)
-                    }
-                    entry.segments += entries
-                    manifest.sketchSets[set] = entry
-                } else {
-                    manifest.sketchSets[set] = Manifest.SketchSetEntry(
-                        k: k, dtype: dtype.rawValue, allowNonfinite: allowNonfinite,
-                        attributes: options.attributes, segments: entries)
-                }
-            }
-            committed = true
-            pin.release()
-            return AppendResult(version: version, rows: written.reduce(0) { $0 + $1.entry.rows }, segments: entries.map(\.file))
+            let version = try store.commit(changes: [change], detail: detail).version
+            markCommitted()
+            return AppendResult(version: version, rows: written.reduce(0) { $0 + $1.entry.rows }, segments: written.map(\.entry.file))
         } catch {
             abandon()
             throw error
         }
+    }
+
+    /// The change this session's batches make, for a caller that commits it with other
+    /// changes (``Store/commit(changes:detail:)``) and then calls ``markCommitted()`` or
+    /// ``abandon()``.
+    public func staged() throws -> StoreChange {
+        precondition(!committed, "the session is already committed")
+        guard let k, !written.isEmpty else {
+            throw StoreError(.invalidInput, "nothing to commit: no rows were appended to \(set)", path: store.path)
+        }
+        let segments = StagedSegments(written: written, k: k, dtype: dtype, allowNonfinite: allowNonfinite)
+        return .appendSegments(set: set, segments: segments, options: options)
+    }
+
+    /// Records that a version referencing the staged segments is committed: they are no
+    /// longer this session's to remove, and its pin is released.
+    public func markCommitted() {
+        committed = true
+        pin.release()
     }
 
     /// Removes the segments written so far; nothing references them.
@@ -186,52 +170,11 @@ extension Store {
     /// - Throws: `.notFound` when an id is not a live row of the set (nothing is committed).
     @discardableResult
     public func delete(ids: [String], from name: String, detail: String? = nil) throws -> DeleteResult {
-        let wanted = Set(ids.lazy.map(UTF8Key.init))
-        guard wanted.count == ids.count else {
-            throw StoreError(.invalidInput, "the ids to delete repeat themselves: \(ids.count) given, \(wanted.count) distinct")
-        }
-        let pin = try pinWriter()
-        defer { pin.release() }
-        var writtenFiles: [String] = []
-        var kept: Set<String> = []
-        var committed = false
-        defer {
-            // Deletion lists of earlier attempts (rebased away) and of a failed commit are
-            // unreferenced; the committed version's own are not touched.
-            for file in writtenFiles where !(committed && kept.contains(file)) { try? FileSystem.remove(absolute(file)) }
-        }
-        let version = try commit(operation: "delete", set: name, detail: detail) { manifest in
-            guard var set = manifest.sketchSets[name] else {
-                throw StoreError(.notFound, "no sketch set \"\(name)\" in version \(manifest.version)", path: path)
-            }
-            var found = 0
-            for index in set.segments.indices {
-                let segment = set.segments[index]
-                let segmentIDs = try self.segmentIDs(segment)
-                var deleted = Set(try segment.deletions.map { try SegmentFiles.readDeletions(storePath: path, entry: $0, segment: segment) } ?? [])
-                let before = deleted.count
-                for (local, id) in segmentIDs.enumerated() where wanted.contains(UTF8Key(id)) && !deleted.contains(local) {
-                    deleted.insert(local)
-                }
-                guard deleted.count > before else { continue }
-                found += deleted.count - before
-                let file = try writeDeletions(deleted.sorted(), segment: segment)
-                writtenFiles.append(file.file)
-                set.segments[index].deletions = file
-            }
-            guard found == wanted.count else {
-                let live = try liveIDs(of: manifest.sketchSets[name]!)
-                let missing = ids.first { !live.contains(UTF8Key($0)) } ?? "?"
-                throw StoreError(.notFound, "cannot delete id \"\(missing)\": it is not a live row of set \(name) in version \(manifest.version) (\(wanted.count - found) of \(wanted.count) ids not found; nothing deleted)", path: path)
-            }
-            manifest.sketchSets[name] = set
-            kept = Set(set.segments.compactMap { $0.deletions?.file })
-        }
-        committed = true
-        return DeleteResult(version: version, rows: ids.count)
+        let committed = try commit(changes: [.delete(set: name, ids: ids)], detail: detail)
+        return DeleteResult(version: committed.version, rows: ids.count)
     }
 
-    private func writeDeletions(_ rows: [Int], segment: Manifest.SegmentEntry) throws -> Manifest.DeletionEntry {
+    func writeDeletions(_ rows: [Int], segment: Manifest.SegmentEntry) throws -> Manifest.DeletionEntry {
         let id = randomIdentifier()
         let temporary = try temporaryPath()
         defer { try? FileSystem.remove(temporary) }

@@ -115,16 +115,8 @@ extension Store {
                                         kind: "ivf-int8", metric: metric, lists: lists, rows: rows, builtOnVersion: set.version,
                                         segments: covered, parameters: parameters)
         do {
-            return try commit(operation: "build-index", set: set.name, detail: "index \(name) (\(metric), \(lists) lists, \(rows) rows)") { manifest in
-                guard var current = manifest.sketchSets[set.name] else {
-                    throw StoreError(.conflict, "set \(set.name) was dropped while its index was built", path: path)
-                }
-                guard current.segments.count >= covered.count, zip(current.segments, covered).allSatisfy({ $0.file == $1 }) else {
-                    throw StoreError(.conflict, "set \(set.name) no longer starts with the segments the index was built on", path: path)
-                }
-                current.indexes[name] = entry
-                manifest.sketchSets[set.name] = current
-            }
+            return try commit(changes: [.buildIndex(name: name, set: set.name, entry: entry)],
+                              detail: "index \(name) (\(metric), \(lists) lists, \(rows) rows)").version
         } catch {
             try? FileSystem.remove(absolute(relative))
             throw error
@@ -134,16 +126,7 @@ extension Store {
     /// Removes index `name` from `set` in a new version (older versions keep it until vacuum).
     @discardableResult
     public func dropIndex(_ name: String, of set: String) throws -> Int {
-        try commit(operation: "drop-index", set: set, detail: "index \(name)") { manifest in
-            guard var current = manifest.sketchSets[set] else {
-                throw StoreError(.notFound, "no sketch set \"\(set)\" in version \(manifest.version)", path: path)
-            }
-            guard current.indexes.removeValue(forKey: name) != nil else {
-                let known = current.indexes.keys.sorted()
-                throw StoreError(.notFound, "set \(set) has no index \"\(name)\" (indexes: \(known.isEmpty ? "none" : known.joined(separator: ", ")))", path: path)
-            }
-            manifest.sketchSets[set] = current
-        }
+        try commit(changes: [.dropIndex(name: name, set: set)], detail: "index \(name)").version
     }
 }
 

@@ -71,14 +71,7 @@ extension Store {
         let entry = Manifest.ResultEntry(file: relative, size: whole.size, fileChecksum: whole.checksum, checksums: checksums,
                                          method: method, set: set, setVersion: setVersion, count: ids.count, parameters: parameters)
         do {
-            return try commit(operation: "save-result", set: set, detail: "result \(name) (\(method), \(ids.count) rows)") { manifest in
-                guard manifest.results?[name] == nil else {
-                    throw StoreError(.conflict, "result \(name) was saved by another writer meanwhile", path: path)
-                }
-                var results = manifest.results ?? [:]
-                results[name] = entry
-                manifest.results = results
-            }
+            return try commit(changes: [.saveResult(name: name, entry: entry)], detail: "result \(name) (\(method), \(ids.count) rows)").version
         } catch {
             try? FileSystem.remove(absolute(relative))
             throw error

@@ -215,6 +215,14 @@ public final class Store: Sendable {
     /// - Throws: only before the link, in which case nothing was committed.
     @discardableResult
     public func commit(operation: String, set: String?, detail: String?, _ change: (inout Manifest) throws -> Void) throws -> Int {
+        try commitReturningWarnings(operation: operation, set: set, allSets: false, detail: detail, change).version
+    }
+
+    /// ``commit(operation:set:detail:_:)``, also returning this commit's post-link warnings;
+    /// `allSets` counts the rows added and deleted over every sketch set (for a commit that
+    /// changes several).
+    func commitReturningWarnings(operation: String, set: String?, allSets: Bool, detail: String?,
+                                 _ change: (inout Manifest) throws -> Void) throws -> (version: Int, warnings: [StoreError]) {
         var attempt = 0
         while true {
             attempt += 1
@@ -235,10 +243,14 @@ public final class Store: Sendable {
             manifest.formatVersion = StoreFormat.versionString
             manifest.creator = StoreFormat.creator
             manifest.creatorVersion = StoreFormat.creatorVersion
+            let rows = allSets
+                ? Set(before.sketchSets.keys).union(manifest.sketchSets.keys).reduce((added: 0, deleted: 0)) { sum, name in
+                    let delta = Store.rowsDelta(before, manifest, set: name)
+                    return (sum.added + delta.added, sum.deleted + delta.deleted)
+                }
+                : Store.rowsDelta(before, manifest, set: set)
             manifest.change = Manifest.Change(
-                operation: operation, set: set,
-                rowsAdded: Store.rowsDelta(before, manifest, set: set).added,
-                rowsDeleted: Store.rowsDelta(before, manifest, set: set).deleted,
+                operation: operation, set: set, rowsAdded: rows.added, rowsDeleted: rows.deleted,
                 writer: writerName, detail: detail)
             let temporary = try temporaryPath()
             // Set before the write, so a manifest that fails half-written leaves nothing in tmp/.
@@ -251,10 +263,11 @@ public final class Store: Sendable {
                 // The version is live from here on: whatever fails now is reported as a
                 // warning, never thrown, so no caller's error path removes a file the new
                 // version references (Spec §7.2 step 4).
-                do { try FileSystem.remove(temporary) } catch { warn(committed: next, error) }
-                do { try FileSystem.fsyncDirectory(path + "/versions") } catch { warn(committed: next, error) }
+                var warnings: [StoreError] = []
+                do { try FileSystem.remove(temporary) } catch { warnings.append(warn(committed: next, error)) }
+                do { try FileSystem.fsyncDirectory(path + "/versions") } catch { warnings.append(warn(committed: next, error)) }
                 manifestCache.withLock { $0[next] = manifest }
-                return next
+                return (next, warnings)
             }
             // Another writer committed `next` first: back off a little (randomised, so
             // writers that collided do not collide again in lockstep) and rebase.
@@ -266,12 +279,14 @@ public final class Store: Sendable {
     }
 
     /// Records a failure that happened after version `version` was linked.
-    private func warn(committed version: Int, _ error: any Error) {
+    @discardableResult
+    private func warn(committed version: Int, _ error: any Error) -> StoreError {
         let cause = error as? StoreError
         let warning = StoreError(.io, "version \(version) is committed, but a step after the commit failed: \(cause.map { "\($0)" } ?? "\(error)")",
                                  path: cause?.path == nil ? path : nil)
         commitWarnings.withLock { $0.append(warning) }
         Store.warningHandler.withLock { $0 }?(warning)
+        return warning
     }
 
     /// Failures after a commit's link (Spec §7.2 step 4) since the last call, oldest first:
@@ -307,7 +322,8 @@ public final class Store: Sendable {
         let oldFiles = Set(old?.segments.map(\.file) ?? [])
         let added = new?.segments.filter { !oldFiles.contains($0.file) }.reduce(0) { $0 + $1.rows } ?? 0
         let oldDeleted = old?.segments.reduce(0) { $0 + ($1.deletions?.count ?? 0) } ?? 0
-        let newDeleted = new?.segments.filter { oldFiles.contains($0.file) }.reduce(0) { $0 + ($1.deletions?.count ?? 0) } ?? 0
+        // Rows a commit both appended and deleted (one transaction) count as added and deleted.
+        let newDeleted = new?.segments.reduce(0) { $0 + ($1.deletions?.count ?? 0) } ?? 0
         let dropped = new == nil ? (old?.rowCount ?? 0) : 0
         return (added, max(0, newDeleted - oldDeleted) + dropped)
     }

@@ -115,16 +115,23 @@ extension Store {
     /// - Throws: `.invalidInput` if the set exists, names repeat or a value is not finite.
     @discardableResult
     public func putTensors(_ name: String, _ tensors: [TensorInput], dtype: SketchDType? = nil, detail: String? = nil) throws -> Int {
+        let pin = try pinWriter()
+        defer { pin.release() }
+        let staged = try stageTensors(name, tensors, dtype: dtype)
+        return try commitTensorSet(.putTensors(name: name, tensors: staged), detail: detail)
+    }
+
+    /// Writes tensor set `name` (kind `weights`) as a file no version references yet, for
+    /// ``commit(changes:detail:)`` (the caller holds a ``claimWrites()`` until then).
+    public func stageTensors(_ name: String, _ tensors: [TensorInput], dtype: SketchDType? = nil) throws -> StagedTensorSet {
         try Rules.checkName(name, what: "tensor set")
         if try manifest().tensorSets[name] != nil {
             throw StoreError(.invalidInput, "tensor set \(name) already exists: tensor sets are immutable; choose a new name", path: path)
         }
-        let pin = try pinWriter()
-        defer { pin.release() }
         let written = try TensorFiles.write(into: self, kind: "weights", tensors: tensors.map { input in
             (input.name, input.shape, input.elementType, dtype ?? .natural(for: input.elementType), input.bytes)
         }, extra: [:])
-        return try commitTensorSet(name, written, operation: "put-tensors", detail: detail)
+        return StagedTensorSet(entry: written, sourceHashes: nil)
     }
 
     /// Records `to − from` between two stored tensor sets as tensor set `name` (kind
@@ -133,6 +140,17 @@ extension Store {
     /// - Throws: `.invalidInput` naming the first tensor whose name or shape differs.
     @discardableResult
     public func recordDelta(_ name: String, from: String, to: String, detail: String? = nil) throws -> Int {
+        let pin = try pinWriter()
+        defer { pin.release() }
+        let staged = try stageDelta(name, from: from, to: to)
+        return try commitTensorSet(.delta(name: name, from: from, to: to, tensors: staged), detail: detail ?? "\(to) − \(from)")
+    }
+
+    /// Computes `to − from` as of the latest version and writes it as tensor set `name` (kind
+    /// `delta`), a file no version references yet, for ``commit(changes:detail:)`` (the
+    /// caller holds a ``claimWrites()`` until then). The commit refuses it if `from` or `to`
+    /// changed meanwhile.
+    public func stageDelta(_ name: String, from: String, to: String) throws -> StagedTensorSet {
         try Rules.checkName(name, what: "tensor set")
         let manifest = try self.manifest()
         if manifest.tensorSets[name] != nil {
@@ -167,34 +185,17 @@ extension Store {
             for index in x.indices { difference[index] = y[index] - x[index] }
             differences.append((tensorName, a.shape, difference))
         }
-        let pin = try pinWriter()
-        defer { pin.release() }
         let written = try TensorFiles.write(into: self, kind: "delta", tensors: differences.map { item in
             (item.name, item.shape, ElementType.float32, SketchDType.float32, UnsafeRawBufferPointer(item.values))
         }, extra: ["from-hash": base.contentHash, "to-hash": target.contentHash])
-        return try commitTensorSet(name, written, operation: "delta", detail: detail ?? "\(to) − \(from)",
-                                   from: from, to: to, hashes: (base.contentHash, target.contentHash))
+        return StagedTensorSet(entry: written, sourceHashes: (base.contentHash, target.contentHash))
     }
 
-    private func commitTensorSet(_ name: String, _ written: Manifest.TensorSetEntry, operation: String, detail: String?,
-                                 from: String? = nil, to: String? = nil, hashes: (String, String)? = nil) throws -> Int {
+    private func commitTensorSet(_ change: StoreChange, detail: String?) throws -> Int {
         do {
-            return try commit(operation: operation, set: name, detail: detail) { manifest in
-                guard manifest.tensorSets[name] == nil else {
-                    throw StoreError(.conflict, "tensor set \(name) was created by another writer meanwhile", path: path)
-                }
-                if let from, let to, let hashes {
-                    guard manifest.tensorSets[from]?.contentHash == hashes.0, manifest.tensorSets[to]?.contentHash == hashes.1 else {
-                        throw StoreError(.conflict, "tensor sets \(from) or \(to) changed while the delta was computed", path: path)
-                    }
-                }
-                var entry = written
-                entry.from = from
-                entry.to = to
-                manifest.tensorSets[name] = entry
-            }
+            return try commit(changes: [change], detail: detail).version
         } catch {
-            try? FileSystem.remove(absolute(written.file))
+            for file in change.stagedFiles { try? FileSystem.remove(absolute(file)) }
             throw error
         }
     }

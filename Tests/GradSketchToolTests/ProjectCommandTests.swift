@@ -32,7 +32,7 @@ import Testing
         try expectFailure(["project", store, "--rows", fixture.path("grads.npy"), "--set", "g", "--seed", "6", "--k", "64"],
                           saying: "different projection (seed: 6 here, 5 there)")
         try expectFailure(["project", store, "--rows", fixture.path("grads.npy"), "--set", "g", "--seed", "5", "--k", "64",
-                           "--kind", "sparse"], saying: "kind: sparse here, rademacher there")
+                           "--kind", "sparse"], saying: #"kind: "sparse" here, "rademacher" there"#)
 
         // Two checkpoints stored as tensor sets (one .npy per tensor), their delta, its query.
         func put(_ name: String) throws {

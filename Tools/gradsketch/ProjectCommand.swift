@@ -95,7 +95,7 @@ struct Project: ParsableCommand {
                 block: kindValue == .srht ? (block ?? SRHT.defaultBlock(for: input.k)) : nil,
                 layout: [.init(name: parameter, shape: [input.k])])
             try projectionErrors { try definition.validate() }
-            let definitionJSON = try requireSameProjection(definition, as: try store.manifest().sketchSets[set], named: set)
+            let definitionJSON = try checkedProjection(definition, appendingTo: set, in: store)
             let sketches = widened.withUnsafeBufferPointer {
                 Projector.projectRows($0, rows: input.rowCount, d: input.k, parameter: parameter, definition: definition)
             }
@@ -134,7 +134,7 @@ struct Project: ParsableCommand {
         let (kOut, kIn) = (min(side ?? 32, nOut), min(side ?? 32, nIn))
         let definition = ProjectionDefinition(seed: seed, kind: .rademacher, kDense: 0,
                                               layout: [.init(name: parameter, shape: [nOut, nIn], kronecker: (kOut, kIn))])
-        let definitionJSON = try requireSameProjection(definition, as: try store.manifest().sketchSets[set], named: set)
+        let definitionJSON = try checkedProjection(definition, appendingTo: set, in: store)
         var sketches: [Float] = []
         sketches.reserveCapacity(n * kOut * kIn)
         for example in 0..<n {
@@ -163,14 +163,11 @@ struct Project: ParsableCommand {
     }
 }
 
-/// The definition as the JSON the set stores, after refusing a set that was made with a
-/// different projection (naming the first difference).
-func requireSameProjection(_ definition: ProjectionDefinition, as existing: Manifest.SketchSetEntry?, named set: String) throws -> JSONValue {
-    if let stored = existing?.attributes["projection"] {
-        let previous = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(stored.jsonText.utf8))
-        if let difference = definition.firstDifference(from: previous) {
-            throw StoreError(.invalidInput, "set \(set) was sketched with a different projection (\(difference)); refusing to mix them")
-        }
-    }
-    return try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
+/// The definition as the JSON the set stores, after the store's rules (the same the commit
+/// applies) refused a set that was made with a different projection, before any row is
+/// projected.
+func checkedProjection(_ definition: ProjectionDefinition, appendingTo set: String, in store: Store) throws -> JSONValue {
+    let json = try JSONValue.parse(String(decoding: JSONEncoder().encode(definition), as: UTF8.self))
+    try store.checkAppend(to: set, options: SketchSetOptions(attributes: ["projection": json]))
+    return json
 }
