@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "GradSketchSearch", targets: ["GradSketchSearch"]),
         .library(name: "GradSketchSelect", targets: ["GradSketchSelect"]),
         .executable(name: "gradsketch", targets: ["gradsketch"]),
+        .executable(name: "gradsketch-reproduce", targets: ["gradsketch-reproduce"]),
         /// The C ABI (Spec/c-api.md) as a shared library, `libgradsketch-c.so`. Not named
         /// `gradsketch`: SwiftPM then silently skips linking the CLI of the same name.
         .library(name: "gradsketch-c", type: .dynamic, targets: ["GradSketchC"]),
@@ -109,8 +110,16 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", "GradSketchExperiments", argumentParser],
+            dependencies: ["GradSketch", "GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", argumentParser],
             path: "Tools/gradsketch",
+            swiftSettings: swiftSettings
+        ),
+
+        /// The Fashion-MNIST experiments and their report, apart from the production tool.
+        .executableTarget(
+            name: "gradsketch-reproduce",
+            dependencies: ["GradSketchExperiments", "GradSketchModels", "GradSketchStore", argumentParser],
+            path: "Tools/gradsketch-reproduce",
             swiftSettings: swiftSettings
         ),
 
@@ -146,8 +155,8 @@ let package = Package(
         ),
         .testTarget(
             name: "GradSketchTests",
-            // GradSketchStore only as the oracle that reads back what the facade committed.
-            dependencies: ["GradSketch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport"],
+            // GradSketchStore (and Search) only as oracles that read back what the facade did.
+            dependencies: ["GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -11,6 +11,7 @@ store="$work/store"
 rm -rf "$store"
 
 swift build -c release --product gradsketch >&2
+swift build -c release --product gradsketch-reproduce >&2
 gs() { .build/release/gradsketch "$@"; }
 step() { printf '\n== %s\n' "$*"; }
 
@@ -140,7 +141,7 @@ echo "tour: recall@10 of the index against exact search on 20 test-gradient quer
 
 step "selection and attribution on Fashion-MNIST: SELECT, density sampling, In-Run Shapley (report in $work/report)"
 rm -rf "$work/experiments"
-gs reproduce "$work/experiments" --out "$work/report"
+.build/release/gradsketch-reproduce "$work/experiments" --out "$work/report"
 gs results list "$work/experiments"
 gs verify "$work/experiments"
 echo "tour: report at $work/report/report.html"

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import GradSketchExperiments
 import GradSketchInterchange
 import GradSketchModels
 import GradSketchProjection
@@ -29,6 +28,19 @@ func modelErrors<T>(_ body: () throws -> T) throws -> T {
     } catch let error as ProjectionError {
         throw StoreError(.invalidInput, error.description)
     }
+}
+
+/// Stores `model`'s parameters (float32) as tensor set `name` and commits a new version.
+func storeCheckpoint(_ model: MLP, as name: String, in store: Store, detail: String) throws -> Int {
+    // Copies with their own lifetime, so the inputs' bytes stay valid until the commit.
+    let copies = model.shapes.map { (name: $0.name, shape: $0.shape, values: model.parameters[$0.name]!) }
+    func commit(_ index: Int, _ inputs: [TensorInput]) throws -> Int {
+        guard index < copies.count else { return try store.putTensors(name, inputs, detail: detail) }
+        return try copies[index].values.withUnsafeBytes { bytes in
+            try commit(index + 1, inputs + [try TensorInput(name: copies[index].name, elementType: .float32, shape: copies[index].shape, bytes: bytes)])
+        }
+    }
+    return try commit(0, [])
 }
 
 struct Train: ParsableCommand {
@@ -75,7 +87,7 @@ struct Train: ParsableCommand {
             var step = 0
             var checkpoints: [Output.Checkpoint] = []
             func checkpoint() throws {
-                let version = try Experiments.store(trainer.model, as: "\(name)-step\(step)", in: store,
+                let version = try storeCheckpoint(trainer.model, as: "\(name)-step\(step)", in: store,
                                                     detail: "Fashion-MNIST \(data.split.rawValue), \(optimizer), step \(step)")
                 checkpoints.append(.init(name: "\(name)-step\(step)", step: step, version: version))
                 if !output.json { print("checkpoint \(name)-step\(step): version \(version)") }

@@ -1,9 +1,7 @@
 import ArgumentParser
 import Foundation
+import GradSketch
 import GradSketchInterchange
-import GradSketchProjection
-import GradSketchSearch
-import GradSketchStore
 
 struct Query: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -61,88 +59,49 @@ struct Query: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let store = try Store(opening: location.store)
-            let target = try store.sketchSet(set, at: at)
-            guard let metricValue = SearchMetric(rawValue: metric) else {
+            let snapshot = try Snapshot(store: try GradSketch.Store(opening: location.store), version: at)
+            guard let metricValue = SearchMetricName(rawValue: metric) else {
                 throw ValidationError("--metric must be ip or cosine, found \(metric)")
             }
-            guard count >= 1 else { throw ValidationError("-k must be at least 1, found \(count)") }
-            let (queries, queryCount) = try loadQueries(store: store, target: target)
-            var aggregation: QueryAggregation?
+            let target = try snapshot.sketchSet(set)
+            let input = try queryInput(width: target.k)
+            var aggregation: QueryRequest.Aggregation?
             switch aggregate {
             case nil: aggregation = nil
             case "mean": aggregation = .mean
             case "max": aggregation = .max
             case "group-max":
                 guard let groups else { throw ValidationError("--aggregate group-max needs --groups FILE") }
-                let numbers = try TextLines.read(groups).enumerated().map { index, line in
-                    guard let value = Int(line.trimmingCharacters(in: .whitespaces)) else {
-                        throw StoreError(.invalidInput, "line \(index + 1) is not a group number: \"\(line)\"", path: groups)
-                    }
-                    return value
-                }
-                aggregation = .groupMeanThenMax(groups: numbers)
+                aggregation = .groupMeanThenMax(groups: try QueryInputs.readGroups(groups))
             default: throw ValidationError("--aggregate must be mean, max or group-max, found \(aggregate!)")
             }
             if !term.isEmpty {
-                try runMultiCheckpoint(store: store, target: target, queries: queries, queryCount: queryCount)
+                try runMultiCheckpoint(snapshot: snapshot, input: input)
                 return
             }
             if recallTarget != nil && nprobe != nil { throw ValidationError("give --recall-target or --nprobe, not both") }
-            if let recallTarget, !(0.0...1.0).contains(recallTarget) { throw ValidationError("--recall-target must be between 0 and 1, found \(recallTarget)") }
-            if let nprobe, nprobe < 1 { throw ValidationError("--nprobe must be at least 1, found \(nprobe)") }
-            if let rerank, rerank < 1 { throw ValidationError("--rerank must be at least 1, found \(rerank)") }
-            var note: String?
-            var searcher: IVFSearcher?
-            let candidates = target.entry.indexes.filter { $0.value.metric == metric }.keys.sorted()
-            // An explicit --index, else the index named after the metric, else any index for the metric.
-            let chosenIndex = index ?? (candidates.contains(metric) ? metric : candidates.first)
-            if let index {
-                guard let entry = target.entry.indexes[index] else {
-                    throw StoreError(.notFound, "set \(set) has no index \"\(index)\" in version \(target.version) (indexes: \(target.entry.indexes.keys.sorted().joined(separator: ", ")))")
-                }
-                guard entry.metric == metric else {
-                    throw ValidationError("index \(index) is for metric \(entry.metric); query with --metric \(entry.metric) or build one for \(metric)")
-                }
+            if exact && (index != nil || nprobe != nil || recallTarget != nil) {
+                throw ValidationError("--exact cannot be combined with --index, --nprobe or --recall-target")
             }
-            if exact {
-                if index != nil || nprobe != nil || recallTarget != nil { throw ValidationError("--exact cannot be combined with --index, --nprobe or --recall-target") }
-            } else if let name = chosenIndex {
-                if aggregation != nil {
-                    note = "aggregated queries are searched exactly; index \(name) answers single queries"
-                } else {
-                    do { searcher = try IVFSearcher(set: target, index: name) } catch let error as StoreError where error.code == .conflict {
-                        note = error.message + "; searched exactly"
-                        FileHandle.standardError.write(Data("gradsketch: \(note!)\n".utf8))
-                    }
-                }
-            } else if nprobe != nil || recallTarget != nil {
-                throw ValidationError("set \(set) has no index for metric \(metric): build one with `gradsketch index build` or drop --nprobe/--recall-target")
+            var request = QueryRequest(set: set, input: input)
+            request.metric = metricValue
+            request.k = count
+            request.smallest = bottom
+            request.aggregation = aggregation
+            request.index = exact ? .exact : index.map { .named($0) } ?? .auto
+            request.probe = nprobe.map { .nprobe($0) } ?? recallTarget.map { .recallTarget($0) } ?? .tuned
+            request.rerank = rerank
+            let result = try snapshot.query(request)
+            let plan = result.plan
+            if plan.staleIndex, let note = plan.note {
+                FileHandle.standardError.write(Data("gradsketch: \(note)\n".utf8))
             }
-            let hits: [[SearchHit]]
-            var use: Output.IndexUse?
-            if let searcher {
-                var parameters = searcher.defaults
-                if let nprobe { parameters.nprobe = nprobe }
-                if let recallTarget { parameters.nprobe = searcher.nprobe(forRecall: recallTarget) }
-                if let rerank { parameters.rerank = rerank }
-                parameters.nprobe = min(parameters.nprobe, searcher.lists)
-                hits = try searcher.search(queries: queries, count: queryCount, k: count, parameters: parameters, smallest: bottom, threads: 2)
-                use = .init(name: chosenIndex!, lists: searcher.lists, nprobe: parameters.nprobe,
-                            rerank: parameters.rerank, indexedRows: searcher.indexedRows, exactRows: searcher.exactRows,
-                            builtOnVersion: target.entry.indexes[chosenIndex!]!.builtOnVersion)
-            } else {
-                hits = try ExactSearch.search(target, queries: queries, count: queryCount, metric: metricValue, k: count,
-                                              smallest: bottom, aggregate: aggregation)
+            let use = plan.index.map { name in
+                Output.IndexUse(name: name, lists: plan.lists!, nprobe: plan.nprobe!, rerank: plan.rerank!,
+                                indexedRows: plan.indexedRows, exactRows: plan.exactRows, builtOnVersion: plan.builtOnVersion!)
             }
-            let labels = target.entry.hasLabels ? try target.labels() : nil
-            let metadata = target.entry.hasMetadata ? try target.metadata() : nil
-            let output = Output(set: set, version: target.version, metric: metric, exact: searcher == nil, queries: queryCount, index: use, note: note,
-                                results: hits.map { list in
-                list.enumerated().map { rank, hit in
-                    .init(rank: rank + 1, id: hit.id, score: hit.score, label: labels?[hit.position], metadata: metadata?[hit.position])
-                }
-            })
+            let output = Output(set: set, version: plan.version, metric: plan.metric, exact: plan.exact, queries: plan.queries,
+                                index: use, note: plan.note, results: result.hits.map(Self.ranked))
             if json { printJSON(output); return }
             for (index, list) in output.results.enumerated() {
                 if output.results.count > 1 { print("query \(index):") }
@@ -156,12 +115,20 @@ struct Query: ParsableCommand {
         }
     }
 
+    static func ranked(_ hits: [QueryHit]) -> [Output.Result] {
+        hits.enumerated().map { rank, hit in
+            .init(rank: rank + 1, id: hit.id, score: hit.score, label: hit.label, metadata: hit.metadata)
+        }
+    }
+
     /// Σ_c w_c ⟨g_c, q_c⟩ over the --set term and every --term, exactly.
-    private func runMultiCheckpoint(store: Store, target: SketchSet, queries: [Float], queryCount: Int) throws {
-        guard queryCount == 1, aggregate == nil, index == nil, nprobe == nil, recallTarget == nil, metric == "ip" else {
+    private func runMultiCheckpoint(snapshot: Snapshot, input: QueryRequest.Input) throws {
+        let single: Bool
+        if case .vectors(_, let count) = input { single = count == 1 } else if case .storedRow = input { single = true } else { single = false }
+        guard single, aggregate == nil, index == nil, nprobe == nil, recallTarget == nil, metric == "ip" else {
             throw ValidationError("--term takes one query per set, inner product and exact search (no --aggregate, --metric cosine, --index, --nprobe or --recall-target)")
         }
-        var terms: [(set: SketchSet, query: [Float], weight: Float)] = [(target, queries, weight)]
+        var terms = [CheckpointTerm(set: set, input: input, weight: weight)]
         for text in term {
             let (setName, rest) = try splitPair(text, option: "--term")
             var source = rest, termWeight: Float = 1
@@ -172,50 +139,35 @@ struct Query: ParsableCommand {
                 termWeight = value
                 source = String(rest[..<at])
             }
-            let set = try store.sketchSet(setName, at: at)
-            let query: [Float]
+            let termInput: QueryRequest.Input
             if source.hasPrefix("id:") {
-                query = try set.floatRows(at: try set.positions(of: [String(source.dropFirst(3))]))
+                termInput = .storedRow(id: String(source.dropFirst(3)))
             } else {
-                query = try readVectors(source, width: set.k, what: "query for set \(setName)").values
+                let width = try snapshot.sketchSet(setName).k
+                termInput = .vectors(try QueryInputs.readVectors(source, width: width, what: "query for set \(setName)").values, count: 1)
             }
-            terms.append((set, query, termWeight))
+            terms.append(CheckpointTerm(set: setName, input: termInput, weight: termWeight))
         }
-        let hits = try ExactSearch.searchAcrossCheckpoints(terms, k: count, smallest: bottom)
-        let labels = target.entry.hasLabels ? try target.labels() : nil
-        let metadata = target.entry.hasMetadata ? try target.metadata() : nil
-        let output = Output(set: set, version: target.version, metric: "ip", exact: true, queries: 1, index: nil,
+        let hits = try snapshot.queryAcrossCheckpoints(terms, k: count, smallest: bottom)
+        let output = Output(set: set, version: snapshot.version, metric: "ip", exact: true, queries: 1, index: nil,
                             note: "multi-checkpoint: " + ([set + "@\(weight)"] + term).joined(separator: " + "),
-                            results: [hits.enumerated().map { rank, hit in
-                                .init(rank: rank + 1, id: hit.id, score: hit.score, label: labels?[hit.position], metadata: metadata?[hit.position])
-                            }])
+                            results: [Self.ranked(hits)])
         if json { printJSON(output); return }
         for result in output.results[0] { print(String(format: "%3d  %-40@ %.6g", result.rank, result.id as NSString, result.score)) }
     }
 
-    private func loadQueries(store: Store, target: SketchSet) throws -> ([Float], Int) {
+    /// The one query source given, read from its file where it has one.
+    private func queryInput(width: Int) throws -> QueryRequest.Input {
         let sources = [vector != nil, id != nil, delta != nil, querySet != nil].filter { $0 }.count
         guard sources == 1 else {
             throw ValidationError("give exactly one query source: --vector, --id, --delta or --query-set (found \(sources))")
         }
         if let vector {
-            return try readVectors(vector, width: target.k, allowMany: true, what: "query")
+            let (values, count) = try QueryInputs.readVectors(vector, width: width, allowMany: true, what: "query")
+            return .vectors(values, count: count)
         }
-        if let id {
-            return (try target.floatRows(at: try target.positions(of: [id])), 1)
-        }
-        if let querySet {
-            let queries = try store.sketchSet(querySet, at: at)
-            guard queries.k == target.k else {
-                throw StoreError(.invalidInput, "query set \(querySet) has k = \(queries.k), set \(target.name) has k = \(target.k)")
-            }
-            if let mine = target.attributes["projection"], let theirs = queries.attributes["projection"],
-               let difference = ProjectionRule.firstDifference(theirs, mine) {
-                throw StoreError(.invalidInput, "query set \(querySet) was sketched with a different projection than \(target.name) (\(difference))")
-            }
-            return (try queries.floatRows(), queries.rowCount)
-        }
-        let query = try projectedDelta(delta!, for: target, store: store, at: at, negate: negate)
-        return (query, 1)
+        if let id { return .storedRow(id: id) }
+        if let querySet { return .querySet(querySet) }
+        return .delta(tensorSet: delta!, negate: negate)
     }
 }

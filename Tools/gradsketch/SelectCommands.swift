@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GradSketch
 import GradSketchInterchange
 import GradSketchProjection
 import GradSketchSelect
@@ -48,7 +49,7 @@ struct ResultOutput: Encodable {
 }
 
 /// Saves a result when --save is given; returns the version committed.
-func saveIfAsked(_ name: String?, _ store: Store, _ result: SelectionResult) throws -> Int? {
+func saveIfAsked(_ name: String?, _ store: GradSketchStore.Store, _ result: GradSketchSelect.SelectionResult) throws -> Int? {
     guard let name else { return nil }
     return try store.saveResult(name, method: result.method, set: result.set, setVersion: result.setVersion, parameters: result.parameters,
                                 positions: result.positions, ids: result.ids, scores: result.scores)
@@ -124,9 +125,9 @@ struct SelectCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let store = try Store(opening: location.store)
+            let store = try GradSketchStore.Store(opening: location.store)
             let target = try store.sketchSet(set, at: at)
-            let result: SelectionResult
+            let result: GradSketchSelect.SelectionResult
             let progress = ProgressLine(label: "select", unit: "", bytesPerUnit: nil)
             defer { progress.finish() }
             switch method {
@@ -134,10 +135,25 @@ struct SelectCommand: ParsableCommand {
                 guard let strategyValue = SelectStrategy(rawValue: strategy) else {
                     throw ValidationError("--strategy must be one of \(SelectStrategy.allCases.map(\.rawValue).joined(separator: ", ")), found \(strategy)")
                 }
+                let snapshot = try Snapshot(store: try GradSketch.Store(opening: location.store), version: at)
+                let method: SelectionRequest.Method
+                switch strategyValue {
+                case .random: method = .random(seed: seed)
+                case .topK: method = .topK
+                case .balancedTopK: method = .balancedTopK
+                case .greedy: method = .greedy
+                case .greedyBatched: method = .greedyBatched(batch: batchSize)
+                case .lowestLoss: method = .lowestLoss(column: lossColumn)
+                case .highestLoss: method = .highestLoss(column: lossColumn)
+                }
                 let needsQuery = ![.random, .lowestLoss, .highestLoss].contains(strategyValue)
-                let query = needsQuery ? try selectionQuery(store: store, target: target) : [Float](repeating: 0, count: target.k)
-                result = try Select.run(target, query: query, count: count, strategy: strategyValue, batchSize: batchSize,
-                                        lossColumn: lossColumn, seed: seed, unitRows: unitRows, progress: progress.update(phase:_:_:))
+                let selectionTarget: SelectionRequest.Target = needsQuery ? try selectionTarget(width: target.k) : .vector([])
+                var request = SelectionRequest(set: set, target: selectionTarget, method: method, count: count)
+                request.unitRows = unitRows
+                let selection = try snapshot.select(request, progress: progress.update(phase:_:_:))
+                result = GradSketchSelect.SelectionResult(method: selection.method, parameters: selection.parameters, set: set,
+                                                          setVersion: selection.version, positions: selection.positions,
+                                                          ids: selection.ids, scores: selection.scores)
             case "density":
                 var options = DensitySampling.Options()
                 options.hashes = hashes
@@ -186,10 +202,10 @@ struct SelectCommand: ParsableCommand {
         return .rakePhrases(stopwords: Set(words))
     }
 
-    private func selectionQuery(store: Store, target: SketchSet) throws -> [Float] {
+    private func selectionTarget(width: Int) throws -> SelectionRequest.Target {
         guard (vector != nil) != (delta != nil) else { throw ValidationError("give exactly one of --vector and --delta") }
-        if let vector { return try readVectors(vector, width: target.k, what: "query").values }
-        return try projectedDelta(delta!, for: target, store: store, at: at, negate: negate)
+        if let vector { return .vector(try QueryInputs.readVectors(vector, width: width, what: "query").values) }
+        return .delta(tensorSet: delta!, negate: negate)
     }
 
 }
@@ -238,7 +254,7 @@ struct ValueCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let store = try Store(opening: location.store)
+            let store = try GradSketchStore.Store(opening: location.store)
             if method == "gradex" { try runGradEx(store); return }
             guard method == "inrun" else { throw ValidationError("--method must be inrun or gradex, found \(method)") }
             guard let log, let validation else { throw ValidationError("--method inrun needs --log and --validation") }
@@ -246,7 +262,7 @@ struct ValueCommand: ParsableCommand {
             let values = try InRunValuation.values(log: logSet, validation: try store.sketchSet(validation),
                                                    hessian: try hessian.map { try store.sketchSet($0) })
             let ordered = values.sorted { $0.total != $1.total ? $0.total < $1.total : $0.example < $1.example }
-            let result = SelectionResult(method: hessian == nil ? "in-run-shapley/first-order" : "in-run-shapley/second-order",
+            let result = GradSketchSelect.SelectionResult(method: hessian == nil ? "in-run-shapley/first-order" : "in-run-shapley/second-order",
                                          parameters: ["log": .string(log), "validation": .string(validation), "hessian": hessian.map(JSONValue.string) ?? .null],
                                          set: log, setVersion: logSet.version, positions: ordered.indices.map { $0 },
                                          ids: ordered.map(\.example), scores: ordered.map(\.total))
@@ -258,12 +274,12 @@ struct ValueCommand: ParsableCommand {
         }
     }
 
-    private func runGradEx(_ store: Store) throws {
+    private func runGradEx(_ store: GradSketchStore.Store) throws {
         guard let set, let vector else { throw ValidationError("--method gradex needs --set and --vector") }
         guard let estimatorValue = GradEx.Estimator(rawValue: estimator) else { throw ValidationError("--estimator must be linear or logistic, found \(estimator)") }
         guard subsets >= 1, fraction > 0, fraction <= 1 else { throw ValidationError("--subsets must be ≥ 1 and --fraction in (0, 1]") }
         let target = try store.sketchSet(set)
-        let v = try readVectors(vector, width: target.k, what: "the target-gradient sketch").values
+        let v = try QueryInputs.readVectors(vector, width: target.k, what: "the target-gradient sketch").values
         let gradex = try GradEx(target, keepingRows: estimatorValue == .logistic, featureScaleColumn: featureScaleColumn)
         // Progress counts estimates: one per subset, then at most S(S+1)/2 for forward selection.
         let progress = ProgressLine(label: "gradex", unit: "estimates", bytesPerUnit: nil)
@@ -277,7 +293,7 @@ struct ValueCommand: ParsableCommand {
         let forward = try gradex.forwardSelection(estimate: estimate)
         progress.finish()
         let order = gradex.sources.indices.sorted { ensemble.scores[$0] < ensemble.scores[$1] }
-        let result = SelectionResult(method: "gradex/random-ensemble", parameters: [
+        let result = GradSketchSelect.SelectionResult(method: "gradex/random-ensemble", parameters: [
             "estimator": .string(estimator), "step": .number(step), "base_loss": .number(baseLoss), "subsets": .number(Double(subsets)),
             "fraction": .number(fraction), "seed": JSONValue(seed), "forward_selection": .array(forward.map { .string(gradex.sources[$0]) }),
         ], set: set, setVersion: target.version, positions: order, ids: order.map { gradex.sources[$0] }, scores: order.map { ensemble.scores[$0] })
@@ -308,7 +324,7 @@ struct ListResults: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let manifest = try Store(opening: location.store).manifest(at: at)
+            let manifest = try GradSketchStore.Store(opening: location.store).manifest(at: at)
             let results = (manifest.results ?? [:]).sorted(by: { $0.key < $1.key })
             if output.json {
                 printJSON(results.map { Listed(name: $0.key, method: $0.value.method, set: $0.value.set, setVersion: $0.value.setVersion, count: $0.value.count) })
@@ -334,7 +350,7 @@ struct ShowResult: ParsableCommand {
     func validate() throws { try requireVersion(at) }
     func run() throws {
         try reportingErrors {
-            let store = try Store(opening: location.store)
+            let store = try GradSketchStore.Store(opening: location.store)
             let stored = try store.result(name, at: at)
             if let idsOut { try store.refuseOutputInsideStore(idsOut) }
             let output = ResultOutput(name: name, version: at, method: stored.entry.method, set: stored.entry.set, setVersion: stored.entry.setVersion,
@@ -368,7 +384,7 @@ struct ExportResult: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let store = try Store(opening: location.store)
+            let store = try GradSketchStore.Store(opening: location.store)
             guard out.hasSuffix(".csv") || out.hasSuffix(".jsonl") else {
                 throw StoreError(.invalidInput, "expected an output file ending in .csv or .jsonl, found \((out as NSString).lastPathComponent)", path: out)
             }

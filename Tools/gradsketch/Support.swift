@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import GradSketchInterchange
-import GradSketchProjection
 import GradSketchStore
 
 /// Runs a command body; a library error becomes a ``CommandFailure`` (exit status 1), reported
@@ -126,72 +125,6 @@ final class RowsFile {
         }
     }
 }
-
-/// A float column: a 1-D `.npy` (any float or integer type) or one number per line.
-enum ColumnFile {
-    static func read(_ path: String) throws -> [Double] {
-        if path.hasSuffix(".npy") {
-            let array = try NumpyFile(path: path)
-            guard array.shape.count == 1 else {
-                throw StoreError(.invalidInput, "a column must be 1-D, found shape \(array.shape)", path: path)
-            }
-            let data = array.data
-            let count = array.shape[0]
-            switch array.elementType {
-            case .float64: return (0..<count).map { data.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) }
-            case .float32: return (0..<count).map { Double(data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self)) }
-            case .float16: return (0..<count).map { Double(data.loadUnaligned(fromByteOffset: $0 * 2, as: Float16.self)) }
-            case .int64: return (0..<count).map { Double(data.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
-            case .int32: return (0..<count).map { Double(data.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
-            default:
-                throw StoreError(.invalidInput, "a column must be a float or integer array, found \(array.elementType.rawValue)", path: path)
-            }
-        }
-        return try TextLines.read(path).enumerated().map { index, line in
-            guard let value = Double(line.trimmingCharacters(in: .whitespaces)) else {
-                throw StoreError(.invalidInput, "line \(index + 1) is not a number: \"\(line.prefix(40))\"", path: path)
-            }
-            return value
-        }
-    }
-}
-
-/// A `.npy` file of shape [width] (or [1, width]), or with `allowMany` [Q, width], as float32
-/// rows; `what` names it in the error ("query", "query for set X", …).
-func readVectors(_ path: String, width: Int, allowMany: Bool = false, what: String) throws -> (values: [Float], count: Int) {
-    let file = try NumpyFile(path: path)
-    let (rows, columns) = file.shape.count == 1 ? (1, file.shape[0]) : file.shape.count == 2 ? (file.shape[0], file.shape[1]) : (0, 0)
-    guard columns == width, rows >= 1, allowMany || rows == 1 else {
-        let expected = allowMany ? "[\(width)] or [Q, \(width)]" : "[\(width)]"
-        throw StoreError(.invalidInput, "\(what) must have shape \(expected), found \(file.shape)", path: path)
-    }
-    var values = [Float](repeating: 0, count: rows * width)
-    _ = try values.withUnsafeMutableBytes { try ElementConversion.convert(file.data, from: file.elementType, to: .float32, into: $0) }
-    return (values, rows)
-}
-
-/// Stored tensor set `name` (a weight delta) projected with `target`'s own projection, negated
-/// when asked (a delta stored as finetuned − base becomes base − finetuned).
-func projectedDelta(_ name: String, for target: SketchSet, store: Store, at version: Int?, negate: Bool) throws -> [Float] {
-    guard let stored = target.attributes["projection"] else {
-        throw StoreError(.invalidInput, "set \(target.name) records no projection, so a delta cannot be projected to match it")
-    }
-    let definition = try JSONDecoder().decode(ProjectionDefinition.self, from: Data(stored.jsonText.utf8))
-    let tensors = try store.tensorSet(name, at: version)
-    let values = try tensors.entry.tensors.map { (name: $0.name, values: try tensors.tensor(named: $0.name).floats()) }
-    var query: [Float]
-    do {
-        query = try Projector.projectTensors(values, definition: definition)
-    } catch let error as ProjectionError {
-        throw StoreError(.invalidInput, "tensor set \(name) does not fit set \(target.name)'s projection: \(error.description)")
-    }
-    if negate { query = query.map { -$0 } }
-    guard query.count == target.k else {
-        throw StoreError(.invalidInput, "the projected delta has \(query.count) values, set \(target.name) has k = \(target.k)")
-    }
-    return query
-}
-
 
 /// Bounds of the integer options, checked in `validate()` before any of them reaches
 /// arithmetic or an allocation: a count near Int.max must be a clear error, not an
