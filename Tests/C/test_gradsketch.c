@@ -391,6 +391,7 @@ int main(void) {
     REQUIRE_OK(gs_append_rows(session, rows[0], GS_DTYPE_FLOAT32, 1, K, &more.text, NULL, NULL, 0, &require_error));
     gs_append_abort(session);
     gs_append_free(session);
+    unpack(&more);
     REQUIRE_OK(gs_store_latest_version(store, &version, &require_error));
     CHECK(version == 2, "an aborted session commits nothing: latest is %lld, expected 2", (long long)version);
 
