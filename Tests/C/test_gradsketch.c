@@ -295,6 +295,50 @@ int main(void) {
     }
     gs_result_free(result);
 
+    /* Three queries aggregated by the mean of their scores: one list. */
+    params.metric = GS_METRIC_IP;
+    params.aggregation = GS_AGGREGATE_MEAN;
+    REQUIRE_OK(gs_snapshot_query(snapshot, "train", &queries[0][0], QUERIES, K, &params, &result, &require_error));
+    {
+        double scores[ROWS];
+        int expected[TOP];
+        for (int r = 0; r < ROWS; r++) {
+            scores[r] = 0;
+            for (int q = 0; q < QUERIES; q++) scores[r] += dot(rows[r], queries[q]) / QUERIES;
+        }
+        oracle_top(scores, all_live, ROWS, TOP, expected);
+        CHECK(gs_result_list_count(result) == 1, "an aggregated query has one list, found %lld",
+              (long long)gs_result_list_count(result));
+        check_hits(result, 0, expected, scores, TOP, "mean-aggregated query");
+    }
+    gs_result_free(result);
+    params.aggregation = GS_AGGREGATE_NONE;
+
+    /* A stored row as the query, named by its id. */
+    REQUIRE_OK(gs_snapshot_query_by(snapshot, "train", GS_SOURCE_ROW, "row-5", &params, &result, &require_error));
+    {
+        double scores[ROWS];
+        int expected[TOP];
+        for (int r = 0; r < ROWS; r++) scores[r] = dot(rows[r], rows[5]);
+        oracle_top(scores, all_live, ROWS, TOP, expected);
+        check_hits(result, 0, expected, scores, TOP, "query by stored row");
+    }
+    gs_result_free(result);
+
+    /* Smallest first. */
+    params.smallest = 1;
+    REQUIRE_OK(gs_snapshot_query(snapshot, "train", queries[0], 1, K, &params, &result, &require_error));
+    {
+        double scores[ROWS];
+        int expected[TOP];
+        for (int r = 0; r < ROWS; r++) scores[r] = -dot(rows[r], queries[0]);
+        oracle_top(scores, all_live, ROWS, TOP, expected);
+        for (int r = 0; r < ROWS; r++) scores[r] = -scores[r];
+        check_hits(result, 0, expected, scores, TOP, "smallest-first query");
+    }
+    gs_result_free(result);
+    params.smallest = 0;
+
     /* ---- selections ---------------------------------------------------------------------- */
     gs_select_params select;
     gs_select_params_init(&select);
