@@ -496,6 +496,13 @@ int main(void) {
     gs_query_params_init(&params);
     EXPECT_ERROR(gs_snapshot_query_by(snapshot, "train", GS_SOURCE_ROW, "no-such-row", &params, &result, &error), GS_NOT_FOUND, "no-such-row");
     EXPECT_ERROR(gs_snapshot_select(snapshot, "train", NULL, K, NULL, 0, &select, &result, &error), GS_INVALID_INPUT, "neither");
+    EXPECT_ERROR(gs_snapshot_select(snapshot, "train", queries[0], K / 2, NULL, 0, &select, &result, &error), GS_INVALID_INPUT, "16");
+    select.count = ROWS + 1;
+    EXPECT_ERROR(gs_snapshot_select(snapshot, "train", queries[0], K, NULL, 0, &select, &result, &error), GS_INVALID_INPUT, "49");
+    select.count = TOP;
+    select.method = 42;
+    EXPECT_ERROR(gs_snapshot_select(snapshot, "train", queries[0], K, NULL, 0, &select, &result, &error), GS_INVALID_INPUT, "method");
+    select.method = GS_SELECT_TOP_K;
 
     REQUIRE_OK(gs_append_begin(store, "train", GS_DTYPE_AUTO, NULL, 0, &session, &require_error));
     char one_id[1][32] = {"new-0"};
