@@ -29,14 +29,14 @@ echo "run.sh: $(echo "$exported" | wc -l) exported gs_* functions match gradsket
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-flags=(-Wall -Wextra -Werror -std=c11 -I"$header_dir")
-link=(-L"$bin" -l:libgradsketch-c.so -Wl,-rpath,"$bin" -lm)
+flags=(-Wall -Wextra -Werror -std=c11 -pthread -I"$header_dir")
+link=(-L"$bin" -l:libgradsketch-c.so -Wl,-rpath,"$bin" -lm -pthread)
 
 if command -v valgrind >/dev/null 2>&1; then
   # Valgrind cannot read the DWARF 5 the Swift toolchain writes ("possibly corrupted
   # debuginfo"), so the test links a copy without debug sections; symbols remain for stacks.
   objcopy --strip-debug "$library" "$work/libgradsketch-c.so"
-  link=(-L"$work" -l:libgradsketch-c.so -Wl,-rpath,"$work" -lm)
+  link=(-L"$work" -l:libgradsketch-c.so -Wl,-rpath,"$work" -lm -pthread)
   cc "${flags[@]}" -g -O1 Tests/C/test_gradsketch.c -o "$work/test_gradsketch" "${link[@]}"
   # Definite leaks and invalid reads/writes are errors; the Swift runtime's one-time
   # allocations (metadata caches, reachable at exit) are not the ABI's leaks.

@@ -10,6 +10,7 @@
 #include "gradsketch.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,6 +142,37 @@ static void check_hits(const gs_result *result, int64_t list, const int *expecte
         CHECK(fabs(hit_scores[hit] - expected_score) <= 1e-5 * fmax(1.0, fabs(expected_score)),
               "%s: hit %d expected score %.9g, found %.9g", what, t, expected_score, hit_scores[hit]);
     }
+}
+
+/* One thread's share of the concurrency check: repeated queries and views on a shared
+ * snapshot, each compared with the answer the oracle gave. */
+typedef struct worker {
+    gs_snapshot *snapshot;
+    const float *query;
+    char expected_first[32];
+    int ok;
+} worker;
+
+static void *query_worker(void *argument) {
+    worker *work = argument;
+    work->ok = 1;
+    for (int i = 0; i < 10 && work->ok; i++) {
+        gs_query_params params;
+        gs_query_params_init(&params);
+        params.top_k = TOP;
+        params.index = GS_INDEX_EXACT;
+        gs_result *result = NULL;
+        if (gs_snapshot_query(work->snapshot, "train", work->query, 1, K, &params, &result, NULL) != GS_OK) {
+            work->ok = 0;
+            break;
+        }
+        const char *first = gs_strings_get(gs_result_ids(result), 0);
+        work->ok = first != NULL && strcmp(first, work->expected_first) == 0;
+        gs_result_free(result);
+        gs_segment_view view;
+        if (gs_snapshot_segment_view(work->snapshot, "train", 0, &view, NULL) != GS_OK || view.k != K) work->ok = 0;
+    }
+    return NULL;
 }
 
 int main(void) {
@@ -338,6 +370,27 @@ int main(void) {
     }
     gs_result_free(result);
     params.smallest = 0;
+
+    /* ---- one snapshot, many threads (Spec/c-api.md §6) ----------------------------------- */
+    {
+        enum { THREADS = 4 };
+        worker workers[THREADS];
+        pthread_t threads[THREADS];
+        for (int t = 0; t < THREADS; t++) {
+            double scores[ROWS];
+            int expected[1];
+            for (int r = 0; r < ROWS; r++) scores[r] = dot(rows[r], queries[t % QUERIES]);
+            oracle_top(scores, all_live, ROWS, 1, expected);
+            workers[t].snapshot = snapshot;
+            workers[t].query = queries[t % QUERIES];
+            snprintf(workers[t].expected_first, sizeof workers[t].expected_first, "row-%d", expected[0]);
+            CHECK(pthread_create(&threads[t], NULL, query_worker, &workers[t]) == 0, "pthread_create %d", t);
+        }
+        for (int t = 0; t < THREADS; t++) {
+            pthread_join(threads[t], NULL);
+            CHECK(workers[t].ok, "thread %d: concurrent queries on one snapshot gave the oracle's answer", t);
+        }
+    }
 
     /* ---- selections ---------------------------------------------------------------------- */
     gs_select_params select;
