@@ -16,6 +16,7 @@ extension Rules {
     /// depend on the version committed on); their files are added to `written` as soon as
     /// they exist, so the caller removes those the committed version does not reference.
     static func apply(_ changes: [StoreChange], to manifest: inout Manifest, store: Store, written: inout [String]) throws {
+        let before = manifest.sketchSets
         for change in changes {
             switch change {
             case .appendSegments(let set, let segments, let options):
@@ -92,6 +93,15 @@ extension Rules {
                 var results = manifest.results ?? [:]
                 results[name] = entry
                 manifest.results = results
+            }
+        }
+        // Spec §10.1: in every version that lists an index, its segments are the first segments
+        // of its set. Checked for the sets this commit changed (a writer that reorders or
+        // replaces segments must drop the indexes), not for ones it only carries over.
+        for (name, entry) in manifest.sketchSets where before[name] != entry {
+            for (index, covered) in entry.indexes.sorted(by: { $0.key < $1.key })
+            where !(entry.segments.count >= covered.segments.count && zip(entry.segments, covered.segments).allSatisfy({ $0.file == $1 })) {
+                throw StoreError(.invalidInput, "this commit leaves index \(index) of set \(name) stale: expected the set to start with the \(covered.segments.count) segments the index covers, found otherwise (drop the index in the same commit)", path: store.path)
             }
         }
         // The structural rules every reader holds a manifest to (names, counts, sizes, no file

@@ -356,16 +356,61 @@ def append(store, set_name, rows, ids=None, labels=None, metadata=None, metadata
     def change(m):
         s = m["sketch_sets"].get(set_name)
         if s is None:
+            _check_checkpoint_exists(set_name, attributes or {}, m)
             m["sketch_sets"][set_name] = {"k": k, "dtype": dtype.name, "allow_nonfinite": allow,
                                           "attributes": attributes or {}, "segments": [entry]}
         else:
             if s["k"] != k or s["dtype"] != dtype.name:
                 raise ValueError("k or dtype differs from the set's")
+            _check_same_origin(set_name, attributes or {}, s["attributes"])
             if _live_ids(store, s) & set(ids):
                 raise ValueError("an id is already in the set")
             s["segments"].append(entry)
         return n, 0
     return _commit(store, "append", set_name, change)
+
+
+def _same_projection(a, b, top=True):
+    """Spec/projection.md §5: equal JSON values, numbers by value, `version` by MAJOR only."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return False
+        for key in a:
+            if top and key == "version" and isinstance(a[key], str) and isinstance(b[key], str):
+                if a[key].split(".")[0] != b[key].split(".")[0]:
+                    return False
+            elif not _same_projection(a[key], b[key], top=False):
+                return False
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_projection(x, y, top=False) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    return a == b
+
+
+def _check_same_origin(set_name, stated, recorded):
+    """§7.1: an append to an existing set states no projection or checkpoint, or the set's."""
+    if "projection" in stated and stated["projection"] is not None:
+        if "projection" not in recorded or not _same_projection(stated["projection"], recorded["projection"]):
+            raise ValueError(f"set {set_name} was sketched with a different projection")
+    mine, theirs = stated.get("tensor_set_hash"), recorded.get("tensor_set_hash")
+    if mine is not None and theirs is not None:
+        differs = mine != theirs
+    else:
+        differs = stated.get("tensor_set") is not None and recorded.get("tensor_set") is not None \
+            and stated["tensor_set"] != recorded["tensor_set"]
+    if differs:
+        raise ValueError(f"set {set_name} holds gradients at another checkpoint")
+
+
+def _check_checkpoint_exists(set_name, attributes, m):
+    """§7.1: a new set stating tensor_set and tensor_set_hash names a tensor set of that content."""
+    name, digest = attributes.get("tensor_set"), attributes.get("tensor_set_hash")
+    if isinstance(name, str) and isinstance(digest, str):
+        entry = m["tensor_sets"].get(name)
+        if entry is None or entry["content_hash"] != digest:
+            raise ValueError(f"set {set_name} states checkpoint {name} ({digest}), which version {m.get('version')} does not hold")
 
 
 def delete(store, set_name, ids):

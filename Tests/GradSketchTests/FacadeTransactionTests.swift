@@ -3,6 +3,7 @@ import GradSketch
 import GradSketchInterchange
 import GradSketchStore
 import GradSketchTestSupport
+import Synchronization
 import Testing
 
 /// Typed transactions of the facade (issue 13 item 1): one version per transaction, every
@@ -85,6 +86,38 @@ import Testing
         #expect(set("c")["ids"] as? [String] == ["c0", "c3"])
         #expect(set("c")["rows"] as? [[Double]] == [[0, 1, 2], [30, 31, 32]])
         #expect(read["versions"] as? [Int] == [0, 1, 2])
+    }
+
+    /// A transaction commits on top of the golden store (format 1.0, written by the Python
+    /// reference), and the reference reads the result: old stores stay writable and readable.
+    @Test func aTransactionCommitsOnTopOfAFormatOneZeroStore() throws {
+        let scratch = try TemporaryDirectory()
+        let path = scratch.path + "/store"
+        try FileManager.default.copyItem(atPath: Repository.goldenDirectory + "/store", toPath: path)
+        let store = try GradSketch.Store(opening: path)
+        let before = try store.latestVersion()
+        let result = try store.transaction { tx in
+            try Self.withRows(Self.rows(2, k: 16, offset: 0.25), k: 16) { rows in
+                try tx.append(to: "train", rows: rows, annotations: RowAnnotations(ids: ["new-0", "new-1"]))
+            }
+            try tx.delete(ids: ["train-001"], from: "train")
+        }
+        #expect(result.version == before + 1 && result.rowsAdded == 2 && result.rowsDeleted == 1)
+        let script = """
+        import sys, json
+        sys.path.insert(0, sys.argv[1])
+        import gradsketch_ref as ref
+        rows, ids, _, _, _ = ref.read_set(sys.argv[2], "train")
+        before, _, _, _, _ = ref.read_set(sys.argv[2], "train", int(sys.argv[3]))
+        print(json.dumps({"ids": ids, "count": len(ids), "before": len(before), "last": rows[-1].astype(float).tolist()}))
+        """
+        let run = try ChildProcess.python(script, [Repository.root + "/Spec/reference", path, String(before)])
+        try #require(run.status == 0, "\(run.standardError)")
+        let read = try JSONSerialization.jsonObject(with: Data(run.standardOutput.utf8)) as! [String: Any]
+        let ids = read["ids"] as! [String]
+        #expect(read["count"] as? Int == (read["before"] as! Int) + 1)
+        #expect(!ids.contains("train-001") && ids.suffix(2) == ["new-0", "new-1"])
+        #expect(read["last"] as? [Double] == (0..<16).map { 10 + Double($0) + 0.25 })  // row 1 of rows(2, k: 16, offset: 0.25)
     }
 
     @Test func aDeleteAfterAnAppendInOneTransactionSeesTheAppendedRows() throws {
@@ -179,6 +212,35 @@ import Testing
         #expect(try engine.sketchSet("g").ids() == ["theirs"])
         // Only the concurrent writer's segment is left.
         #expect(try Self.dataFiles(store) == Set(engine.manifest().referencedFiles))
+    }
+
+    /// Writers racing for the same id: each transaction appends its own row to its own set
+    /// and the contested id to `shared`. Every commit is re-checked on the version it lands on,
+    /// so exactly one transaction gets the id, and a refused one commits nothing at all (its
+    /// own set does not appear either).
+    @Test func racingTransactionsAreRecheckedOnEachRebaseAndStayAtomic() throws {
+        let scratch = try TemporaryDirectory()
+        let path = scratch.path + "/store"
+        _ = try GradSketch.Store.create(at: path)
+        let writers = 4
+        let outcomes = Mutex<[Int: Bool]>([:])
+        DispatchQueue.concurrentPerform(iterations: writers) { writer in
+            let committed = (try? GradSketch.Store(opening: path).transaction { tx in
+                try Self.withRows(Self.rows(1, k: 2, offset: Float(writer)), k: 2) { rows in
+                    try tx.append(to: "own\(writer)", rows: rows, annotations: RowAnnotations(ids: ["mine"]))
+                    try tx.append(to: "shared", rows: rows, annotations: RowAnnotations(ids: ["contested"]))
+                }
+            }) != nil
+            outcomes.withLock { $0[writer] = committed }
+        }
+        let results = outcomes.withLock { $0 }
+        let winners = results.filter(\.value).map(\.key)
+        try #require(winners.count == 1, "\(results)")
+        let engine = try GradSketchStore.Store(opening: path)
+        let latest = try engine.manifest()
+        #expect(latest.version == 1 && latest.sketchSets.keys.sorted() == ["own\(winners[0])", "shared"])
+        #expect(try engine.sketchSet("shared").floatRows() == [Float(winners[0]), 1 + Float(winners[0])])
+        #expect(try Self.dataFiles(GradSketch.Store(opening: path)) == latest.referencedFiles)
     }
 
     @Test func aThrowingBodyCommitsNothingAndLeavesNoFiles() throws {
