@@ -17,10 +17,10 @@ extension Snapshot {
     /// and fetches ids (and, when asked, labels and metadata) of the hits only.
     public func query(_ request: QueryRequest) throws -> QueryResult {
         let entry = try entry(of: request.set)
+        // Planned first, so a request that cannot run fails before any row is read.
+        let plan = try QueryPlanner(snapshot: self, request: request, entry: entry, queryCount: try queryCount(request)).plan()
         let opened = try openedSet(request.set)
         let (queries, count) = try queryVectors(request, target: opened.set)
-        let planner = QueryPlanner(snapshot: self, request: request, entry: entry, queryCount: count)
-        let plan = try planner.plan()
         let metric = SearchMetric(rawValue: plan.metric)!
         let found: [[SearchHit]]
         if let index = plan.index, !plan.exact {
@@ -33,13 +33,15 @@ extension Snapshot {
                                            smallest: request.smallest, aggregate: request.aggregation.map(Self.searchAggregation))
         }
         let live = try opened.liveRows()
-        let annotate = request.annotations
-        let labels = annotate && entry.hasLabels ? try opened.cachedLabels() : nil
-        let metadata = annotate && entry.hasMetadata ? try opened.cachedMetadata() : nil
-        let hits = found.map { list in
-            list.map { hit in
-                QueryHit(address: live.address(ofLive: hit.position), id: hit.id, score: hit.score,
-                         label: labels?[hit.position], metadata: metadata?[hit.position])
+        let addresses = found.map { $0.map { live.address(ofLive: $0.position) } }
+        let wanted = addresses.flatMap { $0 }
+        let labels = request.annotations && entry.hasLabels ? try strings(.labels, set: request.set, at: wanted) : nil
+        let metadata = request.annotations && entry.hasMetadata ? try strings(.metadata, set: request.set, at: wanted) : nil
+        var next = 0
+        let hits = zip(found, addresses).map { list, places in
+            zip(list, places).map { hit, address in
+                defer { next += 1 }
+                return QueryHit(address: address, id: hit.id, score: hit.score, label: labels?[next], metadata: metadata?[next])
             }
         }
         return QueryResult(plan: plan, hits: hits)
@@ -138,7 +140,7 @@ struct QueryPlanner {
             if let chosen { steps.append("index \(chosen) is the set's index for \(metric)") }
         }
         if chosen == nil && request.index == .auto && request.probe != .tuned {
-            throw StoreError(.invalidInput, "set \(request.set) has no index for metric \(metric): build one with `gradsketch index build` or drop the nprobe/recall target")
+            throw StoreError(.invalidInput, "set \(request.set) has no index for metric \(metric): build one, or query without an nprobe or recall target")
         }
         let live = entry.rowCount
         guard let name = chosen, let index = entry.indexes[name] else {
@@ -159,7 +161,7 @@ struct QueryPlanner {
             return exactInstead("aggregated queries are searched exactly; index \(name) answers single queries", stale: false)
         }
         guard let covered = Self.coveredSegments(of: index, in: entry) else {
-            return exactInstead("index \(name) of set \(request.set) was built on segments that version \(snapshot.version) no longer starts with; rebuild it with `gradsketch index build`; searched exactly", stale: true)
+            return exactInstead("index \(name) of set \(request.set) was built on segments that version \(snapshot.version) no longer starts with (rebuild the index); searched exactly", stale: true)
         }
         let (tunedNprobe, tunedRerank, tuning) = Self.storedParameters(index)
         var nprobe: Int

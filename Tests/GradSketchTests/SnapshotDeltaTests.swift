@@ -88,11 +88,12 @@ import Testing
 
     /// SELECT greedy by definition: each pick maximises cos(S + s_i, q), S the sum so far,
     /// ties to the earlier row; binary64.
-    static func greedyOracle(_ store: KnownRowsStore, query: [Float], count: Int) -> [String] {
+    static func greedyOracle(_ store: KnownRowsStore, query: [Float], count: Int, resetEvery: Int = 0) -> [String] {
         var sum = [Double](repeating: 0, count: k)
         var picked: [String] = []
         let queryNorm = query.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
-        for _ in 0..<count {
+        for pick in 0..<count {
+            if resetEvery > 0 && pick % resetEvery == 0 { sum = [Double](repeating: 0, count: k) }
             var best: (id: String, score: Double)?
             for id in store.liveIDs where !picked.contains(id) {
                 let row = store.rows[id]!
@@ -109,6 +110,23 @@ import Testing
             for j in 0..<k { sum[j] += Double(store.rows[best!.id]![j]) }
         }
         return picked
+    }
+
+    @Test func greedyBatchedResetsTheRunningSumAndBadCountsAreRefused() throws {
+        let (store, _, _) = try Self.storeWithDelta()
+        let snapshot = try store.snapshot()
+        let query = randomRows(1, k: Self.k, seed: 61)
+        let batched = try snapshot.select(SelectionRequest(set: "s", target: .vector(query), method: .greedyBatched(batch: 3), count: 8))
+        #expect(batched.ids == Self.greedyOracle(store, query: query, count: 8, resetEvery: 3))
+        #expect(batched.addresses == batched.ids.map { store.addresses[$0]! })
+        for count in [0, 91] {
+            #expect(throws: StoreError.self) {
+                try snapshot.select(SelectionRequest(set: "s", target: .vector(query), method: .topK, count: count))
+            }
+        }
+        #expect(throws: StoreError.self) {
+            try snapshot.select(SelectionRequest(set: "s", target: .vector([1, 2]), method: .greedy, count: 2))
+        }
     }
 
     @Test func aDeltaNeedsTheSetsProjection() throws {

@@ -70,6 +70,16 @@ import Testing
         #expect(try JSONDecoder().decode(Routed.self, from: Data(forced.standardOutput.utf8)).exact)
         let info = try expectSuccess(ChildProcess.tool("index", "info", store, "--set", "s", "--json"))
         #expect(info.standardOutput.contains("\"lists\" : 16"))
+        // --explain prints the plan without searching: the index, the nprobe asked for, the rows.
+        struct Plan: Decodable { let exact: Bool, index: String?, nprobe: Int?, lists: Int?, indexedRows: Int, exactRows: Int, steps: [String] }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let explained = try expectSuccess(ChildProcess.tool("query", store, "--set", "s", "--vector", fixture.path("q.npy"), "--nprobe", "5", "--explain", "--json"))
+        let plan = try decoder.decode(Plan.self, from: Data(explained.standardOutput.utf8))
+        #expect(!plan.exact && plan.index == "ip" && plan.nprobe == 5 && plan.lists == 16)
+        #expect(plan.indexedRows == 3000 && plan.exactRows == 0 && !plan.steps.isEmpty)
+        let exactPlan = try expectSuccess(ChildProcess.tool("query", store, "--set", "s", "--vector", fixture.path("q.npy"), "--exact", "--explain", "--json"))
+        #expect(try decoder.decode(Plan.self, from: Data(exactPlan.standardOutput.utf8)).exactRows == 3000)
         try expectFailure(["query", store, "--set", "s", "--vector", fixture.path("q.npy"), "--nprobe", "0"], saying: "--nprobe must be at least 1")
         try expectFailure(["query", store, "--set", "s", "--vector", fixture.path("q.npy"), "--recall-target", "1.5"], saying: "--recall-target must be between 0 and 1")
         try expectFailure(["query", store, "--set", "s", "--vector", fixture.path("q.npy"), "--metric", "cosine", "--nprobe", "4"], saying: "has no index for metric cosine")

@@ -36,6 +36,7 @@ struct Query: ParsableCommand {
     @Option(help: ArgumentHelp("Another checkpoint's sketch set of the same documents and its query: SET=QUERY[@WEIGHT], QUERY a .npy vector or id:ID. Repeatable; scores become Σ_c w_c ⟨g_c, q_c⟩ (TracIn-style, exact), rows matched by id.", valueName: "term")) var term: [String] = []
     @Option(help: "Weight of the --set term when --term is given (e.g. its learning rate).") var weight: Float = 1
     @Option(help: "Search the store as of this version.") var at: Int?
+    @Flag(help: "Print the plan (exact or through which index, nprobe, rerank, rows searched each way) without searching.") var explain = false
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
 
@@ -76,10 +77,14 @@ struct Query: ParsableCommand {
             default: throw ValidationError("--aggregate must be mean, max or group-max, found \(aggregate!)")
             }
             if !term.isEmpty {
+                guard !explain else { throw ValidationError("--explain explains index use; --term queries are always exact") }
                 try runMultiCheckpoint(snapshot: snapshot, input: input)
                 return
             }
             if recallTarget != nil && nprobe != nil { throw ValidationError("give --recall-target or --nprobe, not both") }
+            if let recallTarget, !(0.0...1.0).contains(recallTarget) {
+                throw ValidationError("--recall-target must be between 0 and 1, found \(recallTarget)")
+            }
             if exact && (index != nil || nprobe != nil || recallTarget != nil) {
                 throw ValidationError("--exact cannot be combined with --index, --nprobe or --recall-target")
             }
@@ -91,6 +96,11 @@ struct Query: ParsableCommand {
             request.index = exact ? .exact : index.map { .named($0) } ?? .auto
             request.probe = nprobe.map { .nprobe($0) } ?? recallTarget.map { .recallTarget($0) } ?? .tuned
             request.rerank = rerank
+            if explain {
+                let plan = try snapshot.plan(request)
+                if json { printJSON(plan) } else { print(plan.description) }
+                return
+            }
             let result = try snapshot.query(request)
             let plan = result.plan
             if plan.staleIndex, let note = plan.note {
