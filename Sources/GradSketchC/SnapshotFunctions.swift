@@ -33,15 +33,15 @@ final class SnapshotHandle: Sendable {
 
 /// A sorted list of deleted local rows in C memory.
 final class DeletedRows: @unchecked Sendable {
+    /// At least one element, so the pointer handed out is never NULL; `count` may be 0.
     let rows: UnsafeMutableBufferPointer<Int64>
+    let count: Int
 
     init(_ values: [Int]) {
         rows = .allocate(capacity: max(values.count, 1))
         for (index, value) in values.enumerated() { rows[index] = Int64(value) }
         count = values.count
     }
-
-    let count: Int
 
     deinit { rows.deallocate() }
 }
