@@ -22,6 +22,9 @@ let package = Package(
         .library(name: "GradSketchSelect", targets: ["GradSketchSelect"]),
         .executable(name: "gradsketch", targets: ["gradsketch"]),
         .executable(name: "gradsketch-reproduce", targets: ["gradsketch-reproduce"]),
+        /// The C ABI (Spec/c-api.md) as a shared library, `libgradsketch-c.so`. Not named
+        /// `gradsketch`: SwiftPM then silently skips linking the CLI of the same name.
+        .library(name: "gradsketch-c", type: .dynamic, targets: ["GradSketchC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -47,6 +50,8 @@ let package = Package(
         ),
         /// Byte-level kernels that need CPU instructions Swift cannot name (SSE4.2 CRC32, F16C).
         .target(name: "CGradSketchKernels"),
+        /// The C ABI's header, `gradsketch.h` (Spec/c-api.md); GradSketchC implements it.
+        .target(name: "CGradSketchABI"),
 
         // MARK: - Modules
 
@@ -54,6 +59,13 @@ let package = Package(
         .target(
             name: "GradSketch",
             dependencies: ["GradSketchStore", "GradSketchSearch", "GradSketchSelect", "GradSketchProjection", "GradSketchInterchange"],
+            swiftSettings: swiftSettings
+        ),
+
+        /// The C ABI over the facade: `@_cdecl` functions, opaque handles, status codes.
+        .target(
+            name: "GradSketchC",
+            dependencies: ["GradSketch", "GradSketchInterchange", "GradSketchStore", "CGradSketchABI"],
             swiftSettings: swiftSettings
         ),
 
