@@ -10,6 +10,7 @@ enum EncodingType: String {
     case ivfIndex = "ivf-index", ivfCentroids = "ivf-centroids", ivfListOffsets = "ivf-list-offsets"
     case ivfCodes = "ivf-codes", ivfCodeScales = "ivf-code-scales", ivfRowPositions = "ivf-row-positions"
     case result, resultPositions = "result-positions", resultScores = "result-scores"
+    case blockChecksums = "block-checksums"
 }
 
 /// Writing and checking the attributes every store file and dataset carries (Spec §2.1).

@@ -198,10 +198,11 @@ extension Store {
             do {
                 let index = try IndexFiles.load(path: absolute(file), name: name, entry: entry, k: k, alwaysVerify: true)
                 if !index.isMapped { note(version, file, "codes", "index codes are not mappable as Spec §2.4 requires") }
-                if let bad = index.positions.first(where: { $0 < 0 || $0 >= Int64(physicalRows) }) {
+                let positions = try index.positions()
+                if let bad = positions.first(where: { $0 < 0 || $0 >= Int64(physicalRows) }) {
                     note(version, file, "positions", "row position \(bad) is outside the \(physicalRows) rows of the covered segments")
                 }
-                if Set(index.positions).count != index.positions.count {
+                if Set(positions).count != positions.count {
                     note(version, file, "positions", "a row position appears twice")
                 }
             } catch {

@@ -284,7 +284,7 @@ public struct Manifest: Codable, Sendable, Equatable {
 public enum StoreFormat {
     public static let name = "gradsketch"
     public static let major = 1
-    public static let minor = 1
+    public static let minor = 2
     public static var versionString: String { "\(major).\(minor)" }
     public static let creator = "gradsketch"
     public static let creatorVersion = "0.1.0"

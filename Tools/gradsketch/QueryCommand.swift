@@ -135,12 +135,16 @@ struct Query: ParsableCommand {
                 hits = try ExactSearch.search(target, queries: queries, count: queryCount, metric: metricValue, k: count,
                                               smallest: bottom, aggregate: aggregation)
             }
-            let labels = target.entry.hasLabels ? try target.labels() : nil
-            let metadata = target.entry.hasMetadata ? try target.metadata() : nil
+            // Labels and metadata of the hits only, read by block (not the set's every string).
+            let addresses = try target.addresses(ofLive: hits.flatMap { $0.map(\.position) })
+            let labels = target.entry.hasLabels ? try target.labels(at: addresses) : nil
+            let metadata = target.entry.hasMetadata ? try target.metadata(at: addresses) : nil
+            var slot = 0
             let output = Output(set: set, version: target.version, metric: metric, exact: searcher == nil, queries: queryCount, index: use, note: note,
                                 results: hits.map { list in
                 list.enumerated().map { rank, hit in
-                    .init(rank: rank + 1, id: hit.id, score: hit.score, label: labels?[hit.position], metadata: metadata?[hit.position])
+                    defer { slot += 1 }
+                    return .init(rank: rank + 1, id: hit.id, score: hit.score, label: labels?[slot], metadata: metadata?[slot])
                 }
             })
             if json { printJSON(output); return }
