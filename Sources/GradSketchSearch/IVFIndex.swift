@@ -146,17 +146,11 @@ public final class IVFSearcher: @unchecked Sendable {
             starts.append(starts.last! + segment.entry.rows)
             firstLive += segment.entry.rows - segment.deletedCount
         }
-        coveredSegments = Array(set.segments.prefix(covered))
+        self.coveredSegments = Array(set.segments.prefix(covered))
         coveredMasks = masks
         physicalStarts = starts
         var tail: [RowBlock] = []
-        for segment in set.segments.dropFirst(covered) {
-            let storage = try segment.rowStorage()
-            let deleted = try segment.deletedRows()
-            tail.append(RowBlock(bytes: storage.bytes, dtype: set.dtype, k: set.k, rowCount: segment.entry.rows, deleted: deleted,
-                                 firstLiveIndex: firstLive, isMapped: storage.notMappedBecause == nil))
-            firstLive += segment.entry.rows - deleted.count
-        }
+        try set.forEachBlock(segments: covered..<set.segments.count) { tail.append($0) }
         tailBlocks = tail
         tailMasks = tail.map(ExactSearch.LiveMask.init)
         if masks.contains(where: { !$0.sortedDeleted.isEmpty }) {

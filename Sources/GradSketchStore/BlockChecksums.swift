@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import GradSketchHDF5
 import GradSketchInterchange
 import Synchronization
@@ -7,10 +9,10 @@ import Synchronization
 /// query touches instead of the whole dataset.
 enum BlockChecksums {
     static let suffix = "-block-checksums"
-    /// Bytes a block of fixed-width rows aims at: large enough that the checksum array is a
-    /// few hundredths of a percent of the data, small enough that re-ranking a few hundred
-    /// random rows checksums a few tens of MB at most.
-    static let targetBlockBytes = 1 << 16
+    /// Bytes a block of fixed-width rows aims at: large enough that the checksum array is
+    /// 1/4096 of the data and a scan's per-block cost vanishes, small enough that re-ranking
+    /// a few hundred random rows checksums a few MB, not the tens of MB 64 KiB blocks would.
+    static let targetBlockBytes = 1 << 14
     /// Elements per block of a string dataset (ids, labels, metadata).
     static let stringBlockElements = 256
 
@@ -162,11 +164,33 @@ final class CheckedBytes: @unchecked Sendable {
             return
         }
         let first = range.lowerBound / blockRows, last = (range.upperBound - 1) / blockRows
+        // Allocates only when something is left to verify (the warm path is a bit test).
         let missing: [Int] = verified.withLock { bits in
-            (first...last).filter { bits[$0 >> 6] & (1 << UInt64($0 & 63)) == 0 }
+            var missing: [Int] = []
+            for block in first...last where bits[block >> 6] & (1 << UInt64(block & 63)) == 0 { missing.append(block) }
+            return missing
         }
         if missing.isEmpty { return }
-        for block in missing { try verifyUnit(block) }
+        if missing.count < 256 {
+            for block in missing { try verifyUnit(block) }
+        } else {
+            // A whole scan's worth (16 MiB and more at 64 KiB blocks): checksum on every core,
+            // as a cold exact scan would otherwise wait on one.
+            let parts = min(missing.count / 128, max(1, ProcessInfo.processInfo.activeProcessorCount))
+            let failure = Mutex<(any Error)?>(nil)
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                var index = part * missing.count / parts
+                let end = (part + 1) * missing.count / parts
+                while index < end {
+                    do { try verifyUnit(missing[index]) } catch {
+                        failure.withLock { if $0 == nil { $0 = error } }
+                        return
+                    }
+                    index += 1
+                }
+            }
+            if let error = failure.withLock({ $0 }) { throw error }
+        }
         let complete = verified.withLock { bits in
             for block in missing { bits[block >> 6] |= 1 << UInt64(block & 63) }
             let units = BlockChecksums.blockCount(elements: rows, blockRows: blockRows)

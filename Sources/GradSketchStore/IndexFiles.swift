@@ -272,7 +272,7 @@ enum IndexFiles {
                 guard attribute == expected else {
                     throw StoreError(.corrupt, "\(dataset) checksum attribute is \(attribute ?? "(none)"), the manifest says \(expected)", path: location)
                 }
-                let rowBytes = width * type.byteWidth
+                let rowBytes = width * type.byteSize
                 let storage: RowStorage
                 switch rows == 0 ? .failure(MappingRefusalText.empty) : try handle.mappableExtent(as: type).mapError({ MappingRefusalText($0.description) }) {
                 case .success(let extent):

@@ -91,8 +91,9 @@ public final class SegmentRows: Sendable {
         return rows.storage
     }
 
-    /// The bytes of local row `row` (deleted or not), its block verified first.
-    func verifiedRow(_ row: Int) throws -> UnsafeRawPointer {
+    /// The bytes of local row `row` (deleted or not), its block verified first; valid while
+    /// this object lives.
+    public func verifiedRow(_ row: Int) throws -> UnsafeRawPointer {
         let rows = try checkedRows()
         try rows.ensure(rows: row..<(row + 1))
         return rows.bytes.baseAddress! + row * rows.rowBytes
@@ -108,7 +109,7 @@ public final class SegmentRows: Sendable {
     }
 
     /// Rows this version removed, from the manifest alone.
-    var deletedCount: Int { entry.deletions?.count ?? 0 }
+    public var deletedCount: Int { entry.deletions?.count ?? 0 }
 
     /// The `dataset` strings (ids, labels or metadata) of local rows `rows`, in that order,
     /// reading and verifying only the blocks that hold them; nil when the segment has no such
@@ -367,8 +368,15 @@ public final class SketchSet: Sendable {
 
     /// Calls `body` with each segment's rows in set order, verified, zero-copy when mapped.
     public func forEachBlock(_ body: (RowBlock) throws -> Void) throws {
-        var firstLive = 0
-        for segment in segments {
+        try forEachBlock(segments: 0..<segments.count, body)
+    }
+
+    /// Calls `body` with the rows of segments `range` (indices into ``segments``) in set order,
+    /// verified, zero-copy when mapped; segments outside `range` are not read (their live
+    /// counts come from the manifest).
+    public func forEachBlock(segments range: Range<Int>, _ body: (RowBlock) throws -> Void) throws {
+        var firstLive = segments[..<range.lowerBound].reduce(0) { $0 + $1.entry.rows - $1.deletedCount }
+        for segment in segments[range] {
             let storage = try segment.rowStorage()
             let deleted = try segment.deletedRows()
             try body(RowBlock(bytes: storage.bytes, dtype: dtype, k: k, rowCount: segment.entry.rows,
@@ -657,9 +665,13 @@ enum SegmentFiles {
         try? root.close()
         // A set created without allow_nonfinite never holds NaN or ±Inf (Spec §5.3): a row
         // that does was not written by a conforming writer, and is refused when verified.
-        let nonfiniteCheck: (@Sendable (UnsafeRawBufferPointer, Int) throws -> Void)? = allowNonfinite ? nil : { bytes, firstRow in
-            if let bad = Kernels.firstNonFinite(bytes, dtype: dtype) {
-                throw StoreError(.corrupt, "row \(firstRow + bad / k) holds NaN or ±Inf at column \(bad % k), but the set does not allow non-finite values", path: location)
+        var nonfiniteCheck: (@Sendable (UnsafeRawBufferPointer, Int) throws -> Void)?
+        if !allowNonfinite {
+            nonfiniteCheck = { (bytes: UnsafeRawBufferPointer, firstRow: Int) throws -> Void in
+                if let bad = Kernels.firstNonFinite(bytes, dtype: dtype) {
+                    let row = firstRow + bad / k, column = bad % k
+                    throw StoreError(.corrupt, "row \(row) holds NaN or ±Inf at column \(column), but the set does not allow non-finite values", path: location)
+                }
             }
         }
         return CheckedBytes(path: path, dataset: "rows", storage: storage, rowBytes: k * dtype.byteWidth, rows: entry.rows,

@@ -63,7 +63,7 @@ def checksum_strings(strings):
 
 
 # §4 block checksums (format 1.2): a CRC per block of elements, in `<dataset>-block-checksums`.
-BLOCK_BYTES = 65536         # a block of fixed-width rows is about this many bytes
+BLOCK_BYTES = 16384         # a block of fixed-width rows is about this many bytes
 STRING_BLOCK_ELEMENTS = 256  # elements per block of a string dataset
 
 

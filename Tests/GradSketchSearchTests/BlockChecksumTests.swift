@@ -9,7 +9,7 @@ import Testing
 /// a corrupted block fails the first read that touches it and no other, `verify` finds it
 /// anyway, 1.1 stores are verified whole, and reads by address agree with h5py.
 @Suite struct BlockChecksumTests {
-    static let k = 64  // float32 rows of 256 bytes: 256 rows per 64 KiB block
+    static let k = 64  // float32 rows of 256 bytes: 64 rows per 16 KiB block
 
     /// Rows near ±10·e_(row mod 8), so eight lists of an index each hold one direction.
     static func rows(_ count: Int, seed: UInt64) -> [Float] {
@@ -23,7 +23,7 @@ import Testing
     }
 
     static func append(_ store: Store, _ rows: [Float], ids: [String], labels: [String]? = nil, metadata: [String]? = nil) throws {
-        try rows.withUnsafeBytes { bytes in
+        _ = try rows.withUnsafeBytes { bytes in
             try store.append(to: "g", rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: ids.count, k: k),
                              annotations: RowAnnotations(ids: ids, labels: labels, metadata: metadata))
         }
@@ -67,31 +67,33 @@ import Testing
         let rows = Self.rows(count, seed: 1)
         try Self.append(store, rows, ids: (0..<count).map { "r\($0)" })
         let segment = try store.sketchSet("g").segments[0].path
-        // Where row 1500 lies in the file, from h5py (block 1500 / 256 = 5).
+        // Where row 1500 lies in the file, from h5py (block 1500 / 64 = 23: rows 1472..<1536).
         let offset = Int(try Self.python("""
-            with h5py.File(sys.argv[3], "r") as f:
-                d = f["rows"]
-                assert int(d.attrs["block-rows"] if "block-rows" in d.attrs else f["rows-block-checksums"].attrs["block-rows"]) == 256
-                print(d.id.get_offset() + 1500 * \(Self.k) * 4 + 17)
-            """.replacingOccurrences(of: "sys.argv[3]", with: "\"\(segment)\""), scratch.path).trimmingCharacters(in: .whitespacesAndNewlines))!
+            with h5py.File("\(segment)", "r") as f:
+                assert int(f["rows-block-checksums"].attrs["block-rows"]) == 64
+                print(f["rows"].id.get_offset() + 1500 * \(Self.k) * 4 + 17)
+            """, scratch.path).trimmingCharacters(in: .whitespacesAndNewlines))!
         try Self.flipByte(segment, at: offset)
 
         let set = try store.sketchSet("g")
         // Rows in untouched blocks read back exactly.
-        let read = try set.floatRows(at: [3, 1024, 1999])
-        #expect(read == [3, 1024, 1999].flatMap { rows[($0 * Self.k)..<(($0 + 1) * Self.k)] })
+        let chosen = [3, 1471, 1536, 1999]
+        let read = try set.floatRows(at: chosen)
+        var expected: [Float] = []
+        for row in chosen { expected += rows[(row * Self.k)..<((row + 1) * Self.k)] }
+        #expect(read == expected)
         #expect(try set.ids(at: [RowAddress(segment: 0, row: 1500)]) == ["r1500"])
-        // A row of block 5 is refused, naming the file, dataset and block.
-        let error = try #require(Self.message { _ = try set.floatRows(at: [1280]) })
-        #expect(error.contains(segment) && error.contains("rows") && error.contains("block 5"), "\(error)")
+        // Another row of block 23 is refused, naming the file, dataset and block.
+        let error = try #require(Self.message { _ = try set.floatRows(at: [1472]) })
+        #expect(error.contains(segment) && error.contains("rows") && error.contains("block 23"), "\(error)")
         // An exact search reads every block, so it fails too, with the same block.
         let exact = try #require(Self.message {
             _ = try ExactSearch.search(try store.sketchSet("g"), queries: Array(rows[0..<Self.k]), count: 1, k: 3)
         })
-        #expect(exact.contains("block 5"), "\(exact)")
+        #expect(exact.contains("block 23"), "\(exact)")
         // verify finds it without any query having touched it.
         let report = try store.verify()
-        #expect(report.problems.contains { $0.message.contains("block 5") || $0.message.contains("checksum mismatch") })
+        #expect(report.problems.contains { $0.message.contains("block 23") || $0.message.contains("checksum mismatch") })
     }
 
     @Test func aCorruptedIDBlockFailsOnlyLookupsInIt() throws {
@@ -192,7 +194,7 @@ import Testing
                          RowAddress(segment: 0, row: 257), RowAddress(segment: 2, row: 3)]
         let files = set.segments.map(\.path)
         let expected = try Self.python("""
-            files = \(files.map { "\"\($0)\"" })
+            files = [\(files.map { "\"\($0)\"" }.joined(separator: ", "))]
             wanted = \(addresses.map { [$0.segment, $0.row] })
             out = {"ids": [], "labels": [], "metadata": []}
             for s, r in wanted:
@@ -205,11 +207,13 @@ import Testing
         #expect(try set.ids(at: addresses) == oracle["ids"])
         #expect(try set.labels(at: addresses) == oracle["labels"])
         #expect(try set.metadata(at: addresses) == oracle["metadata"])
-        // Live positions: position 3 is row 4 of segment 0 (row 3 deleted); 700 + 700 + 600 is row 601 of segment 2.
-        #expect(try set.addresses(ofLive: [0, 3, 699, 1398, 1998]) ==
+        // Live positions (699 + 700 + 699 rows live): position 3 is row 4 of segment 0 (row 3 is
+        // deleted), 1398 the last row of segment 1, 1999 row 601 of segment 2 (row 600 deleted).
+        #expect(try set.addresses(ofLive: [0, 3, 699, 1398, 1399, 1999]) ==
                 [RowAddress(segment: 0, row: 0), RowAddress(segment: 0, row: 4), RowAddress(segment: 1, row: 0),
-                 RowAddress(segment: 2, row: 0), RowAddress(segment: 2, row: 601)])
-        #expect(try set.ids(atLive: [0, 3, 1998]) == ["s0-ü0", "s0-ü4", "s2-ü601"])
+                 RowAddress(segment: 1, row: 699), RowAddress(segment: 2, row: 0), RowAddress(segment: 2, row: 601)])
+        #expect(try set.ids(atLive: [0, 3, 1999]) == ["s0-ü0", "s0-ü4", "s2-ü601"])
+        #expect(throws: StoreError.self) { try set.addresses(ofLive: [2098]) }
     }
 
     @Test func storesWrittenAtOneOneAreReadAndVerifiedWhole() throws {
