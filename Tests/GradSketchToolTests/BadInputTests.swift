@@ -71,7 +71,7 @@ import Testing
             f.attrs["format-version"] = "2.0"
         """
         try expectSuccess(ChildProcess.python(script, [fixture.store]))
-        try expectFailure(["info", fixture.store], saying: "format-version 2.0 is newer than this reader supports (1.1)")
+        try expectFailure(["info", fixture.store], saying: "format-version 2.0 is newer than this reader supports (1.2)")
     }
 
     @Test func everyCommandHasHelp() throws {
