@@ -67,7 +67,7 @@ public final class MappedFile: @unchecked Sendable {
 
     /// How a range of the mapping is about to be read.
     public enum Access: Sendable {
-        /// Read once, front to back (scans, whole-file checksums): read ahead and map the
+        /// Read whole, front to back (scans, whole-file checksums): read ahead and map the
         /// range's pages now rather than one fault at a time.
         case sequential
         /// Scattered reads (index probes, re-ranking): no read-ahead beyond the touched pages.
@@ -89,7 +89,9 @@ public final class MappedFile: @unchecked Sendable {
         case .random:
             _ = madvise(start, length, MADV_RANDOM)
         case .sequential:
-            _ = madvise(start, length, MADV_SEQUENTIAL)
+            // Not MADV_SEQUENTIAL: it lets the kernel drop pages behind the reader, so the
+            // next scan of the same rows would fault them all in again.
+            _ = madvise(start, length, MADV_NORMAL)
             #if os(Linux)
             // MADV_POPULATE_READ (Linux 5.14) maps the pages now, as MAP_POPULATE did for the
             // whole file; older kernels refuse it and get read-ahead instead.

@@ -1,3 +1,4 @@
+import Foundation
 import GradSketchInterchange
 import GradSketchHDF5
 import Synchronization
@@ -143,13 +144,17 @@ public final class SegmentRows: Sendable {
 /// One string dataset of a segment, read by block: each block read with one hyperslab read
 /// and verified against its block checksum before any of its strings is returned, then kept.
 /// Files without block checksums (1.0, 1.1) are read and verified whole on first use.
-final class SegmentStrings: Sendable {
+/// The file stays open, so a lookup costs one hyperslab read, not a file open.
+final class SegmentStrings: @unchecked Sendable {
     let path: String
     let dataset: String
     let rows: Int
     private let blocks: (blockRows: Int, crcs: [UInt32])?
     private let expected: String
     private let loaded = Mutex<[Int: [String]]>([:])
+    /// The open file; reads through it are one at a time.
+    private let file: HDF5File
+    private let reading = NSLock()
 
     init(path: String, dataset: String, expected: String, rows: Int) throws {
         self.path = path
@@ -157,7 +162,7 @@ final class SegmentStrings: Sendable {
         self.rows = rows
         self.expected = expected
         let file = try SegmentFiles.open(path, expected: .sketchSegment)
-        defer { try? file.close() }
+        self.file = file
         let location = path + ":/" + dataset
         blocks = try withContext(.corrupt, "cannot read strings", path: location) { () throws -> (blockRows: Int, crcs: [UInt32])? in
             let root = try file.root()
@@ -203,8 +208,8 @@ final class SegmentStrings: Sendable {
     private func readBlock(_ block: Int, _ blocks: (blockRows: Int, crcs: [UInt32])) throws -> [String] {
         let range = (block * blocks.blockRows)..<min(rows, (block + 1) * blocks.blockRows)
         let location = path + ":/" + dataset
-        let file = try SegmentFiles.open(path, expected: .sketchSegment)
-        defer { try? file.close() }
+        reading.lock()
+        defer { reading.unlock() }
         let values = try withContext(.corrupt, "cannot read strings", path: location) { () throws -> [String] in
             let root = try file.root()
             let handle = try root.openDataset(dataset)
