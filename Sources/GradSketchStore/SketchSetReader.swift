@@ -86,9 +86,6 @@ public final class SegmentRows: Sendable {
     func rowStorage() throws -> RowStorage {
         let rows = try checkedRows()
         try rows.ensureAll()
-        if !allowNonfinite, let bad = Kernels.firstNonFinite(rows.bytes, dtype: dtype) {
-            throw StoreError(.corrupt, "row \(bad / k) holds NaN or ±Inf at column \(bad % k), but the set does not allow non-finite values", path: path + ":/rows")
-        }
         return rows.storage
     }
 
@@ -693,6 +690,10 @@ enum SegmentFiles {
         let computed = CRC32C.formatted(CRC32C.checksum(rows.bytes))
         guard computed == expected else { throw mismatch(path, "rows", expected: expected, found: computed) }
         try rows.ensureAll()
+        // Again here: ensureAll skips a dataset this process verified before (whole mode).
+        if !allowNonfinite, let bad = Kernels.firstNonFinite(rows.bytes, dtype: dtype) {
+            throw StoreError(.corrupt, "row \(bad / k) holds NaN or ±Inf at column \(bad % k), but the set does not allow non-finite values", path: path + ":/rows")
+        }
         return rows.storage
     }
 
