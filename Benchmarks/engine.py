@@ -5,7 +5,9 @@
         then REPEAT times, each a new process under /usr/bin/time -v; the command's {q} is replaced by
         the query number. Prints wall time (median, p90), peak resident memory and recall@10 of the ids.
   python3 engine.py append-cli GRADSKETCH STORE BATCH.npy APPENDS   APPENDS `gradsketch append` processes
-  python3 engine.py summary RESULTS.jsonl ROW_BYTES INDEX_BYTES     ratios and the table
+  python3 engine.py summary RESULTS.jsonl ROW_BYTES INDEX_BYTES     ratios and the table (with a "before"
+        column when records named before-* are present: the same figures from an older build)
+  python3 engine.py prefix PREFIX       copies stdin to stdout, PREFIX added to each JSON record's "what"
 Every figure is one JSON object per line on stdout.
 """
 import json, os, re, subprocess, sys, time
@@ -121,12 +123,41 @@ def append_cli(gradsketch, store, batch, appends):
          first_mean_s=first, last_mean_s=last, ratio=last / first, seconds=times)
 
 
+def prefix(tag):
+    for line in sys.stdin:
+        if line.startswith("{"):
+            record = json.loads(line)
+            record["what"] = tag + record["what"]
+            line = json.dumps(record, sort_keys=True) + "\n"
+        sys.stdout.write(line)
+    sys.stdout.flush()
+
+
 def summary(path, row_bytes, index_bytes):
     runs = {}
     for line in open(path):
         if line.startswith("{"):
             record = json.loads(line)
             runs.setdefault(record["what"], []).append(record)
+    out, table = figures(runs, row_bytes, index_bytes, "")
+    before_runs = {what[len("before-"):]: records for what, records in runs.items() if what.startswith("before-")}
+    before_out, before_table = figures(before_runs, row_bytes, index_bytes, "before-") if before_runs else ([], [])
+    for record in out + before_out:
+        emit(**record)
+    header = ("figure", "value", "baseline (same run)", "ratio", "target")
+    if before_table:
+        # One row per figure: this build's value, then the older build's value of the same figure.
+        old = {row[0]: row[1] for row in before_table}
+        header = header + ("before (older build, same run)",)
+        table = [row + (old.get(row[0], "-"),) for row in table]
+    widths = [max(len(row[i]) for row in table + [header]) for i in range(len(header))]
+    print(file=sys.stderr)
+    for row in [header] + table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)), file=sys.stderr)
+
+
+def figures(runs, row_bytes, index_bytes, tag):
+    """The derived records (their "what" prefixed with `tag`) and the table rows of one build."""
     one = lambda what: runs.get(what, [None])[0]
     warm = next((r for r in runs.get("ann", []) if "(tuned)" in r.get("params", "")), None)
     warm_s = 1 / warm["qps_1thread"] if warm else None
@@ -173,11 +204,8 @@ def summary(path, row_bytes, index_bytes):
             table.append((f"{label}: last {r['window']} mean", f"{r['last_mean_s'] * 1e3:.1f} ms", f"first {r['window']} {r['first_mean_s'] * 1e3:.1f} ms",
                           f"{r['ratio']:.2f}", "≤ 1.2"))
     for record in out:
-        emit(**record)
-    widths = [max(len(row[i]) for row in table + [("figure", "value", "baseline (same run)", "ratio", "target")]) for i in range(5)]
-    print(file=sys.stderr)
-    for row in [("figure", "value", "baseline (same run)", "ratio", "target")] + table:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)), file=sys.stderr)
+        record["what"] = tag + record["what"]
+    return out, table
 
 
 command = sys.argv[1]
@@ -188,6 +216,8 @@ elif command == "cold":
     cold(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[separator + 1:])
 elif command == "append-cli":
     append_cli(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+elif command == "prefix":
+    prefix(sys.argv[2])
 elif command == "summary":
     summary(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
 else:

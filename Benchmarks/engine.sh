@@ -16,6 +16,10 @@
 #        15 minutes on 2 cores and 6 GB of disk;
 #        APPENDS=1000, QUERIES=20 in the environment; KEEP=1 keeps the work directory for profiling;
 #        e.g. `APPENDS=40 Benchmarks/engine.sh 20000 256` to smoke-test)
+#        BEFORE_BIN=DIR (a directory holding an older build's gradsketch and gradsketch-bench) also
+#        runs the cold, warm and exact figures with those binaries on a store they wrote
+#        themselves (format 1.1 for a build of main before issue 13), in the same run, and the
+#        summary prints them as a "before" column.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows="${1:-1000000}"; k="${2:-1024}"
@@ -42,15 +46,34 @@ python3 Benchmarks/engine.py make "$work" "$rows" "$k" "$queries"
 store="$work/store"
 "$gs" init "$store" >/dev/null
 "$gs" append "$store" --set bench --rows "$work/rows.npy" >/dev/null
-rm "$work/rows.npy"
 phase "index build"
 "$gs" index build "$store" --set bench --recall-target 0.95 >/dev/null
+before="${BEFORE_BIN:-}"
+if [ -n "$before" ]; then
+  [ -x "$before/gradsketch" ] && [ -x "$before/gradsketch-bench" ] || { echo "engine.sh: BEFORE_BIN=$before lacks gradsketch or gradsketch-bench" >&2; exit 1; }
+  phase "before: store and index written by $before/gradsketch"
+  "$before/gradsketch" init "$work/store-before" >/dev/null
+  "$before/gradsketch" append "$work/store-before" --set bench --rows "$work/rows.npy" >/dev/null
+  "$before/gradsketch" index build "$work/store-before" --set bench --recall-target 0.95 >/dev/null
+fi
 row_bytes=$((rows * k * 2))
 index_bytes=$(find "$store" -path '*index*' -name '*.h5' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
 echo "{\"what\": \"data\", \"rows\": $rows, \"k\": $k, \"dtype\": \"float16\", \"row_bytes\": $row_bytes, \"index_bytes\": $index_bytes}" \
   > "$work/results.jsonl"
 
+rm "$work/rows.npy"
 {
+  if [ -n "$before" ]; then
+    phase "before: cold queries, warm queries and exact bandwidth"
+    python3 Benchmarks/engine.py cold before-cold-indexed "$queries" "$work/truth.npy" -- \
+      "$before/gradsketch" query "$work/store-before" --set bench --vector "$work/q{q}.npy" -k 10 --json
+    python3 Benchmarks/engine.py cold before-cold-exact "$queries" "$work/truth.npy" -- \
+      "$before/gradsketch" query "$work/store-before" --set bench --vector "$work/q{q}.npy" -k 10 --exact --json
+    "$before/gradsketch-bench" ann "$work/store-before" bench "$work/queries.npy" "$work/truth.npy" ip "" reuse=ip | python3 Benchmarks/engine.py prefix before-
+    "$before/gradsketch-bench" search "$work/store-before" bench "$work/queries.npy" 1 | python3 Benchmarks/engine.py prefix before-
+    "$before/gradsketch-bench" search "$work/store-before" bench "$work/queries.npy" 2 | python3 Benchmarks/engine.py prefix before-
+    rm -rf "$work/store-before"
+  fi
   phase "cold queries"
   python3 Benchmarks/engine.py cold cold-indexed "$queries" "$work/truth.npy" -- \
     "$gs" query "$store" --set bench --vector "$work/q{q}.npy" -k 10 --json

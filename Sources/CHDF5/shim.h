@@ -23,11 +23,13 @@ static inline hid_t chdf5_t_native_float(void) { return H5T_NATIVE_FLOAT; }
 static inline hid_t chdf5_t_native_double(void) { return H5T_NATIVE_DOUBLE; }
 static inline hid_t chdf5_t_native_int64(void) { return H5T_NATIVE_INT64; }
 static inline hid_t chdf5_t_native_uint8(void) { return H5T_NATIVE_UINT8; }
+static inline hid_t chdf5_t_native_uint32(void) { return H5T_NATIVE_UINT32; }
 static inline hid_t chdf5_t_native_int8(void) { return H5T_NATIVE_INT8; }
 static inline hid_t chdf5_t_ieee_f32le(void) { return H5T_IEEE_F32LE; }
 static inline hid_t chdf5_t_ieee_f64le(void) { return H5T_IEEE_F64LE; }
 static inline hid_t chdf5_t_std_i64le(void) { return H5T_STD_I64LE; }
 static inline hid_t chdf5_t_std_u8le(void) { return H5T_STD_U8LE; }
+static inline hid_t chdf5_t_std_u32le(void) { return H5T_STD_U32LE; }
 static inline hid_t chdf5_t_std_i8le(void) { return H5T_STD_I8LE; }
 static inline hid_t chdf5_t_c_s1(void) { return H5T_C_S1; }
 static inline haddr_t chdf5_haddr_undef(void) { return HADDR_UNDEF; }

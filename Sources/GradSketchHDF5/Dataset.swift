@@ -163,17 +163,31 @@ public struct Dataset: ~Copyable, HDF5Object {
         throw hdf5Failure("H5Dwrite", location, "expected a fixed-length string dataset, found variable-length strings")
     }
 
-    /// Reads every element of a string dataset, fixed-length (trailing NULs dropped) or
-    /// variable-length (a scalar reads as one element).
-    public func readStrings() throws(HDF5Error) -> [String] {
+    /// Reads every element of a string dataset (or the elements `rows` of a one-dimensional
+    /// one), fixed-length (trailing NULs dropped) or variable-length (a scalar reads as one
+    /// element). Reading a range reads only that range's bytes from the file.
+    public func readStrings(rows: Range<Int>? = nil) throws(HDF5Error) -> [String] {
         let stored = Datatype(adopting: try hdf5("H5Dget_type", location) { H5Dget_type(objectID) })
         guard try hdf5("H5Tget_class", location, { H5Tget_class(stored.id).rawValue }) == H5T_STRING.rawValue else {
             throw hdf5Failure("H5Dread", location, "expected strings, found \(try typeDescription())")
         }
-        guard let count = elementCount(try shape()) else {
-            throw hdf5Failure("H5Dread", location, "the declared shape \(try shape()) has more elements than fit in memory")
+        let shape = try shape()
+        guard let total = elementCount(shape) else {
+            throw hdf5Failure("H5Dread", location, "the declared shape \(shape) has more elements than fit in memory")
         }
+        if let rows {
+            guard shape.count == 1, rows.lowerBound >= 0, rows.upperBound <= total else {
+                throw hdf5Failure("H5Dread", location, "expected elements \(rows) of a one-dimensional dataset, found shape \(shape)")
+            }
+        }
+        let count = rows?.count ?? total
         if count == 0 { return [] }
+        // The file and memory selections: everything, or the requested range only.
+        let fileSpace = Dataspace(adopting: try hdf5("H5Dget_space", location) { H5Dget_space(objectID) })
+        let memorySpace = try Dataspace(shape: [count])
+        if let rows { try fileSpace.selectRows(rows, rowLength: nil) }
+        let fileSelection = rows == nil ? chdf5_s_all() : fileSpace.id
+        let memorySelection = rows == nil ? chdf5_s_all() : memorySpace.id
         if try hdf5("H5Tis_variable_str", location, { H5Tis_variable_str(stored.id) }) == 0 {
             let width = try hdf5("H5Tget_size", location) { H5Tget_size(stored.id) }
             let (bytes, overflow) = count.multipliedReportingOverflow(by: width)
@@ -182,7 +196,7 @@ public struct Dataset: ~Copyable, HDF5Object {
             }
             var buffer = [UInt8](repeating: 0, count: bytes)
             try hdf5("H5Dread", location) {
-                H5Dread(objectID, stored.id, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), &buffer)
+                H5Dread(objectID, stored.id, memorySelection, fileSelection, chdf5_p_default(), &buffer)
             }
             return (0..<count).map { index in
                 let element = buffer[(index * width)..<((index + 1) * width)]
@@ -193,11 +207,12 @@ public struct Dataset: ~Copyable, HDF5Object {
         let type = try Datatype.memory(.string)
         var pointers = [UnsafeMutablePointer<CChar>?](repeating: nil, count: count)
         try hdf5("H5Dread", location) {
-            H5Dread(objectID, type.id, chdf5_s_all(), chdf5_s_all(), chdf5_p_default(), &pointers)
+            H5Dread(objectID, type.id, memorySelection, fileSelection, chdf5_p_default(), &pointers)
         }
         let strings = pointers.map { $0.map { String(cString: $0) } ?? "" }
-        let space = Dataspace(adopting: try hdf5("H5Dget_space", location) { H5Dget_space(objectID) })
-        try hdf5("H5Dvlen_reclaim", location) { H5Dvlen_reclaim(type.id, space.id, chdf5_p_default(), &pointers) }
+        // Reclaim over the memory layout the strings were read into.
+        let reclaimSpace = rows == nil ? fileSpace.id : memorySpace.id
+        try hdf5("H5Dvlen_reclaim", location) { H5Dvlen_reclaim(type.id, reclaimSpace, chdf5_p_default(), &pointers) }
         return strings
     }
 

@@ -2,13 +2,13 @@ internal import CHDF5
 
 /// The element types a GradSketch file stores (Spec §2.3).
 public enum StorageType: String, Sendable, CaseIterable {
-    case float16, float32, float64, int64, uint8, int8, string
+    case float16, float32, float64, int64, uint8, int8, uint32, string
 
     /// Bytes per element in the file and in memory (a string element is a pointer in memory).
     public var byteSize: Int {
         switch self {
         case .float16: 2
-        case .float32: 4
+        case .float32, .uint32: 4
         case .float64, .int64: 8
         case .uint8, .int8: 1
         case .string: MemoryLayout<UnsafeMutablePointer<CChar>?>.size
@@ -34,6 +34,7 @@ struct Datatype: ~Copyable {
         case .float64: return Datatype(predefined: chdf5_t_ieee_f64le())
         case .int64: return Datatype(predefined: chdf5_t_std_i64le())
         case .uint8: return Datatype(predefined: chdf5_t_std_u8le())
+        case .uint32: return Datatype(predefined: chdf5_t_std_u32le())
         case .int8: return Datatype(predefined: chdf5_t_std_i8le())
         case .string: return Datatype(adopting: try hdf5("H5Tcopy(vlen utf8)") { chdf5_make_vlen_utf8() })
         }
@@ -51,6 +52,7 @@ struct Datatype: ~Copyable {
         case .float64: return Datatype(predefined: chdf5_t_native_double())
         case .int64: return Datatype(predefined: chdf5_t_native_int64())
         case .uint8: return Datatype(predefined: chdf5_t_native_uint8())
+        case .uint32: return Datatype(predefined: chdf5_t_native_uint32())
         case .int8: return Datatype(predefined: chdf5_t_native_int8())
         case .string: return try file(.string)
         }
@@ -101,6 +103,7 @@ extension Float: HDF5Element { public static var storageType: StorageType { .flo
 extension Double: HDF5Element { public static var storageType: StorageType { .float64 } }
 extension Int64: HDF5Element { public static var storageType: StorageType { .int64 } }
 extension UInt8: HDF5Element { public static var storageType: StorageType { .uint8 } }
+extension UInt32: HDF5Element { public static var storageType: StorageType { .uint32 } }
 extension Int8: HDF5Element { public static var storageType: StorageType { .int8 } }
 #if !((os(macOS) || targetEnvironment(macCatalyst)) && arch(x86_64))
 extension Float16: HDF5Element { public static var storageType: StorageType { .float16 } }

@@ -6,10 +6,12 @@ import Darwin
 
 /// A file (or a byte range of one) mapped read-only into memory.
 ///
-/// The mapping is shared and read-only, so it costs no copy and no private memory; the
-/// pages are populated up front on Linux (`MAP_POPULATE`) so scans do not take a page fault
-/// every 4 KiB. GradSketch maps only immutable files, which makes the bytes stable for the
-/// mapping's lifetime even if the file is unlinked meanwhile.
+/// The mapping is shared and read-only, so it costs no copy and no private memory. Nothing is
+/// read when mapping: pages come in as they are touched, so a query that reads ten rows of a
+/// 2 GB file pays for ten rows. Callers that will read a range whole say so with
+/// ``advise(_:range:)`` (`.sequential` populates the range's page tables in one call, so a
+/// scan does not fault every few pages). GradSketch maps only immutable files, which makes
+/// the bytes stable for the mapping's lifetime even if the file is unlinked meanwhile.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     /// The mapped bytes; valid while this object lives.
@@ -19,13 +21,15 @@ public final class MappedFile: @unchecked Sendable {
 
     public var count: Int { bytes.count }
 
-    /// Maps the whole file.
+    /// Maps the whole file, advised for one front-to-back read (its callers parse or checksum
+    /// all of it).
     public convenience init(path: String) throws {
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw InterchangeError(path: path, "cannot open file: \(String(cString: strerror(errno)))")
         }
         try self.init(path: path, offset: 0, length: Int(info.st_size))
+        advise(.sequential)
     }
 
     /// Maps `length` bytes starting at `offset` (any offset; the mapping starts at the page
@@ -54,16 +58,50 @@ public final class MappedFile: @unchecked Sendable {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let start = offset / page * page
         mappingLength = offset - start + length
-        #if os(Linux)
-        let flags = MAP_SHARED | MAP_POPULATE
-        #else
-        let flags = MAP_SHARED
-        #endif
-        guard let address = mmap(nil, mappingLength, PROT_READ, flags, descriptor, off_t(start)), address != MAP_FAILED else {
+        guard let address = mmap(nil, mappingLength, PROT_READ, MAP_SHARED, descriptor, off_t(start)), address != MAP_FAILED else {
             throw InterchangeError(path: path, "cannot map file: \(String(cString: strerror(errno)))")
         }
         mapping = address
         bytes = UnsafeRawBufferPointer(start: address + (offset - start), count: length)
+    }
+
+    /// How a range of the mapping is about to be read.
+    public enum Access: Sendable {
+        /// Read whole, front to back (scans, whole-file checksums): read ahead and map the
+        /// range's pages now rather than one fault at a time.
+        case sequential
+        /// Scattered reads (index probes, re-ranking): no read-ahead beyond the touched pages.
+        case random
+    }
+
+    /// Tells the kernel how `range` (byte offsets into ``bytes``; all of it when nil) will be
+    /// read. Advice only: a kernel that refuses it changes speed, never results.
+    public func advise(_ access: Access, range: Range<Int>? = nil) {
+        guard let mapping, mappingLength > 0 else { return }
+        let wanted = range ?? 0..<bytes.count
+        guard !wanted.isEmpty, wanted.lowerBound >= 0, wanted.upperBound <= bytes.count else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lead = bytes.baseAddress! - UnsafeRawPointer(mapping)
+        let first = (lead + wanted.lowerBound) / page * page
+        let length = lead + wanted.upperBound - first
+        let start = mapping + first
+        switch access {
+        case .random:
+            _ = madvise(start, length, MADV_RANDOM)
+        case .sequential:
+            // Not MADV_SEQUENTIAL: it lets the kernel drop pages behind the reader, so the
+            // next scan of the same rows would fault them all in again.
+            _ = madvise(start, length, MADV_NORMAL)
+            #if os(Linux)
+            // MADV_POPULATE_READ (Linux 5.14) maps the pages now, as MAP_POPULATE did for the
+            // whole file; older kernels refuse it and get read-ahead instead.
+            if madvise(start, length, 22 /* MADV_POPULATE_READ */) != 0 {
+                _ = madvise(start, length, MADV_WILLNEED)
+            }
+            #else
+            _ = madvise(start, length, MADV_WILLNEED)
+            #endif
+        }
     }
 
     deinit {

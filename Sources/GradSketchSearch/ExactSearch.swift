@@ -57,9 +57,15 @@ public enum ExactSearch {
                           live: live, into: &results)
             }
         }
-        let ids = try set.ids()
-        return results.map { top in
-            top.sorted.map { SearchHit(position: $0.position, id: ids[$0.position], score: sign * $0.score) }
+        // Ids of the hits only, read by block (Spec §4), not the set's every id.
+        let sorted = results.map(\.sorted)
+        let ids = try set.ids(atLive: sorted.flatMap { $0.map(\.position) })
+        var next = 0
+        return sorted.map { top in
+            top.map { entry in
+                defer { next += 1 }
+                return SearchHit(position: entry.position, id: ids[next], score: sign * entry.score)
+            }
         }
     }
 
@@ -92,9 +98,12 @@ public enum ExactSearch {
         let deleted: Set<Int>
         let sortedDeleted: [Int]
         init(_ block: RowBlock) {
-            first = block.firstLiveIndex
-            sortedDeleted = block.deleted
-            deleted = Set(block.deleted)
+            self.init(first: block.firstLiveIndex, deleted: block.deleted)
+        }
+        init(first: Int, deleted: [Int]) {
+            self.first = first
+            sortedDeleted = deleted
+            self.deleted = Set(deleted)
         }
         /// Live position of local row `row`, or nil when deleted.
         func position(_ row: Int) -> Int? {

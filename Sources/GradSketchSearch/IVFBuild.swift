@@ -155,8 +155,10 @@ public enum IVFIndexBuilder {
         let queries = try set.floatRows(at: heldOut)
         let truth = try ExactSearch.search(set, queries: queries, count: tuningCount, metric: options.metric, k: 11, threads: options.threads)
         let tuning = try sortedCodes.withUnsafeBufferPointer { codeBuffer -> [IVFBuildReport.TuningPoint] in
+          try sortedScales.withUnsafeBufferPointer { scaleBuffer -> [IVFBuildReport.TuningPoint] in
+          try sortedPositions.withUnsafeBufferPointer { positionBuffer -> [IVFBuildReport.TuningPoint] in
             let ivf = IVFLists(metric: options.metric, width: width, centroids: centroids, offsets: offsets, codes: codeBuffer,
-                               scales: sortedScales, positions: sortedPositions)
+                               scales: scaleBuffer, positions: positionBuffer)
             let searcher = try IVFSearcher(set: set, lists: ivf, owner: nil, coveredSegments: set.segments.count, indexName: name,
                                            defaults: IVFSearchParameters(nprobe: 1, rerank: options.rerank), tuning: [])
             var points: [IVFBuildReport.TuningPoint] = []
@@ -168,7 +170,7 @@ public enum IVFIndexBuilder {
                 if recall >= 0.999 { break }
             }
             return points
-        }
+        }}}
         let chosen = tuning.first { $0.recall >= options.recallTarget }?.nprobe ?? lists
         lap("tune")
 

@@ -1,5 +1,6 @@
 import CGradSketchKernels
 import Dispatch
+import Synchronization
 public import GradSketchStore
 
 /// The arrays an IVF search reads, whether just built or loaded from the store.
@@ -9,15 +10,19 @@ struct IVFLists: @unchecked Sendable {
     let centroids: [Float]
     let offsets: [Int]
     let codes: UnsafeBufferPointer<Int8>
-    let scales: [Float]
-    let positions: [Int64]
+    let scales: UnsafeBufferPointer<Float>
+    let positions: UnsafeBufferPointer<Int64>
+    /// The stored index the arrays point into, which verifies a list's rows before a search
+    /// reads them; nil for arrays just built in memory.
+    let stored: StoredIndex?
     /// int8 codes of the centroids, for routing: a quarter of the bytes of float32, which
     /// matters because every query reads all centroids.
     let centroidCodes: [Int8]
     let centroidScales: [Float]
     var lists: Int { offsets.count - 1 }
 
-    init(metric: SearchMetric, width: Int, centroids: [Float], offsets: [Int], codes: UnsafeBufferPointer<Int8>, scales: [Float], positions: [Int64]) {
+    init(metric: SearchMetric, width: Int, centroids: [Float], offsets: [Int], codes: UnsafeBufferPointer<Int8>,
+         scales: UnsafeBufferPointer<Float>, positions: UnsafeBufferPointer<Int64>, stored: StoredIndex? = nil) {
         self.metric = metric
         self.width = width
         self.centroids = centroids
@@ -25,6 +30,7 @@ struct IVFLists: @unchecked Sendable {
         self.codes = codes
         self.scales = scales
         self.positions = positions
+        self.stored = stored
         let lists = offsets.count - 1
         var centroidCodes = [Int8](repeating: 0, count: lists * width)
         var centroidScales = [Float](repeating: 0, count: lists)
@@ -66,6 +72,10 @@ public struct IVFSearchParameters: Sendable, Equatable {
 /// and re-scores them exactly from the set's mapped rows. Rows of segments appended after the
 /// build are scanned exactly and rows deleted since are skipped, so an answer never misses a
 /// row because the index is older than the set.
+///
+/// Opening reads the centroids and list offsets only; a query reads its probed lists' codes,
+/// scales and positions, the rows it re-ranks, and the ids of its hits, each verified by block
+/// on first touch. A searcher can be kept open and shared across threads.
 public final class IVFSearcher: @unchecked Sendable {
     public let set: SketchSet
     public let metric: SearchMetric
@@ -74,15 +84,13 @@ public final class IVFSearcher: @unchecked Sendable {
     private let owner: AnyObject?
     /// First physical position of each covered segment, plus the total.
     private let physicalStarts: [Int]
-    /// Covered segments' rows and live numbering.
-    private let coveredBlocks: [RowBlock]
+    /// The covered segments, whose rows are re-ranked where candidates land.
+    private let coveredSegments: [SegmentRows]
     private let coveredMasks: [ExactSearch.LiveMask]
-    /// First byte of each covered segment's rows.
-    private let coveredBases: [UnsafeRawPointer]
     /// Segments after the covered ones, searched exactly, and their live numbering.
     private let tailBlocks: [RowBlock]
     private let tailMasks: [ExactSearch.LiveMask]
-    /// Physical positions deleted in this version.
+    /// Physical positions deleted in this version; empty when no covered segment has deletions.
     private let deleted: [Bool]
     /// Defaults stored with the index.
     public let defaults: IVFSearchParameters
@@ -100,8 +108,9 @@ public final class IVFSearcher: @unchecked Sendable {
         guard stored.entry.kind == "ivf-int8" else {
             throw StoreError(.unsupportedVersion, "index \(name) is of kind \"\(stored.entry.kind)\": this version reads ivf-int8")
         }
+        let arrays = stored.unverifiedArrays
         let lists = IVFLists(metric: metric, width: set.k, centroids: stored.centroids, offsets: stored.listOffsets,
-                             codes: stored.codes, scales: stored.scales, positions: stored.positions)
+                             codes: arrays.codes, scales: arrays.scales, positions: arrays.positions, stored: stored)
         let parameters = stored.entry.parameters
         let nprobe = parameters["default_nprobe"]?.intValue ?? min(stored.lists, 16)
         let rerank = parameters["rerank"]?.intValue ?? 32
@@ -128,23 +137,30 @@ public final class IVFSearcher: @unchecked Sendable {
         self.owner = owner
         self.defaults = defaults
         self.tuning = tuning.map { (nprobe: $0.0, recall: $0.1) }
-        var blocks: [RowBlock] = []
-        try set.forEachBlock { blocks.append($0) }
-        coveredBlocks = Array(blocks.prefix(covered))
-        tailBlocks = Array(blocks.dropFirst(covered))
-        tailMasks = tailBlocks.map(ExactSearch.LiveMask.init)
-        coveredMasks = coveredBlocks.map(ExactSearch.LiveMask.init)
-        coveredBases = coveredBlocks.map { $0.bytes.baseAddress! }
-        var starts = [0]
-        for block in coveredBlocks { starts.append(starts.last! + block.rowCount) }
-        physicalStarts = starts
-        var deleted = [Bool](repeating: false, count: starts.last!)
-        for (segment, block) in coveredBlocks.enumerated() {
-            for row in block.deleted { deleted[starts[segment] + row] = true }
+        // Live numbering and physical positions come from the manifest's row and deletion
+        // counts; only segments that have deletions have their deletion lists read.
+        var starts = [0], masks: [ExactSearch.LiveMask] = []
+        var firstLive = 0
+        for segment in set.segments.prefix(covered) {
+            masks.append(ExactSearch.LiveMask(first: firstLive, deleted: try segment.deletedRows()))
+            starts.append(starts.last! + segment.entry.rows)
+            firstLive += segment.entry.rows - segment.deletedCount
         }
-        self.deleted = deleted
-        if let bad = lists.positions.first(where: { $0 < 0 || $0 >= Int64(starts.last!) }) {
-            throw StoreError(.corrupt, "index \(indexName) names row position \(bad), but its segments hold \(starts.last!) rows")
+        self.coveredSegments = Array(set.segments.prefix(covered))
+        coveredMasks = masks
+        physicalStarts = starts
+        var tail: [RowBlock] = []
+        try set.forEachBlock(segments: covered..<set.segments.count) { tail.append($0) }
+        tailBlocks = tail
+        tailMasks = tail.map(ExactSearch.LiveMask.init)
+        if masks.contains(where: { !$0.sortedDeleted.isEmpty }) {
+            var deleted = [Bool](repeating: false, count: starts.last!)
+            for (segment, mask) in masks.enumerated() {
+                for row in mask.sortedDeleted { deleted[starts[segment] + row] = true }
+            }
+            self.deleted = deleted
+        } else {
+            self.deleted = []
         }
     }
 
@@ -170,9 +186,9 @@ public final class IVFSearcher: @unchecked Sendable {
         var prepared = try ExactSearch.prepareQueries(queries, count: count, for: set, metric: metric)
         // The bottom-k of ⟨q, x⟩ is the top-k of ⟨−q, x⟩.
         if smallest { prepared = prepared.map { -$0 } }
-        let ids = try set.ids()
         let sign: Float = smallest ? -1 : 1
-        nonisolated(unsafe) var results = [[SearchHit]](repeating: [], count: count)
+        nonisolated(unsafe) var results = [[TopK.Entry]](repeating: [], count: count)
+        let failure = Mutex<(any Error)?>(nil)
         let frozen = prepared
         results.withUnsafeMutableBufferPointer { output in
             nonisolated(unsafe) let output = output
@@ -182,14 +198,27 @@ public final class IVFSearcher: @unchecked Sendable {
                 var q = worker
                 while q < count {
                     let query = Array(frozen[(q * width)..<((q + 1) * width)])
-                    let top = searchOne(query, k: k, parameters: parameters, scratch: scratch)
-                    output[q] = top.sorted.map { SearchHit(position: $0.position, id: ids[$0.position], score: sign * $0.score) }
+                    do {
+                        output[q] = try searchOne(query, k: k, parameters: parameters, scratch: scratch).sorted
+                    } catch {
+                        failure.withLock { if $0 == nil { $0 = error } }
+                        return
+                    }
                     q += workers
                 }
             }
             if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
         }
-        return results
+        if let error = failure.withLock({ $0 }) { throw error }
+        // Ids of the hits only, read by block.
+        let ids = try set.ids(atLive: results.flatMap { $0.map(\.position) })
+        var next = 0
+        return results.map { top in
+            top.map { entry in
+                defer { next += 1 }
+                return SearchHit(position: entry.position, id: ids[next], score: sign * entry.score)
+            }
+        }
     }
 
     /// Per-thread buffers, allocated once per search call and reused for every query.
@@ -216,7 +245,7 @@ public final class IVFSearcher: @unchecked Sendable {
     }
 
     /// One (already normalised and signed) query; returns live positions with scores.
-    func searchOne(_ query: [Float], k: Int, parameters: IVFSearchParameters, scratch: Scratch) -> TopK {
+    func searchOne(_ query: [Float], k: Int, parameters: IVFSearchParameters, scratch: Scratch) throws -> TopK {
         let width = ivf.width
         let lists = ivf.lists
         let queryScale = gsk_quantize_int8(query, width, scratch.query8.baseAddress)
@@ -233,14 +262,19 @@ public final class IVFSearcher: @unchecked Sendable {
         ivf.centroidScales.withUnsafeBufferPointer { scales in
             for list in 0..<lists { route.offer(queryScale * scales[list] * Float(scratch.routeDots[list]), position: list) }
         }
+        // The probed lists' codes, scales and positions, verified on first touch (Spec §4).
+        let probes = route.sorted
+        if let stored = ivf.stored {
+            for probe in probes { try stored.verify(list: probe.position) }
+        }
+        let physicalRows = physicalStarts.last!
         // 2. Estimate ⟨q, c⟩ + ⟨q, r⟩: ⟨q, c⟩ exactly for the probed lists, ⟨q, r⟩ from int8 codes.
         var candidates = TopK(capacity: parameters.candidates(for: k))
+        let scales = ivf.scales, positions = ivf.positions
         ivf.centroids.withUnsafeBufferPointer { centroids in
-        ivf.scales.withUnsafeBufferPointer { scales in
-        ivf.positions.withUnsafeBufferPointer { positions in
         deleted.withUnsafeBufferPointer { deleted in
             var base: Float = 0
-            for probe in route.sorted {
+            for probe in probes {
                 let list = probe.position
                 gsk_dots_f32(centroids.baseAddress! + list * width, 1, width, query, &base, nil)
                 var start = ivf.offsets[list]
@@ -251,14 +285,16 @@ public final class IVFSearcher: @unchecked Sendable {
                                   scratch.queryOffset.baseAddress, scratch.dots.baseAddress)
                     for i in 0..<n {
                         let estimate = base + queryScale * scales[start + i] * Float(scratch.dots[i])
-                        if estimate >= candidates.threshold, !deleted[Int(positions[start + i])] {
+                        // A position out of range is caught when re-ranked, below.
+                        if estimate >= candidates.threshold,
+                           deleted.isEmpty || !(positions[start + i] >= 0 && positions[start + i] < Int64(deleted.count) && deleted[Int(positions[start + i])]) {
                             candidates.offer(estimate, position: start + i)
                         }
                     }
                     start += n
                 }
             }
-        }}}}
+        }}
         // 3. Re-rank exactly from the stored rows: locate them all and start their loads first,
         // so the random reads overlap instead of waiting one after another.
         var top = TopK(capacity: k)
@@ -266,13 +302,16 @@ public final class IVFSearcher: @unchecked Sendable {
         scratch.located.removeAll(keepingCapacity: true)
         for candidate in candidates.sorted {
             let physical = Int(ivf.positions[candidate.position])
+            guard physical >= 0 && physical < physicalRows else {
+                throw StoreError(.corrupt, "index names row position \(physical), but its segments hold \(physicalRows) rows")
+            }
             var segment = 0, high = physicalStarts.count - 1
             while segment + 1 < high {  // last start ≤ physical
                 let mid = (segment + high) / 2
                 if physicalStarts[mid] <= physical { segment = mid } else { high = mid }
             }
             let local = physical - physicalStarts[segment]
-            let row = coveredBases[segment] + local * rowBytes
+            let row = try coveredSegments[segment].verifiedRow(local)
             gsk_prefetch(row, rowBytes)
             scratch.located.append((row, segment, local))
         }

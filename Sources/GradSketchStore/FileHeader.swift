@@ -11,6 +11,7 @@ enum EncodingType: String {
     case ivfCodes = "ivf-codes", ivfCodeScales = "ivf-code-scales", ivfRowPositions = "ivf-row-positions"
     case result, resultPositions = "result-positions", resultScores = "result-scores"
     case resultSegments = "result-segments", resultAddresses = "result-addresses"
+    case blockChecksums = "block-checksums"
 }
 
 /// Writing and checking the attributes every store file and dataset carries (Spec §2.1).

@@ -26,32 +26,70 @@ public struct IVFIndexArrays: Sendable {
     }
 }
 
-/// A stored IVF index, verified against its checksums and with the codes memory-mapped.
+/// A stored IVF index: centroids and list offsets read and verified on open (they are small);
+/// codes, code scales and positions mapped and verified list by list as searches touch them
+/// (whole on first touch for 1.1 files without block checksums).
 public final class StoredIndex: Sendable {
     public let name: String
     public let entry: Manifest.IndexEntry
     public let k: Int
     public let centroids: [Float]
     public let listOffsets: [Int]
-    public let scales: [Float]
-    public let positions: [Int64]
-    let codeStorage: RowStorage
+    let codeBytes: CheckedBytes
+    let scaleBytes: CheckedBytes
+    let positionBytes: CheckedBytes
 
-    init(name: String, entry: Manifest.IndexEntry, k: Int, centroids: [Float], listOffsets: [Int], scales: [Float],
-         positions: [Int64], codes: RowStorage) {
+    init(name: String, entry: Manifest.IndexEntry, k: Int, centroids: [Float], listOffsets: [Int],
+         codes: CheckedBytes, scales: CheckedBytes, positions: CheckedBytes) {
         self.name = name
         self.entry = entry
         self.k = k
         self.centroids = centroids
         self.listOffsets = listOffsets
-        self.scales = scales
-        self.positions = positions
-        self.codeStorage = codes
+        self.codeBytes = codes
+        self.scaleBytes = scales
+        self.positionBytes = positions
     }
 
-    /// `[rows, k]` int8 codes, list by list; valid while this object exists.
-    public var codes: UnsafeBufferPointer<Int8> { codeStorage.bytes.assumingMemoryBound(to: Int8.self) }
-    public var isMapped: Bool { codeStorage.notMappedBecause == nil }
+    /// Index rows `rows` of codes, scales and positions verified (each block once per process
+    /// object); call before reading them through ``unverifiedArrays``.
+    public func verify(rows: Range<Int>) throws {
+        try codeBytes.ensure(rows: rows)
+        try scaleBytes.ensure(rows: rows)
+        try positionBytes.ensure(rows: rows)
+    }
+
+    /// Verifies list `list`'s rows; see ``verify(rows:)``.
+    public func verify(list: Int) throws {
+        try verify(rows: listOffsets[list]..<listOffsets[list + 1])
+    }
+
+    /// `[rows, k]` int8 codes, `[rows]` scales and `[rows]` positions, list by list, valid while
+    /// this object exists. A caller MUST verify the rows it reads first (Spec §4).
+    public var unverifiedArrays: (codes: UnsafeBufferPointer<Int8>, scales: UnsafeBufferPointer<Float>, positions: UnsafeBufferPointer<Int64>) {
+        (codeBytes.bytes.assumingMemoryBound(to: Int8.self), scaleBytes.bytes.assumingMemoryBound(to: Float.self),
+         positionBytes.bytes.assumingMemoryBound(to: Int64.self))
+    }
+
+    /// Every code, verified.
+    public func codes() throws -> UnsafeBufferPointer<Int8> {
+        try codeBytes.ensureAll()
+        return codeBytes.bytes.assumingMemoryBound(to: Int8.self)
+    }
+
+    /// Every code scale, verified.
+    public func scales() throws -> [Float] {
+        try scaleBytes.ensureAll()
+        return Array(scaleBytes.bytes.assumingMemoryBound(to: Float.self))
+    }
+
+    /// Every row position, verified.
+    public func positions() throws -> [Int64] {
+        try positionBytes.ensureAll()
+        return Array(positionBytes.bytes.assumingMemoryBound(to: Int64.self))
+    }
+
+    public var isMapped: Bool { codeBytes.storage.notMappedBecause == nil }
     public var lists: Int { entry.lists }
     public var rows: Int { entry.rows }
 }
@@ -106,6 +144,15 @@ extension Store {
             try put(root, arrays.codes, "codes", shape: [rows, k], type: .ivfCodes)
             try put(root, arrays.scales, "code-scales", shape: [rows], type: .ivfCodeScales)
             try put(root, arrays.positions, "positions", shape: [rows], type: .ivfRowPositions)
+            // Format 1.2 block checksums over index rows (Spec §10.2): one block size for the
+            // three per-row arrays, so a probed list is verified with the same block numbers.
+            let blockRows = BlockChecksums.rowsPerBlock(rowBytes: k)
+            try BlockChecksums.write(arrays.codes.withUnsafeBytes { BlockChecksums.numeric($0, rowBytes: k, blockRows: blockRows) },
+                                     blockRows: blockRows, for: "codes", in: root)
+            try BlockChecksums.write(arrays.scales.withUnsafeBytes { BlockChecksums.numeric($0, rowBytes: 4, blockRows: blockRows) },
+                                     blockRows: blockRows, for: "code-scales", in: root)
+            try BlockChecksums.write(arrays.positions.withUnsafeBytes { BlockChecksums.numeric($0, rowBytes: 8, blockRows: blockRows) },
+                                     blockRows: blockRows, for: "positions", in: root)
             try root.close()
             try file.close()
         }
@@ -151,8 +198,12 @@ extension SketchSet {
 
 /// Reading index files (Spec §10).
 enum IndexFiles {
+    /// Opens an index file: checks its attributes against the entry, reads and verifies the
+    /// centroids and list offsets, and maps the per-row arrays without reading them.
+    ///
     /// - Parameter set: the set the manifest lists the index under, checked against the file's
     ///   `set` attribute when given.
+    /// - Parameter alwaysVerify: `verify`'s mode: every dataset and block checksum computed now.
     static func load(path: String, name: String, entry: Manifest.IndexEntry, k: Int, set: String? = nil, alwaysVerify: Bool = false) throws -> StoredIndex {
         let file = try SegmentFiles.open(path, expected: .ivfIndex)
         defer { try? file.close() }
@@ -189,35 +240,55 @@ enum IndexFiles {
                 try values.withUnsafeBytes { try verify($0, dataset) }
                 return values
             }
+            /// A per-index-row dataset mapped (or read, where §2.4 does not allow mapping),
+            /// checked against its entry and block checksums, its data not yet verified.
+            func open(_ root: borrowing Group, _ dataset: String, encoding: EncodingType, type: StorageType, width: Int) throws -> CheckedBytes {
+                let location = path + ":/" + dataset
+                let expected = try checksum(dataset)
+                let handle = try root.openDataset(dataset)
+                try FileHeader.checkDataset(handle, expected: encoding, path: path)
+                let shape = width == 1 && type != .int8 ? [rows] : [rows, width]
+                guard try handle.shape() == shape else {
+                    throw StoreError(.corrupt, "index dataset \(dataset) has shape \(try handle.shape()), expected \(shape)", path: path)
+                }
+                let attribute = try handle.stringAttribute("checksum")
+                guard attribute == expected else {
+                    throw StoreError(.corrupt, "\(dataset) checksum attribute is \(attribute ?? "(none)"), the manifest says \(expected)", path: location)
+                }
+                let rowBytes = width * type.byteSize
+                let storage: RowStorage
+                switch rows == 0 ? .failure(MappingRefusalText.empty) : try handle.mappableExtent(as: type).mapError({ MappingRefusalText($0.description) }) {
+                case .success(let extent):
+                    storage = RowStorage(mapping: try MappedFile(path: path, offset: extent.offset, length: extent.length), access: .random)
+                case .failure(let refusal):
+                    try DataFileCheck.fits(handle, in: path, location: location)
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, rows * rowBytes), alignment: 64)
+                    if rows > 0 {
+                        do { try handle.readBytes(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(rows * rowBytes)]), as: type) } catch { buffer.deallocate(); throw error }
+                    }
+                    storage = RowStorage(owned: buffer, reason: refusal.text)
+                }
+                try handle.close()
+                let blocks = try BlockChecksums.read(for: dataset, elements: rows, in: root, path: path)
+                let checked = CheckedBytes(path: path, dataset: dataset, storage: storage, rowBytes: rowBytes, rows: rows,
+                                           blocks: blocks, wholeChecksum: expected)
+                if alwaysVerify {
+                    try verify(UnsafeRawBufferPointer(rebasing: storage.bytes[0..<(rows * rowBytes)]), dataset)
+                    try checked.ensureAll()
+                }
+                return checked
+            }
             let centroids = try read(root, "centroids", shape: [lists, k], encoding: .ivfCentroids, as: Float.self)
             let offsets = try read(root, "list-offsets", shape: [lists + 1], encoding: .ivfListOffsets, as: Int64.self).map(Int.init)
             guard offsets.first == 0, offsets.last == rows, zip(offsets, offsets.dropFirst()).allSatisfy({ $0 <= $1 }) else {
                 throw StoreError(.corrupt, "index list offsets must rise from 0 to \(rows)", path: path)
             }
-            let scales = try read(root, "code-scales", shape: [rows], encoding: .ivfCodeScales, as: Float.self)
-            let positions = try read(root, "positions", shape: [rows], encoding: .ivfRowPositions, as: Int64.self)
-            let codesHandle = try root.openDataset("codes")
-            try FileHeader.checkDataset(codesHandle, expected: .ivfCodes, path: path)
-            guard try codesHandle.shape() == [rows, k] else {
-                throw StoreError(.corrupt, "index dataset codes has shape \(try codesHandle.shape()), expected [\(rows), \(k)]", path: path)
-            }
-            let storage: RowStorage
-            switch rows == 0 ? .failure(MappingRefusalText.empty) : try codesHandle.mappableExtent(as: .int8).mapError({ MappingRefusalText($0.description) }) {
-            case .success(let extent):
-                storage = RowStorage(mapping: try MappedFile(path: path, offset: extent.offset, length: extent.length))
-            case .failure(let refusal):
-                try DataFileCheck.fits(codesHandle, in: path, location: path + ":/codes")
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, rows * k), alignment: 64)
-                if rows > 0 {
-                    do { try codesHandle.readBytes(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(rows * k)]), as: .int8) } catch { buffer.deallocate(); throw error }
-                }
-                storage = RowStorage(owned: buffer, reason: refusal.text)
-            }
-            try codesHandle.close()
+            let codes = try open(root, "codes", encoding: .ivfCodes, type: .int8, width: k)
+            let scales = try open(root, "code-scales", encoding: .ivfCodeScales, type: .float32, width: 1)
+            let positions = try open(root, "positions", encoding: .ivfRowPositions, type: .int64, width: 1)
             try root.close()
-            try verify(UnsafeRawBufferPointer(rebasing: storage.bytes[0..<(rows * k)]), "codes")
-            return StoredIndex(name: name, entry: entry, k: k, centroids: centroids, listOffsets: offsets, scales: scales,
-                               positions: positions, codes: storage)
+            return StoredIndex(name: name, entry: entry, k: k, centroids: centroids, listOffsets: offsets,
+                               codes: codes, scales: scales, positions: positions)
         }
     }
 }

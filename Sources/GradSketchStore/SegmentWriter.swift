@@ -87,12 +87,16 @@ struct SegmentWriter {
             } else {
                 writeback = nil
             }
-            rowsCRC = try writeRows(input, to: rows, dtype: dtype, allowNonfinite: allowNonfinite,
-                                    hasNonfinite: &hasNonfinite, writeback: writeback, progress: progress)
+            let checksumBlockRows = BlockChecksums.rowsPerBlock(rowBytes: input.k * dtype.byteWidth)
+            var blockCRCs: [UInt32] = []
+            rowsCRC = try writeRows(input, to: rows, dtype: dtype, allowNonfinite: allowNonfinite, hasNonfinite: &hasNonfinite,
+                                    blockCRCs: &blockCRCs, checksumBlockRows: checksumBlockRows, writeback: writeback, progress: progress)
             let rowsChecksum = CRC32C.formatted(rowsCRC)
             try FileHeader.mark(rows, type: .denseRows, checksum: rowsChecksum)
             try rows.close()
             checksums["rows"] = rowsChecksum
+            // Format 1.2 block checksums (Spec §4), so readers verify only what they touch.
+            try BlockChecksums.write(blockCRCs, blockRows: checksumBlockRows, for: "rows", in: root)
 
             checksums["ids"] = try writeStrings(ids, "ids", type: .rowIDs, in: root)
             if let labels = annotations.labels {
@@ -131,17 +135,22 @@ struct SegmentWriter {
         try FileHeader.mark(dataset, type: type, checksum: checksum)
         if let kind { try dataset.setAttribute("metadata-kind", kind) }
         try dataset.close()
+        let blockRows = BlockChecksums.stringBlockElements
+        try BlockChecksums.write(BlockChecksums.strings(strings, blockRows: blockRows), blockRows: blockRows, for: name, in: root)
         return checksum
     }
 
-    /// Streams the rows block by block; returns the CRC-32C of the stored bytes.
+    /// Streams the rows block by block; returns the CRC-32C of the stored bytes and appends
+    /// one CRC per `checksumBlockRows` rows to `blockCRCs` (the whole CRC is combined from them,
+    /// so each byte is checksummed once).
     private static func writeRows(
-        _ input: RowInput, to dataset: borrowing Dataset, dtype: SketchDType, allowNonfinite: Bool,
-        hasNonfinite: inout Bool, writeback: (FileSystem.Writeback, Int)?, progress: ((Int, Int) -> Void)?
+        _ input: RowInput, to dataset: borrowing Dataset, dtype: SketchDType, allowNonfinite: Bool, hasNonfinite: inout Bool,
+        blockCRCs: inout [UInt32], checksumBlockRows: Int, writeback: (FileSystem.Writeback, Int)?, progress: ((Int, Int) -> Void)?
     ) throws -> UInt32 {
         let inputRowBytes = input.k * input.elementType.byteWidth
         let storedRowBytes = input.k * dtype.byteWidth
-        let blockRows = max(1, blockBytes / storedRowBytes)
+        // A whole number of checksum blocks per write, so no block straddles two writes.
+        let blockRows = max(1, blockBytes / storedRowBytes / checksumBlockRows) * checksumBlockRows
         // Input already in the stored type and suitably aligned is checksummed and written
         // straight from the caller's memory; anything else goes through one reused buffer.
         let direct = input.elementType == dtype.elementType
@@ -150,7 +159,7 @@ struct SegmentWriter {
             byteCount: direct ? 0 : blockRows * storedRowBytes, alignment: 64)
         defer { buffer.deallocate() }
 
-        var crc = CRC32C()
+        var crc: UInt32 = 0  // CRC-32C of the rows so far (0 is the CRC of no bytes)
         var start = 0
         while start < input.rowCount {
             let end = min(input.rowCount, start + blockRows)
@@ -175,7 +184,14 @@ struct SegmentWriter {
                         "row \(row) is not finite: expected finite values, found NaN or ±Inf\(overflow) at column \(column); pass allow-nonfinite when creating the set to store such rows")
                 }
             }
-            crc.update(stored)
+            var blockStart = 0
+            while blockStart < stored.count {
+                let blockEnd = min(stored.count, blockStart + checksumBlockRows * storedRowBytes)
+                let block = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: stored[blockStart..<blockEnd]))
+                blockCRCs.append(block)
+                crc = CRC32C.combine(crc, block, secondLength: blockEnd - blockStart)
+                blockStart = blockEnd
+            }
             try dataset.writeBytes(stored, as: dtype.storageType, rows: start..<end, rowLength: input.k)
             if let (handle, offset) = writeback {
                 handle.start(offset: offset + start * storedRowBytes, length: stored.count)
@@ -183,6 +199,6 @@ struct SegmentWriter {
             start = end
             progress?(start, input.rowCount)
         }
-        return crc.value
+        return crc
     }
 }

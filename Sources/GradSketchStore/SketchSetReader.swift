@@ -1,3 +1,4 @@
+import Foundation
 import GradSketchInterchange
 import GradSketchHDF5
 import Synchronization
@@ -20,11 +21,14 @@ final class RowStorage: @unchecked Sendable {
     private let mapping: MappedFile?
     private let owned: UnsafeMutableRawBufferPointer?
 
-    init(mapping: MappedFile) {
+    /// - Parameter access: how the bytes will be read first; `.sequential` for data checksummed
+    ///   and read whole (tensors), `.random` for data read where queries land (rows, codes).
+    init(mapping: MappedFile, access: MappedFile.Access = .sequential) {
         self.mapping = mapping
         self.owned = nil
         self.bytes = mapping.bytes
         self.notMappedBecause = nil
+        mapping.advise(access)
     }
 
     init(owned: UnsafeMutableRawBufferPointer, reason: String) {
@@ -34,21 +38,28 @@ final class RowStorage: @unchecked Sendable {
         self.notMappedBecause = reason
     }
 
+    /// Advice for a coming read of `range` (bytes; all when nil); nothing for owned memory.
+    func advise(_ access: MappedFile.Access, range: Range<Int>? = nil) {
+        mapping?.advise(access, range: range)
+    }
+
     deinit { owned?.deallocate() }
 }
 
-/// One segment of a sketch set as of one version: its rows (loaded on first use, verified
-/// once) and which of them that version has deleted.
+/// One segment of a sketch set as of one version: its rows (mapped on first use, each block
+/// verified on first touch), its strings (read by block on demand) and which rows that version
+/// has deleted.
 public final class SegmentRows: Sendable {
     public let entry: Manifest.SegmentEntry
     public let path: String
     public let k: Int
     public let dtype: SketchDType
-    /// Whether the set allows NaN and ±Inf rows; when not, rows are checked on first load.
+    /// Whether the set allows NaN and ±Inf rows; when not, rows are checked as verified.
     let allowNonfinite: Bool
     private let storePath: String
-    private let storage = Mutex<RowStorage?>(nil)
+    private let checked = Mutex<CheckedBytes?>(nil)
     private let deleted = Mutex<[Int]?>(nil)
+    private let strings = Mutex<[String: SegmentStrings]>([:])
 
     init(entry: Manifest.SegmentEntry, storePath: String, k: Int, dtype: SketchDType, allowNonfinite: Bool) {
         self.entry = entry
@@ -59,12 +70,31 @@ public final class SegmentRows: Sendable {
         self.dtype = dtype
     }
 
-    /// All rows of the file `[entry.rows, k]`, deleted ones included; see ``deletedRows()``.
+    /// The rows, mapped (or read) but verified only where ``CheckedBytes/ensure(rows:)`` says.
+    func checkedRows() throws -> CheckedBytes {
+        if let opened = checked.withLock({ $0 }) { return opened }
+        let opened = try SegmentFiles.openRows(path: path, entry: entry, k: k, dtype: dtype, allowNonfinite: allowNonfinite)
+        return checked.withLock { current in
+            if let current { return current }
+            current = opened
+            return opened
+        }
+    }
+
+    /// All rows of the file `[entry.rows, k]`, deleted ones included, every block verified;
+    /// see ``deletedRows()``.
     func rowStorage() throws -> RowStorage {
-        if let loaded = storage.withLock({ $0 }) { return loaded }
-        let loaded = try SegmentFiles.loadRows(path: path, entry: entry, k: k, dtype: dtype, allowNonfinite: allowNonfinite)
-        storage.withLock { $0 = loaded }
-        return loaded
+        let rows = try checkedRows()
+        try rows.ensureAll()
+        return rows.storage
+    }
+
+    /// The bytes of local row `row` (deleted or not), its block verified first; valid while
+    /// this object lives.
+    public func verifiedRow(_ row: Int) throws -> UnsafeRawPointer {
+        let rows = try checkedRows()
+        try rows.ensure(rows: row..<(row + 1))
+        return rows.bytes.baseAddress! + row * rows.rowBytes
     }
 
     /// Local indices of rows this version removed, ascending (read and verified once).
@@ -76,10 +106,121 @@ public final class SegmentRows: Sendable {
         return rows
     }
 
+    /// Rows this version removed, from the manifest alone.
+    public var deletedCount: Int { entry.deletions?.count ?? 0 }
+
+    /// The `dataset` strings (ids, labels or metadata) of local rows `rows`, in that order,
+    /// reading and verifying only the blocks that hold them; nil when the segment has no such
+    /// dataset.
+    func strings(_ dataset: String, at rows: [Int]) throws -> [String]? {
+        guard let expected = entry.checksums[dataset] else { return nil }
+        for row in rows where row < 0 || row >= entry.rows {
+            throw StoreError(.invalidInput, "row \(row) is out of range: the segment has \(entry.rows) rows", path: path)
+        }
+        let source: SegmentStrings
+        if let cached = strings.withLock({ $0[dataset] }) {
+            source = cached
+        } else {
+            let opened = try SegmentStrings(path: path, dataset: dataset, expected: expected, rows: entry.rows)
+            source = strings.withLock { cache in
+                if let current = cache[dataset] { return current }
+                cache[dataset] = opened
+                return opened
+            }
+        }
+        return try source.values(at: rows)
+    }
+
     /// Whether the rows are memory-mapped (after the first access), and why not otherwise.
     public func mappingStatus() throws -> (mapped: Bool, reason: String?) {
-        let storage = try rowStorage()
+        let storage = try checkedRows().storage
         return (storage.notMappedBecause == nil, storage.notMappedBecause)
+    }
+}
+
+/// One string dataset of a segment, read by block: each block read with one hyperslab read
+/// and verified against its block checksum before any of its strings is returned, then kept.
+/// Files without block checksums (1.0, 1.1) are read and verified whole on first use.
+/// The file stays open, so a lookup costs one hyperslab read, not a file open.
+final class SegmentStrings: @unchecked Sendable {
+    let path: String
+    let dataset: String
+    let rows: Int
+    private let blocks: (blockRows: Int, crcs: [UInt32])?
+    private let expected: String
+    private let loaded = Mutex<[Int: [String]]>([:])
+    /// The open file; reads through it are one at a time.
+    private let file: HDF5File
+    private let reading = NSLock()
+
+    init(path: String, dataset: String, expected: String, rows: Int) throws {
+        self.path = path
+        self.dataset = dataset
+        self.rows = rows
+        self.expected = expected
+        let file = try SegmentFiles.open(path, expected: .sketchSegment)
+        self.file = file
+        let location = path + ":/" + dataset
+        blocks = try withContext(.corrupt, "cannot read strings", path: location) { () throws -> (blockRows: Int, crcs: [UInt32])? in
+            let root = try file.root()
+            let handle = try root.openDataset(dataset)
+            try FileHeader.checkDataset(handle, expected: SegmentFiles.stringEncoding(dataset), path: path)
+            guard try handle.shape() == [rows] else {
+                throw StoreError(.corrupt, "\(dataset) has shape \(try handle.shape()), expected [\(rows)]", path: location)
+            }
+            let attribute = try handle.stringAttribute("checksum")
+            guard attribute == expected else {
+                throw StoreError(.corrupt, "\(dataset) checksum attribute is \(attribute ?? "(none)"), the manifest says \(expected)", path: location)
+            }
+            try handle.close()
+            let blocks = try BlockChecksums.read(for: dataset, elements: rows, in: root, path: path)
+            try root.close()
+            return blocks
+        }
+    }
+
+    func values(at wanted: [Int]) throws -> [String] {
+        guard let blocks else {
+            // Whole-dataset verification (Spec §4 for files without block checksums).
+            let all = try cachedBlock(0) { try SegmentFiles.readStrings(path: path, dataset: dataset, expected: expected, rows: rows) }
+            return wanted.map { all[$0] }
+        }
+        var result: [String] = []
+        result.reserveCapacity(wanted.count)
+        for row in wanted {
+            let block = row / blocks.blockRows
+            let values = try cachedBlock(block) { try readBlock(block, blocks) }
+            result.append(values[row - block * blocks.blockRows])
+        }
+        return result
+    }
+
+    private func cachedBlock(_ block: Int, _ read: () throws -> [String]) throws -> [String] {
+        if let cached = loaded.withLock({ $0[block] }) { return cached }
+        let values = try read()
+        loaded.withLock { $0[block] = values }
+        return values
+    }
+
+    private func readBlock(_ block: Int, _ blocks: (blockRows: Int, crcs: [UInt32])) throws -> [String] {
+        let range = (block * blocks.blockRows)..<min(rows, (block + 1) * blocks.blockRows)
+        let location = path + ":/" + dataset
+        reading.lock()
+        defer { reading.unlock() }
+        let values = try withContext(.corrupt, "cannot read strings", path: location) { () throws -> [String] in
+            let root = try file.root()
+            let handle = try root.openDataset(dataset)
+            try DataFileCheck.fits(handle, in: path, location: location)
+            let values = try handle.readStrings(rows: range)
+            try handle.close()
+            try root.close()
+            return values
+        }
+        let computed = BlockChecksums.strings(values, blockRows: max(1, values.count)).first ?? CRC32C().value
+        guard values.count == range.count, computed == blocks.crcs[block] else {
+            throw StoreError(.corrupt, "block checksum mismatch in dataset \(dataset), block \(block) (rows \(range.lowerBound)..<\(range.upperBound)): expected \(CRC32C.formatted(blocks.crcs[block])), computed \(CRC32C.formatted(computed))", path: location)
+        }
+        return values
     }
 }
 
@@ -229,8 +370,15 @@ public final class SketchSet: Sendable {
 
     /// Calls `body` with each segment's rows in set order, verified, zero-copy when mapped.
     public func forEachBlock(_ body: (RowBlock) throws -> Void) throws {
-        var firstLive = 0
-        for segment in segments {
+        try forEachBlock(segments: 0..<segments.count, body)
+    }
+
+    /// Calls `body` with the rows of segments `range` (indices into ``segments``) in set order,
+    /// verified, zero-copy when mapped; segments outside `range` are not read (their live
+    /// counts come from the manifest).
+    public func forEachBlock(segments range: Range<Int>, _ body: (RowBlock) throws -> Void) throws {
+        var firstLive = segments[..<range.lowerBound].reduce(0) { $0 + $1.entry.rows - $1.deletedCount }
+        for segment in segments[range] {
             let storage = try segment.rowStorage()
             let deleted = try segment.deletedRows()
             try body(RowBlock(bytes: storage.bytes, dtype: dtype, k: k, rowCount: segment.entry.rows,
@@ -321,6 +469,76 @@ public final class SketchSet: Sendable {
         return values
     }
 
+    /// The address of each live position (Spec §5: the set's rows are its segments' rows in
+    /// order minus deleted ones), reading only the deletion lists of the segments they land in.
+    public func addresses(ofLive positions: [Int]) throws -> [RowAddress] {
+        var starts: [Int] = []  // live position of each segment's first live row
+        starts.reserveCapacity(segments.count)
+        var live = 0
+        for segment in segments {
+            starts.append(live)
+            live += segment.entry.rows - segment.deletedCount
+        }
+        return try positions.map { position in
+            guard position >= 0 && position < live else {
+                throw StoreError(.invalidInput, "row position \(position) is out of range: set \(name) has \(live) rows in version \(version)")
+            }
+            // The last segment starting at or before `position` that has live rows.
+            var low = 0, high = starts.count - 1
+            while low < high {
+                let middle = (low + high + 1) / 2
+                if starts[middle] <= position { low = middle } else { high = middle - 1 }
+            }
+            while position - starts[low] >= segments[low].entry.rows - segments[low].deletedCount { low += 1 }
+            var local = position - starts[low]
+            for removed in try segments[low].deletedRows() {
+                if removed <= local { local += 1 } else { break }
+            }
+            return RowAddress(segment: low, row: local)
+        }
+    }
+
+    /// Ids of the rows at `addresses`, in that order, reading only the id blocks that hold them.
+    public func ids(at addresses: [RowAddress]) throws -> [String] {
+        try strings("ids", at: addresses, fallback: nil)
+    }
+
+    /// Labels of the rows at `addresses` ("" for rows of segments without labels).
+    public func labels(at addresses: [RowAddress]) throws -> [String] {
+        try strings("labels", at: addresses, fallback: "")
+    }
+
+    /// Metadata of the rows at `addresses` ("" for rows of segments without metadata).
+    public func metadata(at addresses: [RowAddress]) throws -> [String] {
+        try strings("metadata", at: addresses, fallback: "")
+    }
+
+    /// Ids of the rows at live positions `positions`, in that order.
+    public func ids(atLive positions: [Int]) throws -> [String] { try ids(at: try addresses(ofLive: positions)) }
+
+    private func strings(_ dataset: String, at addresses: [RowAddress], fallback: String?) throws -> [String] {
+        var result = [String](repeating: "", count: addresses.count)
+        // One request per segment, so each block is looked up once per call.
+        var bySegment: [Int: [Int]] = [:]
+        for (slot, address) in addresses.enumerated() {
+            guard address.segment >= 0 && address.segment < segments.count else {
+                throw StoreError(.invalidInput, "row address \(address) names segment \(address.segment), but set \(name) has \(segments.count) segments in version \(version)")
+            }
+            bySegment[address.segment, default: []].append(slot)
+        }
+        for (segment, slots) in bySegment {
+            let rows = slots.map { addresses[$0].row }
+            if let values = try segments[segment].strings(dataset, at: rows) {
+                for (slot, value) in zip(slots, values) { result[slot] = value }
+            } else if let fallback {
+                for slot in slots { result[slot] = fallback }
+            } else {
+                throw StoreError(.corrupt, "segment has no \(dataset) checksum in the manifest (expected one, found none)", path: segments[segment].path)
+            }
+        }
+        return result
+    }
+
     /// Copies live rows as float32, in set order (or the rows at `positions`, live
     /// numbering, in that order), into a new array `[count, k]`.
     public func floatRows(at positions: [Int]? = nil) throws -> [Float] {
@@ -337,8 +555,14 @@ public final class SketchSet: Sendable {
         let count = positions?.count ?? rowCount
         precondition(target.count == count * k * dtype.byteWidth, "target must hold exactly the selected rows")
         if let positions {
-            let locator = try RowLocator(self)
-            try locator.copy(positions, as: dtype, into: target)
+            // Only the blocks holding the chosen rows are verified (Spec §4.1).
+            let width = k * dtype.byteWidth, sourceWidth = k * self.dtype.byteWidth
+            for (slot, address) in try addresses(ofLive: positions).enumerated() {
+                let row = try segments[address.segment].verifiedRow(address.row)
+                let destination = UnsafeMutableRawBufferPointer(rebasing: target[(slot * width)..<((slot + 1) * width)])
+                _ = try ElementConversion.convert(UnsafeRawBufferPointer(start: row, count: sourceWidth),
+                                                  from: self.dtype.elementType, to: dtype.elementType, into: destination)
+            }
             return
         }
         var slot = 0
@@ -394,13 +618,16 @@ enum SegmentFiles {
         StoreError(.corrupt, "checksum mismatch in dataset \(dataset): expected \(expected), computed \(found)", path: path + ":/" + dataset)
     }
 
-    static func loadRows(path: String, entry: Manifest.SegmentEntry, k: Int, dtype: SketchDType, allowNonfinite: Bool,
-                         alwaysVerify: Bool = false) throws -> RowStorage {
+    /// Opens a segment's rows: checks the file against the manifest entry, maps the rows
+    /// (read into memory where §2.4 does not allow mapping) and reads the block checksums;
+    /// verifies no row data (``CheckedBytes`` does that where it is touched).
+    static func openRows(path: String, entry: Manifest.SegmentEntry, k: Int, dtype: SketchDType, allowNonfinite: Bool) throws -> CheckedBytes {
         let location = path + ":/rows"
         guard let expected = entry.checksums["rows"] else {
             throw StoreError(.corrupt, "manifest lists no checksum for the rows dataset", path: location)
         }
         let file = try open(path, expected: .sketchSegment)
+        defer { try? file.close() }
         let root = try withContext(.corrupt, "cannot read the segment", path: path) { try file.root() }
         let fileRows = try withContext(.corrupt, "cannot read segment attributes", path: path) { try root.integerAttribute("rows") }
         let fileK = try withContext(.corrupt, "cannot read segment attributes", path: path) { try root.integerAttribute("k") }
@@ -423,7 +650,7 @@ enum SegmentFiles {
         case .success(let extent):
             storage = RowStorage(mapping: try withContext(.io, "cannot map rows", path: location) {
                 try MappedFile(path: path, offset: extent.offset, length: extent.length)
-            })
+            }, access: .random)
         case .failure(let refusal):
             try DataFileCheck.fits(dataset, in: path, location: location)
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: entry.rows * k * dtype.byteWidth, alignment: 64)
@@ -436,20 +663,38 @@ enum SegmentFiles {
             storage = RowStorage(owned: buffer, reason: refusal.description)
         }
         try? dataset.close()
+        let blocks = try BlockChecksums.read(for: "rows", elements: entry.rows, in: root, path: path)
         try? root.close()
-        try? file.close()
-        let key = location + "@" + expected
-        if alwaysVerify || !VerifiedDatasets.contains(key) {
-            let computed = CRC32C.formatted(CRC32C.checksum(storage.bytes))
-            guard computed == expected else { throw mismatch(path, "rows", expected: expected, found: computed) }
-            // A set created without allow_nonfinite never holds NaN or ±Inf (Spec §5.3): a
-            // row that does was not written by a conforming writer, and is refused.
-            if !allowNonfinite, let bad = Kernels.firstNonFinite(storage.bytes, dtype: dtype) {
-                throw StoreError(.corrupt, "row \(bad / k) holds NaN or ±Inf at column \(bad % k), but the set does not allow non-finite values", path: location)
+        // A set created without allow_nonfinite never holds NaN or ±Inf (Spec §5.3): a row
+        // that does was not written by a conforming writer, and is refused when verified.
+        var nonfiniteCheck: (@Sendable (UnsafeRawBufferPointer, Int) throws -> Void)?
+        if !allowNonfinite {
+            nonfiniteCheck = { (bytes: UnsafeRawBufferPointer, firstRow: Int) throws -> Void in
+                if let bad = Kernels.firstNonFinite(bytes, dtype: dtype) {
+                    let row = firstRow + bad / k, column = bad % k
+                    throw StoreError(.corrupt, "row \(row) holds NaN or ±Inf at column \(column), but the set does not allow non-finite values", path: location)
+                }
             }
-            VerifiedDatasets.insert(key)
         }
-        return storage
+        return CheckedBytes(path: path, dataset: "rows", storage: storage, rowBytes: k * dtype.byteWidth, rows: entry.rows,
+                            blocks: blocks, wholeChecksum: expected, extraCheck: nonfiniteCheck)
+    }
+
+    /// A segment's rows verified whole, for `verify`: the dataset checksum, then (1.2 files)
+    /// every block checksum, then the non-finite rule, each computed afresh.
+    static func loadRows(path: String, entry: Manifest.SegmentEntry, k: Int, dtype: SketchDType, allowNonfinite: Bool,
+                         alwaysVerify: Bool = true) throws -> RowStorage {
+        let rows = try openRows(path: path, entry: entry, k: k, dtype: dtype, allowNonfinite: allowNonfinite)
+        rows.storage.advise(.sequential)
+        let expected = entry.checksums["rows"] ?? ""
+        let computed = CRC32C.formatted(CRC32C.checksum(rows.bytes))
+        guard computed == expected else { throw mismatch(path, "rows", expected: expected, found: computed) }
+        try rows.ensureAll()
+        // Again here: ensureAll skips a dataset this process verified before (whole mode).
+        if !allowNonfinite, let bad = Kernels.firstNonFinite(rows.bytes, dtype: dtype) {
+            throw StoreError(.corrupt, "row \(bad / k) holds NaN or ±Inf at column \(bad % k), but the set does not allow non-finite values", path: path + ":/rows")
+        }
+        return rows.storage
     }
 
     static func readStrings(path: String, dataset name: String, expected: String, rows: Int) throws -> [String] {
@@ -465,10 +710,18 @@ enum SegmentFiles {
             let values = try dataset.readStrings()
             let attribute = try dataset.stringAttribute("checksum")
             try dataset.close()
-            try root.close()
             guard attribute == expected else {
                 throw StoreError(.corrupt, "\(name) checksum attribute is \(attribute ?? "(none)"), the manifest says \(expected)", path: path + ":/" + name)
             }
+            // Read whole, so its block checksums (1.2) are all checked too: a block reader
+            // trusts them, so `verify` must find one that disagrees with the data.
+            if values.count == rows, let blocks = try BlockChecksums.read(for: name, elements: rows, in: root, path: path) {
+                let computed = BlockChecksums.strings(values, blockRows: blocks.blockRows)
+                if let bad = zip(computed, blocks.crcs).enumerated().first(where: { $0.element.0 != $0.element.1 }) {
+                    throw StoreError(.corrupt, "block checksum mismatch in dataset \(name), block \(bad.offset): expected \(CRC32C.formatted(bad.element.1)), computed \(CRC32C.formatted(bad.element.0))", path: path + ":/" + name)
+                }
+            }
+            try root.close()
             return values
         }
         try? file.close()

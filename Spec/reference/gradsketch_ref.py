@@ -63,6 +63,59 @@ def checksum_strings(strings):
     return fmt(crc32c(b"".join(s.encode("utf-8") + b"\0" for s in strings)))
 
 
+# §4 block checksums (format 1.2): a CRC per block of elements, in `<dataset>-block-checksums`.
+BLOCK_BYTES = 16384         # a block of fixed-width rows is about this many bytes
+STRING_BLOCK_ELEMENTS = 256  # elements per block of a string dataset
+
+
+def rows_per_block(row_bytes):
+    return max(1, BLOCK_BYTES // max(1, row_bytes))
+
+
+def block_checksums_numeric(array, block_rows):
+    data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"))
+    n = data.shape[0] if data.ndim else 1
+    return np.array([crc32c(data[b:b + block_rows].tobytes()) for b in range(0, n, block_rows)], dtype="<u4")
+
+
+def block_checksums_strings(strings, block_rows):
+    strings = list(strings)
+    return np.array([crc32c(b"".join(s.encode("utf-8") + b"\0" for s in strings[b:b + block_rows]))
+                     for b in range(0, len(strings), block_rows)], dtype="<u4")
+
+
+def _write_block_checksums(f, name, crcs, block_rows):
+    """Writes `<name>-block-checksums` (only in files of format 1.2 or later)."""
+    if (FORMAT_MAJOR, FORMAT_MINOR) < (1, 2):
+        return
+    d = f.create_dataset(f"{name}-block-checksums", data=np.asarray(crcs, dtype="<u4"), dtype="<u4")
+    _set_attr(d, "block-rows", int(block_rows))
+    _mark(d, "block-checksums", checksum_numeric(np.asarray(crcs, dtype="<u4")))
+
+
+def _check_block_checksums(f, name, values, path, strings=False):
+    """If the file has block checksums for dataset `name`, checks them (and their own checksum)
+    against `values`, the dataset's content; files without them (1.0, 1.1) pass."""
+    key = f"{name}-block-checksums"
+    if key not in f:
+        return
+    d = f[key]
+    if _get_str(d, "encoding-type") != "block-checksums":
+        raise ValueError(f"{path}:/{key} has encoding-type {_get_str(d, 'encoding-type')!r}")
+    block_rows = int(d.attrs["block-rows"])
+    if block_rows < 1:
+        raise ValueError(f"{path}:/{key}: block-rows must be positive")
+    crcs = np.asarray(d[()], dtype="<u4")
+    if checksum_numeric(crcs) != _get_str(d, "checksum"):
+        raise ValueError(f"{path}:/{key} checksum mismatch")
+    expected = block_checksums_strings(values, block_rows) if strings else block_checksums_numeric(values, block_rows)
+    if crcs.shape != expected.shape:
+        raise ValueError(f"{path}:/{key} has {crcs.shape[0]} blocks, expected {expected.shape[0]}")
+    bad = np.nonzero(crcs != expected)[0]
+    if bad.size:
+        raise ValueError(f"{path}:/{name} block {int(bad[0])} checksum mismatch")
+
+
 def file_checksum(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -333,6 +386,8 @@ def append(store, set_name, rows, ids=None, labels=None, metadata=None, metadata
         dset = _mappable(f, "rows", stored)
         checksums["rows"] = checksum_numeric(stored)
         _mark(dset, "dense-rows", checksums["rows"])
+        block_rows = rows_per_block(k * dtype.itemsize)
+        _write_block_checksums(f, "rows", block_checksums_numeric(stored, block_rows), block_rows)
         for name, values, kind in (("ids", ids, "row-ids"), ("labels", labels, "row-labels"),
                                    ("metadata", metadata, "row-metadata")):
             if values is None:
@@ -342,6 +397,7 @@ def append(store, set_name, rows, ids=None, labels=None, metadata=None, metadata
             dset = _write_strings(f, name, values)
             checksums[name] = checksum_strings(values)
             _mark(dset, kind, checksums[name])
+            _write_block_checksums(f, name, block_checksums_strings(values, STRING_BLOCK_ELEMENTS), STRING_BLOCK_ELEMENTS)
             if name == "metadata":
                 _set_attr(dset, "metadata-kind", metadata_kind or "text")
         for name, values in sorted((columns or {}).items()):
@@ -459,6 +515,7 @@ def read_set(store, name, version=None):
             data = f["rows"][()]
             if checksum_numeric(data) != seg["checksums"]["rows"]:
                 raise ValueError(f"{path}:/rows checksum mismatch")
+            _check_block_checksums(f, "rows", data, path)
             keep = np.ones(seg["rows"], dtype=bool)
             keep[_deleted(store, seg)] = False
             rows.append(data[keep])
@@ -468,6 +525,7 @@ def read_set(store, name, version=None):
                     values = list(f[name_].asstr()[()])
                     if checksum_strings(values) != seg["checksums"][name_]:
                         raise ValueError(f"{path}:/{name_} checksum mismatch")
+                    _check_block_checksums(f, name_, values, path, strings=True)
                     strings[name_] = values
                 else:
                     strings[name_] = [""] * seg["rows"]
@@ -676,6 +734,8 @@ def read_index(store, set_name, name, version=None):
         codes = _checked_dataset(f, "codes", "ivf-codes", sums["codes"], "i1", (n, k), path)
         scales = _checked_dataset(f, "code-scales", "ivf-code-scales", sums["code-scales"], "<f4", (n,), path)
         positions = _checked_dataset(f, "positions", "ivf-row-positions", sums["positions"], "<i8", (n,), path)
+        for name_, values in (("codes", codes), ("code-scales", scales), ("positions", positions)):
+            _check_block_checksums(f, name_, values, path)
     if offsets[0] != 0 or offsets[-1] != n or (np.diff(offsets) < 0).any():
         raise ValueError(f"{path}: list offsets must rise from 0 to {n}")
     covered_entries = s["segments"][:len(covered)]
@@ -773,6 +833,10 @@ def build_index(store, set_name, name, lists, metric="ip"):
             d = _mappable(f, dataset, values)
             checksums[dataset] = checksum_numeric(values)
             _mark(d, kind, checksums[dataset])
+            if dataset in ("codes", "code-scales", "positions"):
+                # One block size over index rows for the three per-row arrays (§10.2).
+                block_rows = rows_per_block(s["k"])
+                _write_block_checksums(f, dataset, block_checksums_numeric(values, block_rows), block_rows)
     relative = f"indexes/{index_id}.h5"
     size, whole = _publish(store, tmp, relative)
     covered = [seg["file"] for seg in s["segments"]]
