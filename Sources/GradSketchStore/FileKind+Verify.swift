@@ -156,10 +156,11 @@ extension Store {
             let index = try IndexFiles.load(path: absolute(entry.file), name: name, entry: entry, k: k, alwaysVerify: true)
             var problems: [FileKind.KindProblem] = []
             if !index.isMapped { problems.append(.init(object: "codes", message: "index codes are not mappable as Spec §2.4 requires")) }
-            if let bad = index.positions.first(where: { $0 < 0 || $0 >= Int64(physicalRows) }) {
+            let positions = try index.positions()
+            if let bad = positions.first(where: { $0 < 0 || $0 >= Int64(physicalRows) }) {
                 problems.append(.init(object: "positions", message: "row position \(bad) is outside the \(physicalRows) rows of the covered segments"))
             }
-            if Set(index.positions).count != index.positions.count {
+            if Set(positions).count != positions.count {
                 problems.append(.init(object: "positions", message: "a row position appears twice"))
             }
             return problems
