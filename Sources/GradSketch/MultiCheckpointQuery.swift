@@ -44,11 +44,12 @@ extension Snapshot {
         let opened = try openedSet(first.set)
         let entry = opened.set.entry
         let live = try opened.liveRows()
-        let labels = annotations && entry.hasLabels ? try opened.cachedLabels() : nil
-        let metadata = annotations && entry.hasMetadata ? try opened.cachedMetadata() : nil
-        return found.map { hit in
-            QueryHit(address: live.address(ofLive: hit.position), id: hit.id, score: hit.score,
-                     label: labels?[hit.position], metadata: metadata?[hit.position])
+        let addresses = found.map { live.address(ofLive: $0.position) }
+        let labels = annotations && entry.hasLabels ? try opened.set.labels(at: addresses) : nil
+        let metadata = annotations && entry.hasMetadata ? try opened.set.metadata(at: addresses) : nil
+        return found.indices.map { rank in
+            QueryHit(address: addresses[rank], id: found[rank].id, score: found[rank].score,
+                     label: labels?[rank], metadata: metadata?[rank])
         }
     }
 }

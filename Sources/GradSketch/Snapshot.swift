@@ -121,20 +121,20 @@ public final class Snapshot: Sendable {
 
     enum StringDataset { case ids, labels, metadata }
 
-    /// Strings of the rows at `addresses`.
+    /// Strings of the rows at `addresses`, which must be live in this version.
     ///
-    /// Today this reads the whole dataset of the set once (cached by the set) and picks the
-    /// rows; it is the one place to switch to a positional read of just the rows asked for.
+    /// Reads only the blocks holding those rows (block checksums verified on first touch);
+    /// the segment's string dataset stays open with the set, so later lookups and vacuum of
+    /// newer versions do not reopen it.
     func strings(_ dataset: StringDataset, set name: String, at addresses: [RowAddress]) throws -> [String] {
         let opened = try openedSet(name)
-        let positions = try addresses.map { try opened.liveRows().livePosition(of: $0, set: name) }
-        let all: [String]
+        let live = try opened.liveRows()
+        for address in addresses { _ = try live.livePosition(of: address, set: name) }
         switch dataset {
-        case .ids: all = try opened.set.ids()
-        case .labels: all = try opened.cachedLabels()
-        case .metadata: all = try opened.cachedMetadata()
+        case .ids: return try opened.set.ids(at: addresses)
+        case .labels: return try opened.set.labels(at: addresses)
+        case .metadata: return try opened.set.metadata(at: addresses)
         }
-        return positions.map { all[$0] }
     }
 
     static func byteSorted<S: Sequence>(_ names: S) -> [String] where S.Element == String {
@@ -150,13 +150,11 @@ public final class Snapshot: Sendable {
 }
 
 /// A sketch set opened by a snapshot, with what queries derive from it once: its live-row
-/// map, index searchers, labels and metadata.
+/// map, and index searchers.
 final class OpenedSet: Sendable {
     let set: SketchSet
     private let live = Mutex<LiveRowMap?>(nil)
     private let searchers = Mutex<[UTF8Key: IVFSearcher]>([:])
-    private let labels = Mutex<[String]?>(nil)
-    private let metadata = Mutex<[String]?>(nil)
 
     init(set: SketchSet) { self.set = set }
 
@@ -177,20 +175,6 @@ final class OpenedSet: Sendable {
             all[key] = searcher
             return searcher
         }
-    }
-
-    func cachedLabels() throws -> [String] {
-        if let values = labels.withLock({ $0 }) { return values }
-        let values = try set.labels()
-        labels.withLock { $0 = values }
-        return values
-    }
-
-    func cachedMetadata() throws -> [String] {
-        if let values = metadata.withLock({ $0 }) { return values }
-        let values = try set.metadata()
-        metadata.withLock { $0 = values }
-        return values
     }
 }
 
