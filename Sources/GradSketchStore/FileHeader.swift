@@ -10,6 +10,9 @@ enum EncodingType: String {
     case ivfIndex = "ivf-index", ivfCentroids = "ivf-centroids", ivfListOffsets = "ivf-list-offsets"
     case ivfCodes = "ivf-codes", ivfCodeScales = "ivf-code-scales", ivfRowPositions = "ivf-row-positions"
     case result, resultPositions = "result-positions", resultScores = "result-scores"
+    // Format 1.2: id hash tables (§5.1) and segment lists (§7.1).
+    case rowIDHashes = "row-id-hashes", rowIDHashRows = "row-id-hash-rows"
+    case segmentList = "segment-list", segmentListJSON = "segment-list-json", segmentListPositions = "segment-list-positions"
 }
 
 /// Writing and checking the attributes every store file and dataset carries (Spec §2.1).

@@ -233,7 +233,7 @@ extension Store {
     /// files a live writer's pin protects (Spec §7.4). Symbolic links are never followed.
     public func vacuum(keepLast: Int? = nil, grace: Double = 3600, dryRun: Bool = false) throws -> VacuumReport {
         var report = VacuumReport()
-        let dataDirectories = ["segments", "tensors", "deletions", "indexes", "results", "tmp"]
+        let dataDirectories = ["segments", "tensors", "deletions", "indexes", "results", SegmentLists.directory, "tmp"]
         // Checked before anything is removed: a data directory that is a link would make
         // vacuum delete files outside the store.
         for directory in ["versions"] + dataDirectories + [WriterPin.directory] {
