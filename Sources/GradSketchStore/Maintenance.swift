@@ -93,11 +93,23 @@ extension Store {
                 }
             }
         }
+        // Segment lists (format 1.2) with the segments each covers.
+        var listFiles: [String: (Manifest.SegmentListEntry, [Manifest.SegmentEntry], Int)] = [:]
+        for manifest in manifests {
+            for set in manifest.sketchSets.values {
+                var start = 0
+                for list in set.segmentLists ?? [] {
+                    let end = min(set.segments.count, start + list.count)
+                    listFiles[list.file] = (list, Array(set.segments[start..<end]), manifest.version)
+                    start = end
+                }
+            }
+        }
         var resultFiles: [String: (String, Manifest.ResultEntry, Int)] = [:]
         for manifest in manifests {
             for (name, entry) in manifest.results ?? [:] { resultFiles[entry.file] = (name, entry, manifest.version) }
         }
-        let total = segments.count + deletionFiles.count + tensorFiles.count + indexFiles.count + resultFiles.count
+        let total = segments.count + listFiles.count + deletionFiles.count + tensorFiles.count + indexFiles.count + resultFiles.count
         func note(_ version: Int?, _ file: String, _ object: String?, _ message: String) {
             report.problems.append(.init(version: version, file: file, object: object, message: message))
         }
@@ -143,7 +155,8 @@ extension Store {
             } catch {
                 note(version, file, "rows", describe(error))
             }
-            for (name, checksum) in segment.checksums.sorted(by: { $0.key < $1.key }) where name != "rows" {
+            let hashNames: Set<String> = [SegmentFiles.idHashes, SegmentFiles.idHashRows]
+            for (name, checksum) in segment.checksums.sorted(by: { $0.key < $1.key }) where name != "rows" && !hashNames.contains(name) {
                 do {
                     if name.hasPrefix("columns/") {
                         _ = try SegmentFiles.readColumn(path: full, dataset: name, expected: checksum, rows: segment.rows)
@@ -151,11 +164,39 @@ extension Store {
                         let strings = try SegmentFiles.readStrings(path: full, dataset: name, expected: checksum, rows: segment.rows)
                         if name == "ids" {
                             do { try Rules.checkIDs(strings) } catch { note(version, file, name, describe(error)) }
+                            do {
+                                if let table = try SegmentFiles.readIDHashes(path: full, entry: segment), table != IDHashTable(ids: strings) {
+                                    note(version, file, SegmentFiles.idHashes, "id hash table does not match the segment's ids (Spec §5.1)")
+                                }
+                            } catch { note(version, file, SegmentFiles.idHashes, describe(error)) }
                         }
                     }
                 } catch {
                     note(version, file, name, describe(error))
                 }
+            }
+        }
+        for (file, (list, covered, version)) in listFiles.sorted(by: { $0.key < $1.key }) {
+            defer { done += 1; progress?(done, total) }
+            report.filesChecked += 1
+            guard checkWhole(file, size: list.size, checksum: list.fileChecksum, version: version) else { continue }
+            do {
+                let entries = try SegmentLists.readEntries(storePath: path, list: list, cached: false)
+                if entries != covered { note(version, file, SegmentLists.entriesDataset, "segment list entries differ from the set's segments") }
+                let table = try SegmentLists.readHashes(storePath: path, list: list)
+                var parts: [(table: IDHashTable, offset: Int)] = []
+                var offset = 0
+                for segment in covered {
+                    guard let checksum = segment.checksums["ids"] else { continue }
+                    let ids = try SegmentFiles.readStrings(path: absolute(segment.file), dataset: "ids", expected: checksum, rows: segment.rows)
+                    parts.append((IDHashTable(ids: ids), offset))
+                    offset += segment.rows
+                }
+                if table != IDHashTable.merged(parts) {
+                    note(version, file, SegmentLists.hashesDataset, "id hash table does not match the ids of the list's segments (Spec §7.1)")
+                }
+            } catch {
+                note(version, file, nil, describe(error))
             }
         }
         for (file, (entry, segment, version)) in deletionFiles.sorted(by: { $0.key < $1.key }) {

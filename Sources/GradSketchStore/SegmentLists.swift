@@ -67,9 +67,9 @@ enum SegmentLists {
         try SegmentFiles.open(path, expected: .segmentList)
     }
 
-    static func readEntries(storePath: String, list: Manifest.SegmentListEntry) throws -> [Manifest.SegmentEntry] {
+    static func readEntries(storePath: String, list: Manifest.SegmentListEntry, cached useCache: Bool = true) throws -> [Manifest.SegmentEntry] {
         let path = storePath + "/" + list.file
-        if let cached = entryCache.withLock({ $0[path] }) { return cached }
+        if useCache, let cached = entryCache.withLock({ $0[path] }) { return cached }
         let location = path + ":/" + entriesDataset
         guard let expected = list.checksums[entriesDataset] else {
             throw StoreError(.corrupt, "manifest lists no checksum for the segment list's entries", path: location)

@@ -246,8 +246,9 @@ public final class Store: Sendable {
             manifest.creatorVersion = StoreFormat.creatorVersion
             manifest.change = Manifest.Change(
                 operation: operation, set: set,
-                rowsAdded: Store.rowsDelta(before, manifest, set: set).added,
-                rowsDeleted: Store.rowsDelta(before, manifest, set: set).deleted,
+                // A compaction rewrites live rows without adding or removing any (Spec §5.5).
+                rowsAdded: operation == "compact" ? 0 : Store.rowsDelta(before, manifest, set: set).added,
+                rowsDeleted: operation == "compact" ? 0 : Store.rowsDelta(before, manifest, set: set).deleted,
                 writer: writerName, detail: detail)
             // Segment lists (Spec §7.1) this attempt writes: removed unless it commits.
             var listFiles: [String] = []
