@@ -944,6 +944,8 @@ def save_result(store, name, method, set_name, positions, scores, parameters):
 
 def verify(store):
     problems = []
+    checked = set()  # (file, size, checksum) whole-file checks done: files never change
+    hashes_checked = set()
     for version in versions(store):
         try:
             m = manifest(store, version)
@@ -964,6 +966,9 @@ def verify(store):
         entries += list(m["tensor_sets"].values())
         entries += list((m.get("results") or {}).values())
         for e in entries:
+            if (e["file"], e.get("size"), e.get("file_checksum")) in checked:
+                continue
+            checked.add((e["file"], e.get("size"), e.get("file_checksum")))
             path = os.path.join(store, e["file"])
             if not os.path.exists(path):
                 problems.append(f"v{version} {e['file']}: missing")
@@ -989,7 +994,7 @@ def verify(store):
                 problems.append(f"v{version} set {name}: {error}")
         for name, s in m["sketch_sets"].items():
             try:
-                problems += [f"v{version} set {name}: {p}" for p in _check_id_hashes(store, s)]
+                problems += [f"v{version} set {name}: {p}" for p in _check_id_hashes(store, s, hashes_checked)]
             except Exception as error:  # noqa: BLE001
                 problems.append(f"v{version} set {name}: id hashes: {error}")
         for name in m["tensor_sets"]:
@@ -1011,13 +1016,14 @@ def verify(store):
     return problems
 
 
-def _check_id_hashes(store, s):
+def _check_id_hashes(store, s, done):
     """§5.1 and §7.1: each segment's and each segment list's id hash table is exactly the
-    table of its ids."""
+    table of its ids (each file once: `done` holds the files checked)."""
     problems = []
     for seg in s["segments"]:
-        if "id-hashes" not in seg["checksums"]:
-            continue  # written before format 1.2
+        if "id-hashes" not in seg["checksums"] or seg["file"] in done:
+            continue  # written before format 1.2, or checked already
+        done.add(seg["file"])
         path = os.path.join(store, seg["file"])
         with h5py.File(path, "r") as f:
             found = (_read_int64(f, "id-hashes", "row-id-hashes", seg["checksums"]["id-hashes"], seg["rows"], path),
@@ -1029,6 +1035,9 @@ def _check_id_hashes(store, s):
     for lst in s.get("segment_lists") or []:
         covered = s["segments"][start:start + lst["count"]]
         start += lst["count"]
+        if lst["file"] in done:
+            continue
+        done.add(lst["file"])
         ids = []
         for seg in covered:
             ids += _segment_ids(store, seg)
