@@ -5,7 +5,8 @@
 # mean of the first 100 (the median ratio is printed too: it shrugs off load spikes from other
 # processes on a shared machine). A ratio, never a timed assertion.
 # With BEFORE_BIN=DIR (a directory holding older `gradsketch` and `gradsketch-bench` release
-# binaries) the same runs are made with those first, in the same invocation.
+# binaries) the same runs are made with those too, in the same invocation (after the new ones).
+# RESULTS=FILE keeps the raw JSON lines (every append's seconds) in FILE.
 # Usage: [BEFORE_BIN=DIR] Benchmarks/append-growth.sh [APPENDS] [K]   (default 1000, 1024)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +27,12 @@ run() {
   "$bin/gradsketch-bench" append-growth "$work/library" "$appends" 64 "$k" | sed "s/^{/{\"build\": \"$label\", /"
   rm -rf "$work/library"
 }
+results="${RESULTS:-$work/results.jsonl}"
 {
-  if [ -n "${BEFORE_BIN:-}" ]; then run before "$BEFORE_BIN"; fi
   run after .build/release
-} > "$work/results.jsonl"
-python3 - "$work/results.jsonl" <<'PY'
+  if [ -n "${BEFORE_BIN:-}" ]; then run before "$BEFORE_BIN"; fi
+} > "$results"
+python3 - "$results" <<'PY'
 import json, statistics, sys
 print(f"{'build':8} {'how':8} {'first mean ms':>14} {'last mean ms':>13} {'ratio':>6} {'median ratio':>13}")
 for line in open(sys.argv[1]):
