@@ -23,6 +23,9 @@ enum SegmentLists {
 
     /// Parsed entries of list files, by absolute path: the files never change.
     private static let entryCache = Mutex<[String: [Manifest.SegmentEntry]]>([:])
+    /// The JSON text of list files' entries, by absolute path, for the unknown keys of their
+    /// segment entries (Spec §7.5), which a writer carries into the lists it writes next.
+    static let entryTextCache = Mutex<[String: String]>([:])
 
     /// How `segments` is cut into lists: greedily, a new list after ``maxEntries`` segments or
     /// once the current one reaches ``maxRows`` rows. The cut of a prefix does not depend on
@@ -98,6 +101,7 @@ enum SegmentLists {
             throw StoreError(.corrupt, "segment list entries are not a JSON array of segment entries: \(error)", path: location)
         }
         entryCache.withLock { $0[path] = entries }
+        entryTextCache.withLock { $0[path] = text }
         return entries
     }
 
@@ -160,6 +164,7 @@ extension Store {
                     start += list.count
                 }
             }
+            let sources = segmentSources(set: name, base: base)
             var lists: [Manifest.SegmentListEntry] = []
             for range in SegmentLists.partition(set.segments) {
                 let entries = set.segments[range]
@@ -184,7 +189,7 @@ extension Store {
                     offset += segment.rows
                 }
                 let table = parts.count == 1 && parts[0].offset == 0 ? parts[0].table : IDHashTable.merged(parts)
-                let list = try writeSegmentList(entries, set: name, table: table)
+                let list = try writeSegmentList(entries, set: name, table: table, sources: sources)
                 written.append(list.file)
                 rememberIDHashes(table, of: list.file)
                 lists.append(list)
@@ -197,8 +202,56 @@ extension Store {
         }
     }
 
-    private func writeSegmentList(_ entries: ArraySlice<Manifest.SegmentEntry>, set: String, table: IDHashTable) throws -> Manifest.SegmentListEntry {
-        let text = try SegmentLists.encodeEntries(entries)
+    /// Where the JSON objects of set `name`'s segment entries in `base` are: the manifest's
+    /// own text (inline segments) or, per segment file, the list file holding it.
+    struct SegmentSources {
+        var inline: String?
+        var listOfFile: [String: String] = [:]
+
+        /// The JSON objects of `entries` in `base`, by file; parses only the texts they are in.
+        func objects(for entries: ArraySlice<Manifest.SegmentEntry>, storePath: String, set name: String) -> [String: JSONValue] {
+            var texts: [String] = []
+            if let inline, let parsed = try? JSONValue.parse(inline), let segments = parsed["sketch_sets"]?[name]?["segments"] {
+                texts = [segments.jsonText]
+            } else {
+                let files = Set(entries.compactMap { listOfFile[$0.file] })
+                texts = files.sorted().compactMap { file in SegmentLists.entryTextCache.withLock { $0[storePath + "/" + file] } }
+            }
+            var objects: [String: JSONValue] = [:]
+            for text in texts {
+                guard case .array(let elements)? = try? JSONValue.parse(text) else { continue }
+                for element in elements {
+                    if case .string(let file)? = element["file"] { objects[file] = element }
+                }
+            }
+            return objects
+        }
+    }
+
+    private func segmentSources(set name: String, base: Manifest) -> SegmentSources {
+        guard let old = base.sketchSets[name] else { return SegmentSources() }
+        guard let lists = old.segmentLists else { return SegmentSources(inline: base.source.text) }
+        var sources = SegmentSources()
+        var start = 0
+        for list in lists where start + list.count <= old.segments.count {
+            for segment in old.segments[start..<(start + list.count)] { sources.listOfFile[segment.file] = list.file }
+            start += list.count
+        }
+        return sources
+    }
+
+    private func writeSegmentList(_ entries: ArraySlice<Manifest.SegmentEntry>, set: String, table: IDHashTable,
+                                  sources: SegmentSources) throws -> Manifest.SegmentListEntry {
+        var text = try SegmentLists.encodeEntries(entries)
+        let sources = sources.objects(for: entries, storePath: path, set: set)
+        // Unknown keys of the entries survive the move into (or between) lists (Spec §7.5).
+        if entries.contains(where: { sources[$0.file] != nil }), case .array(let typed) = try JSONValue.parse(text) {
+            let merged = typed.map { element -> JSONValue in
+                guard case .string(let file)? = element["file"], let source = sources[file] else { return element }
+                return ManifestUnknownKeys.restoreSegment(element, from: source)
+            }
+            text = JSONValue.array(merged).jsonText
+        }
         let id = randomIdentifier()
         let temporary = try temporaryPath()
         defer { try? FileSystem.remove(temporary) }
@@ -221,6 +274,7 @@ extension Store {
         }
         let relative = SegmentLists.directory + "/" + id + ".h5"
         let whole = try publish(temporary, as: relative)
+        SegmentLists.entryTextCache.withLock { $0[path + "/" + relative] = text }
         return Manifest.SegmentListEntry(file: relative, count: entries.count, rows: table.count, checksums: checksums,
                                          size: whole.size, fileChecksum: whole.checksum)
     }
