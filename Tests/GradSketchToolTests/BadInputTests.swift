@@ -71,12 +71,12 @@ import Testing
             f.attrs["format-version"] = "2.0"
         """
         try expectSuccess(ChildProcess.python(script, [fixture.store]))
-        try expectFailure(["info", fixture.store], saying: "format-version 2.0 is newer than this reader supports (1.1)")
+        try expectFailure(["info", fixture.store], saying: "format-version 2.0 is newer than this reader supports (1.2)")
     }
 
     @Test func everyCommandHasHelp() throws {
         for command in [[], ["init"], ["tensors"], ["tensors", "put"], ["tensors", "delta"], ["tensors", "list"], ["append"],
-                        ["project"], ["train"], ["sketch"], ["index"], ["index", "build"], ["index", "info"], ["index", "drop"], ["query"], ["select"], ["value"], ["results"], ["results", "list"], ["results", "show"], ["export"], ["delete"], ["info"], ["log"], ["verify"], ["pack"], ["vacuum"]] {
+                        ["project"], ["train"], ["sketch"], ["index"], ["index", "build"], ["index", "info"], ["index", "drop"], ["query"], ["select"], ["value"], ["results"], ["results", "list"], ["results", "show"], ["export"], ["delete"], ["info"], ["log"], ["verify"], ["pack"], ["vacuum"], ["compact"]] {
             let result = try ChildProcess.tool(arguments: command + ["--help"])
             #expect(result.status == 0)
             #expect(result.standardOutput.contains("USAGE:"), "no usage for \(command)")
