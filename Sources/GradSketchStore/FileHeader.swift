@@ -12,6 +12,9 @@ enum EncodingType: String {
     case result, resultPositions = "result-positions", resultScores = "result-scores"
     case resultSegments = "result-segments", resultAddresses = "result-addresses"
     case blockChecksums = "block-checksums"
+    // Format 1.2: id hash tables (§5.1) and segment lists (§7.1).
+    case rowIDHashes = "row-id-hashes", rowIDHashRows = "row-id-hash-rows"
+    case segmentList = "segment-list", segmentListJSON = "segment-list-json", segmentListPositions = "segment-list-positions"
 }
 
 /// Writing and checking the attributes every store file and dataset carries (Spec §2.1).

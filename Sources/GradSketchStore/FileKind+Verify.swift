@@ -113,12 +113,47 @@ extension Store {
         }
         if let checksum = segment.checksums["ids"] {
             do {
-                try Rules.checkIDs(try SegmentFiles.readStrings(path: full, dataset: "ids", expected: checksum, rows: segment.rows))
+                let ids = try SegmentFiles.readStrings(path: full, dataset: "ids", expected: checksum, rows: segment.rows)
+                do { try Rules.checkIDs(ids) } catch { problems.append(.init(object: "ids", message: FileKinds.describe(error))) }
+                do {
+                    if let table = try SegmentFiles.readIDHashes(path: full, entry: segment), table != IDHashTable(ids: ids) {
+                        problems.append(.init(object: SegmentFiles.idHashes, message: "id hash table does not match the segment's ids (Spec §5.1)"))
+                    }
+                } catch {
+                    problems.append(.init(object: SegmentFiles.idHashes, message: FileKinds.describe(error)))
+                }
             } catch {
                 problems.append(.init(object: "ids", message: FileKinds.describe(error)))
             }
         }
         return problems
+    }
+
+    /// A segment list's own rules (Spec §7.1): its entries are the set's segments it covers,
+    /// and its hash table is the merged table of those segments' ids.
+    func checkSegmentList(_ list: Manifest.SegmentListEntry, covering covered: [Manifest.SegmentEntry]) -> [FileKind.KindProblem] {
+        do {
+            var problems: [FileKind.KindProblem] = []
+            let entries = try SegmentLists.readEntries(storePath: path, list: list, cached: false)
+            if entries != covered {
+                problems.append(.init(object: SegmentLists.entriesDataset, message: "segment list entries differ from the set's segments"))
+            }
+            let table = try SegmentLists.readHashes(storePath: path, list: list)
+            var parts: [(table: IDHashTable, offset: Int)] = []
+            var offset = 0
+            for segment in covered {
+                guard let checksum = segment.checksums["ids"] else { continue }
+                let ids = try SegmentFiles.readStrings(path: absolute(segment.file), dataset: "ids", expected: checksum, rows: segment.rows)
+                parts.append((IDHashTable(ids: ids), offset))
+                offset += segment.rows
+            }
+            if table != IDHashTable.merged(parts) {
+                problems.append(.init(object: SegmentLists.hashesDataset, message: "id hash table does not match the ids of the list's segments (Spec §7.1)"))
+            }
+            return problems
+        } catch {
+            return [.init(object: nil, message: FileKinds.describe(error))]
+        }
     }
 
     /// A tensor set's own rules: each tensor's layout and checksum, and the content hash

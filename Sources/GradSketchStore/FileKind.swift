@@ -111,7 +111,7 @@ enum FileKinds {
         Set(all.flatMap { $0.entries(manifest).map(\.file) })
     }
 
-    static let builtIn: [FileKind] = [segment, deletions, tensors, index, result]
+    static let builtIn: [FileKind] = [segment, deletions, tensors, index, result, segmentList]
 
     static let segment = FileKind(
         name: "segment", directory: "segments", encoding: EncodingType.sketchSegment.rawValue,
@@ -122,6 +122,9 @@ enum FileKinds {
             .init("labels", .rowLabels, required: false),
             .init("metadata", .rowMetadata, required: false),
             .init("columns/", .rowColumn, required: false),
+            // Format 1.2: the sorted id hash table (Spec §5.1); checked against the ids by the kind.
+            .init(SegmentFiles.idHashes, .rowIDHashes, required: false),
+            .init(SegmentFiles.idHashRows, .rowIDHashRows, required: false),
         ],
         entries: { manifest in
             manifest.sketchSets.values.flatMap { set in
@@ -209,4 +212,28 @@ enum FileKinds {
     static func describe(_ error: any Error) -> String {
         (error as? StoreError)?.message ?? "\(error)"
     }
+
+    /// Format 1.2 segment lists (Spec §7.1): a run of a set's segment entries as JSON, with the
+    /// id hash table of all their rows.
+    static let segmentList = FileKind(
+        name: "segment list", directory: SegmentLists.directory, encoding: EncodingType.segmentList.rawValue,
+        datasets: [
+            .init(SegmentLists.entriesDataset, .segmentListJSON, oneElementPerRow: false, contentCheckedByKind: true),
+            .init(SegmentLists.hashesDataset, .rowIDHashes, contentCheckedByKind: true),
+            .init(SegmentLists.positionsDataset, .segmentListPositions, contentCheckedByKind: true),
+        ],
+        entries: { manifest in
+            manifest.sketchSets.values.flatMap { set in
+                var start = 0
+                return (set.segmentLists ?? []).map { list in
+                    let end = min(set.segments.count, start + list.count)
+                    let covered = Array(set.segments[start..<end])
+                    start = end
+                    return FileKind.Entry(file: list.file, size: list.size, fileChecksum: list.fileChecksum,
+                                          datasetChecksums: list.checksums.map { ($0.key, $0.value) }, rows: list.rows) { store in
+                        store.checkSegmentList(list, covering: covered)
+                    }
+                }
+            }
+        })
 }

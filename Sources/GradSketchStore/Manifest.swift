@@ -199,15 +199,38 @@ public struct Manifest: Codable, Sendable, Equatable {
         }
     }
 
+    /// One file of a set's segment list (format 1.2, Spec §7.1): `count` consecutive segment
+    /// entries of the set, and the id hash table of their rows.
+    public struct SegmentListEntry: Codable, Sendable, Equatable {
+        public var file: String
+        /// Segment entries the file holds.
+        public var count: Int
+        /// Rows of those segments, deleted ones included (the length of the hash table).
+        public var rows: Int
+        /// `entries`, `id-hashes`, `id-hash-positions`.
+        public var checksums: [String: String]
+        public var size: Int?
+        public var fileChecksum: String?
+        enum CodingKeys: String, CodingKey, CaseIterable { case file, count, rows, checksums, size, fileChecksum = "file_checksum" }
+    }
+
     public struct SketchSetEntry: Codable, Sendable, Equatable {
         public var k: Int
         public var dtype: String
         public var allowNonfinite: Bool
         public var attributes: [String: JSONValue]
+        /// Every segment of the set in order, however the manifest stores them: inline
+        /// (formats 1.0, 1.1) or in segment-list files (1.2), which the reader expands.
         public var segments: [SegmentEntry]
+        /// The segment-list files `segments` was read from or written to (format 1.2); nil
+        /// for a set whose segments are listed inline. Set by the store when it reads and
+        /// commits manifests; a change to `segments` makes the commit write new lists.
+        public var segmentLists: [SegmentListEntry]?
         /// Search indexes over this set, by name (format 1.1, Spec §10); absent when empty.
         public var indexes: [String: IndexEntry] = [:]
-        enum CodingKeys: String, CodingKey, CaseIterable { case k, dtype, attributes, segments, indexes, allowNonfinite = "allow_nonfinite" }
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case k, dtype, attributes, segments, indexes, allowNonfinite = "allow_nonfinite", segmentLists = "segment_lists"
+        }
 
         public init(k: Int, dtype: String, allowNonfinite: Bool, attributes: [String: JSONValue], segments: [SegmentEntry]) {
             self.k = k
@@ -223,7 +246,13 @@ public struct Manifest: Codable, Sendable, Equatable {
             try c.encode(dtype, forKey: .dtype)
             try c.encode(allowNonfinite, forKey: .allowNonfinite)
             try c.encode(attributes, forKey: .attributes)
-            try c.encode(segments, forKey: .segments)
+            // A set in segment lists does not repeat its segments inline: that is what keeps
+            // a commit's manifest small however many segments the set has.
+            if let segmentLists {
+                try c.encode(segmentLists, forKey: .segmentLists)
+            } else {
+                try c.encode(segments, forKey: .segments)
+            }
             // Written only when there is an index, so stores without one stay 1.0-identical.
             if !indexes.isEmpty { try c.encode(indexes, forKey: .indexes) }
         }
@@ -234,7 +263,9 @@ public struct Manifest: Codable, Sendable, Equatable {
             dtype = try c.decode(String.self, forKey: .dtype)
             allowNonfinite = try c.decodeIfPresent(Bool.self, forKey: .allowNonfinite) ?? false
             attributes = try c.decodeIfPresent([String: JSONValue].self, forKey: .attributes) ?? [:]
-            segments = try c.decode([SegmentEntry].self, forKey: .segments)
+            segmentLists = try c.decodeIfPresent([SegmentListEntry].self, forKey: .segmentLists)
+            // With segment lists the segments are filled in from the list files (Store.readManifest).
+            segments = segmentLists == nil ? try c.decode([SegmentEntry].self, forKey: .segments) : []
             indexes = try c.decodeIfPresent([String: IndexEntry].self, forKey: .indexes) ?? [:]
         }
 
@@ -276,6 +307,8 @@ public enum StoreFormat {
     public static var versionString: String { "\(major).\(minor)" }
     public static let creator = "gradsketch"
     public static let creatorVersion = "0.1.0"
-    /// Extensions this implementation understands (none yet).
-    public static let knownExtensions: Set<String> = []
+    /// Extensions this implementation understands: `segment-lists` (Spec §7.1), which a
+    /// 1.2 writer declares with `must_understand` so that 1.0/1.1 readers, which expect every
+    /// set's segments inline, refuse the version instead of reading a set as empty.
+    public static let knownExtensions: Set<String> = [SegmentLists.extensionName]
 }

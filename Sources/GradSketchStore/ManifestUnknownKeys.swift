@@ -54,6 +54,11 @@ enum ManifestUnknownKeys {
         }
     }
 
+    /// A segment entry (as encoded) with the unknown keys of its earlier `source` entry: for
+    /// segment entries moved into segment-list files (Spec §7.1), which the manifest-level
+    /// merge does not see.
+    static func restoreSegment(_ typed: JSONValue, from source: JSONValue) -> JSONValue { segment(typed, source) }
+
     private static func segment(_ typed: JSONValue, _ source: JSONValue) -> JSONValue {
         merge(typed, source, known: keys(Manifest.SegmentEntry.CodingKeys.self)) { key, typedValue, sourceValue in
             guard key == "deletions", typedValue["file"] != nil, typedValue["file"] == sourceValue["file"] else { return typedValue }

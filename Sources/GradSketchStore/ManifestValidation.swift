@@ -53,6 +53,13 @@ enum ManifestValidation {
             let width = SketchDType(rawValue: set.dtype)?.byteWidth ?? 4
             guard let rowBytes = product([set.k, width]) else { throw fail("\(what) has k = \(set.k), too large for 64-bit sizes") }
             var totalRows = 0
+            for list in set.segmentLists ?? [] {
+                try checkName(list.file, directory: SegmentLists.directory, what: "\(what) segment list")
+                try checkCount(list.count, "\(what) segment list \(list.file) count")
+                try checkCount(list.rows, "\(what) segment list \(list.file) rows")
+                // Each row has an 8-byte hash and an 8-byte position.
+                try checkSize(list.size, holds: product([list.rows, 16]), what: "\(what) segment list \(list.file)")
+            }
             for segment in set.segments {
                 try checkName(segment.file, directory: "segments", what: "\(what) segment")
                 try checkCount(segment.rows, "\(what) segment \(segment.file) rows")

@@ -135,10 +135,8 @@ extension Rules {
         if hasNonfinite && !entry.allowNonfinite {
             throw StoreError(.invalidInput, "set \(set) does not allow non-finite rows, and this append has some", path: store.path)
         }
-        let live = try store.liveIDs(of: entry)
-        if let duplicate = segments.written.lazy.flatMap(\.ids).first(where: { live.contains(UTF8Key($0)) }) {
-            throw StoreError(.invalidInput, "id \"\(duplicate)\" is already in set \(set): ids must be unique within a set", path: store.path)
-        }
+        // Through the set's id hash tables (Spec §5.2): never reads the ids of the whole set.
+        try store.checkNewIDs(segments.written.flatMap(\.ids), against: entry, setName: set)
         entry.segments += entries
         manifest.sketchSets[set] = entry
     }

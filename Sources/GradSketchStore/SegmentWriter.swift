@@ -15,6 +15,8 @@ struct SegmentWriter {
     struct Written {
         let entry: Manifest.SegmentEntry
         let ids: [String]
+        /// The segment's id hash table (Spec §5.1), kept for the commit's segment list.
+        let idHashes: IDHashTable
         /// Whether any stored value is NaN or ±Inf (only possible when the caller allowed it).
         let hasNonfinite: Bool
     }
@@ -66,6 +68,7 @@ struct SegmentWriter {
         var rowsExtent: MappableExtent?
         var rowsCRC: UInt32 = 0
         let ids = annotations.ids ?? (0..<input.rowCount).map { "\(segmentID):\($0)" }
+        let idHashes = IDHashTable(ids: ids)
 
         try withContext(.io, "cannot write segment", path: temporary) {
             // Spec §2.4: rows under 4096 bytes are not covered by the large-object alignment.
@@ -99,6 +102,8 @@ struct SegmentWriter {
             try BlockChecksums.write(blockCRCs, blockRows: checksumBlockRows, for: "rows", in: root)
 
             checksums["ids"] = try writeStrings(ids, "ids", type: .rowIDs, in: root)
+            checksums.merge(try idHashes.write(into: root, hashesName: SegmentFiles.idHashes, positionsName: SegmentFiles.idHashRows,
+                                               positionsType: .rowIDHashRows)) { $1 }
             if let labels = annotations.labels {
                 checksums["labels"] = try writeStrings(labels, "labels", type: .rowLabels, in: root)
             }
@@ -125,7 +130,8 @@ struct SegmentWriter {
             file: relative, rows: input.rowCount, checksums: checksums,
             metadataKind: annotations.metadata == nil ? nil : annotations.metadataKind.rawValue, deletions: nil,
             size: whole.size, fileChecksum: whole.checksum)
-        return Written(entry: entry, ids: ids, hasNonfinite: hasNonfinite)
+        store.rememberIDHashes(idHashes, of: relative)
+        return Written(entry: entry, ids: ids, idHashes: idHashes, hasNonfinite: hasNonfinite)
     }
 
     private static func writeStrings(_ strings: [String], _ name: String, type: EncodingType,

@@ -21,6 +21,8 @@ public final class Store: Sendable {
     private let commitWarnings = Mutex<[StoreError]>([])
     /// Ids of segment files read so far (segments are immutable).
     let idCache = Mutex<[String: [String]]>([:])
+    /// Id hash tables of segment and segment-list files read or written so far, by file.
+    let idHashCache = Mutex<[String: IDHashTable]>([:])
 
     static let identityFile = "gradsketch.h5"
     /// `versions/`, one directory per registered file kind, and `tmp/`.
@@ -168,7 +170,14 @@ public final class Store: Sendable {
             }
             return (strings[0], checksum)
         }
-        return try parseManifest(text, checksum: stored, expectedVersion: expectedVersion, file: file)
+        var manifest = try parseManifest(text, checksum: stored, expectedVersion: expectedVersion, file: file)
+        if manifest.sketchSets.values.contains(where: { $0.segmentLists != nil }) {
+            // `file` is STORE/versions/<name>: segment-list files are named relative to STORE.
+            let storePath = String(file[..<(file.range(of: "/versions/", options: .backwards)?.lowerBound ?? file.startIndex)])
+            try SegmentLists.expand(&manifest, storePath: storePath, file: file)
+            try ManifestValidation.check(manifest, file: file)
+        }
+        return manifest
     }
 
     /// The checksum a manifest's text carries (Spec §4: its UTF-8 bytes, then one 0x00).
@@ -251,8 +260,15 @@ public final class Store: Sendable {
                 }
                 : Store.rowsDelta(before, manifest, set: set)
             manifest.change = Manifest.Change(
-                operation: operation, set: set, rowsAdded: rows.added, rowsDeleted: rows.deleted,
+                // A compaction rewrites live rows without adding or removing any (Spec §5.5).
+                operation: operation, set: set,
+                rowsAdded: operation == "compact" ? 0 : rows.added, rowsDeleted: operation == "compact" ? 0 : rows.deleted,
                 writer: writerName, detail: detail)
+            // Segment lists (Spec §7.1) this attempt writes: removed unless it commits.
+            var listFiles: [String] = []
+            var linked = false
+            defer { if !linked { for file in listFiles { try? FileSystem.remove(absolute(file)) } } }
+            try writeSegmentLists(&manifest, base: before, written: &listFiles)
             let temporary = try temporaryPath()
             // Set before the write, so a manifest that fails half-written leaves nothing in tmp/.
             defer { try? FileSystem.remove(temporary) }
@@ -261,6 +277,7 @@ public final class Store: Sendable {
             try FileSystem.makeStoreDirectory(path + "/versions")
             let final = path + "/versions/" + Store.manifestName(next)
             if try FileSystem.linkIfAbsent(temporary, final) {
+                linked = true
                 // The version is live from here on: whatever fails now is reported as a
                 // warning, never thrown, so no caller's error path removes a file the new
                 // version references (Spec §7.2 step 4).

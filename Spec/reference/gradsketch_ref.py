@@ -3,7 +3,8 @@ Spec/format.md alone with numpy and h5py, as an independent check on the Swift e
 
 It favours clarity over speed. Library use: create_store, append, delete, put_tensors,
 delta, read_set, read_tensors, manifest, verify; format 1.1: read_index, build_index,
-read_result, save_result; format 1.2: result addresses (read_result, resolve_result).
+read_result, save_result; format 1.2: result addresses (read_result, resolve_result),
+segments (a set's segment entries, from the manifest or its segment lists), id_hash.
 Names and ids are Python str, compared by code points, which for
 UTF-8 text is the byte comparison §2.3 asks for (no Unicode normalisation). Command line:
 
@@ -26,6 +27,7 @@ import h5py
 import numpy as np
 
 FORMAT_MAJOR, FORMAT_MINOR = 1, 2
+KNOWN_EXTENSIONS = {"segment-lists"}
 NAME_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 # ---- §4 checksums --------------------------------------------------------------------
@@ -274,9 +276,133 @@ def manifest(store, version=None):
         raise ValueError(f"{path}: manifest says version {m['version']}")
     _check_version(m["format_version"], "format_version", path)
     for ext in m.get("extensions", []):
-        if ext.get("must_understand"):
+        if ext.get("must_understand") and ext["name"] not in KNOWN_EXTENSIONS:
             raise ValueError(f"{path}: unknown extension {ext['name']} must be understood")
+    listed = [s for s in m.get("sketch_sets", {}).values() if "segment_lists" in s]
+    if listed and not any(e["name"] == "segment-lists" for e in m.get("extensions", [])):
+        raise ValueError(f"{path}: sets use segment_lists but the extension segment-lists is not declared")
+    for s in listed:
+        s["segments"] = _read_segment_lists(store, s["segment_lists"])
     return m
+
+
+# ---- §5.1, §7.1 format 1.2: id hashes and segment lists ------------------------------
+
+def id_hash(ident):
+    """64-bit FNV-1a of the id's UTF-8 bytes, as the int64 with the same bits (§5.2)."""
+    h = 0xCBF29CE484222325
+    for byte in ident.encode("utf-8"):
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h - (1 << 64) if h >= (1 << 63) else h
+
+
+def _hash_table(ids, offset=0):
+    """(hashes, positions): the ids' hashes ascending as int64, ties by position."""
+    pairs = sorted((id_hash(i), offset + n) for n, i in enumerate(ids))
+    return (np.array([p[0] for p in pairs], dtype="<i8"), np.array([p[1] for p in pairs], dtype="<i8"))
+
+
+def _read_int64(f, name, encoding_type, expected, count, where):
+    d = f[name]
+    if _get_str(d, "encoding-type") != encoding_type:
+        raise ValueError(f"{where}:/{name}: encoding-type {_get_str(d, 'encoding-type')}, expected {encoding_type}")
+    values = d[()]
+    if values.dtype != np.dtype("<i8") or values.shape != (count,):
+        raise ValueError(f"{where}:/{name}: expected int64 [{count}], found {values.dtype} {values.shape}")
+    if checksum_numeric(values) != expected or _get_str(d, "checksum") != expected:
+        raise ValueError(f"{where}:/{name}: checksum mismatch")
+    return values
+
+
+def _read_segment_lists(store, lists):
+    segments = []
+    for lst in lists:
+        path = os.path.join(store, lst["file"])
+        if not re.fullmatch(r"segment-lists/[0-9a-f]{32}\.h5", lst["file"]):
+            raise ValueError(f"segment list file name {lst['file']!r} is not segment-lists/<id>.h5")
+        with h5py.File(path, "r") as f:
+            _check_root(f, "segment-list", path)
+            d = f["entries"]
+            if _get_str(d, "encoding-type") != "segment-list-json":
+                raise ValueError(f"{path}:/entries: wrong encoding-type")
+            raw = d[()]
+            text = raw.split(b"\0", 1)[0].decode("utf-8") if isinstance(raw, (bytes, np.bytes_)) else str(raw)
+        if checksum_strings([text]) != lst["checksums"]["entries"]:
+            raise ValueError(f"{path}:/entries checksum mismatch")
+        entries = json.loads(text)
+        if len(entries) != lst["count"] or sum(e["rows"] for e in entries) != lst["rows"]:
+            raise ValueError(f"{path}: holds {len(entries)} segments, the manifest says {lst['count']}")
+        segments += entries
+    return segments
+
+
+def segments(store, set_entry):
+    """A set's segment entries in order (inline, or from its segment lists already expanded)."""
+    return set_entry["segments"]
+
+
+def _write_id_hashes(f, names, ids, offset=0, position_type="row-id-hash-rows"):
+    hashes, positions = _hash_table(ids, offset)
+    checksums = {}
+    for name, values, kind in ((names[0], hashes, "row-id-hashes"), (names[1], positions, position_type)):
+        dset = f.create_dataset(name, data=values)
+        checksums[name] = checksum_numeric(values)
+        _mark(dset, kind, checksums[name])
+    return checksums
+
+
+def _write_segment_list(store, set_name, entries):
+    """One segment-list file (§7.1) holding `entries` and their rows' id hash table."""
+    ids = []
+    for seg in entries:
+        ids += _segment_ids(store, seg)
+    text = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    tmp = _tmp(store)
+    with _new_file(tmp) as f:
+        _root_attrs(f, "segment-list")
+        _set_attr(f, "set", set_name)
+        _set_attr(f, "count", len(entries))
+        _set_attr(f, "rows", len(ids))
+        dset = _write_strings(f, "entries", [text], scalar=True)
+        checksums = {"entries": checksum_strings([text])}
+        _mark(dset, "segment-list-json", checksums["entries"])
+        checksums.update(_write_id_hashes(f, ("id-hashes", "id-hash-positions"), ids, position_type="segment-list-positions"))
+    relative = f"segment-lists/{secrets.token_hex(16)}.h5"
+    os.makedirs(os.path.join(store, "segment-lists"), exist_ok=True)
+    size, whole = _publish(store, tmp, relative)
+    return {"file": relative, "count": len(entries), "rows": len(ids), "size": size, "file_checksum": whole,
+            "checksums": checksums}
+
+
+LIST_ENTRIES = 50  # any cut is valid (§7.1); deliberately not the engine's 64
+
+
+def _store_in_lists(store, m, parent):
+    """Writes each set's segments as segment lists, reusing the parent's list files whose
+    entries are unchanged; returns the files written."""
+    written = []
+    old_lists = {}
+    if parent is not None:
+        for name, s in parent["sketch_sets"].items():
+            start = 0
+            for lst in s.get("segment_lists") or []:
+                old_lists[(name, json.dumps(s["segments"][start:start + lst["count"]], sort_keys=True))] = lst
+                start += lst["count"]
+    for name, s in m["sketch_sets"].items():
+        lists = []
+        entries = s.pop("segments")
+        for start in range(0, len(entries), LIST_ENTRIES):
+            chunk = entries[start:start + LIST_ENTRIES]
+            lst = old_lists.get((name, json.dumps(chunk, sort_keys=True)))
+            if lst is None:
+                lst = _write_segment_list(store, name, chunk)
+                written.append(lst["file"])
+            lists.append(lst)
+        s["segment_lists"] = lists
+    m["extensions"] = [e for e in m.get("extensions", []) if e["name"] != "segment-lists"]
+    if m["sketch_sets"]:
+        m["extensions"].append({"name": "segment-lists", "must_understand": True})
+    return written
 
 
 def _commit(store, operation, set_name, change, detail=None):
@@ -284,9 +410,10 @@ def _commit(store, operation, set_name, change, detail=None):
     while True:
         base = versions(store)
         parent = base[-1] if base else None
-        m = manifest(store, parent) if base else {"tensor_sets": {}, "sketch_sets": {}}
-        m = json.loads(json.dumps(m))
+        parent_manifest = manifest(store, parent) if base else None
+        m = json.loads(json.dumps(parent_manifest)) if base else {"tensor_sets": {}, "sketch_sets": {}}
         added, deleted = change(m)
+        written = _store_in_lists(store, m, parent_manifest)
         version = 0 if parent is None else parent + 1
         m.update({"format": "gradsketch", "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}", "version": version,
                   "parent": parent, "created": _now(), "creator": "gradsketch_ref.py", "creator_version": "1.0",
@@ -305,6 +432,8 @@ def _commit(store, operation, set_name, change, detail=None):
             os.link(tmp, os.path.join(store, "versions", f"v{version:012d}.h5"))
         except FileExistsError:
             os.unlink(tmp)
+            for name in written:
+                os.unlink(os.path.join(store, name))
             continue
         os.unlink(tmp)
         _fsync(os.path.join(store, "versions"))
@@ -313,7 +442,7 @@ def _commit(store, operation, set_name, change, detail=None):
 
 def create_store(store):
     os.makedirs(store)
-    for d in ("versions", "segments", "tensors", "deletions", "indexes", "results", "tmp"):
+    for d in ("versions", "segments", "tensors", "deletions", "indexes", "results", "segment-lists", "tmp"):
         os.makedirs(os.path.join(store, d))
     tmp = _tmp(store)
     with _new_file(tmp) as f:
@@ -400,6 +529,7 @@ def append(store, set_name, rows, ids=None, labels=None, metadata=None, metadata
             _write_block_checksums(f, name, block_checksums_strings(values, STRING_BLOCK_ELEMENTS), STRING_BLOCK_ELEMENTS)
             if name == "metadata":
                 _set_attr(dset, "metadata-kind", metadata_kind or "text")
+        checksums.update(_write_id_hashes(f, ("id-hashes", "id-hash-rows"), ids))
         for name, values in sorted((columns or {}).items()):
             values = np.asarray(values, dtype="<f8")
             dset = f.create_dataset(f"columns/{name}", data=values)
@@ -1009,6 +1139,8 @@ def save_result(store, name, method, set_name, positions, scores, parameters, wi
 
 def verify(store):
     problems = []
+    checked = set()  # (file, size, checksum) whole-file checks done: files never change
+    hashes_checked = set()
     for version in versions(store):
         try:
             m = manifest(store, version)
@@ -1025,9 +1157,13 @@ def verify(store):
                 if seg.get("deletions"):
                     entries.append(seg["deletions"])
             entries += list((s.get("indexes") or {}).values())
+            entries += list(s.get("segment_lists") or [])
         entries += list(m["tensor_sets"].values())
         entries += list((m.get("results") or {}).values())
         for e in entries:
+            if (e["file"], e.get("size"), e.get("file_checksum")) in checked:
+                continue
+            checked.add((e["file"], e.get("size"), e.get("file_checksum")))
             path = os.path.join(store, e["file"])
             if not os.path.exists(path):
                 problems.append(f"v{version} {e['file']}: missing")
@@ -1051,6 +1187,11 @@ def verify(store):
                             problems.append(f"v{version} {seg['file']}: rows not mappable")
             except Exception as error:  # noqa: BLE001
                 problems.append(f"v{version} set {name}: {error}")
+        for name, s in m["sketch_sets"].items():
+            try:
+                problems += [f"v{version} set {name}: {p}" for p in _check_id_hashes(store, s, hashes_checked)]
+            except Exception as error:  # noqa: BLE001
+                problems.append(f"v{version} set {name}: id hashes: {error}")
         for name in m["tensor_sets"]:
             try:
                 read_tensors(store, name, version)
@@ -1067,6 +1208,44 @@ def verify(store):
                 read_result(store, name, version)
             except Exception as error:  # noqa: BLE001
                 problems.append(f"v{version} result {name}: {error}")
+    return problems
+
+
+def _check_id_hashes(store, s, done):
+    """§5.1 and §7.1: each segment's and each segment list's id hash table is exactly the
+    table of its ids (each file once: `done` holds the files checked)."""
+    problems = []
+    for seg in s["segments"]:
+        if "id-hashes" not in seg["checksums"] or seg["file"] in done:
+            continue  # written before format 1.2, or checked already
+        done.add(seg["file"])
+        path = os.path.join(store, seg["file"])
+        with h5py.File(path, "r") as f:
+            found = (_read_int64(f, "id-hashes", "row-id-hashes", seg["checksums"]["id-hashes"], seg["rows"], path),
+                     _read_int64(f, "id-hash-rows", "row-id-hash-rows", seg["checksums"]["id-hash-rows"], seg["rows"], path))
+        expected = _hash_table(_segment_ids(store, seg))
+        if not (np.array_equal(found[0], expected[0]) and np.array_equal(found[1], expected[1])):
+            problems.append(f"{seg['file']}: id hash table does not match the ids")
+    start = 0
+    for lst in s.get("segment_lists") or []:
+        covered = s["segments"][start:start + lst["count"]]
+        start += lst["count"]
+        if lst["file"] in done:
+            continue
+        done.add(lst["file"])
+        ids = []
+        for seg in covered:
+            ids += _segment_ids(store, seg)
+        path = os.path.join(store, lst["file"])
+        with h5py.File(path, "r") as f:
+            if f.attrs["count"] != lst["count"] or f.attrs["rows"] != lst["rows"] or _get_str(f, "set") is None:
+                problems.append(f"{lst['file']}: root attributes disagree with the manifest entry")
+            found = (_read_int64(f, "id-hashes", "row-id-hashes", lst["checksums"]["id-hashes"], lst["rows"], path),
+                     _read_int64(f, "id-hash-positions", "segment-list-positions", lst["checksums"]["id-hash-positions"],
+                                 lst["rows"], path))
+        expected = _hash_table(ids)
+        if not (np.array_equal(found[0], expected[0]) and np.array_equal(found[1], expected[1])):
+            problems.append(f"{lst['file']}: id hash table does not match the ids of its segments")
     return problems
 
 

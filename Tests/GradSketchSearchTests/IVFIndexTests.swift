@@ -183,8 +183,14 @@ import Testing
             manifest = json.loads(f["manifest"][()])
         s = manifest["sketch_sets"]["g"]
         entry = s["indexes"]["ip"]
+        segments = s.get("segments")
+        if segments is None:  # format 1.2: the entries are in segment-list files (Spec §7.1, §8)
+            segments = []
+            for lst in s["segment_lists"]:
+                with h5py.File(store + "/" + lst["file"], "r") as f:
+                    segments += json.loads(f["entries"][()])
         rows, starts = [], []
-        for seg in s["segments"]:
+        for seg in segments:
             with h5py.File(store + "/" + seg["file"], "r") as f:
                 starts.append(sum(len(r) for r in rows)); rows.append(f["rows"][()].astype(np.float64))
         physical = np.concatenate(rows)

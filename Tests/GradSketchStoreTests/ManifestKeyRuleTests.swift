@@ -73,7 +73,8 @@ import Testing
         try #require(written.status == 0, "\(written.standardError)")
         let store = try Store(opening: scratch.path + "/store")
         let readable = try store.manifest(at: 2)
-        #expect(readable.extensions.map(\.name) == ["org.example.note"])
+        // The reference (a 1.2 writer) stores the set in segment lists, which it declares (Spec §7.1).
+        #expect(readable.extensions.map(\.name) == ["org.example.note", "segment-lists"])
         #expect(try store.sketchSet("s", at: 2).ids() == ["a", "b"])
         do {
             _ = try store.manifest(at: 3)

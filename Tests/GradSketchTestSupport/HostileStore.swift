@@ -22,6 +22,12 @@ public enum HostileStore {
         with h5py.File(path, "r") as f:
             raw = f["manifest"][()]
         m = json.loads(raw.split(b"\\0", 1)[0].decode("utf-8"))
+        # Format 1.2 stores keep segment entries in segment-list files (Spec §7.1): list them
+        # inline again, as a 1.1 manifest does, so the statements edit them in the manifest.
+        for set_entry in m["sketch_sets"].values():
+            if "segment_lists" in set_entry:
+                set_entry["segments"] = ref._read_segment_lists(store, set_entry.pop("segment_lists"))
+        m["extensions"] = [e for e in m.get("extensions", []) if e.get("name") != "segment-lists"]
         seg = m["sketch_sets"]["s"]["segments"] if "s" in m["sketch_sets"] else []
         def segment_file(i):
             return os.path.join(store, seg[i]["file"])

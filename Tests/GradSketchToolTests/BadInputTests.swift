@@ -76,7 +76,7 @@ import Testing
 
     @Test func everyCommandHasHelp() throws {
         for command in [[], ["init"], ["tensors"], ["tensors", "put"], ["tensors", "delta"], ["tensors", "list"], ["append"],
-                        ["project"], ["train"], ["sketch"], ["index"], ["index", "build"], ["index", "info"], ["index", "drop"], ["query"], ["select"], ["value"], ["results"], ["results", "list"], ["results", "show"], ["export"], ["delete"], ["info"], ["log"], ["verify"], ["pack"], ["vacuum"]] {
+                        ["project"], ["train"], ["sketch"], ["index"], ["index", "build"], ["index", "info"], ["index", "drop"], ["query"], ["select"], ["value"], ["results"], ["results", "list"], ["results", "show"], ["export"], ["delete"], ["info"], ["log"], ["verify"], ["pack"], ["vacuum"], ["compact"]] {
             let result = try ChildProcess.tool(arguments: command + ["--help"])
             #expect(result.status == 0)
             #expect(result.standardOutput.contains("USAGE:"), "no usage for \(command)")

@@ -207,9 +207,12 @@ import Testing
         // young-file grace keeps it unless grace is 0.
         let young = try toolJSONDecoder().decode(VacuumReport.self, from: Data(try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--keep-last", "1", "--json")).standardOutput.utf8))
         #expect(young.removedFiles == ["segments/" + String(repeating: "ab", count: 16) + ".h5"])
-        #expect(young.keptYoungFiles.count == 1)
+        // Also young: the segment lists (Spec §7.1) of versions 1–3, which version 4 replaced.
+        #expect(young.keptYoungFiles.filter { $0.hasPrefix("deletions/") }.count == 1)
+        #expect(young.keptYoungFiles.filter { $0.hasPrefix("segment-lists/") }.count == 3 && young.keptYoungFiles.count == 4)
         let done = try toolJSONDecoder().decode(VacuumReport.self, from: Data(try expectSuccess(ChildProcess.tool("vacuum", fixture.store, "--grace", "0", "--json")).standardOutput.utf8))
-        #expect(done.removedFiles.count == 1 && done.removedFiles.allSatisfy { $0.hasPrefix("deletions/") })
+        #expect(done.removedFiles.filter { $0.hasPrefix("deletions/") }.count == 1)
+        #expect(done.removedFiles.filter { $0.hasPrefix("segment-lists/") }.count == 3 && done.removedFiles.count == 4)
         let store = try Store(opening: fixture.store)
         #expect(try store.versions() == [4])
         #expect(try store.sketchSet("s").rowCount == 97)
