@@ -73,7 +73,7 @@ import Testing
         #expect(try store.manifest().referencedFiles.contains(note.file))
         let clean = try store.verify()
         #expect(clean.isClean, "\(clean.problems)")
-        #expect(clean.filesChecked == 2)  // the segment and the note
+        #expect(clean.filesChecked == 3)  // the segment, the segment list naming it (1.2) and the note
 
         // An unreferenced note past the grace is vacuumed; the referenced one stays.
         let stray = try Self.writeNote(store)

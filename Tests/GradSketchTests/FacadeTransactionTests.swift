@@ -27,7 +27,7 @@ import Testing
     /// Files under the store's data directories (relative), for "nothing left behind" checks.
     static func dataFiles(_ store: GradSketch.Store) throws -> Set<String> {
         var files = Set<String>()
-        for directory in ["segments", "deletions", "tensors", "indexes", "results", "tmp"] {
+        for directory in ["segments", "deletions", "tensors", "indexes", "results", "segment-lists", "tmp"] {
             let full = store.path + "/" + directory
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: full) else { continue }
             for name in names { files.insert(directory + "/" + name) }
