@@ -85,7 +85,7 @@ public final class AppendSession {
     /// The change this session's batches make, for a caller that commits it with other
     /// changes (``Store/commit(changes:detail:)``) and then calls ``markCommitted()`` or
     /// ``abandon()``.
-    public func staged() throws -> StoreChange {
+    package func staged() throws -> StoreChange {
         precondition(!committed, "the session is already committed")
         guard let k, !written.isEmpty else {
             throw StoreError(.invalidInput, "nothing to commit: no rows were appended to \(set)", path: store.path)

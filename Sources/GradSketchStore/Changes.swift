@@ -36,7 +36,7 @@ public struct StagedTensorSet: Sendable {
 /// One change to a store, as every writer (CLI, library, facade, C ABI) states it. A commit
 /// is a list of changes applied in order to the latest manifest by ``Rules/apply(_:to:store:)``,
 /// which checks every rule of the Spec, again on each rebase (Spec §7.2 step 2).
-public enum StoreChange: Sendable {
+package enum StoreChange: Sendable {
     /// Adds written segments to a set, creating it with `options` when it does not exist.
     case appendSegments(set: String, segments: StagedSegments, options: SketchSetOptions)
     /// Deletes the live rows with these ids (all must be live rows of the set).
@@ -122,7 +122,7 @@ extension Store {
     ///
     /// - Throws: the first rule a change breaks, or `.conflict`; nothing is committed then.
     @discardableResult
-    public func commit(changes: [StoreChange], detail: String? = nil) throws -> ChangesCommitted {
+    package func commit(changes: [StoreChange], detail: String? = nil) throws -> ChangesCommitted {
         guard !changes.isEmpty else {
             throw StoreError(.invalidInput, "nothing to commit: a commit needs at least one change", path: path)
         }
@@ -177,7 +177,7 @@ extension Store {
     }
 
     /// Removes the files `change` staged, which no version references (a transaction given up).
-    public func removeStagedFiles(of change: StoreChange) {
+    package func removeStagedFiles(of change: StoreChange) {
         for file in change.stagedFiles { try? FileSystem.remove(absolute(file)) }
     }
 }

@@ -31,7 +31,7 @@ public struct IVFIndexArrays: Sendable {
 /// (whole on first touch for 1.1 files without block checksums).
 public final class StoredIndex: Sendable {
     public let name: String
-    public let entry: Manifest.IndexEntry
+    package let entry: Manifest.IndexEntry
     public let k: Int
     public let centroids: [Float]
     public let listOffsets: [Int]
@@ -189,7 +189,7 @@ extension SketchSet {
 
     /// Of this set's segments, how many an index covers: its segments must be exactly the
     /// first ones of the set. Nil when the set no longer starts with them (the index is stale).
-    public func coveredSegmentCount(of index: Manifest.IndexEntry) -> Int? {
+    package func coveredSegmentCount(of index: Manifest.IndexEntry) -> Int? {
         guard index.segments.count <= segments.count,
               zip(segments, index.segments).allSatisfy({ $0.entry.file == $1 }) else { return nil }
         return index.segments.count

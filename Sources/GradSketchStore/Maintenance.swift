@@ -34,7 +34,7 @@ public struct VersionSummary: Codable, Sendable {
     public let version: Int
     public let parent: Int?
     public let created: String
-    public let change: Manifest.Change
+    package let change: Manifest.Change
 }
 
 /// What `vacuum` removed (or would remove, in a dry run).

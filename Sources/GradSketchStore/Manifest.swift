@@ -5,7 +5,7 @@ import Foundation
 /// Field names follow the Spec's JSON keys exactly. Keys this implementation does not know
 /// (from a newer minor version or another writer) are ignored when reading and written back
 /// unchanged when a version is committed on top of this one (``ManifestUnknownKeys``).
-public struct Manifest: Codable, Sendable, Equatable {
+package struct Manifest: Codable, Sendable, Equatable {
     public var format: String = StoreFormat.name
     public var formatVersion: String = StoreFormat.versionString
     public var version: Int

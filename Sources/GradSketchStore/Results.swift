@@ -32,7 +32,7 @@ public struct StoredResult: Sendable, Equatable {
     }
 
     public let name: String
-    public let entry: Manifest.ResultEntry
+    package let entry: Manifest.ResultEntry
     /// Live positions in `entry.set` as of `entry.setVersion`, ids and scores, in result order.
     public let positions: [Int]
     public let ids: [String]

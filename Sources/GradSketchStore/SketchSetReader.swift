@@ -50,7 +50,7 @@ final class RowStorage: @unchecked Sendable {
 /// verified on first touch), its strings (read by block on demand) and which rows that version
 /// has deleted.
 public final class SegmentRows: Sendable {
-    public let entry: Manifest.SegmentEntry
+    package let entry: Manifest.SegmentEntry
     public let path: String
     public let k: Int
     public let dtype: SketchDType
@@ -332,7 +332,7 @@ struct RowLocator {
 public final class SketchSet: Sendable {
     public let name: String
     public let version: Int
-    public let entry: Manifest.SketchSetEntry
+    package let entry: Manifest.SketchSetEntry
     public let segments: [SegmentRows]
     let storePath: String
     private let cachedIDs = Mutex<[String]?>(nil)

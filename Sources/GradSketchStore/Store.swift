@@ -137,7 +137,7 @@ public final class Store: Sendable {
     }
 
     /// The manifest of `version` (the latest when nil), verified (Spec §7.1).
-    public func manifest(at version: Int? = nil) throws -> Manifest {
+    package func manifest(at version: Int? = nil) throws -> Manifest {
         let version = try version ?? latestVersion()
         if let cached = manifestCache.withLock({ $0[version] }) { return cached }
         let file = path + "/versions/" + Store.manifestName(version)
@@ -186,7 +186,7 @@ public final class Store: Sendable {
     /// The checks on a manifest's text once it is out of its HDF5 file: checksum, JSON shape,
     /// format, version and extensions. Separate from the HDF5 read so the manifest fuzz target
     /// (`Tests/Fuzz`) drives exactly what every reader runs.
-    public static func parseManifest(_ text: String, checksum stored: String?, expectedVersion: Int, file: String) throws -> Manifest {
+    package static func parseManifest(_ text: String, checksum stored: String?, expectedVersion: Int, file: String) throws -> Manifest {
         let computed = Checksum.strings([text])
         guard stored == computed else {
             throw StoreError(.corrupt, "manifest checksum mismatch: expected \(stored ?? "(none)"), computed \(computed)", path: file + ":/manifest")
@@ -224,7 +224,7 @@ public final class Store: Sendable {
     ///   a warning, passed to the warning handler and kept for ``takeCommitWarnings()``.
     /// - Throws: only before the link, in which case nothing was committed.
     @discardableResult
-    public func commit(operation: String, set: String?, detail: String?, _ change: (inout Manifest) throws -> Void) throws -> Int {
+    package func commit(operation: String, set: String?, detail: String?, _ change: (inout Manifest) throws -> Void) throws -> Int {
         try commitReturningWarnings(operation: operation, set: set, allSets: false, detail: detail, change).version
     }
 

@@ -64,7 +64,7 @@ public struct TensorView: @unchecked Sendable {
 public final class TensorSet: Sendable {
     public let name: String
     public let version: Int
-    public let entry: Manifest.TensorSetEntry
+    package let entry: Manifest.TensorSetEntry
     let path: String
     private let loaded = Mutex<[UTF8Key: RowStorage]>([:])  // by name bytes (Spec §2.5)
 
