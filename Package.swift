@@ -16,10 +16,6 @@ let package = Package(
     products: [
         /// The engine's one public face: Store, Snapshot, transactions, queries.
         .library(name: "GradSketch", targets: ["GradSketch"]),
-        .library(name: "GradSketchStore", targets: ["GradSketchStore"]),
-        .library(name: "GradSketchProjection", targets: ["GradSketchProjection"]),
-        .library(name: "GradSketchSearch", targets: ["GradSketchSearch"]),
-        .library(name: "GradSketchSelect", targets: ["GradSketchSelect"]),
         .executable(name: "gradsketch", targets: ["gradsketch"]),
         .executable(name: "gradsketch-reproduce", targets: ["gradsketch-reproduce"]),
         /// The C ABI (Spec/c-api.md) as a shared library, `libgradsketch-c.so`. Not named
