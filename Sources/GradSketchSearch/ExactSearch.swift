@@ -29,6 +29,21 @@ public struct SearchHit: Codable, Sendable, Equatable {
 /// Exact search over a sketch set's mapped rows: a single query streams the rows once at
 /// memory speed; several queries run block by block as GEMM with the top-k kept per block,
 /// never materialising a rows × queries matrix.
+extension SearchHit {
+    /// The hits of each query's best entries (scores multiplied back by `sign`), with the ids
+    /// of those rows only, read by block (Spec §4.1), never the set's every id.
+    static func hits(_ tops: [[TopK.Entry]], of set: SketchSet, sign: Float) throws -> [[SearchHit]] {
+        let ids = try set.ids(atLive: tops.flatMap { $0.map(\.position) })
+        var next = 0
+        return tops.map { top in
+            top.map { entry in
+                defer { next += 1 }
+                return SearchHit(position: entry.position, id: ids[next], score: sign * entry.score)
+            }
+        }
+    }
+}
+
 public enum ExactSearch {
     /// Rows per block handed to a kernel or to GEMM.
     static let blockRows = 2048
@@ -57,16 +72,7 @@ public enum ExactSearch {
                           live: live, into: &results)
             }
         }
-        // Ids of the hits only, read by block (Spec §4), not the set's every id.
-        let sorted = results.map(\.sorted)
-        let ids = try set.ids(atLive: sorted.flatMap { $0.map(\.position) })
-        var next = 0
-        return sorted.map { top in
-            top.map { entry in
-                defer { next += 1 }
-                return SearchHit(position: entry.position, id: ids[next], score: sign * entry.score)
-            }
-        }
+        return try SearchHit.hits(results.map(\.sorted), of: set, sign: sign)
     }
 
     /// Checks `count × set.k` queries (shape, finite values) and, for cosine, scales each to

@@ -210,15 +210,7 @@ public final class IVFSearcher: @unchecked Sendable {
             if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
         }
         if let error = failure.withLock({ $0 }) { throw error }
-        // Ids of the hits only, read by block.
-        let ids = try set.ids(atLive: results.flatMap { $0.map(\.position) })
-        var next = 0
-        return results.map { top in
-            top.map { entry in
-                defer { next += 1 }
-                return SearchHit(position: entry.position, id: ids[next], score: sign * entry.score)
-            }
-        }
+        return try SearchHit.hits(results, of: set, sign: sign)
     }
 
     /// Per-thread buffers, allocated once per search call and reused for every query.
