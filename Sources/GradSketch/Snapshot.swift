@@ -153,14 +153,14 @@ public final class Snapshot: Sendable {
 /// map, and index searchers.
 final class OpenedSet: Sendable {
     let set: SketchSet
-    private let live = Mutex<LiveRowMap?>(nil)
+    private let live = Mutex<LiveRows?>(nil)
     private let searchers = Mutex<[UTF8Key: IVFSearcher]>([:])
 
     init(set: SketchSet) { self.set = set }
 
-    func liveRows() throws -> LiveRowMap {
+    func liveRows() throws -> LiveRows {
         if let map = live.withLock({ $0 }) { return map }
-        let map = try LiveRowMap(set)
+        let map = try LiveRows(set)
         live.withLock { $0 = map }
         return map
     }
@@ -178,69 +178,36 @@ final class OpenedSet: Sendable {
     }
 }
 
-/// Which rows of each segment are live in one version, and the translation between row
-/// addresses and live positions (the rank of a live row in set order).
-struct LiveRowMap: Sendable {
-    /// Rows of each segment file, deleted included.
-    let segmentRows: [Int]
-    /// Sorted local rows deleted in each segment.
-    let deleted: [[Int]]
-    /// Live position of each segment's first live row, plus the total.
-    let firstLive: [Int]
-
+extension LiveRows {
+    /// The live rows of an opened set: one bitmap per segment, from the deletion lists the
+    /// set reads (once, verified).
     init(_ set: SketchSet) throws {
-        var segmentRows: [Int] = [], deleted: [[Int]] = [], firstLive = [0]
-        for segment in set.segments {
-            let removed = try segment.deletedRows()
-            segmentRows.append(segment.entry.rows)
-            deleted.append(removed)
-            firstLive.append(firstLive.last! + segment.entry.rows - removed.count)
-        }
-        self.segmentRows = segmentRows
-        self.deleted = deleted
-        self.firstLive = firstLive
+        self.init(segments: try set.segments.map { segment in
+            LiveRows.Segment(rows: segment.entry.rows, deleted: try segment.deletedRows())
+        })
     }
-
-    var liveCount: Int { firstLive.last! }
 
     /// The live position of the row at `address`.
     ///
     /// - Throws: `.invalidInput` if the address is outside the set or names a deleted row.
     func livePosition(of address: RowAddress, set: String) throws -> Int {
-        guard address.segment >= 0 && address.segment < segmentRows.count,
-              address.row >= 0 && address.row < segmentRows[address.segment] else {
-            throw StoreError(.invalidInput, "row address \(address) is outside set \(set): expected a segment in 0..<\(segmentRows.count) and a row within it")
+        guard address.segment >= 0 && address.segment < segments.count,
+              address.row >= 0 && address.row < segments[address.segment].rows else {
+            throw StoreError(.invalidInput, "row address \(address) is outside set \(set): expected a segment in 0..<\(segments.count) and a row within it")
         }
-        let removed = deleted[address.segment]
-        // Deleted rows before this one (binary search in the sorted list).
-        var low = 0, high = removed.count
-        while low < high {
-            let middle = (low + high) / 2
-            if removed[middle] < address.row { low = middle + 1 } else { high = middle }
-        }
-        guard low == removed.count || removed[low] != address.row else {
+        guard let position = livePosition(of: address) else {
             throw StoreError(.invalidInput, "row address \(address) of set \(set) names a deleted row")
         }
-        return firstLive[address.segment] + address.row - low
+        return position
     }
 
-    /// The address of the row at live position `position`.
+    /// The address of the row at live position `position` (which the caller took from this
+    /// version's search, so it is in range).
     func address(ofLive position: Int) -> RowAddress {
-        precondition(position >= 0 && position < liveCount, "live position out of range")
-        // The last segment whose first live row is at or before `position` and which has
-        // live rows (segments with no live rows share their successor's start).
-        var low = 0, high = segmentRows.count - 1
-        while low < high {
-            let middle = (low + high + 1) / 2
-            if firstLive[middle] <= position { low = middle } else { high = middle - 1 }
+        guard let address = address(ofLivePosition: position) else {
+            preconditionFailure("live position \(position) is outside 0..<\(liveCount)")
         }
-        var segment = low
-        while position >= firstLive[segment + 1] { segment += 1 }
-        var row = position - firstLive[segment]
-        for removed in deleted[segment] {
-            if removed <= row { row += 1 } else { break }
-        }
-        return RowAddress(segment: segment, row: row)
+        return address
     }
 }
 
