@@ -74,4 +74,20 @@ public final class Store: Sendable {
     public func verify(progress: ((Int, Int) -> Void)? = nil) throws -> VerificationReport {
         try engine.verify(progress: progress)
     }
+
+    /// Merges runs of a set's small segments into segments of about `targetRows` rows (live
+    /// rows only, annotations kept) as one new version (Spec §5.5); older versions still read
+    /// the old segments until `vacuum` drops them.
+    @discardableResult
+    public func compact(set: String, targetRows: Int? = nil) throws -> CompactResult {
+        try engine.compact(set: set, targetRows: targetRows)
+    }
+
+    /// Removes versions older than the newest `keepLast` (never the latest; nil keeps every
+    /// version) and every data file no retained version references, sparing files younger
+    /// than `grace` seconds and files a live writer's pin protects (Spec §7.4).
+    @discardableResult
+    public func vacuum(keepLast: Int? = nil, grace: Double = 3600, dryRun: Bool = false) throws -> VacuumReport {
+        try engine.vacuum(keepLast: keepLast, grace: grace, dryRun: dryRun)
+    }
 }

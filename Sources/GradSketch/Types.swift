@@ -22,6 +22,9 @@ public typealias RowAddress = GradSketchStore.RowAddress
 public typealias StoreError = GradSketchStore.StoreError
 /// What `verify` checked and found.
 public typealias VerificationReport = GradSketchStore.VerificationReport
+public typealias VacuumReport = GradSketchStore.VacuumReport
+public typealias CompactResult = GradSketchStore.CompactResult
+public typealias LiveRows = GradSketchStore.LiveRows
 /// The element type of caller memory (`RowInput`, `TensorInput`): float16, bfloat16, float32, ….
 public typealias ElementType = GradSketchInterchange.ElementType
 /// One named tensor in caller memory, for `putTensors`.
