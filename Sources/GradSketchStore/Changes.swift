@@ -58,6 +58,9 @@ package enum StoreChange: Sendable {
     case dropIndex(name: String, set: String)
     /// Saves result `name`.
     case saveResult(name: String, entry: Manifest.ResultEntry)
+    /// Replaces runs of a set's segments by the segments merged from their live rows
+    /// (Spec §5.5); refused when a replaced segment changed meanwhile.
+    case compact(set: String, runs: [CompactionRun])
 
     /// The name `log` shows for a commit of this one change.
     var operation: String {
@@ -72,6 +75,7 @@ package enum StoreChange: Sendable {
         case .buildIndex: "build-index"
         case .dropIndex: "drop-index"
         case .saveResult: "save-result"
+        case .compact: "compact"
         }
     }
 
@@ -79,7 +83,7 @@ package enum StoreChange: Sendable {
     var subject: String {
         switch self {
         case .appendSegments(let set, _, _), .delete(let set, _), .setAttributes(let set, _), .dropSet(let set),
-             .buildIndex(_, let set, _), .dropIndex(_, let set):
+             .buildIndex(_, let set, _), .dropIndex(_, let set), .compact(let set, _):
             set
         case .putTensors(let name, _), .delta(let name, _, _, _), .dropTensors(let name):
             name
@@ -96,9 +100,17 @@ package enum StoreChange: Sendable {
         case .putTensors(_, let tensors), .delta(_, _, _, let tensors): [tensors.file]
         case .buildIndex(_, _, let entry): [entry.file]
         case .saveResult(_, let entry): [entry.file]
+        case .compact(_, let runs): runs.compactMap { $0.merged?.file }
         case .delete, .setAttributes, .dropSet, .dropTensors, .dropIndex: []
         }
     }
+}
+
+/// One run of consecutive segments a compaction replaces, and the segment merged from their
+/// live rows (nil when none was live).
+package struct CompactionRun: Sendable {
+    package let replaced: [Manifest.SegmentEntry]
+    package let merged: Manifest.SegmentEntry?
 }
 
 /// What a commit of changes produced.

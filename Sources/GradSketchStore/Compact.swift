@@ -56,35 +56,11 @@ extension Store {
             rowsRewritten += merged?.rows ?? 0
             written.append((run, merged))
         }
-        var dropped: [String] = []
-        var after = 0
-        let version = try commit(operation: "compact", set: name, detail: detail) { manifest in
-            guard var current = manifest.sketchSets[name] else {
-                throw StoreError(.conflict, "set \(name) was dropped meanwhile; nothing compacted", path: path)
-            }
-            // Rebase rule: every merged segment must still be in the set, in the same run,
-            // with the same deletions; anything else changed what the new segments hold.
-            var segments: [Manifest.SegmentEntry] = []
-            var next = 0
-            var replaced = Set<String>()
-            for (run, entry) in written {
-                let old = Array(set.segments[run])
-                guard let start = current.segments.firstIndex(where: { $0.file == old[0].file }), start >= next,
-                      start + old.count <= current.segments.count, Array(current.segments[start..<(start + old.count)]) == old else {
-                    throw StoreError(.conflict, "set \(name) changed meanwhile in segments this compaction merges (rows deleted or segments replaced); nothing compacted", path: path)
-                }
-                segments += current.segments[next..<start]
-                if let entry { segments.append(entry) }
-                replaced.formUnion(old.map(\.file))
-                next = start + old.count
-            }
-            segments += current.segments[next...]
-            current.segments = segments
-            dropped = current.indexes.filter { !replaced.isDisjoint(with: $0.value.segments) }.keys.sorted()
-            for index in dropped { current.indexes[index] = nil }
-            after = segments.count
-            manifest.sketchSets[name] = current
-        }
+        let runsWritten = written.map { CompactionRun(replaced: Array(set.segments[$0.run]), merged: $0.entry) }
+        let version = try commit(changes: [.compact(set: name, runs: runsWritten)], detail: detail).version
+        let result = try manifest(at: version).sketchSets[name]
+        let after = result?.segments.count ?? 0
+        let dropped = set.indexes.keys.filter { result?.indexes[$0] == nil }.sorted()
         committed = true
         return CompactResult(version: version, segmentsBefore: set.segments.count, segmentsAfter: after,
                              rowsRewritten: rowsRewritten, droppedIndexes: dropped)

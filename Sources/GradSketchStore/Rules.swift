@@ -21,6 +21,8 @@ extension Rules {
             switch change {
             case .appendSegments(let set, let segments, let options):
                 try applyAppend(set: set, segments: segments, options: options, to: &manifest, store: store)
+            case .compact(let set, let runs):
+                try applyCompact(set: set, runs: runs, to: &manifest, store: store)
             case .delete(let set, let ids):
                 try applyDelete(set: set, ids: ids, to: &manifest, store: store, written: &written)
             case .putTensors(let name, let tensors):
@@ -107,6 +109,35 @@ extension Rules {
         // The structural rules every reader holds a manifest to (names, counts, sizes, no file
         // listed twice): a writer never commits what a reader would refuse.
         try ManifestValidation.check(manifest, file: store.path + "/versions/" + Store.manifestName(manifest.version + 1))
+    }
+
+    /// Compaction's rebase rule (Spec §5.5): every replaced segment is still in the set, in
+    /// the same run, with the same deletions — anything else changed what the merged segments
+    /// should hold. Indexes covering a replaced segment are dropped (Spec §10.1).
+    private static func applyCompact(set name: String, runs: [CompactionRun], to manifest: inout Manifest, store: Store) throws {
+        guard var current = manifest.sketchSets[name] else {
+            throw StoreError(.conflict, "set \(name) was dropped meanwhile; nothing compacted", path: store.path)
+        }
+        var segments: [Manifest.SegmentEntry] = []
+        var next = 0
+        var replaced = Set<String>()
+        for run in runs {
+            let old = run.replaced
+            guard let first = old.first, let start = current.segments.firstIndex(where: { $0.file == first.file }), start >= next,
+                  start + old.count <= current.segments.count, Array(current.segments[start..<(start + old.count)]) == old else {
+                throw StoreError(.conflict, "set \(name) changed meanwhile in segments this compaction merges (rows deleted or segments replaced); nothing compacted", path: store.path)
+            }
+            segments += current.segments[next..<start]
+            if let merged = run.merged { segments.append(merged) }
+            replaced.formUnion(old.map(\.file))
+            next = start + old.count
+        }
+        segments += current.segments[next...]
+        current.segments = segments
+        for index in current.indexes.keys where !replaced.isDisjoint(with: current.indexes[index]!.segments) {
+            current.indexes[index] = nil
+        }
+        manifest.sketchSets[name] = current
     }
 
     private static func applyAppend(set: String, segments: StagedSegments, options: SketchSetOptions,
