@@ -1,6 +1,6 @@
 import Foundation
 import GradSketchProjection
-public import GradSketchStore
+import GradSketchStore
 
 extension Snapshot {
     /// Tensor set `name` (a weight delta) of this snapshot projected with `target`'s own

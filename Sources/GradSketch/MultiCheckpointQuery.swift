@@ -1,4 +1,4 @@
-public import GradSketchStore
+import GradSketchStore
 import GradSketchSearch
 
 /// One term of a multi-checkpoint query: a sketch set of the same documents' gradients at

@@ -1,4 +1,4 @@
-public import GradSketchStore
+import GradSketchStore
 import GradSketchSelect
 
 extension Snapshot {
