@@ -43,8 +43,7 @@ extension Snapshot {
         let found = try ExactSearch.searchAcrossCheckpoints(resolved, k: k, smallest: smallest)
         let opened = try openedSet(first.set)
         let entry = opened.set.entry
-        let live = try opened.liveRows()
-        let addresses = found.map { live.address(ofLive: $0.position) }
+        let addresses = try opened.set.addresses(ofLive: found.map(\.position))
         let labels = annotations && entry.hasLabels ? try opened.set.labels(at: addresses) : nil
         let metadata = annotations && entry.hasMetadata ? try opened.set.metadata(at: addresses) : nil
         return found.indices.map { rank in

@@ -32,11 +32,14 @@ extension Snapshot {
             found = try ExactSearch.search(opened.set, queries: queries, count: count, metric: metric, k: request.k,
                                            smallest: request.smallest, aggregate: request.aggregation.map(Self.searchAggregation))
         }
-        let live = try opened.liveRows()
-        let addresses = found.map { $0.map { live.address(ofLive: $0.position) } }
+        // The hits' addresses and annotations, reading only the deletion lists and string
+        // blocks of the segments the hits lie in (they are live rows of this version, so they
+        // need no second liveness check).
+        let set = opened.set
+        let addresses = try found.map { try set.addresses(ofLive: $0.map(\.position)) }
         let wanted = addresses.flatMap { $0 }
-        let labels = request.annotations && entry.hasLabels ? try strings(.labels, set: request.set, at: wanted) : nil
-        let metadata = request.annotations && entry.hasMetadata ? try strings(.metadata, set: request.set, at: wanted) : nil
+        let labels = request.annotations && entry.hasLabels ? try set.labels(at: wanted) : nil
+        let metadata = request.annotations && entry.hasMetadata ? try set.metadata(at: wanted) : nil
         var next = 0
         let hits = zip(found, addresses).map { list, places in
             zip(list, places).map { hit, address in

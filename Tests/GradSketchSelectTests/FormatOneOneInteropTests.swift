@@ -13,16 +13,7 @@ import Testing
     static let k = 12
 
     static func python(_ body: String, _ work: String) throws -> ChildProcessResult {
-        let script = """
-        import json, sys
-        import numpy as np
-        sys.path.insert(0, sys.argv[1])
-        import gradsketch_ref as ref
-        work = sys.argv[2]
-        store = f"{work}/store"
-
-        """ + body
-        return try ChildProcess.python(script, [Repository.root + "/Spec/reference", work])
+        try ChildProcess.reference(body, work: work)
     }
 
     static func append(_ store: Store, count: Int, prefix: String, seed: UInt64) throws {

@@ -20,16 +20,7 @@ import Testing
     }
 
     static func python(_ body: String, _ work: String) throws -> ChildProcessResult {
-        let script = """
-        import json, sys
-        import numpy as np
-        sys.path.insert(0, sys.argv[1])
-        import gradsketch_ref as ref
-        work = sys.argv[2]
-        store = f"{work}/store"
-
-        """ + body
-        return try ChildProcess.python(script, [Repository.root + "/Spec/reference", work])
+        try ChildProcess.reference(body, work: work)
     }
 
     @Test func aDeletionBeforeAResultRowDoesNotMoveIt() throws {

@@ -48,6 +48,23 @@ public enum ChildProcess {
         try run("/usr/bin/env", ["python3", "-c", script] + arguments)
     }
 
+    /// Runs `body` as python3 with the Spec's reference imported as `ref`, numpy as `np`,
+    /// `json` and `sys`, and `work` (the test's scratch directory) and `store` (`work/store`)
+    /// defined: the independent oracle the interop tests read and write stores with.
+    @discardableResult
+    public static func reference(_ body: String, work: String) throws -> ChildProcessResult {
+        let script = """
+        import json, sys
+        import numpy as np
+        sys.path.insert(0, sys.argv[1])
+        import gradsketch_ref as ref
+        work = sys.argv[2]
+        store = f"{work}/store"
+
+        """ + body
+        return try python(script, [Repository.root + "/Spec/reference", work])
+    }
+
     /// Starts a process without waiting, for tests that kill it or run several at once.
     public static func start(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> RunningProcess {
         let process = Process()
