@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs what GradSketch needs on Debian/Ubuntu: HDF5 (library, headers, pkg-config file,
-# h5dump for inspection), OpenBLAS for projections, zlib and the Fashion-MNIST dataset, a C compiler for the kernels, and numpy + h5py for the tests'
-# independent oracles and the Python reference reader, strace for the fault-injection test, GNU time for Benchmarks/engine.sh's peak-memory figures, valgrind for the C ABI test (Tests/C/run.sh). Safe to run again: it installs only
-# what is missing.
+# h5dump for inspection), OpenBLAS for projections, zlib and the Fashion-MNIST dataset, a C
+# compiler for the kernels, strace for the fault-injection test, GNU time for
+# Benchmarks/engine.sh's peak-memory figures, valgrind for the C ABI test (Tests/C/run.sh);
+# from pip: numpy + h5py (the tests' independent oracles and the Python reference reader),
+# torch's CPU wheel, safetensors and pytest; and the Python package itself (python/, over
+# libgradsketch-c.so, built in release). Safe to run again: it installs only what is missing,
+# and reinstalls the Python package only when python/, Sources/ or Package.swift changed.
 set -euo pipefail
 
 packages=(libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev dataset-fashion-mnist pkg-config gcc strace time valgrind)
@@ -18,12 +22,30 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import numpy, h5py' >/dev/null 2>&1; then
-  echo "setup: installing numpy and h5py with pip" >&2
-  python3 -m pip install --quiet --disable-pip-version-check numpy h5py
+pip=(python3 -m pip install --quiet --disable-pip-version-check)
+if ! python3 -c 'import numpy, h5py, safetensors, pytest, setuptools, wheel' >/dev/null 2>&1; then
+  echo "setup: installing numpy, h5py, safetensors, pytest, setuptools and wheel with pip" >&2
+  "${pip[@]}" numpy h5py safetensors pytest setuptools wheel
+fi
+# torch's CPU wheel (the default torch on PyPI is the CUDA build, several GB). pip's find-links,
+# where a machine has them, are used as well as the index.
+if ! python3 -c 'import torch' >/dev/null 2>&1; then
+  echo "setup: installing torch (CPU wheel) with pip" >&2
+  "${pip[@]}" --retries 1 torch --index-url https://download.pytorch.org/whl/cpu
 fi
 
 for library in hdf5 openblas zlib; do
   pkg-config --exists "$library" || { echo "setup: pkg-config cannot find $library after installing its -dev package" >&2; exit 1; }
 done
-echo "setup: ok (HDF5 $(pkg-config --modversion hdf5), $(python3 -c 'import numpy, h5py; print("numpy", numpy.__version__, "h5py", h5py.__version__)'))" >&2
+# The Python package: `pip install ./python` builds libgradsketch-c.so in release and ships it
+# inside the package. The stamp records the sources it was built from.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+stamp="$root/.build/python-package.stamp"
+sources="$(cd "$root" && { git ls-files -s python Sources Package.swift 2>/dev/null; git diff --no-ext-diff -- python Sources Package.swift 2>/dev/null; } | sha1sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$sources" ] || ! python3 -c 'import gradsketch' >/dev/null 2>&1; then
+  echo "setup: installing the gradsketch Python package (builds libgradsketch-c in release)" >&2
+  "${pip[@]}" --no-build-isolation --no-deps --force-reinstall "$root/python"
+  mkdir -p "$root/.build" && echo "$sources" > "$stamp"
+fi
+
+echo "setup: ok (HDF5 $(pkg-config --modversion hdf5), $(python3 -c 'import numpy, h5py; print("numpy", numpy.__version__, "h5py", h5py.__version__)'), $(python3 -c 'import torch, gradsketch; print("torch", torch.__version__, "gradsketch", gradsketch.__version__)'))" >&2
