@@ -454,7 +454,8 @@ class PackedText:
         if self.count:
             np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=self.count),
                       out=offsets[1:])
-        self._buffer = ctypes.create_string_buffer(b"".join(encoded), int(offsets[-1]) + 1)
+        # The joined bytes are passed in place (the library only reads them during the call).
+        self._buffer = c_char_p(b"".join(encoded))
         self._offsets = offsets
         self.struct = gs_text(ctypes.cast(self._buffer, c_void_p),
                               offsets.ctypes.data_as(POINTER(c_int64)))

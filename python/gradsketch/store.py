@@ -387,7 +387,8 @@ class Store:
     def delete(self, set: str, ids: Sequence[str]) -> int:
         """Deletes rows by id from ``set`` as one version (returned); an unknown id is
         :class:`NotFoundError` and nothing is committed."""
-        packed = _text_list(list(ids), len(ids), "ids")
+        ids = list(ids)
+        packed = _text_list(ids, len(ids), "ids")
         assert packed is not None
         version = c_int64()
         call("gs_store_delete", self._pointer, _encode(set), packed.pointer(), packed.count, byref(version))
@@ -482,7 +483,8 @@ class Store:
     def commit_prepared(self, tokens: Sequence[str], detail: str | None = None) -> tuple[int, int]:
         """Commits the prepared appends ``tokens`` (from :meth:`AppendSession.prepare`, any
         process) as ONE version, all or nothing; returns ``(version, rows added)``."""
-        packed = _text_list(list(tokens), len(tokens), "tokens")
+        tokens = list(tokens)
+        packed = _text_list(tokens, len(tokens), "tokens")
         assert packed is not None
         version, rows = c_int64(), c_int64()
         call("gs_store_commit_prepared", self._pointer, packed.pointer(), packed.count, _encode(detail),
@@ -523,7 +525,10 @@ class AppendSession:
     """A streaming append to one set; see :meth:`Store.append_session`.
 
     Used by one thread at a time. As a context manager: commits when the block ends normally
-    (unless already committed, aborted or prepared), aborts when it raises.
+    (unless already committed, aborted or prepared), aborts when it raises, and then releases
+    the handle, except after :meth:`prepare`: a prepared session keeps its handle (the engine's
+    writer pin that stops vacuum removing its files) until :meth:`close` or garbage collection,
+    so keep it until the token is committed.
     """
 
     def __init__(self, handle: Handle, set: str) -> None:
@@ -545,7 +550,8 @@ class AppendSession:
                 else:
                     self.abort()
         finally:
-            self._handle.release()
+            if self.state != "prepared":
+                self._handle.release()
 
     def _require_open(self) -> int:
         if self.state != "open" or self._handle.released:

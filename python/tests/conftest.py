@@ -50,3 +50,14 @@ def reference() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def projection_reference() -> ModuleType:
+    """``Spec/reference/projection_ref.py``: the Spec's numpy Philox/Rademacher reference."""
+    path = REPO / "Spec" / "reference" / "projection_ref.py"
+    spec = importlib.util.spec_from_file_location("projection_ref", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

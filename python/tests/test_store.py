@@ -358,3 +358,106 @@ def test_torch_tensors_bfloat16_float16_and_non_contiguous(tmp_store):
         assert snap.rows("half").dtype == np.float16
         np.testing.assert_array_equal(snap.rows("half"), half.numpy())
         np.testing.assert_array_equal(snap.rows("t"), transposed.contiguous().numpy())
+
+
+# ---- projections, tensor sets, deltas, versions, prepared commits (ABI 1.1) ---------------
+
+
+@pytest.mark.parametrize("seed", [42, 2**64 - 1])
+def test_rademacher_matches_the_spec_reference(projection_reference, seed):
+    got = gs.projection.rademacher(seed, "fc1.weight/out", 8, 20)
+    want = projection_reference.rademacher(seed, "fc1.weight/out", 8, 20)
+    assert got.dtype == np.float32 and got.shape == (8, 20)
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, gs.projection.rademacher(seed, "fc1.weight/in", 8, 20))
+
+
+def test_tensor_sets_state_dicts_and_deltas_read_back_by_the_reference_reader(tmp_store, reference, tmp_path):
+    import torch
+
+    rng = np.random.default_rng(24)
+    base = {"w": rng.standard_normal((6, 5)).astype(np.float32), "b": rng.standard_normal(3).astype(np.float16)}
+    v_base = tmp_store.put_tensors("base", base, detail="base weights")
+    layer = torch.nn.Linear(5, 6)
+    with torch.no_grad():
+        layer.bias.copy_(torch.randn(6))
+    state = {"w": layer.weight.detach().to(torch.bfloat16), "b": torch.tensor(base["b"]) + 1,
+             "steps": torch.tensor(7)}  # an integer entry: skipped, tensor sets hold floats
+    v_ft = tmp_store.put_state_dict("finetuned", state)
+    v_delta = tmp_store.delta("d", "base", "finetuned")
+    assert v_base < v_ft < v_delta == tmp_store.latest_version()
+
+    read = reference.read_tensors(tmp_store.path, "finetuned")
+    assert sorted(read) == ["b", "w"]
+    np.testing.assert_array_equal(read["w"], state["w"].float().numpy())  # bfloat16 widened exactly
+    delta = reference.read_tensors(tmp_store.path, "d")
+    np.testing.assert_array_equal(delta["w"], read["w"].astype(np.float32) - base["w"])
+    np.testing.assert_array_equal(delta["b"], read["b"].astype(np.float32) - base["b"].astype(np.float32))
+
+    from safetensors.numpy import save_file
+
+    save_file({"w": base["w"] * 2}, str(tmp_path / "model.safetensors"))
+    tmp_store.put_state_dict("from-file", tmp_path / "model.safetensors")
+    np.testing.assert_array_equal(reference.read_tensors(tmp_store.path, "from-file")["w"], base["w"] * 2)
+
+    with tmp_store.snapshot() as snap:
+        assert snap.tensor_sets == ["base", "d", "finetuned", "from-file"]
+    versions = tmp_store.versions()
+    assert [entry["version"] for entry in versions] == list(range(tmp_store.latest_version() + 1))
+    assert versions[v_base]["detail"] == "base weights"
+
+
+def test_query_and_select_by_delta_use_the_sets_projection(tmp_store, projection_reference):
+    n_out, n_in, k_out, k_in, seed = 6, 5, 2, 3, 1234
+    definition = gs.projection.definition(
+        seed, [gs.projection.kronecker_layout("w", [n_out, n_in], k_out, k_in)])
+    rows = _random_rows(80, k_out * k_in, 25)
+    ids = _write(tmp_store, "s", rows, projection=definition)
+    rng = np.random.default_rng(26)
+    base = rng.standard_normal((n_out, n_in)).astype(np.float32)
+    tuned = base + rng.standard_normal((n_out, n_in)).astype(np.float32)
+    tmp_store.put_tensors("base", {"w": base})
+    tmp_store.put_tensors("tuned", {"w": tuned})
+    tmp_store.delta("d", "base", "tuned")
+    p_out = projection_reference.rademacher(seed, "w/out", k_out, n_out).astype(np.float64)
+    p_in = projection_reference.rademacher(seed, "w/in", k_in, n_in).astype(np.float64)
+    d = (tuned - base).astype(np.float64)
+    projected = (p_out @ d @ p_in.T).reshape(-1)  # (P_out ⊗ P_in) vec(D), row-major
+    order, scores = _numpy_top_k(rows, projected, 5, "ip")
+    negated_order, _ = _numpy_top_k(rows, -projected, 5, "ip")
+    picked, _ = _numpy_greedy(rows, -projected, 4)
+    with tmp_store.snapshot() as snap:
+        assert snap.projection("s") == definition
+        by_delta = snap.query("s", delta="d", k=5)
+        by_negated = snap.query("s", delta="d", negate=True, k=5)
+        selected = snap.select("s", delta="d", count=4)  # negate=True: rows along −delta
+    assert [hit.id for hit in by_delta] == [ids[i] for i in order[0]]
+    np.testing.assert_allclose([hit.score for hit in by_delta], scores[0], rtol=1e-4, atol=1e-4)
+    assert [hit.id for hit in by_negated] == [ids[i] for i in negated_order[0]]
+    assert selected.ids == [ids[i] for i in picked]
+
+
+def test_prepared_sessions_commit_as_one_version(tmp_store):
+    first, second = _random_rows(7, 4, 27), _random_rows(5, 4, 28)
+    other = gs.Store.open(tmp_store.path)  # another handle, as another rank would have
+    tokens, sessions = [], []
+    for store, rows, prefix in ((tmp_store, first, "a"), (other, second, "b")):
+        with store.append_session("s") as session:
+            session.append(rows, ids=[f"{prefix}{i}" for i in range(len(rows))])
+            tokens.append(session.prepare())
+        assert session.state == "prepared"  # the block's end neither committed nor aborted it
+        with pytest.raises(gs.InvalidStateError):
+            session.commit()
+        sessions.append(session)
+    before = tmp_store.latest_version()
+    version, added = other.commit_prepared(tokens, detail="two ranks")
+    for session in sessions:
+        session.close()  # the writer pins are no longer needed
+    assert (version, added) == (before + 1, 12)
+    with tmp_store.snapshot() as snap:
+        np.testing.assert_array_equal(snap.rows("s", copy=True), np.concatenate([first, second]))
+        assert snap.ids("s") == [f"a{i}" for i in range(7)] + [f"b{i}" for i in range(5)]
+    with pytest.raises(gs.GradSketchError):
+        tmp_store.commit_prepared(tokens)  # a token commits once
+    assert tmp_store.latest_version() == version
+    other.close()
