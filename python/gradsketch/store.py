@@ -605,8 +605,9 @@ class AppendSession:
         return version.value
 
     def abort(self) -> None:
-        """Discards every batch; nothing becomes visible."""
-        if self.state == "open" and not self._handle.released:
+        """Discards every batch; nothing becomes visible. After :meth:`prepare` it removes the
+        prepared files: call it only when the token was not (and will not be) committed."""
+        if self.state in ("open", "prepared") and not self._handle.released:
             lib().gs_append_abort(self._handle.pointer)
             self.state = "aborted"
 

@@ -460,4 +460,12 @@ def test_prepared_sessions_commit_as_one_version(tmp_store):
     with pytest.raises(gs.GradSketchError):
         tmp_store.commit_prepared(tokens)  # a token commits once
     assert tmp_store.latest_version() == version
+    with tmp_store.append_session("s") as dropped:
+        dropped.append(_random_rows(2, 4, 29), ids=["c0", "c1"])
+        token = dropped.prepare()
+    dropped.abort()  # the commit did not happen: its prepared files are removed
+    assert dropped.state == "aborted"
+    with pytest.raises(gs.GradSketchError):
+        tmp_store.commit_prepared([token])
+    assert tmp_store.latest_version() == version
     other.close()
