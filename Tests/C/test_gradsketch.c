@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int failures = 0;
@@ -354,7 +355,98 @@ static void test_prepared_appends(const char *path) {
     gs_store_close(second);
 }
 
-int main(void) {
+/* The child of the two-process test: appends two rows with ids "child0", "child1" (values
+ * 100 + i) to set "ranked" of the store at `path`, prepares, prints the token on stdout and
+ * exits, freeing its session (the token's segments stay for the parent to commit). */
+static int prepare_child(const char *path) {
+    gs_store *store = NULL;
+    REQUIRE_OK(gs_store_open(path, &store, &require_error));
+    float values[2][K];
+    for (int i = 0; i < 2 * K; i++) values[i / K][i % K] = 100.0f + (float)i;
+    char names[2][32] = {"child0", "child1"};
+    packed_text text = pack(names, 2);
+    gs_append *session = NULL;
+    REQUIRE_OK(gs_append_begin(store, "ranked", GS_DTYPE_FLOAT32, NULL, 0, &session, &require_error));
+    REQUIRE_OK(gs_append_rows(session, values, GS_DTYPE_FLOAT32, 2, K, &text.text, NULL, NULL, 0, &require_error));
+    char *token = NULL;
+    REQUIRE_OK(gs_append_prepare(session, &token, &require_error));
+    fputs(token, stdout);
+    gs_free(token);
+    gs_append_free(session);
+    gs_store_close(store);
+    unpack(&text);
+    return 0;
+}
+
+/* Runs this program again as `self --prepare-child path` (a second process with its own
+ * library state) and commits its token together with one of this process: one version. */
+static void test_prepared_across_processes(const char *self, const char *path) {
+    int channel[2];
+    CHECK(pipe(channel) == 0, "pipe");
+    pid_t child = fork();
+    if (child == 0) {
+        dup2(channel[1], STDOUT_FILENO);
+        close(channel[0]);
+        close(channel[1]);
+        execl(self, self, "--prepare-child", path, (char *)NULL);
+        _exit(127);
+    }
+    close(channel[1]);
+    static char token[65536];
+    size_t length = 0;
+    ssize_t got;
+    while ((got = read(channel[0], token + length, sizeof token - 1 - length)) > 0) length += (size_t)got;
+    token[length] = 0;
+    close(channel[0]);
+    int child_status = 0;
+    waitpid(child, &child_status, 0);
+    CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0 && length > 0,
+          "the child prepared a token (status %d, %zu bytes)", child_status, length);
+
+    gs_store *store = NULL;
+    REQUIRE_OK(gs_store_open(path, &store, &require_error));
+    int64_t before = -1, version = -1, added = -1;
+    REQUIRE_OK(gs_store_latest_version(store, &before, &require_error));
+    float mine[1][K];
+    for (int i = 0; i < K; i++) mine[0][i] = -1.0f - (float)i;
+    gs_append *session = prepared_session(store, "parent", 1, mine[0]);
+    char *my_token = NULL;
+    REQUIRE_OK(gs_append_prepare(session, &my_token, &require_error));
+    size_t child_length = strlen(token) + 1, my_length = strlen(my_token) + 1;
+    char *joined = malloc(child_length + my_length);
+    memcpy(joined, token, child_length);
+    memcpy(joined + child_length, my_token, my_length);
+    int64_t offsets[3] = {0, (int64_t)child_length, (int64_t)(child_length + my_length)};
+    gs_text both = {joined, offsets};
+    REQUIRE_OK(gs_store_commit_prepared(store, &both, 2, "two processes", &version, &added, &require_error));
+    CHECK(version == before + 1 && added == 3, "one version with both processes' rows: version %lld (before %lld), rows %lld",
+          (long long)version, (long long)before, (long long)added);
+    gs_snapshot *snapshot = NULL;
+    REQUIRE_OK(gs_snapshot_open(store, version, &snapshot, &require_error));
+    int64_t segments = 0;
+    REQUIRE_OK(gs_snapshot_set_info(snapshot, "ranked", NULL, NULL, NULL, &segments, &require_error));
+    gs_segment_view child_view, my_view;
+    REQUIRE_OK(gs_snapshot_segment_view(snapshot, "ranked", segments - 2, &child_view, &require_error));
+    REQUIRE_OK(gs_snapshot_segment_view(snapshot, "ranked", segments - 1, &my_view, &require_error));
+    int same = child_view.rows == 2 && my_view.rows == 1;
+    for (int i = 0; same && i < 2 * K; i++) same = ((const float *)child_view.data)[i] == 100.0f + (float)i;
+    same = same && memcmp(my_view.data, mine, sizeof mine) == 0;
+    CHECK(same, "the child's rows, then this process's, in token order");
+    gs_address addresses[3] = {{segments - 2, 0}, {segments - 2, 1}, {segments - 1, 0}};
+    gs_strings *strings = NULL;
+    REQUIRE_OK(gs_snapshot_strings(snapshot, "ranked", GS_IDS, addresses, 3, &strings, &require_error));
+    CHECK(strcmp(gs_strings_get(strings, 0), "child0") == 0 && strcmp(gs_strings_get(strings, 2), "parent0") == 0,
+          "ids of both processes");
+    gs_strings_free(strings);
+    gs_snapshot_close(snapshot);
+    gs_append_free(session);
+    gs_free(my_token);
+    free(joined);
+    gs_store_close(store);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--prepare-child") == 0) return prepare_child(argv[2]);
     CHECK(gs_abi_version() == GS_ABI_VERSION, "library ABI %u, header %u", gs_abi_version(), GS_ABI_VERSION);
     CHECK(strcmp(gs_status_name(GS_NOT_FOUND), "NOT_FOUND") == 0, "status name %s", gs_status_name(GS_NOT_FOUND));
     CHECK(strcmp(gs_status_name(12345), "UNKNOWN") == 0, "status name %s", gs_status_name(12345));
@@ -793,6 +885,7 @@ int main(void) {
     test_tensor_sets(more_path);
     snprintf(more_path, sizeof more_path, "%s/prepared", directory);
     test_prepared_appends(more_path);
+    test_prepared_across_processes(argv[0], more_path);
     unpack(&id_text);
     unpack(&label_text);
     unpack(&metadata_text);

@@ -1,11 +1,13 @@
 import Foundation
 import GradSketch
+import GradSketchInterchange
 import GradSketchStore
 import GradSketchTestSupport
 import Testing
 
-/// Prepared appends (issue 14): sessions of several store handles (and processes) prepare,
-/// one commit makes their rows one version; forged, stale and repeated tokens commit nothing.
+/// Prepared appends (issue 14): sessions of several store handles prepare, one commit makes
+/// their rows one version; forged, stale and repeated tokens commit nothing. (Tokens from two
+/// processes: Tests/C/test_gradsketch.c, which runs a second copy of itself.)
 @Suite struct PreparedAppendTests {
     /// A session of `store` that appended `count` rows of width 4 with ids `prefix0`…; values
     /// are row·10 + column + offset, exact in float32.
@@ -144,40 +146,5 @@ import Testing
         session.abort()
         #expect(throws: StoreError.self) { try store.commit(prepared: [token]) }
         #expect(try store.latestVersion() == 0)
-    }
-
-    /// A second process (python3 over the C ABI, ctypes) appends and prepares; this process
-    /// prepares too and commits both tokens as one version.
-    @Test func aTokenFromAnotherProcessCommitsWithThisOne() throws {
-        let scratch = try TemporaryDirectory()
-        let store = try GradSketch.Store.create(at: scratch.path + "/store")
-        let library = ChildProcess.productsDirectory + "/libgradsketch-c.so"
-        try #require(FileManager.default.fileExists(atPath: library), "build the C library first: swift build --product gradsketch-c")
-        let child = try ChildProcess.python("""
-        import ctypes, sys
-        import numpy as np
-        lib = ctypes.CDLL(sys.argv[1])
-        V, err = ctypes.c_void_p, ctypes.c_char_p()
-        class Text(ctypes.Structure):
-            _fields_ = [("bytes", ctypes.c_char_p), ("offsets", ctypes.POINTER(ctypes.c_int64))]
-        def check(status):
-            if status: raise SystemExit(f"status {status}: {err.value}")
-        store, session, token = V(), V(), V()
-        check(lib.gs_store_open(sys.argv[2].encode(), ctypes.byref(store), ctypes.byref(err)))
-        check(lib.gs_append_begin(store, b"g", 0, None, 0, ctypes.byref(session), ctypes.byref(err)))
-        rows = (np.arange(8, dtype=np.float32).reshape(2, 4) // 4 * 10 + np.arange(8, dtype=np.float32).reshape(2, 4) % 4 + 7)
-        ids = Text(b"p0\\0p1\\0", (ctypes.c_int64 * 3)(0, 3, 6))
-        check(lib.gs_append_rows(session, V(rows.ctypes.data), 2, ctypes.c_int64(2), ctypes.c_int64(4), ctypes.byref(ids), None, None, 0, ctypes.byref(err)))
-        check(lib.gs_append_prepare(session, ctypes.byref(token), ctypes.byref(err)))
-        sys.stdout.write(ctypes.string_at(token.value).decode())
-        lib.gs_free(token); lib.gs_append_free(session); lib.gs_store_close(store)
-        """, [library, store.path])
-        try #require(child.status == 0, "\(child.standardError)")
-        let mine = try Self.session(store, prefix: "m", count: 1, offset: 0)
-        let result = try store.commit(prepared: [PreparedAppend(token: child.standardOutput), try mine.prepare()])
-        #expect(result.version == 1 && result.rowsAdded == 3)
-        let read = try Self.readBack(store)
-        #expect(read.ids == ["p0", "p1", "m0"])
-        #expect(read.rows == Self.values(2, offset: 7) + Self.values(1, offset: 0))
     }
 }
