@@ -63,13 +63,15 @@ def _release(session: Any) -> None:
         close()
 
 
-def commit_across_ranks(store: Any, session: Any, *, success: bool = True, detail: str | None = None) -> int:
+def commit_across_ranks(store: Any, session: Any, *, success: bool = True, reason: str | None = None,
+                        detail: str | None = None) -> int:
     """Commits every rank's ``session`` as one version; every rank must call it.
 
     Args:
         store: this rank's open store (the same store path on every rank).
         session: this rank's append session.
         success: ``False`` when this rank failed: nothing is committed on any rank.
+        reason: why this rank failed, for the other ranks' errors.
         detail: the version's detail text.
 
     Returns:
@@ -85,7 +87,7 @@ def commit_across_ranks(store: Any, session: Any, *, success: bool = True, detai
     if dist is None:
         raise InvalidStateError("commit_across_ranks needs an initialized torch.distributed process group")
     token: str | None = None
-    failure: str | None = None if success else "the rank failed while collecting"
+    failure: str | None = None if success else f"failed while collecting ({reason or 'no reason given'})"
     if success:
         try:
             token = session.prepare()

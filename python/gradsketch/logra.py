@@ -43,7 +43,7 @@ from torch import nn
 
 from . import distributed as _distributed
 from . import projection as _projection
-from .errors import InvalidInputError, InvalidStateError
+from .errors import GradSketchError, InvalidInputError, InvalidStateError
 
 __all__ = ["LoGraCollector", "SketchedModule", "sketchable_modules"]
 
@@ -282,7 +282,7 @@ class LoGraCollector:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.finish(success=exc_type is None)
+        self.finish(success=exc_type is None, reason=None if exc_type is None else f"{exc_type.__name__}: {exc}")
 
     def start(self) -> None:
         """Opens the append session and attaches the hooks."""
@@ -293,11 +293,13 @@ class LoGraCollector:
         for entry, module in self._selected:
             self._handles.append(module.register_forward_hook(self._forward_hook(entry)))
 
-    def finish(self, success: bool = True) -> int | None:
+    def finish(self, success: bool = True, reason: str | None = None) -> int | None:
         """Removes the hooks and commits the rows as one version (``success``) or aborts them.
 
         Under torchrun (world size > 1) every rank must call it: each rank prepares its session
-        and rank 0 commits all of them as one version (:mod:`gradsketch.distributed`).
+        and rank 0 commits all of them as one version (:mod:`gradsketch.distributed`); when a
+        rank fails (``success=False``, ``reason`` saying why) no rank commits, the other ranks
+        raise and this one returns ``None`` (its own error is the one to report).
 
         Returns:
             The committed version, or ``None`` when aborted.
@@ -310,7 +312,13 @@ class LoGraCollector:
             return None
         detail = self.detail or f"LoGra sketches of {len(self.layout)} modules, seed {self.seed}"
         if _distributed.is_distributed():
-            self.version = _distributed.commit_across_ranks(self.store, session, success=success, detail=detail)
+            try:
+                self.version = _distributed.commit_across_ranks(self.store, session, success=success, reason=reason,
+                                                                detail=detail)
+            except GradSketchError:
+                if success:
+                    raise
+                return None
             return self.version
         if not success:
             session.abort()

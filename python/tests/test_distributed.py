@@ -97,6 +97,7 @@ def test_a_failing_rank_commits_nothing_on_any_rank(tmp_store, tmp_path):
     result = run_ranks(tmp_path, Path(tmp_store.path), "fail")
     assert result.returncode != 0
     assert "rank 1 raised RuntimeError: rank 1 fails on purpose" in result.stdout, result.stdout + result.stderr
-    assert "rank 0 raised InvalidStateError" in result.stdout and "rank 1: the rank failed" in result.stdout
+    assert ("rank 0 raised InvalidStateError: the distributed commit of 2 ranks failed: rank 1: failed while collecting "
+            "(RuntimeError: rank 1 fails on purpose)") in result.stdout
     assert tmp_store.latest_version() == before
     assert tmp_store.verify().clean
