@@ -164,7 +164,7 @@ def test_collector_matches_gradsketch_project_and_factors_match_the_spec_referen
     np.save(tmp_path / "g.npy", captured["gradients"].numpy().astype(np.float32))
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     result = subprocess.run(
-        [gradsketch_cli, "project", "--store", str(tmp_store.path), "--seed", str(seed),
+        [gradsketch_cli, "project", str(tmp_store.path), "--seed", str(seed),
          "--activations", str(tmp_path / "a.npy"), "--output-gradients", str(tmp_path / "g.npy"),
          "--side", str(side), "--parameter", "fc.weight", "--set", "cli", "--ids", str(tmp_path / "ids.txt"), "--json"],
         capture_output=True, text=True, check=True)
@@ -253,22 +253,26 @@ def test_select_delta_on_collected_rows_matches_numpy(tmp_store, gradsketch_cli)
         query.append((p_out @ delta @ p_in.T).ravel())
     query = -np.concatenate(query)                    # base − finetuned: the engine's convention
     ids, rows = stored_rows(tmp_store, "train")
-    scores = rows @ query
+    inner = rows @ query
+    # SELECT's top-k ranks by cos(row, query) (Sources/GradSketchSelect/Select.swift).
+    scores = inner / (np.linalg.norm(rows, axis=1) * np.linalg.norm(query))
     order = np.argsort(-scores, kind="stable")[:4]
 
     with tmp_store.snapshot() as snapshot:
         selection = snapshot.select("train", delta="delta", count=4, method="top-k")
+        hits = snapshot.query("train", delta="delta", negate=True, k=len(ids))
     assert list(selection.ids) == [ids[i] for i in order]
-    np.testing.assert_allclose(np.asarray(selection.scores, dtype=np.float64), scores[order], rtol=1e-4,
-                               atol=1e-6 * np.abs(scores).max())
+    np.testing.assert_allclose(np.asarray(selection.scores, dtype=np.float64), scores[order], rtol=1e-4, atol=1e-6)
+    # The delta query (inner products) sees the same projected delta.
+    by_id = {hit.id: hit.score for hit in hits}
+    np.testing.assert_allclose([by_id[i] for i in ids], inner, rtol=1e-4, atol=1e-6 * np.abs(inner).max())
 
-    result = subprocess.run([gradsketch_cli, "select", "--store", str(tmp_store.path), "--set", "train",
+    result = subprocess.run([gradsketch_cli, "select", str(tmp_store.path), "--set", "train",
                              "--delta", "delta", "--negate", "--strategy", "topk", "-k", "4", "--json"],
                             capture_output=True, text=True, check=True)
     picked = json.loads(result.stdout)["rows"]
     assert [row["id"] for row in picked] == [ids[i] for i in order]
-    np.testing.assert_allclose([row["score"] for row in picked], scores[order], rtol=1e-4,
-                               atol=1e-6 * np.abs(scores).max())
+    np.testing.assert_allclose([row["score"] for row in picked], scores[order], rtol=1e-4, atol=1e-6)
 
 
 # ----- 4. reduced-precision compute and Adam preconditioning ----------------------------------
