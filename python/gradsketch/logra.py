@@ -152,7 +152,8 @@ class LoGraCollector:
             ``exp_avg_sq``) preconditions each per-example gradient as LESS does:
             ``m' = β1 m + (1−β1) g``, ``v' = β2 v + (1−β2) g²``, ``feature = m' / sqrt(v' + ε)``
             (no bias correction, ε inside the square root), with β1, β2 and ε of the parameter's
-            optimizer group. This forms each per-example gradient.
+            optimizer group. This forms each per-example gradient, in float32 (float64 with a
+            float64 ``compute_dtype``) whatever ``compute_dtype`` says.
         attributes: extra set attributes (e.g. ``{"tensor_set": "base"}``).
         detail: the version's detail text.
     """
@@ -320,11 +321,14 @@ class LoGraCollector:
                     raise
                 return None
             return self.version
-        if not success:
-            session.abort()
-            return None
-        self.version = session.commit(detail)
-        return self.version
+        try:
+            if not success:
+                session.abort()
+                return None
+            self.version = session.commit(detail)
+            return self.version
+        finally:
+            session.close()
 
     # ----- batches ---------------------------------------------------------------------------
 

@@ -352,13 +352,20 @@ def test_k_larger_than_a_dimension_is_clamped_like_the_cli(tmp_store):
         assert snapshot.info("train").k == 2 * 16 * WIDTH + VOCAB * WIDTH
 
 
-def test_per_module_k_and_generated_ids(tmp_store):
+def test_per_module_k_generated_ids_labels_and_metadata(tmp_store):
     model = model_with_seed(1)
-    batches = [(None, *make_batch(3, seed=s)) for s in range(2)]
-    collector = collect(tmp_store, model, batches, seed=9, k={"fc": (2, 3), "head.weight": (5, 1)}, stored_dtype="float32")
+    with LoGraCollector(model, tmp_store, "train", seed=9, k={"fc": (2, 3), "head.weight": (5, 1)},
+                        stored_dtype="float32") as collector:
+        for batch in range(2):
+            tokens, _ = make_batch(3, seed=batch)
+            with collector.batch(labels=["x", "y", "z"], metadata=[{"batch": batch, "i": i} for i in range(3)]):
+                example_losses(model, tokens).sum().backward()
     assert [(e.parameter, e.k_out, e.k_in) for e in collector.layout] == [("fc.weight", 2, 3), ("head.weight", 5, 1)]
     ids, rows = stored_rows(tmp_store, "train")
     assert ids == [f"0-{i}" for i in range(6)] and rows.shape == (6, 11)
+    with tmp_store.snapshot() as snapshot:
+        assert snapshot.labels("train") == ["x", "y", "z"] * 2
+        assert [json.loads(m) for m in snapshot.metadata("train")] == [{"batch": b, "i": i} for b in range(2) for i in range(3)]
 
 
 def test_a_second_collector_with_another_seed_is_refused_by_the_engine(tmp_store):
