@@ -108,6 +108,9 @@ extension Store {
             guard entry.rows >= 1, entry.size != nil, entry.fileChecksum != nil, entry.checksums["ids"] != nil else {
                 throw StoreError(.invalidInput, "\(what) segment \(entry.file) lacks its rows, size, file checksum or ids checksum", path: path)
             }
+            guard FileSystem.exists(absolute(entry.file)) || FileSystem.isSymbolicLink(absolute(entry.file)) else {
+                throw StoreError(.corrupt, "\(what) names segment \(entry.file), which does not exist (its session aborted, or it was vacuumed after the session ended)", path: path)
+            }
             try DataFileCheck.dataFile(absolute(entry.file))
             // The rows are checked finite unless the writer recorded non-finite values, so a
             // token cannot slip NaN into a set that refuses them.
