@@ -1,7 +1,8 @@
 """Collector overhead on a small GPT: plain forward+backward vs the same with LoGra sketches.
 
-    GRADSKETCH_LIBRARY=.build/release/libgradsketch-c.so PYTHONPATH=python \\
-        python3 python/benchmarks/collector_overhead.py [--steps 10] [--batch 8] [--threads 2]
+    python3 python/benchmarks/collector_overhead.py [--steps 10] [--batch 8] [--threads 2]
+
+(the library is found as gradsketch._native documents, e.g. GRADSKETCH_LIBRARY).
 
 Every step is one batch (default 8 sequences of 128 tokens). "plain" is forward + backward;
 "collector" is forward + backward with the collector's hooks on every nn.Linear (k 16x16 each)
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package first
 import gradsketch as gs  # noqa: E402
 from gradsketch.logra import LoGraCollector  # noqa: E402
 from tiny_gpt import TinyGPT, per_example_loss  # noqa: E402
