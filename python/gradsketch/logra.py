@@ -183,6 +183,7 @@ class LoGraCollector:
         self._accumulate_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
         self._selected = self._select_modules(model, k, modules)
         self.layout: list[SketchedModule] = [entry for entry, _ in self._selected]
+        self._weights = {entry.parameter: module.weight for entry, module in self._selected}
         self.definition: dict[str, Any] = {
             "version": "1.0", "generator": "philox4x32-10", "seed": seed, "kind": "rademacher",
             "k_dense": 0, "layout": [entry.layout_entry() for entry in self.layout]}
@@ -303,7 +304,8 @@ class LoGraCollector:
         raise and this one returns ``None`` (its own error is the one to report).
 
         Returns:
-            The committed version, or ``None`` when aborted.
+            The committed version, or ``None`` when aborted (or, in one process, when no batch
+            was collected).
         """
         for handle in self._handles:
             handle.remove()
@@ -322,7 +324,7 @@ class LoGraCollector:
                 return None
             return self.version
         try:
-            if not success:
+            if not success or self.rows_written == 0:     # nothing to publish: no empty version
                 session.abort()
                 return None
             self.version = session.commit(detail)
@@ -448,8 +450,7 @@ class LoGraCollector:
 
     def _preconditioned_sketch(self, entry: SketchedModule, gradients: torch.Tensor) -> torch.Tensor:
         """LESS's Adam feature of each per-example gradient, then ``P_out F P_inᵀ``."""
-        module = dict((e.parameter, m) for e, m in self._selected)[entry.parameter]
-        weight = module.weight
+        weight = self._weights[entry.parameter]
         optimizer = self.precondition
         state = optimizer.state.get(weight, {})
         if "exp_avg" not in state or "exp_avg_sq" not in state:
