@@ -39,7 +39,9 @@ WORKER = textwrap.dedent("""
         try:
             with LoGraCollector(model, store, "train", seed=3, k=(2, 2), stored_dtype="float32") as collector:
                 for start in range(0, examples, 2):
-                    with collector.batch():
+                    # "same-ids": both ranks name their rows x-0, x-1, ...: the one commit must refuse.
+                    ids = [f"x-{start + i}" for i in range(2)] if mode == "same-ids" else None
+                    with collector.batch(ids):
                         if mode == "fail" and rank == 1:
                             raise RuntimeError("rank 1 fails on purpose")
                         model(inputs[start:start + 2]).pow(2).sum().backward()
@@ -100,4 +102,18 @@ def test_a_failing_rank_commits_nothing_on_any_rank(tmp_store, tmp_path):
     assert ("rank 0 raised InvalidStateError: the distributed commit of 2 ranks failed: rank 1: failed while collecting "
             "(RuntimeError: rank 1 fails on purpose)") in result.stdout
     assert tmp_store.latest_version() == before
+    assert list((Path(tmp_store.path) / "segments").iterdir()) == []     # rank 0's prepared files removed
+    assert tmp_store.verify().clean
+
+
+def test_a_refused_commit_raises_on_every_rank_and_keeps_the_store(tmp_store, tmp_path):
+    before = tmp_store.latest_version()
+    result = run_ranks(tmp_path, Path(tmp_store.path), "same-ids")
+    assert result.returncode != 0
+    for rank in range(2):
+        assert f"rank {rank} raised InvalidInputError: the distributed commit of 2 ranks failed: " in result.stdout, \
+            result.stdout + result.stderr
+    assert "x-0" in result.stdout                   # the engine's message names the duplicate id
+    assert tmp_store.latest_version() == before
+    assert list((Path(tmp_store.path) / "segments").iterdir()) == []     # both ranks' prepared files removed
     assert tmp_store.verify().clean
