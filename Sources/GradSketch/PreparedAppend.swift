@@ -1,4 +1,4 @@
-public import GradSketchStore
+import GradSketchStore
 
 /// The token of a prepared append session (``AppendSession/prepare()``): JSON text naming the
 /// segments the session wrote, to be committed with the tokens of other sessions (from any
