@@ -46,17 +46,6 @@ def world_size() -> int:
     return dist.get_world_size() if dist is not None else 1
 
 
-def _abort(session: Any) -> None:
-    """Removes the session's segments, also after ``prepare()`` (when the commit did not happen:
-    gs_append_abort after gs_append_prepare deletes the prepared files, Spec/c-api.md)."""
-    if getattr(session, "state", None) == "prepared":
-        from ._native import lib
-        lib().gs_append_abort(session._handle.pointer)
-        session.state = "aborted"
-    else:
-        session.abort()
-
-
 def _release(session: Any) -> None:
     close = getattr(session, "close", None)
     if close is not None:
@@ -112,7 +101,7 @@ def commit_across_ranks(store: Any, session: Any, *, success: bool = True, reaso
     state, value, message = outcome[0]
     if state != "committed":
         try:
-            _abort(session)
+            session.abort()              # also removes a prepared session's files
         except Exception as error:  # noqa: BLE001 - the commit's failure is the error to raise
             message = f"{message} (aborting this rank's segments also failed: {error})"
         dist.barrier()
