@@ -68,3 +68,12 @@ __all__ = [
     "projection",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``gs.LoGraCollector`` without importing torch for users who never collect."""
+    if name == "LoGraCollector":
+        from .logra import LoGraCollector
+
+        return LoGraCollector
+    raise AttributeError(f"module 'gradsketch' has no attribute {name!r}")
