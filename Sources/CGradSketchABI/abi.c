@@ -7,3 +7,4 @@ _Static_assert(sizeof(gs_text) == 2 * sizeof(void *), "gs_text is two pointers")
 _Static_assert(sizeof(gs_segment_view) == 48, "gs_segment_view layout moved");
 _Static_assert(sizeof(gs_query_params) == 64, "gs_query_params layout moved");
 _Static_assert(sizeof(gs_select_params) == 32, "gs_select_params layout moved");
+_Static_assert(sizeof(gs_tensor) == 32, "gs_tensor layout moved");

@@ -11,6 +11,7 @@ import Synchronization
 final class SnapshotHandle: Sendable {
     let snapshot: Snapshot
     let setNames: StringList
+    let tensorSetNames: StringList
     /// Deleted-row lists handed out by gs_snapshot_segment_view, one per (set, segment), kept
     /// so the borrowed pointer lives as long as the snapshot.
     private let deletedLists = Mutex<[String: DeletedRows]>([:])
@@ -18,6 +19,7 @@ final class SnapshotHandle: Sendable {
     init(_ snapshot: Snapshot) {
         self.snapshot = snapshot
         setNames = StringList(snapshot.sketchSetNames, ownedByCaller: false)
+        tensorSetNames = StringList(snapshot.tensorSetNames, ownedByCaller: false)
     }
 
     func deletedRows(set: String, segment: Int, _ rows: [Int]) -> DeletedRows {

@@ -35,7 +35,7 @@ extern "C" {
  * or constants are added. A caller built against MAJOR.MINOR runs with a library whose major
  * is equal and whose minor is at least MINOR. */
 #define GS_ABI_VERSION_MAJOR 1
-#define GS_ABI_VERSION_MINOR 0
+#define GS_ABI_VERSION_MINOR 1
 #define GS_ABI_VERSION ((GS_ABI_VERSION_MAJOR << 16) | GS_ABI_VERSION_MINOR)
 
 /* The library's GS_ABI_VERSION. Thread-safe. */
@@ -324,6 +324,55 @@ int64_t gs_result_version(const gs_result *result);
 /* How the engine answered (a query's plan, as JSON; "{}" for a selection). Borrowed. */
 const char *gs_result_plan_json(const gs_result *result);
 void gs_result_free(gs_result *result);
+
+/* ---- Added in 1.1: projection factors, tensor sets, versions (Spec/c-api.md §12) -------- */
+
+/* The dense Rademacher matrix of Spec/projection.md §2 for `stream` under `seed`: `rows` x `cols`
+ * binary32, row-major, into `out` (rows*cols floats, caller-owned), entries ±1/sqrt(rows) exactly
+ * as the engine applies them (a Kronecker parameter NAME uses streams "NAME/out" (k_out x n_out)
+ * and "NAME/in" (k_in x n_in), §4). Thread-safe. */
+gs_status gs_projection_rademacher(uint64_t seed, const char *stream, int64_t rows, int64_t cols,
+                                   float *out, char **error);
+
+/* One tensor of a tensor set to write: data is row-major, little-endian, of `dtype`
+ * (GS_DTYPE_FLOAT16/FLOAT32/BFLOAT16/FLOAT64; stored as the engine stores tensors). */
+typedef struct gs_tensor {
+    const char *name;
+    gs_dtype dtype;
+    int32_t ndim;
+    const int64_t *shape;
+    const void *data;
+} gs_tensor;
+/* Writes tensor set `name` of `kind` ("weights" or "delta" or another kind the format allows)
+ * and commits it as one version. */
+gs_status gs_store_put_tensors(gs_store *store, const char *name, const char *kind,
+                               const gs_tensor *tensors, int64_t count, const char *detail,
+                               int64_t *out_version, char **error);
+/* Commits tensor set `name` = `finetuned` - `base` (Spec/format.md, the delta operation). */
+gs_status gs_store_delta(gs_store *store, const char *name, const char *base,
+                         const char *finetuned, const char *detail, int64_t *out_version,
+                         char **error);
+/* The tensor sets of a snapshot, sorted by name bytes; name i is borrowed. */
+int64_t gs_snapshot_tensor_set_count(const gs_snapshot *snapshot);
+const char *gs_snapshot_tensor_set_name(const gs_snapshot *snapshot, int64_t index);
+/* The store's versions as JSON (caller-owned, gs_free): [{"version":0,"detail":"...","time":"..."}, ...]. */
+gs_status gs_store_versions_json(gs_store *store, char **out_json, char **error);
+
+/* Prepared appends — many writers, one commit (Spec/c-api.md §13 and Spec/format.md §7.2).
+ * gs_append_prepare finishes writing the session's segments (published, not referenced by any
+ * version) and hands back a token (caller-owned JSON text, gs_free) that describes them. The
+ * session keeps its writer pin (so vacuum keeps its files) until it is freed; it can no longer
+ * append, commit or abort-by-commit; gs_append_abort after prepare removes its files (only do
+ * that if the commit did not happen). Any process holding a store handle then commits the
+ * tokens of one or more sessions (from any processes, e.g. every rank of a torchrun job) as ONE
+ * version with gs_store_commit_prepared: all or nothing, every rule checked as for one session
+ * (ids unique across all tokens, one projection per set, dtype/k equal); tokens of the same set
+ * are appended in token order. A token committed once is refused a second time (its files are
+ * already referenced). */
+gs_status gs_append_prepare(gs_append *session, char **out_token, char **error);
+gs_status gs_store_commit_prepared(gs_store *store, const gs_text *tokens, int64_t count,
+                                   const char *detail, int64_t *out_version, int64_t *out_rows,
+                                   char **error);
 
 #ifdef __cplusplus
 }
