@@ -252,6 +252,8 @@ struct PickleMachine {
                 guard case .list(var list) = try pop() else { throw fail("APPENDS to a value that is not a list") }
                 list.append(contentsOf: items)
                 try push(.list(list))
+            case 0x73: // SETITEM: torch writes none for a tensor or a list of tensors
+                throw fail("refusing a dict: only a tensor or a list or tuple of tensors is read")
             case 0x75: // SETITEMS: only the empty kind torch writes for empty hooks
                 let items = try popToMark()
                 guard items.isEmpty, case .dict = try peek() else { throw fail("refusing a non-empty dict: only tensors are read") }
