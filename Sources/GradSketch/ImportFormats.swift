@@ -36,8 +36,9 @@ final class ImportChunk {
         let first = selectedRows?[rows.lowerBound] ?? rows.lowerBound
         let last = selectedRows?[rows.upperBound - 1] ?? (rows.upperBound - 1)
         let lead = base - fileBase
-        // Whole pages strictly inside the consumed range only: the kernel rounds the start
-        // down, which must not drop rows still to be read (they would just be re-read).
+        // The advice covers whole pages, so a page shared with rows still to come may go too:
+        // that costs a re-read from the page cache, never a wrong row (the mapping is shared
+        // and read-only).
         file.advise(.finished, range: (lead + first * rowStride)..<(lead + last * rowStride + columnOffset + rowBytes))
     }
 }
