@@ -152,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "GradSketchTests",
             // The lower modules only as oracles that read back what the facade committed and searched.
-            dependencies: ["GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchInterchange", "GradSketchTestSupport"],
+            dependencies: ["GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchInterchange", "GradSketchProjection", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

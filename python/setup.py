@@ -2,7 +2,8 @@
 
 `pip install ./python` (in-tree build, with or without build isolation) and editable installs
 run `swift build -c release --product gradsketch-c --package-path <repo>` (repo = the parent
-of this directory, or env GRADSKETCH_REPO) and copy libgradsketch-c.so into gradsketch/_lib/.
+of this directory, or env GRADSKETCH_REPO); a regular install copies libgradsketch-c.so into
+gradsketch/_lib/, an editable one loads it from <repo>/.build/release (no stale copy).
 When env GRADSKETCH_LIBRARY names a library, the build is skipped and that file is shipped
 instead (gradsketch also loads GRADSKETCH_LIBRARY at run time when it is set).
 """
@@ -51,9 +52,13 @@ class BuildWithLibrary(build_py):
     def run(self) -> None:
         super().run()
         library = built_library()
-        # Editable installs import from the source tree; regular builds from build_lib.
-        root = HERE if getattr(self, "editable_mode", False) else Path(self.build_lib)
-        target = root / "gradsketch" / "_lib"
+        if getattr(self, "editable_mode", False):
+            # An editable install imports the checkout, which finds <repo>/.build/release (or
+            # GRADSKETCH_LIBRARY) at run time; a copy in gradsketch/_lib would go stale (and win
+            # the lookup) at the next `swift build`.
+            print(f"gradsketch: editable install; the checkout loads {library.parent} at run time", flush=True)
+            return
+        target = Path(self.build_lib) / "gradsketch" / "_lib"
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy2(library, target / LIBRARY_NAME)
         print(f"gradsketch: shipped {library} as {target / LIBRARY_NAME}", flush=True)

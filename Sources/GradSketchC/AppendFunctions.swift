@@ -9,8 +9,11 @@ import GradSketchInterchange
 /// What a `gs_append` handle stands for. Used by one thread at a time (Spec/c-api.md §6).
 final class AppendHandle {
     let set: String
-    /// nil once the session is committed or aborted.
+    /// nil once the session is committed, aborted or prepared.
     var session: GradSketch.AppendSession?
+    /// A prepared session (gs_append_prepare): kept for its pin until the handle is freed,
+    /// and so that gs_append_abort can still remove its segments.
+    var prepared: GradSketch.AppendSession?
 
     init(set: String, session: GradSketch.AppendSession) {
         self.set = set
@@ -19,6 +22,9 @@ final class AppendHandle {
 
     func open() throws -> GradSketch.AppendSession {
         guard let session else {
+            if prepared != nil {
+                throw ABIError.state("the append session to \"\(set)\" is prepared: commit its token with gs_store_commit_prepared")
+            }
             throw ABIError.state("the append session to \"\(set)\" is finished (committed or aborted); begin a new one")
         }
         return session
@@ -139,10 +145,16 @@ public func gs_append_abort(_ session: OpaquePointer?) {
     guard let handle = try? object(session, as: AppendHandle.self, "session") else { return }
     handle.session?.abort()
     handle.session = nil
+    handle.prepared?.abort()
+    handle.prepared = nil
 }
 
 @_cdecl("gs_append_free")
 public func gs_append_free(_ session: OpaquePointer?) {
-    gs_append_abort(session)
+    // A prepared session's segments belong to its token: freeing releases only the pin.
+    if let handle = try? object(session, as: AppendHandle.self, "session") {
+        handle.session?.abort()
+        handle.session = nil
+    }
     releaseHandle(session, as: AppendHandle.self)
 }

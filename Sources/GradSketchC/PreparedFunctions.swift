@@ -9,9 +9,13 @@ public func gs_append_prepare(
     _ session: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, _ error: ErrorOut
 ) -> gs_status {
     guarded(error) {
-        _ = try object(session, as: AppendHandle.self, "session")
-        guard out != nil else { throw ABIError.invalid("out_token is NULL") }
-        throw ABIError(status: gs_status(GS_INTERNAL), message: "gs_append_prepare is not implemented yet in this build")
+        let handle = try object(session, as: AppendHandle.self, "session")
+        guard let out else { throw ABIError.invalid("out_token is NULL") }
+        let active = try handle.open()
+        let prepared = try active.prepare()
+        handle.session = nil
+        handle.prepared = active
+        out.pointee = mallocString(prepared.token)
     }
 }
 
@@ -21,7 +25,13 @@ public func gs_store_commit_prepared(
     _ outVersion: UnsafeMutablePointer<Int64>?, _ outRows: UnsafeMutablePointer<Int64>?, _ error: ErrorOut
 ) -> gs_status {
     guarded(error) {
-        _ = try object(store, as: StoreHandle.self, "store")
-        throw ABIError(status: gs_status(GS_INTERNAL), message: "gs_store_commit_prepared is not implemented yet in this build")
+        let handle = try object(store, as: StoreHandle.self, "store")
+        guard tokens != nil else { throw ABIError.invalid("tokens is NULL") }
+        guard count >= 1 else { throw ABIError.invalid("count must be ≥ 1 (at least one token), found \(count)") }
+        let detail = try optionalString(detail, "detail")
+        let texts = try strings(tokens, count: Int(count), "tokens") ?? []
+        let result = try handle.store.commit(prepared: texts.map { PreparedAppend(token: $0) }, detail: detail)
+        assign(Int64(result.version), to: outVersion)
+        assign(Int64(result.rowsAdded), to: outRows)
     }
 }

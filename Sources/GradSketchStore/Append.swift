@@ -31,6 +31,8 @@ public final class AppendSession {
     private var written: [SegmentWriter.Written] = []
     private var ids = Set<UTF8Key>()
     private var committed = false
+    /// Set by ``prepare()``: the segments now belong to a token; releasing the session keeps them.
+    private var prepared = false
     /// Keeps vacuum off the segments written so far, however long the session lasts.
     private let pin: WriterPin
 
@@ -47,14 +49,14 @@ public final class AppendSession {
         pin = try store.pinWriter()
     }
 
-    deinit { if !committed { abandon() } }
+    deinit { if !committed && !prepared { abandon() } }
 
     /// Writes one batch as a segment (not yet visible).
     ///
     /// - Throws: `.invalidInput` for a width different from the set's, ids repeated within
     ///   the session, or rows refused by the segment writer; the session stays usable.
     public func append(_ rows: RowInput, annotations: RowAnnotations = RowAnnotations(), progress: ((Int, Int) -> Void)? = nil) throws {
-        precondition(!committed, "the session is already committed")
+        precondition(!committed && !prepared, "the session is already committed or prepared")
         if let k, k != rows.k {
             throw StoreError(.invalidInput, "set \(set) has rows of width k = \(k), the input has k = \(rows.k)", path: store.path)
         }
@@ -92,6 +94,24 @@ public final class AppendSession {
         }
         let segments = StagedSegments(written: written, k: k, dtype: dtype, allowNonfinite: allowNonfinite)
         return .appendSegments(set: set, segments: segments, options: options)
+    }
+
+    /// Finishes the session without committing: its segments stay published, in no version,
+    /// and its pin stays held until the session is released; the returned token describes
+    /// them for ``Store/commitPrepared(_:detail:)`` in any process. The session can no longer
+    /// append or commit; ``abandon()`` still removes its segments.
+    ///
+    /// - Throws: `.invalidInput` when nothing was appended.
+    package func prepare() throws -> PreparedAppendToken {
+        precondition(!committed && !prepared, "the session is already committed or prepared")
+        guard let k, !written.isEmpty else {
+            throw StoreError(.invalidInput, "nothing to prepare: no rows were appended to \(set)", path: store.path)
+        }
+        prepared = true
+        return PreparedAppendToken(
+            storeID: store.storeID, set: set, k: k, dtype: dtype.rawValue, allowNonfinite: allowNonfinite,
+            options: .init(dtype: options.dtype?.rawValue, allowNonfinite: options.allowNonfinite, attributes: options.attributes),
+            segments: written.map { .init(entry: $0.entry, hasNonfinite: $0.hasNonfinite) })
     }
 
     /// Records that a version referencing the staged segments is committed: they are no

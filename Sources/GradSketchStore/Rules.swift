@@ -144,6 +144,17 @@ extension Rules {
                                      to manifest: inout Manifest, store: Store) throws {
         try checkName(set, what: "set")
         let entries = segments.written.map(\.entry)
+        // A segment file joins a version once: a prepared token committed a second time (or
+        // listing one file twice) names files the version already holds.
+        let adding = Set(entries.map(\.file))
+        guard adding.count == entries.count else {
+            throw StoreError(.invalidInput, "the append lists segment file \(entries.map(\.file).first { file in entries.filter { $0.file == file }.count > 1 } ?? "") twice", path: store.path)
+        }
+        for (owner, existing) in manifest.sketchSets {
+            if let file = existing.segments.first(where: { adding.contains($0.file) })?.file {
+                throw StoreError(.invalidInput, "segment \(file) is already in set \(owner) of version \(manifest.version): these rows are committed (a prepared token is committed once)", path: store.path)
+            }
+        }
         let hasNonfinite = segments.written.contains { $0.hasNonfinite }
         guard var entry = manifest.sketchSets[set] else {
             if let given = options.dtype, given != segments.dtype {

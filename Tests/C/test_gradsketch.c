@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int failures = 0;
@@ -175,7 +176,277 @@ static void *query_worker(void *argument) {
     return NULL;
 }
 
-int main(void) {
+/* ---- ABI 1.1 additions ------------------------------------------------------------------ */
+
+/* Signs of the reference's rademacher(42, "blocks.0.attn/in", 3, 40) (Spec/reference/
+ * projection_ref.py, row-major), written down from its output: an independent oracle. */
+static const char reference_signs[] =
+    "++++++--+++-++-+------++---+--++++--++-+-+--+---++-+--++++++-+-+-+--+--++--++-+---+-+++-++-+-++-----+++++-++--+-+-+-++++";
+
+static void test_projection_factors(void) {
+    float factor[3 * 40];
+    REQUIRE_OK(gs_projection_rademacher(42, "blocks.0.attn/in", 3, 40, factor, &require_error));
+    const float scale = (float)(1.0 / sqrt(3.0));
+    int same = 1;
+    for (int i = 0; i < 3 * 40; i++) same = same && factor[i] == (reference_signs[i] == '-' ? -scale : scale);
+    CHECK(same, "the Rademacher factor is the reference's, entries ±1/sqrt(3)");
+    float other[3 * 40];
+    REQUIRE_OK(gs_projection_rademacher(42, "blocks.0.attn/out", 3, 40, other, &require_error));
+    CHECK(memcmp(factor, other, sizeof factor) != 0, "the /in and /out streams differ");
+    EXPECT_ERROR(gs_projection_rademacher(42, NULL, 3, 40, factor, &error), GS_INVALID_INPUT, "stream is NULL");
+    EXPECT_ERROR(gs_projection_rademacher(42, "x", 0, 40, factor, &error), GS_INVALID_INPUT, "rows = 0");
+    EXPECT_ERROR(gs_projection_rademacher(42, "x", 3, 40, NULL, &error), GS_INVALID_INPUT, "out is NULL");
+    EXPECT_ERROR(gs_projection_rademacher(42, "x", INT64_C(1) << 31, INT64_C(1) << 62, factor, &error), GS_INVALID_INPUT, "fit");
+}
+
+static void test_tensor_sets(const char *path) {
+    gs_store *store = NULL;
+    REQUIRE_OK(gs_store_create(path, &store, &require_error));
+    float base[2][3] = {{1.5f, -2.0f, 0.25f}, {8.0f, 3.0f, 0.001f}};
+    float tuned[2][3] = {{1.25f, -1.0f, 0.5f}, {8.0f, -3.0f, 0.002f}};
+    uint16_t bias[2] = {0x3C00, 0xC000}; /* float16 1 and -2 */
+    int64_t matrix_shape[2] = {2, 3}, bias_shape[1] = {2};
+    gs_tensor tensors[2] = {{"w", GS_DTYPE_FLOAT32, 2, matrix_shape, base}, {"b", GS_DTYPE_FLOAT16, 1, bias_shape, bias}};
+    int64_t version = -1;
+    REQUIRE_OK(gs_store_put_tensors(store, "base", "weights", tensors, 2, "base weights", &version, &require_error));
+    CHECK(version == 1, "put-tensors commits version 1, found %lld", (long long)version);
+    tensors[0].data = tuned;
+    REQUIRE_OK(gs_store_put_tensors(store, "tuned", "weights", tensors, 2, NULL, &version, &require_error));
+    REQUIRE_OK(gs_store_delta(store, "d", "base", "tuned", "fine-tune", &version, &require_error));
+    CHECK(version == 3, "the delta commits version 3, found %lld", (long long)version);
+
+    EXPECT_ERROR(gs_store_put_tensors(store, "base", "weights", tensors, 2, NULL, NULL, &error), GS_INVALID_INPUT, "already exists");
+    EXPECT_ERROR(gs_store_put_tensors(store, "x", "delta", tensors, 2, NULL, NULL, &error), GS_INVALID_INPUT, "delta");
+    EXPECT_ERROR(gs_store_put_tensors(store, "x", "weights", tensors, 0, NULL, NULL, &error), GS_INVALID_INPUT, "count");
+    EXPECT_ERROR(gs_store_put_tensors(store, "x", "weights", NULL, 1, NULL, NULL, &error), GS_INVALID_INPUT, "tensors is NULL");
+    gs_tensor bad = tensors[0];
+    bad.dtype = 9;
+    EXPECT_ERROR(gs_store_put_tensors(store, "x", "weights", &bad, 1, NULL, NULL, &error), GS_INVALID_INPUT, "tensors[0] (w)");
+    bad = tensors[0];
+    int64_t negative[2] = {2, -3}, huge[2] = {INT64_C(1) << 40, INT64_C(1) << 40};
+    bad.shape = negative;
+    EXPECT_ERROR(gs_store_put_tensors(store, "x", "weights", &bad, 1, NULL, NULL, &error), GS_INVALID_INPUT, "≥ 0");
+    bad.shape = huge;
+    EXPECT_ERROR(gs_store_put_tensors(store, "x", "weights", &bad, 1, NULL, NULL, &error), GS_INVALID_INPUT, "does not fit");
+    bad = tensors[0];
+    bad.data = NULL;
+    EXPECT_ERROR(gs_store_put_tensors(store, "x", "weights", &bad, 1, NULL, NULL, &error), GS_INVALID_INPUT, "data is NULL");
+    bad = tensors[0];
+    bad.name = NULL;
+    EXPECT_ERROR(gs_store_put_tensors(store, "x", "weights", &bad, 1, NULL, NULL, &error), GS_INVALID_INPUT, "name is NULL");
+    EXPECT_ERROR(gs_store_delta(store, "d2", "base", "nosuch", NULL, NULL, &error), GS_NOT_FOUND, "nosuch");
+
+    gs_snapshot *snapshot = NULL;
+    REQUIRE_OK(gs_snapshot_open(store, -1, &snapshot, &require_error));
+    CHECK(gs_snapshot_tensor_set_count(snapshot) == 3, "three tensor sets, found %lld", (long long)gs_snapshot_tensor_set_count(snapshot));
+    const char *names[3] = {"base", "d", "tuned"};
+    for (int i = 0; i < 3; i++) {
+        const char *name = gs_snapshot_tensor_set_name(snapshot, i);
+        CHECK(name && strcmp(name, names[i]) == 0, "tensor set %d: expected %s, found %s", i, names[i], name ? name : "(null)");
+    }
+    CHECK(gs_snapshot_tensor_set_name(snapshot, 3) == NULL, "tensor set name out of range is NULL");
+    CHECK(gs_snapshot_tensor_set_count(NULL) == 0, "a NULL snapshot has no tensor sets");
+    gs_snapshot_close(snapshot);
+
+    char *json = NULL;
+    REQUIRE_OK(gs_store_versions_json(store, &json, &require_error));
+    CHECK(json && strstr(json, "\"detail\":\"base weights\"") && strstr(json, "\"detail\":\"fine-tune\"") &&
+          strstr(json, "\"version\":3") && !strstr(json, "\"version\":4") && strstr(json, "\"time\":\""),
+          "versions json: %s", json ? json : "(null)");
+    gs_free(json);
+    EXPECT_ERROR(gs_store_versions_json(store, NULL, &error), GS_INVALID_INPUT, "out_json is NULL");
+    gs_store_close(store);
+}
+
+/* A session of `store` that appended `count` rows (values from `values`) with ids `prefix`0... */
+static gs_append *prepared_session(gs_store *store, const char *prefix, int count, const float *values) {
+    char names[4][32];
+    for (int i = 0; i < count; i++) snprintf(names[i], sizeof names[i], "%s%d", prefix, i);
+    packed_text text = pack(names, count);
+    gs_append *session = NULL;
+    REQUIRE_OK(gs_append_begin(store, "ranked", GS_DTYPE_FLOAT32, NULL, 0, &session, &require_error));
+    REQUIRE_OK(gs_append_rows(session, values, GS_DTYPE_FLOAT32, count, K, &text.text, NULL, NULL, 0, &require_error));
+    unpack(&text);
+    return session;
+}
+
+static void test_prepared_appends(const char *path) {
+    gs_store *first = NULL, *second = NULL;
+    REQUIRE_OK(gs_store_create(path, &first, &require_error));
+    REQUIRE_OK(gs_store_open(path, &second, &require_error));
+    static float values[6][K];
+    for (int r = 0; r < 6; r++)
+        for (int c = 0; c < K; c++) values[r][c] = next_value();
+    gs_append *a = prepared_session(first, "a", 3, values[0]);
+    gs_append *b = prepared_session(second, "b", 2, values[3]);
+    char *tokens[2] = {NULL, NULL};
+    REQUIRE_OK(gs_append_prepare(a, &tokens[0], &require_error));
+    REQUIRE_OK(gs_append_prepare(b, &tokens[1], &require_error));
+    EXPECT_ERROR(gs_append_rows(a, values[0], GS_DTYPE_FLOAT32, 1, K, NULL, NULL, NULL, 0, &error), GS_INVALID_STATE, "prepared");
+    EXPECT_ERROR(gs_append_commit(a, NULL, NULL, NULL, NULL, &error), GS_INVALID_STATE, "prepared");
+    EXPECT_ERROR(gs_append_prepare(a, &tokens[0], &error), GS_INVALID_STATE, "prepared");
+
+    /* Tokens as back-to-back C strings. */
+    size_t lengths[2] = {strlen(tokens[0]) + 1, strlen(tokens[1]) + 1};
+    char *joined = malloc(lengths[0] + lengths[1]);
+    memcpy(joined, tokens[0], lengths[0]);
+    memcpy(joined + lengths[0], tokens[1], lengths[1]);
+    int64_t offsets[3] = {0, (int64_t)lengths[0], (int64_t)(lengths[0] + lengths[1])};
+    gs_text both = {joined, offsets};
+
+    /* A tampered token (a segment file outside segments/) commits nothing. */
+    char *tampered = strdup(tokens[0]);
+    char *file = strstr(tampered, "\"file\":\"segments/");
+    CHECK(file != NULL, "the token names its segment file: %s", tokens[0]);
+    if (file) memcpy(file + 8, "tmp/", 4); /* "segments/x" -> "tmp/ents/x" */
+    int64_t one_offsets[2] = {0, (int64_t)strlen(tampered)};
+    gs_text forged = {tampered, one_offsets};
+    EXPECT_ERROR(gs_store_commit_prepared(first, &forged, 1, NULL, NULL, NULL, &error), GS_INVALID_INPUT, "segments/<32");
+    free(tampered);
+    EXPECT_ERROR(gs_store_commit_prepared(first, &both, 0, NULL, NULL, NULL, &error), GS_INVALID_INPUT, "count");
+    EXPECT_ERROR(gs_store_commit_prepared(first, NULL, 1, NULL, NULL, NULL, &error), GS_INVALID_INPUT, "tokens is NULL");
+
+    int64_t version = -1, added = -1;
+    REQUIRE_OK(gs_store_commit_prepared(second, &both, 2, "two ranks", &version, &added, &require_error));
+    CHECK(version == 1 && added == 5, "one version with both sessions' rows: version %lld, rows %lld", (long long)version, (long long)added);
+    EXPECT_ERROR(gs_store_commit_prepared(first, &both, 2, NULL, NULL, NULL, &error), GS_INVALID_INPUT, "committed once");
+
+    gs_snapshot *snapshot = NULL;
+    REQUIRE_OK(gs_snapshot_open(first, -1, &snapshot, &require_error));
+    int64_t live = 0, segments = 0;
+    REQUIRE_OK(gs_snapshot_set_info(snapshot, "ranked", NULL, NULL, &live, &segments, &require_error));
+    CHECK(live == 5 && segments == 2, "5 rows in 2 segments, found %lld in %lld", (long long)live, (long long)segments);
+    int position = 0;
+    for (int64_t s = 0; s < segments && s < 2; s++) {
+        gs_segment_view view;
+        REQUIRE_OK(gs_snapshot_segment_view(snapshot, "ranked", s, &view, &require_error));
+        CHECK(memcmp(view.data, values[position], (size_t)view.rows * K * sizeof(float)) == 0, "segment %lld holds the rows in token order", (long long)s);
+        position += (int)view.rows;
+    }
+    gs_address addresses[5] = {{0, 0}, {0, 1}, {0, 2}, {1, 0}, {1, 1}};
+    gs_strings *strings = NULL;
+    REQUIRE_OK(gs_snapshot_strings(snapshot, "ranked", GS_IDS, addresses, 5, &strings, &require_error));
+    CHECK(strcmp(gs_strings_get(strings, 0), "a0") == 0 && strcmp(gs_strings_get(strings, 4), "b1") == 0, "ids of both sessions");
+    gs_strings_free(strings);
+    gs_snapshot_close(snapshot);
+    gs_append_free(a);
+    gs_append_free(b);
+    free(joined);
+    gs_free(tokens[0]);
+    gs_free(tokens[1]);
+
+    /* Freeing a prepared session keeps its segments for the token; aborting removes them. */
+    gs_append *kept = prepared_session(first, "k", 1, values[5]);
+    gs_append *dropped = prepared_session(first, "x", 1, values[5]);
+    char *kept_token = NULL, *dropped_token = NULL;
+    REQUIRE_OK(gs_append_prepare(kept, &kept_token, &require_error));
+    REQUIRE_OK(gs_append_prepare(dropped, &dropped_token, &require_error));
+    gs_append_free(kept);
+    gs_append_abort(dropped);
+    gs_append_free(dropped);
+    int64_t kept_offsets[2] = {0, (int64_t)strlen(kept_token)}, dropped_offsets[2] = {0, (int64_t)strlen(dropped_token)};
+    gs_text kept_text = {kept_token, kept_offsets}, dropped_text = {dropped_token, dropped_offsets};
+    EXPECT_ERROR(gs_store_commit_prepared(first, &dropped_text, 1, NULL, NULL, NULL, &error), GS_CORRUPT, "does not exist");
+    REQUIRE_OK(gs_store_commit_prepared(first, &kept_text, 1, NULL, &version, &added, &require_error));
+    CHECK(version == 2 && added == 1, "a freed prepared session's token commits: version %lld, rows %lld", (long long)version, (long long)added);
+    gs_free(kept_token);
+    gs_free(dropped_token);
+    gs_store_close(first);
+    gs_store_close(second);
+}
+
+/* The child of the two-process test: appends two rows with ids "child0", "child1" (values
+ * 100 + i) to set "ranked" of the store at `path`, prepares, prints the token on stdout and
+ * exits, freeing its session (the token's segments stay for the parent to commit). */
+static int prepare_child(const char *path) {
+    gs_store *store = NULL;
+    REQUIRE_OK(gs_store_open(path, &store, &require_error));
+    float values[2][K];
+    for (int i = 0; i < 2 * K; i++) values[i / K][i % K] = 100.0f + (float)i;
+    char names[2][32] = {"child0", "child1"};
+    packed_text text = pack(names, 2);
+    gs_append *session = NULL;
+    REQUIRE_OK(gs_append_begin(store, "ranked", GS_DTYPE_FLOAT32, NULL, 0, &session, &require_error));
+    REQUIRE_OK(gs_append_rows(session, values, GS_DTYPE_FLOAT32, 2, K, &text.text, NULL, NULL, 0, &require_error));
+    char *token = NULL;
+    REQUIRE_OK(gs_append_prepare(session, &token, &require_error));
+    fputs(token, stdout);
+    gs_free(token);
+    gs_append_free(session);
+    gs_store_close(store);
+    unpack(&text);
+    return 0;
+}
+
+/* Runs this program again as `self --prepare-child path` (a second process with its own
+ * library state) and commits its token together with one of this process: one version. */
+static void test_prepared_across_processes(const char *self, const char *path) {
+    int channel[2];
+    CHECK(pipe(channel) == 0, "pipe");
+    pid_t child = fork();
+    if (child == 0) {
+        dup2(channel[1], STDOUT_FILENO);
+        close(channel[0]);
+        close(channel[1]);
+        execl(self, self, "--prepare-child", path, (char *)NULL);
+        _exit(127);
+    }
+    close(channel[1]);
+    static char token[65536];
+    size_t length = 0;
+    ssize_t got;
+    while ((got = read(channel[0], token + length, sizeof token - 1 - length)) > 0) length += (size_t)got;
+    token[length] = 0;
+    close(channel[0]);
+    int child_status = 0;
+    waitpid(child, &child_status, 0);
+    CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0 && length > 0,
+          "the child prepared a token (status %d, %zu bytes)", child_status, length);
+
+    gs_store *store = NULL;
+    REQUIRE_OK(gs_store_open(path, &store, &require_error));
+    int64_t before = -1, version = -1, added = -1;
+    REQUIRE_OK(gs_store_latest_version(store, &before, &require_error));
+    float mine[1][K];
+    for (int i = 0; i < K; i++) mine[0][i] = -1.0f - (float)i;
+    gs_append *session = prepared_session(store, "parent", 1, mine[0]);
+    char *my_token = NULL;
+    REQUIRE_OK(gs_append_prepare(session, &my_token, &require_error));
+    size_t child_length = strlen(token) + 1, my_length = strlen(my_token) + 1;
+    char *joined = malloc(child_length + my_length);
+    memcpy(joined, token, child_length);
+    memcpy(joined + child_length, my_token, my_length);
+    int64_t offsets[3] = {0, (int64_t)child_length, (int64_t)(child_length + my_length)};
+    gs_text both = {joined, offsets};
+    REQUIRE_OK(gs_store_commit_prepared(store, &both, 2, "two processes", &version, &added, &require_error));
+    CHECK(version == before + 1 && added == 3, "one version with both processes' rows: version %lld (before %lld), rows %lld",
+          (long long)version, (long long)before, (long long)added);
+    gs_snapshot *snapshot = NULL;
+    REQUIRE_OK(gs_snapshot_open(store, version, &snapshot, &require_error));
+    int64_t segments = 0;
+    REQUIRE_OK(gs_snapshot_set_info(snapshot, "ranked", NULL, NULL, NULL, &segments, &require_error));
+    gs_segment_view child_view, my_view;
+    REQUIRE_OK(gs_snapshot_segment_view(snapshot, "ranked", segments - 2, &child_view, &require_error));
+    REQUIRE_OK(gs_snapshot_segment_view(snapshot, "ranked", segments - 1, &my_view, &require_error));
+    int same = child_view.rows == 2 && my_view.rows == 1;
+    for (int i = 0; same && i < 2 * K; i++) same = ((const float *)child_view.data)[i] == 100.0f + (float)i;
+    same = same && memcmp(my_view.data, mine, sizeof mine) == 0;
+    CHECK(same, "the child's rows, then this process's, in token order");
+    gs_address addresses[3] = {{segments - 2, 0}, {segments - 2, 1}, {segments - 1, 0}};
+    gs_strings *strings = NULL;
+    REQUIRE_OK(gs_snapshot_strings(snapshot, "ranked", GS_IDS, addresses, 3, &strings, &require_error));
+    CHECK(strcmp(gs_strings_get(strings, 0), "child0") == 0 && strcmp(gs_strings_get(strings, 2), "parent0") == 0,
+          "ids of both processes");
+    gs_strings_free(strings);
+    gs_snapshot_close(snapshot);
+    gs_append_free(session);
+    gs_free(my_token);
+    free(joined);
+    gs_store_close(store);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--prepare-child") == 0) return prepare_child(argv[2]);
     CHECK(gs_abi_version() == GS_ABI_VERSION, "library ABI %u, header %u", gs_abi_version(), GS_ABI_VERSION);
     CHECK(strcmp(gs_status_name(GS_NOT_FOUND), "NOT_FOUND") == 0, "status name %s", gs_status_name(GS_NOT_FOUND));
     CHECK(strcmp(gs_status_name(12345), "UNKNOWN") == 0, "status name %s", gs_status_name(12345));
@@ -606,6 +877,15 @@ int main(void) {
 
     gs_snapshot_close(snapshot);
     gs_store_close(store);
+
+    /* ---- ABI 1.1: projection factors, tensor sets, versions, prepared appends ------------- */
+    test_projection_factors();
+    char more_path[256];
+    snprintf(more_path, sizeof more_path, "%s/tensors", directory);
+    test_tensor_sets(more_path);
+    snprintf(more_path, sizeof more_path, "%s/prepared", directory);
+    test_prepared_appends(more_path);
+    test_prepared_across_processes(argv[0], more_path);
     unpack(&id_text);
     unpack(&label_text);
     unpack(&metadata_text);

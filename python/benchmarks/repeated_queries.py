@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-import gradsketch as gs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package first
+import gradsketch as gs  # noqa: E402
 
 
 def main() -> None:

@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-import gradsketch as gs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package first
+import gradsketch as gs  # noqa: E402
 
 
 def write_store(directory: Path, rows: np.ndarray, batch_rows: int) -> tuple[float, float, float]:

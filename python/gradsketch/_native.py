@@ -308,9 +308,9 @@ class Library:
         except AttributeError:
             major, minor = getattr(self, "abi_version", ("?", "?"))
             raise LibraryError(
-                f"{self.path} (C ABI {major}.{minor}) has no function {name}; it needs a "
-                f"library of ABI {ABI_MAJOR}.{ABI_MINOR} or later (rebuild with "
-                "`swift build -c release --product gradsketch-c`)"
+                f"{self.path} has no function {name} (the library reports C ABI {major}.{minor}; "
+                f"this package binds {ABI_MAJOR}.{ABI_MINOR}): rebuild it from a checkout that "
+                "has the function with `swift build -c release --product gradsketch-c`"
             ) from None
         function.restype, function.argtypes = declaration
         self._bound[name] = function

@@ -48,18 +48,18 @@ def definition(
     seed: int,
     layout: Iterable[Mapping[str, Any]],
     kind: str = "rademacher",
-    k_dense: int | None = None,
+    k_dense: int = 0,
     **extra: Any,
 ) -> dict[str, Any]:
     """The definition record of Spec/projection.md §5 (``version``, ``generator``, ``seed``,
-    ``kind``, ``k_dense`` when given, ``layout``, and any ``extra`` keys such as ``nonzeros``
-    or ``block``). Integers stay Python ints, so JSON writes them exactly."""
+    ``kind``, ``k_dense`` (the shared block of the non-Kronecker parameters; 0 when every
+    parameter is Kronecker), ``layout``, and any ``extra`` keys such as ``nonzeros`` or
+    ``block``). Integers stay Python ints, so JSON writes them exactly."""
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed: expected an integer in [0, 2**64), found {seed}")
     record: dict[str, Any] = {"version": DEFINITION_VERSION, "generator": GENERATOR,
                               "seed": int(seed), "kind": kind}
-    if k_dense is not None:
-        record["k_dense"] = int(k_dense)
+    record["k_dense"] = int(k_dense)
     record.update(extra)
     record["layout"] = [dict(entry) for entry in layout]
     return record

@@ -534,7 +534,7 @@ class AppendSession:
     def __init__(self, handle: Handle, set: str) -> None:
         self._handle = handle
         self.set = set
-        self.state = "open"  # open | committed | aborted | prepared
+        self.state = "open"  # open | committed | failed (commit refused) | aborted | prepared
         self.version: int | None = None
         self.rows_committed: int | None = None
         self.warnings: list[str] = []
@@ -596,8 +596,10 @@ class AppendSession:
         version, rows, warnings = c_int64(), c_int64(), c_void_p()
         try:
             call("gs_append_commit", session, _encode(detail), byref(version), byref(rows), byref(warnings))
-        finally:
-            self.state = "committed"
+        except BaseException:
+            self.state = "failed"  # finished: nothing was committed
+            raise
+        self.state = "committed"
         warnings_handle = Handle(warnings, "gs_strings_free")
         self.warnings = decode_strings(warnings_handle.pointer) if warnings.value else []
         warnings_handle.release()
@@ -605,8 +607,9 @@ class AppendSession:
         return version.value
 
     def abort(self) -> None:
-        """Discards every batch; nothing becomes visible."""
-        if self.state == "open" and not self._handle.released:
+        """Discards every batch; nothing becomes visible. After :meth:`prepare` it removes the
+        prepared files: call it only when the token was not (and will not be) committed."""
+        if self.state in ("open", "prepared") and not self._handle.released:
             lib().gs_append_abort(self._handle.pointer)
             self.state = "aborted"
 

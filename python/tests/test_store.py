@@ -460,4 +460,24 @@ def test_prepared_sessions_commit_as_one_version(tmp_store):
     with pytest.raises(gs.GradSketchError):
         tmp_store.commit_prepared(tokens)  # a token commits once
     assert tmp_store.latest_version() == version
+    with tmp_store.append_session("s") as dropped:
+        dropped.append(_random_rows(2, 4, 29), ids=["c0", "c1"])
+        token = dropped.prepare()
+    dropped.abort()  # the commit did not happen: its prepared files are removed
+    assert dropped.state == "aborted"
+    with pytest.raises(gs.GradSketchError):
+        tmp_store.commit_prepared([token])
+    assert tmp_store.latest_version() == version
     other.close()
+
+
+def test_float64_and_big_endian_rows_are_stored_as_rounded_float32(tmp_store):
+    wide = np.random.default_rng(30).standard_normal((9, 6)) * np.pi  # float64, not exact in float32
+    big_endian = wide.astype(">f4")
+    _write(tmp_store, "wide", wide)
+    _write(tmp_store, "big", big_endian, prefix="b")
+    with tmp_store.snapshot() as snap:
+        stored = snap.rows("wide")
+        assert stored.dtype == np.float32
+        np.testing.assert_array_equal(stored, wide.astype(np.float32))  # round to nearest even
+        np.testing.assert_array_equal(snap.rows("big"), big_endian.astype("<f4"))
