@@ -24,12 +24,18 @@ public final class MappedFile: @unchecked Sendable {
     /// Maps the whole file, advised for one front-to-back read (its callers parse or checksum
     /// all of it).
     public convenience init(path: String) throws {
+        try self.init(lazilyMapping: path)
+        advise(.sequential)
+    }
+
+    /// Maps the whole file without reading any of it: pages come in as they are touched (for
+    /// streaming readers that go through a file once and release what they read).
+    public convenience init(lazilyMapping path: String) throws {
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw InterchangeError(path: path, "cannot open file: \(String(cString: strerror(errno)))")
         }
         try self.init(path: path, offset: 0, length: Int(info.st_size))
-        advise(.sequential)
     }
 
     /// Maps `length` bytes starting at `offset` (any offset; the mapping starts at the page
@@ -72,6 +78,9 @@ public final class MappedFile: @unchecked Sendable {
         case sequential
         /// Scattered reads (index probes, re-ranking): no read-ahead beyond the touched pages.
         case random
+        /// Read and done with: the pages leave this process's memory (the kernel's page cache
+        /// keeps or drops them as it likes), so streaming a file larger than memory stays flat.
+        case finished
     }
 
     /// Tells the kernel how `range` (byte offsets into ``bytes``; all of it when nil) will be
@@ -88,6 +97,8 @@ public final class MappedFile: @unchecked Sendable {
         switch access {
         case .random:
             _ = madvise(start, length, MADV_RANDOM)
+        case .finished:
+            _ = madvise(start, length, MADV_DONTNEED)
         case .sequential:
             // Not MADV_SEQUENTIAL: it lets the kernel drop pages behind the reader, so the
             // next scan of the same rows would fault them all in again.

@@ -154,3 +154,29 @@ put("manifest", "refuse-empty.json", "")
 put("manifest", "refuse-array.json", "[1, 2, 3]")
 put("manifest", "refuse-deep-nesting.json", '{"format": "gradsketch", "sketch_sets": ' + "[" * 20000)
 put("manifest", "refuse-version-beyond-int64.json", '{"format": "gradsketch", "version": 99999999999999999999999}')
+
+
+# --- torch.save files (LESS imports) -----------------------------------------------------
+def torch_bytes(value, **options):
+    import io
+    import torch
+    buffer = io.BytesIO()
+    torch.save(value, buffer, **options)
+    return buffer.getvalue()
+
+
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
+    torch.manual_seed(0)
+    put("torch", "seed-tensor.pt", torch_bytes(torch.randn(3, 4)))
+    put("torch", "seed-list-half-bf16.pt", torch_bytes([torch.randn(2, 3).half(), torch.randn(2, 3).bfloat16()]))
+    put("torch", "seed-view-with-offset.pt", torch_bytes(torch.randn(6, 2)[2:4]))
+    put("torch", "refuse-dict.pt", torch_bytes({"w": torch.randn(2)}))
+    put("torch", "refuse-legacy-format.pt", torch_bytes(torch.randn(2, 2), _use_new_zipfile_serialization=False))
+    put("torch", "refuse-transposed.pt", torch_bytes(torch.randn(2, 3).t()))
+    put("torch", "refuse-int64.pt", torch_bytes(torch.arange(4)))
+    whole = torch_bytes(torch.randn(3, 4))
+    put("torch", "refuse-truncated.pt", whole[: len(whole) // 2])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes GradSketch's parsers with libFuzzer for a bounded time:
-#   Tests/Fuzz/run.sh SECONDS [TARGET...]     TARGET: npy safetensors lines manifest (default: all)
+#   Tests/Fuzz/run.sh SECONDS [TARGET...]     TARGET: npy safetensors lines manifest torch (default: all)
 # Builds gradsketch-fuzz with -sanitize=fuzzer,address (in .build/fuzz, apart from the normal
 # build), runs each target for SECONDS starting from the checked-in corpus, prints executions
 # and coverage per target, and exits non-zero if any target crashed, leaked past its limits or
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:?usage: Tests/Fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(npy safetensors lines manifest)
+[ ${#targets[@]} -eq 0 ] && targets=(npy safetensors lines manifest torch)
 
 scratch=.build/fuzz
 # swiftc honours only the last -sanitize= it is given, and SwiftPM passes --sanitize options as

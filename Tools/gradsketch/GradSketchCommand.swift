@@ -13,7 +13,7 @@ struct GradSketchCommand: ParsableCommand {
         version: StoreFormat.creatorVersion,
         subcommands: [
             Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Export.self, Delete.self,
-            Info.self, Log.self, Verify.self, Pack.self, Vacuum.self, Compact.self,
+            Info.self, Log.self, Verify.self, Pack.self, Vacuum.self, Compact.self, Import.self,
         ]
     )
 

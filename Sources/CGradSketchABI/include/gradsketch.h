@@ -142,6 +142,23 @@ int64_t gs_verify_report_files_checked(const gs_verify_report *report);
 int64_t gs_verify_report_bytes_checked(const gs_verify_report *report);
 void gs_verify_report_free(gs_verify_report *report);
 
+/* ---- Imports (Spec/c-api.md §7.1, Spec/import.md) ----------------------------------------- */
+
+/* Progress of long work: `done` of `total` units (rows; total -1 when unknown), `stage` a short
+ * borrowed label. Called on the calling thread. Return nonzero to cancel (the call then fails
+ * with GS_INVALID_STATE "cancelled" and commits nothing). */
+typedef int32_t (*gs_progress_fn)(void *context, int64_t done, int64_t total, const char *stage);
+/* Imports gradients written by another tool into sketch set `set`, streaming, as ONE version.
+ * format: "trak", "less", "bergson", "npy", "safetensors" or "auto" (detected from the path).
+ * options_json: NULL or a JSON object of format options (Spec/c-api.md §7.1 lists them; e.g.
+ * {"ids": "ids.txt", "dtype": "float16", "model_id": 0, "checkpoint": "..."}).
+ * progress: NULL or called after every batch with `context`.
+ * out_report_json: NULL or where to put caller-owned JSON (gs_free)
+ * {"set":..., "version":..., "rows":..., "k":..., "format":..., "sources":[files], "projection": {...} | null, ...}. */
+gs_status gs_store_import(gs_store *store, const char *format, const char *path, const char *set,
+                          const char *options_json, gs_progress_fn progress, void *context,
+                          char **out_report_json, char **error);
+
 /* ---- Append sessions (Spec/c-api.md §8) — a session is used by one thread at a time ------ */
 
 /* Flags of gs_append_begin. */

@@ -18,6 +18,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// A manifest's text as every reader checks it (`Store.parseManifest`), with its checksum
     /// computed here so mutated JSON reaches the decoder instead of stopping at the checksum.
     case manifest
+    /// A `torch.save` file: its zip directory and its restricted pickle (`TorchCheckpoint.parse`).
+    case torch
 
     /// What became of one input.
     public enum Outcome: Sendable {
@@ -38,6 +40,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             case .safetensors: return try Self.safetensors(bytes)
             case .lines: return try Self.lines(bytes)
             case .manifest: return try Self.manifest(bytes)
+            case .torch: return try Self.torch(bytes)
             }
         } catch {
             return .refused("\(error)")
@@ -62,6 +65,19 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 try ElementConversion.convert(UnsafeRawBufferPointer(rebasing: bytes[layout.dataOffset...]),
                                               from: layout.elementType, to: .float32, into: $0)
             }
+        }
+        return .accepted
+    }
+
+    static func torch(_ bytes: UnsafeRawBufferPointer) throws -> Outcome {
+        for tensor in try TorchCheckpoint.parse(bytes, path: path) {
+            guard tensor.elementType.byteCount(shape: tensor.shape) == tensor.data.count else {
+                return .violated("accepted tensor \(tensor.shape) \(tensor.elementType) with \(tensor.data.count) bytes")
+            }
+            guard tensor.data.isEmpty || (tensor.data.baseAddress! >= bytes.baseAddress! && tensor.data.baseAddress! + tensor.data.count <= bytes.baseAddress! + bytes.count) else {
+                return .violated("accepted tensor \(tensor.shape) whose bytes lie outside the input")
+            }
+            if let first = tensor.data.first, let last = tensor.data.last { _ = first &+ last }
         }
         return .accepted
     }
