@@ -304,7 +304,7 @@ enum LessLayout {
             }
             files = chunks.map { path + "/" + $0.0 }
         } else {
-            directory = (path as NSString).deletingLastPathComponent
+            directory = PathText.parent(of: path)
             files = [path]
         }
         // LESS writes <output>/dim<proj_dim>/: the directory name states the projection width.
@@ -501,7 +501,7 @@ enum ShardLayout {
             try plan.add(chunk, elementType: elementType, k: shape[1], source: file)
         }
         // Ids: the option, else the directory's ids.txt, else one <stem>.ids.txt per shard.
-        let directory = isDirectory.boolValue ? path : (path as NSString).deletingLastPathComponent
+        let directory = isDirectory.boolValue ? path : PathText.parent(of: path)
         let perShard = files.map { ($0 as NSString).deletingPathExtension + ".ids.txt" }
         let present = perShard.filter { FileManager.default.fileExists(atPath: $0) }
         let shared = directory + "/ids.txt"

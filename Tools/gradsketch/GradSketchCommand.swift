@@ -80,7 +80,7 @@ struct Initialize: ParsableCommand {
     /// them, outermost first; a component that exists but is not a directory is named.
     private func makeParentDirectories(of path: String) throws -> [String] {
         var missing: [String] = []
-        var parent = (path as NSString).deletingLastPathComponent
+        var parent = PathText.parent(of: path)
         var isDirectory: ObjCBool = false
         while !parent.isEmpty, parent != "/" {
             if FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) {
@@ -90,7 +90,7 @@ struct Initialize: ParsableCommand {
                 break
             }
             missing.insert(parent, at: 0)
-            parent = (parent as NSString).deletingLastPathComponent
+            parent = PathText.parent(of: parent)
         }
         for directory in missing {
             guard mkdir(directory, 0o777) == 0 || errno == EEXIST else {
