@@ -58,7 +58,7 @@ import Testing
         bytes.withUnsafeBytes { all in
             for _ in 0..<60 {
                 let total = Int.random(in: 0...all.count, using: &generator)
-                let blockLength = Int.random(in: [1, 7, 8, 4096, 65536, 1 << 18], using: &generator) + Int.random(in: 0...3, using: &generator)
+                let blockLength = [1, 7, 8, 4096, 65536, 1 << 18].randomElement(using: &generator)! + Int.random(in: 0...3, using: &generator)
                 var combined: UInt32 = 0
                 var start = 0
                 while start < total {
