@@ -46,40 +46,47 @@ uint32_t gsk_crc32c_update_portable(uint32_t crc, const void *data, size_t lengt
     return ~c;
 }
 
-static uint32_t multiply_matrix(const uint32_t *matrix, uint32_t vector) {
-    uint32_t sum = 0;
-    for (int i = 0; vector; i++, vector >>= 1)
-        if (vector & 1) sum ^= matrix[i];
-    return sum;
-}
+// Combining works on polynomials over GF(2) modulo the CRC polynomial, in the reflected bit
+// order the CRC itself uses: bit 31 holds the coefficient of x^0, bit 0 that of x^31.
+#define X_TO_THE_0 0x80000000u
 
-static void square_matrix(uint32_t *square, const uint32_t *matrix) {
-    for (int n = 0; n < 32; n++) square[n] = multiply_matrix(matrix, matrix[n]);
-}
-
-// Operator that appends `length` zero bytes to a CRC state (zlib's crc32_combine method).
-static void zeros_operator(uint32_t *result, size_t length) {
-    uint32_t odd[32], even[32];
-    odd[0] = POLY;
-    for (int n = 1; n < 32; n++) odd[n] = 1u << (n - 1);
-    square_matrix(even, odd);  // 2 zero bits
-    square_matrix(odd, even);  // 4 zero bits
-    // identity
-    uint32_t acc[32];
-    for (int n = 0; n < 32; n++) acc[n] = 1u << n;
-    int use_even = 1;
-    do {
-        uint32_t *step = use_even ? even : odd;
-        square_matrix(step, use_even ? odd : even);
-        if (length & 1) {
-            uint32_t next[32];
-            for (int n = 0; n < 32; n++) next[n] = multiply_matrix(step, acc[n]);
-            memcpy(acc, next, sizeof acc);
+// a·b mod P, one shift of b per bit of a (at most 32 steps).
+static uint32_t multiply_mod_poly(uint32_t a, uint32_t b) {
+    uint32_t product = 0;
+    for (uint32_t bit = X_TO_THE_0; a; bit >>= 1) {
+        if (a & bit) {
+            product ^= b;
+            a ^= bit;
         }
-        length >>= 1;
-        use_even = !use_even;
-    } while (length);
-    memcpy(result, acc, sizeof acc);
+        b = (b & 1) ? (b >> 1) ^ POLY : b >> 1;  // b·x mod P
+    }
+    return product;
+}
+
+// x^(2^n) mod P for n = 0…63: repeated squaring of x, built once.
+static uint32_t x_to_the_power_of_two[64];
+
+static void ensure_powers(void) {
+    static int ready;  // benign race: every thread builds the identical table
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        uint32_t power = X_TO_THE_0 >> 1;  // x^1
+        for (int n = 0; n < 64; n++) {
+            x_to_the_power_of_two[n] = power;
+            power = multiply_mod_poly(power, power);
+        }
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+}
+
+// x^(8·length) mod P: the operator that appends `length` zero bytes to a CRC state is a
+// multiplication by it. One multiplication per set bit of the length, so ~log2(length)·32
+// steps, where the 32×32 GF(2) matrix squarings of zlib's old method cost ~1000× more.
+static uint32_t zeros_operator(uint64_t length) {
+    ensure_powers();
+    uint32_t result = X_TO_THE_0;
+    for (int n = 3; length && n < 64; n++, length >>= 1)  // 8·length = length << 3
+        if (length & 1) result = multiply_mod_poly(x_to_the_power_of_two[n], result);
+    return result;
 }
 
 uint32_t gsk_crc32c_combine(uint32_t first, uint32_t second, uint64_t second_length) {
@@ -87,9 +94,14 @@ uint32_t gsk_crc32c_combine(uint32_t first, uint32_t second, uint64_t second_len
     // through len(B) zero bytes, xor the state of B from a zero start. The pre/post
     // inversion of finalized CRCs cancels out, as in zlib's crc32_combine.
     if (second_length == 0) return first;
-    uint32_t op[32];
-    zeros_operator(op, (size_t)second_length);
-    return multiply_matrix(op, first) ^ second;
+    // Writers combine many blocks of one length in a row: remember the last operator.
+    static _Thread_local uint64_t cached_length;
+    static _Thread_local uint32_t cached_operator;
+    if (second_length != cached_length) {
+        cached_operator = zeros_operator(second_length);
+        cached_length = second_length;
+    }
+    return multiply_mod_poly(cached_operator, first) ^ second;
 }
 
 #if defined(__x86_64__)
@@ -102,10 +114,9 @@ uint32_t gsk_crc32c_combine(uint32_t first, uint32_t second, uint64_t second_len
 static uint32_t shift1[4][256], shift2[4][256];
 
 static void operator_tables(uint32_t tables[4][256], size_t length) {
-    uint32_t op[32];
-    zeros_operator(op, length);
+    uint32_t op = zeros_operator(length);
     for (int byte = 0; byte < 4; byte++)
-        for (uint32_t v = 0; v < 256; v++) tables[byte][v] = multiply_matrix(op, v << (8 * byte));
+        for (uint32_t v = 0; v < 256; v++) tables[byte][v] = multiply_mod_poly(op, v << (8 * byte));
 }
 
 static uint32_t apply(uint32_t tables[4][256], uint32_t crc) {

@@ -29,7 +29,13 @@ public final class AppendSession {
     let options: SketchSetOptions
     private(set) var k: Int?
     private var written: [SegmentWriter.Written] = []
-    private var ids = Set<UTF8Key>()
+    /// The ids callers gave in this session, to refuse one given twice (Spec §5.2).
+    private var givenIDs = Set<UTF8Key>()
+    /// Row counts of this session's segments whose ids the writer generated, by segment id.
+    /// Generated ids (`<segment-id>:<row>`, Spec §5.1) are unique by construction (a fresh
+    /// random segment id each), so they are not hashed into a set; a given id is compared
+    /// with them by its form instead (``isGeneratedHere(_:)``).
+    private var generatedIDRows: [String: Int] = [:]
     private var committed = false
     /// Set by ``prepare()``: the segments now belong to a token; releasing the session keeps them.
     private var prepared = false
@@ -60,14 +66,27 @@ public final class AppendSession {
         if let k, k != rows.k {
             throw StoreError(.invalidInput, "set \(set) has rows of width k = \(k), the input has k = \(rows.k)", path: store.path)
         }
-        if let given = annotations.ids, let repeated = given.first(where: { ids.contains(UTF8Key($0)) }) {
+        if let given = annotations.ids, let repeated = given.first(where: { givenIDs.contains(UTF8Key($0)) || isGeneratedHere($0) }) {
             throw StoreError(.invalidInput, "id \"\(repeated)\" was already appended in this session: ids must be unique within a set", path: store.path)
         }
         let segment = try SegmentWriter.write(into: store, rows: rows, dtype: dtype, allowNonfinite: allowNonfinite,
                                               annotations: annotations, progress: progress)
         k = rows.k
-        ids.formUnion(segment.ids.lazy.map(UTF8Key.init))
+        if let generator = segment.generatedIDsSegment {
+            generatedIDRows[generator] = segment.entry.rows
+        } else {
+            givenIDs.formUnion(segment.ids.lazy.map(UTF8Key.init))
+        }
         written.append(segment)
+    }
+
+    /// Whether `id` is one this session generated: `<segment-id>:<row>` with a segment of
+    /// this session whose ids were generated and a row, in canonical decimal, below its count.
+    private func isGeneratedHere(_ id: String) -> Bool {
+        guard !generatedIDRows.isEmpty, let colon = id.lastIndex(of: ":") else { return false }
+        let digits = id[id.index(after: colon)...]
+        guard let rows = generatedIDRows[String(id[..<colon])], let row = Int(digits), String(row) == digits else { return false }
+        return row >= 0 && row < rows
     }
 
     /// Commits every batch written so far as one new version.

@@ -19,6 +19,9 @@ struct SegmentWriter {
         let idHashes: IDHashTable
         /// Whether any stored value is NaN or ±Inf (only possible when the caller allowed it).
         let hasNonfinite: Bool
+        /// The segment id when the writer generated the ids (`<segment-id>:<row>`, Spec §5.1),
+        /// nil when the caller gave them.
+        var generatedIDsSegment: String? = nil
     }
 
     /// Checks every annotation against the row count before any byte is written, so bad
@@ -131,7 +134,8 @@ struct SegmentWriter {
             metadataKind: annotations.metadata == nil ? nil : annotations.metadataKind.rawValue, deletions: nil,
             size: whole.size, fileChecksum: whole.checksum)
         store.rememberIDHashes(idHashes, of: relative)
-        return Written(entry: entry, ids: ids, idHashes: idHashes, hasNonfinite: hasNonfinite)
+        return Written(entry: entry, ids: ids, idHashes: idHashes, hasNonfinite: hasNonfinite,
+                       generatedIDsSegment: annotations.ids == nil ? segmentID : nil)
     }
 
     private static func writeStrings(_ strings: [String], _ name: String, type: EncodingType,

@@ -48,6 +48,55 @@ import Testing
         }
     }
 
+    /// The segment writer's pattern: one CRC per fixed-size block (the last one shorter),
+    /// combined in order. Checked against one direct pass over the concatenation, for random
+    /// block sizes and totals, so a cached operator for the last length is exercised with
+    /// lengths changing between calls.
+    @Test func crc32cCombineOfBlocksEqualsTheCRCOfTheirConcatenation() {
+        var generator = SplitMix64(seed: 7)
+        let bytes = (0..<700_000).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        bytes.withUnsafeBytes { all in
+            for _ in 0..<60 {
+                let total = Int.random(in: 0...all.count, using: &generator)
+                let blockLength = [1, 7, 8, 4096, 65536, 1 << 18].randomElement(using: &generator)! + Int.random(in: 0...3, using: &generator)
+                var combined: UInt32 = 0
+                var start = 0
+                while start < total {
+                    let end = min(total, start + blockLength)
+                    let block = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: all[start..<end]))
+                    combined = CRC32C.combine(combined, block, secondLength: end - start)
+                    start = end
+                }
+                let direct = gsk_crc32c_update_portable(0, all.baseAddress, total)
+                #expect(combined == direct, "total \(total) in blocks of \(blockLength)")
+            }
+        }
+    }
+
+    /// Lengths far past any buffer (up to 2^60 bytes): combining is associative, so
+    /// (A‖B)‖C and A‖(B‖C) agree only if the operator for every length is right; and CRCs of
+    /// zero runs combine into the direct CRC of the longer run.
+    @Test func crc32cCombineAtHugeLengths() {
+        var generator = SplitMix64(seed: 11)
+        for _ in 0..<200 {
+            let (a, b, c) = (UInt32.random(in: 0...UInt32.max, using: &generator), UInt32.random(in: 0...UInt32.max, using: &generator),
+                             UInt32.random(in: 0...UInt32.max, using: &generator))
+            let lengthB = Int.random(in: 1...(1 << 60), using: &generator)
+            let lengthC = Int.random(in: 1...(1 << 59), using: &generator)
+            let left = CRC32C.combine(CRC32C.combine(a, b, secondLength: lengthB), c, secondLength: lengthC)
+            let right = CRC32C.combine(a, CRC32C.combine(b, c, secondLength: lengthC), secondLength: lengthB + lengthC)
+            #expect(left == right, "lengths \(lengthB), \(lengthC)")
+        }
+        let zeros = [UInt8](repeating: 0, count: 3 << 20)
+        zeros.withUnsafeBytes { all in
+            for cut in [1, 1000, 1 << 20, (3 << 20) - 1] {
+                let head = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: all[0..<cut]))
+                let tail = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: all[cut...]))
+                #expect(CRC32C.combine(head, tail, secondLength: all.count - cut) == gsk_crc32c_update_portable(0, all.baseAddress, all.count))
+            }
+        }
+    }
+
     /// Every float16 bit pattern widened, and float32 values (edges, ties, overflow,
     /// subnormals, random) narrowed, against numpy's `astype`.
     @Test func floatConversionsMatchNumpy() throws {

@@ -295,4 +295,37 @@ import Testing
         #expect(try store.latestVersion() == 1)
         #expect(try store.verify().isClean)
     }
+
+    /// Generated ids are not kept in the session's id set, yet a caller-given id equal to one
+    /// of them (`<segment-id>:<row>`, Spec §5.1) is still refused; look-alikes that are not
+    /// generated ids (row out of range, non-canonical digits) are accepted.
+    @Test func givenIDsEqualToGeneratedOnesAreRefusedInASession() throws {
+        let scratch = try TemporaryDirectory()
+        let store = try Store.create(at: scratch.path + "/store")
+        let k = 2
+        let session = try store.beginAppend(to: "s")
+        func append(_ n: Int, ids: [String]?) throws {
+            try [Float](repeating: 1, count: n * k).withUnsafeBytes { bytes in
+                try session.append(try RowInput(bytes: bytes, elementType: .float32, rowCount: n, k: k), annotations: RowAnnotations(ids: ids))
+            }
+        }
+        try append(5, ids: nil)
+        let files = try FileManager.default.contentsOfDirectory(atPath: store.path + "/segments").filter { $0.hasSuffix(".h5") }
+        try #require(files.count == 1)
+        let segmentID = String(files[0].dropLast(3))
+        for taken in ["\(segmentID):0", "\(segmentID):4"] {
+            let refused = #expect(throws: StoreError.self) { try append(1, ids: [taken]) }
+            #expect(refused?.message.contains("id \"\(taken)\" was already appended in this session") == true)
+        }
+        try append(3, ids: ["\(segmentID):5", "\(segmentID):04", "\(segmentID):+1"])
+        try append(2, ids: nil)  // a second generated batch: its own segment id, no clash
+        let refusedGiven = #expect(throws: StoreError.self) { try append(1, ids: ["\(segmentID):04"]) }
+        #expect(refusedGiven?.message.contains("already appended in this session") == true)
+        let result = try session.commit()
+        #expect(result.rows == 10)
+        let ids = try store.sketchSet("s").ids()
+        #expect(Set(ids).count == 10)
+        #expect(Array(ids[0..<5]) == (0..<5).map { "\(segmentID):\($0)" })
+        #expect(try store.verify().isClean)
+    }
 }
