@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what GradSketch needs on Debian/Ubuntu: HDF5 (library, headers, pkg-config file,
 # h5dump for inspection), OpenBLAS for projections, zlib and the Fashion-MNIST dataset, a C compiler for the kernels, and numpy + h5py for the tests'
-# independent oracles and the Python reference reader, strace for the fault-injection test, GNU time for Benchmarks/engine.sh's peak-memory figures, valgrind for the C ABI test (Tests/C/run.sh). Safe to run again: it installs only
+# independent oracles and the Python reference reader, strace for the fault-injection test, GNU time for Benchmarks/engine.sh's peak-memory figures, valgrind for the C ABI test (Tests/C/run.sh), curl for the README's HTTP example. Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
 
-packages=(libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev dataset-fashion-mnist pkg-config gcc strace time valgrind)
+packages=(libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev dataset-fashion-mnist pkg-config gcc strace time valgrind curl)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
