@@ -126,7 +126,7 @@ let package = Package(
         /// response types, the snapshot a server answers from.
         .target(
             name: "GradSketchServe",
-            dependencies: ["GradSketch", hummingbird] + serverSupport,
+            dependencies: ["GradSketch", "GradSketchStore", hummingbird] + serverSupport,
             swiftSettings: swiftSettings
         ),
 

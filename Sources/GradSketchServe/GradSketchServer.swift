@@ -1,3 +1,4 @@
+import GradSketch
 public import Logging
 import Hummingbird
 import NIOCore

@@ -1,5 +1,6 @@
 import Foundation
 import GradSketch
+import GradSketchStore
 import HTTPTypes
 import Hummingbird
 import Logging

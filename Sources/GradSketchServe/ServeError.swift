@@ -1,5 +1,6 @@
 import Foundation
 public import GradSketch
+public import GradSketchStore
 public import HTTPTypes
 public import Hummingbird
 import Logging

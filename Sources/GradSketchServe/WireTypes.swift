@@ -1,5 +1,6 @@
 import Foundation
 public import GradSketch
+import GradSketchStore
 
 // The JSON bodies of Spec/serve.md §3. Request fields are snake_case on the wire; a field the
 // endpoint does not know is refused (400), so a misspelt option never goes silently unused.

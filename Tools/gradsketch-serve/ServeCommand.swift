@@ -57,8 +57,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let storePath = store
         try await server.run { host, port, version in
-            print("listening on http://\(host):\(port) (store \(storePath), version \(version))")
-            fflush(stdout)
+            // One unbuffered write: a script reading stdout sees the line at once.
+            FileHandle.standardOutput.write(Data("listening on http://\(host):\(port) (store \(storePath), version \(version))\n".utf8))
         }
     }
 }
