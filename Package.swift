@@ -233,7 +233,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GradSketchServeTests",
-            dependencies: ["GradSketchServe", "GradSketch", "GradSketchTestSupport", hummingbird] + serverSupport,
+            dependencies: ["GradSketchServe", "GradSketch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport", hummingbird] + serverSupport,
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -51,6 +51,7 @@ struct ServeRoutes: Sendable {
             let maxK = configuration.maxK
             return try await pool.runIfActive {
                 let width = try snapshot.sketchSet(set).k
+                try Self.requireTensorSet(body.delta, in: snapshot)
                 let result = try snapshot.query(try body.request(set: set, k: width, maxK: maxK))
                 return try JSONResponse.make(QueryResponse(version: snapshot.version, set: set,
                                                            results: result.hits.map { $0.map(HitBody.init) },
@@ -63,6 +64,7 @@ struct ServeRoutes: Sendable {
             let snapshot = source.snapshot
             return try await pool.runIfActive {
                 let width = try snapshot.sketchSet(set).k
+                try Self.requireTensorSet(body.delta, in: snapshot)
                 let result = try snapshot.select(try body.request(set: set, k: width))
                 let picks = zip(result.ids, zip(result.scores, result.addresses)).map { id, rest in
                     PickBody(id: id, score: rest.0, segment: rest.1.segment, row: rest.1.row)
@@ -85,6 +87,14 @@ struct ServeRoutes: Sendable {
             }
         }
         return router
+    }
+
+    /// Refuses a delta that names no tensor set of the snapshot (404) before the engine would
+    /// first check the set's projection.
+    static func requireTensorSet(_ name: String?, in snapshot: Snapshot) throws {
+        guard let name, !snapshot.tensorSetNames.contains(name) else { return }
+        let known = snapshot.tensorSetNames
+        throw ServeError(.notFound, "no tensor set \"\(name)\" in version \(snapshot.version) (tensor sets: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
     }
 
     /// The set named in the path, percent-decoded.
@@ -150,6 +160,7 @@ struct ServeRoutes: Sendable {
         case is Double.Type: "a number"
         case is [Double].Type: "an array of numbers"
         case is [[Double]].Type: "an array of arrays of numbers"
+        case _ where String(describing: type).hasPrefix("Dictionary"): "a JSON object"
         default: "a \(type)"
         }
     }
