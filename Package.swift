@@ -10,6 +10,16 @@ let swiftSettings: [SwiftSetting] = [
 
 let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
 let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
+let hummingbird: Target.Dependency = .product(name: "Hummingbird", package: "hummingbird")
+/// What the server names beside Hummingbird; all of it already in Hummingbird's graph.
+let serverSupport: [Target.Dependency] = [
+    .product(name: "HTTPTypes", package: "swift-http-types"),
+    .product(name: "Logging", package: "swift-log"),
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+]
 
 let package = Package(
     name: "GradSketch",
@@ -18,6 +28,9 @@ let package = Package(
         .library(name: "GradSketch", targets: ["GradSketch"]),
         .executable(name: "gradsketch", targets: ["gradsketch"]),
         .executable(name: "gradsketch-reproduce", targets: ["gradsketch-reproduce"]),
+        /// The HTTP server behind `gradsketch serve` (Spec/serve.md), apart from the CLI so
+        /// the CLI's start-up never loads the server library.
+        .executable(name: "gradsketch-serve", targets: ["gradsketch-serve"]),
         /// The C ABI (Spec/c-api.md) as a shared library, `libgradsketch-c.so`. Not named
         /// `gradsketch`: SwiftPM then silently skips linking the CLI of the same name.
         .library(name: "gradsketch-c", type: .dynamic, targets: ["GradSketchC"]),
@@ -25,6 +38,13 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        // No traits: the server needs neither swift-configuration nor full Foundation, and
+        // leaving them out keeps them out of every build.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.14.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: - C libraries
@@ -102,6 +122,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        /// The HTTP endpoint over a snapshot (Spec/serve.md): routes, JSON request and
+        /// response types, the snapshot a server answers from.
+        .target(
+            name: "GradSketchServe",
+            dependencies: ["GradSketch", "GradSketchStore", hummingbird] + serverSupport,
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: - Tools
 
         .executableTarget(
@@ -116,6 +144,14 @@ let package = Package(
             name: "gradsketch-reproduce",
             dependencies: ["GradSketchExperiments", "GradSketchModels", "GradSketchStore", argumentParser],
             path: "Tools/gradsketch-reproduce",
+            swiftSettings: swiftSettings
+        ),
+
+        /// `gradsketch serve`: the CLI execs this sibling binary.
+        .executableTarget(
+            name: "gradsketch-serve",
+            dependencies: ["GradSketchServe", "GradSketch", "GradSketchSearch", argumentParser],
+            path: "Tools/gradsketch-serve",
             swiftSettings: swiftSettings
         ),
 
@@ -193,6 +229,11 @@ let package = Package(
         .testTarget(
             name: "GradSketchFuzzTests",
             dependencies: ["GradSketchFuzzTargets", "GradSketchInterchange", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchServeTests",
+            dependencies: ["GradSketchServe", "GradSketch", "GradSketchStore", "GradSketchInterchange", "GradSketchTestSupport", hummingbird] + serverSupport,
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -15,6 +15,8 @@ readme="$(cd "$(dirname "${1:-$root/README.md}")" && pwd)/$(basename "${1:-$root
 
 if [ -z "${GRADSKETCH_BIN_DIR:-}" ]; then
   (cd "$root" && swift build -c release --product gradsketch >&2)
+  # `gradsketch serve` execs this sibling binary (README "Serving queries over HTTP").
+  (cd "$root" && swift build -c release --product gradsketch-serve >&2)
   GRADSKETCH_BIN_DIR="$(cd "$root" && swift build -c release --show-bin-path)"
 fi
 [ -x "$GRADSKETCH_BIN_DIR/gradsketch" ] || { echo "readme-test: no gradsketch in $GRADSKETCH_BIN_DIR" >&2; exit 2; }

@@ -2,14 +2,14 @@
 # Installs what GradSketch needs on Debian/Ubuntu: HDF5 (library, headers, pkg-config file,
 # h5dump for inspection), OpenBLAS for projections, zlib and the Fashion-MNIST dataset, a C
 # compiler for the kernels, strace for the fault-injection test, GNU time for
-# Benchmarks/engine.sh's peak-memory figures, valgrind for the C ABI test (Tests/C/run.sh);
+# Benchmarks/engine.sh's peak-memory figures, valgrind for the C ABI test (Tests/C/run.sh), curl for the README's HTTP example;
 # from pip: numpy + h5py (the tests' independent oracles and the Python reference reader),
 # torch's CPU wheel, safetensors and pytest; and the Python package itself (python/, over
 # libgradsketch-c.so, built in release). Safe to run again: it installs only what is missing,
 # and reinstalls the Python package only when python/, Sources/ or Package.swift changed.
 set -euo pipefail
 
-packages=(libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev dataset-fashion-mnist pkg-config gcc strace time valgrind)
+packages=(libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev dataset-fashion-mnist pkg-config gcc strace time valgrind curl)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -13,18 +13,22 @@ struct GradSketchCommand: ParsableCommand {
         version: StoreFormat.creatorVersion,
         subcommands: [
             Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Export.self, Delete.self,
-            Info.self, Log.self, Verify.self, Pack.self, Vacuum.self, Compact.self, Import.self,
+            Info.self, Log.self, Verify.self, Pack.self, Vacuum.self, Compact.self, Import.self, Serve.self,
         ]
     )
 
     static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        // Every argument after `serve` (--help included) belongs to gradsketch-serve.
+        if arguments.first == "serve" {
+            do { try Serve.execServer(Array(arguments.dropFirst())) } catch { fail(with: error, json: false) }
+        }
         BLASKernels.selectForThisCPU()
         // A failure after a commit's link leaves the version committed: the command says so
         // on stderr and still exits 0 (Spec §7.2).
         Store.setWarningHandler { warning in
             FileHandle.standardError.write(Data("gradsketch: warning: \(warning)\n".utf8))
         }
-        let arguments = Array(CommandLine.arguments.dropFirst())
         do {
             var command = try parseAsRoot(arguments)
             try command.run()
