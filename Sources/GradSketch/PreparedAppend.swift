@@ -5,7 +5,7 @@ import GradSketchStore
 /// process) as one version by ``Store/commit(prepared:detail:)``.
 ///
 /// A token is an API artifact, not a stored file. The commit trusts nothing in it: each
-/// segment it names is checked against the file (Spec/c-api.md §13).
+/// segment it names is checked against the file (Spec/c-api.md §12).
 public struct PreparedAppend: Codable, Sendable, Equatable {
     /// The JSON text; pass it between processes as is.
     public var token: String

@@ -2,7 +2,7 @@ public import CGradSketchABI
 import GradSketch
 import GradSketchStore
 
-// Prepared appends (Spec/c-api.md §13): many writers, one commit.
+// Prepared appends (Spec/c-api.md §12): many writers, one commit.
 
 @_cdecl("gs_append_prepare")
 public func gs_append_prepare(

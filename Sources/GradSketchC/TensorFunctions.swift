@@ -3,7 +3,7 @@ import GradSketch
 import GradSketchInterchange
 import GradSketchStore
 
-// Added in ABI 1.1 (Spec/c-api.md §12): projection factors, tensor sets written from caller
+// Added in ABI 1.1 (Spec/c-api.md §11): projection factors, tensor sets written from caller
 // memory, the tensor sets of a snapshot and the version log.
 
 @_cdecl("gs_projection_rademacher")

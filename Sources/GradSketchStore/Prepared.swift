@@ -1,7 +1,7 @@
 import Foundation
 import GradSketchInterchange
 
-/// What a prepared append session hands to the process that commits it (Spec/c-api.md §13,
+/// What a prepared append session hands to the process that commits it (Spec/c-api.md §12,
 /// Spec/format.md §7.2 "Prepared appends"): the set, the options the session was begun with,
 /// and the manifest entry of every segment it wrote (published, in no version yet).
 ///
@@ -73,7 +73,7 @@ package struct PreparedAppendToken: Codable, Sendable {
 
 extension Store {
     /// The append a prepared token describes, every claim in it checked against the files
-    /// (Spec/c-api.md §13): the store is this one; the set name, dtype and k are valid; every
+    /// (Spec/c-api.md §12): the store is this one; the set name, dtype and k are valid; every
     /// segment is `segments/<32 hex>.h5`, a regular file in the store's real `segments/`
     /// directory, whose size, whole-file checksum, header, dataset checksums and row count
     /// are the token's, whose rows are finite unless the token says otherwise, and whose ids
@@ -136,7 +136,7 @@ extension Store {
     }
 
     /// Commits the appends of prepared tokens (from any sessions, in any processes) as ONE
-    /// version (Spec/c-api.md §13): every token is checked against its files first, then the
+    /// version (Spec/c-api.md §12): every token is checked against its files first, then the
     /// appends apply in token order through ``Rules/apply(_:to:store:written:)`` as any commit
     /// does (ids unique across all of them and the set, one projection, equal k and dtype),
     /// again on every rebase. All or nothing; the segments are never removed here (their

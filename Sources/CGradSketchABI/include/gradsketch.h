@@ -325,7 +325,7 @@ int64_t gs_result_version(const gs_result *result);
 const char *gs_result_plan_json(const gs_result *result);
 void gs_result_free(gs_result *result);
 
-/* ---- Added in 1.1: projection factors, tensor sets, versions (Spec/c-api.md §12) -------- */
+/* ---- Added in 1.1: projection factors, tensor sets, versions (Spec/c-api.md §11) -------- */
 
 /* The dense Rademacher matrix of Spec/projection.md §2 for `stream` under `seed`: `rows` x `cols`
  * binary32, row-major, into `out` (rows*cols floats, caller-owned), entries ±1/sqrt(rows) exactly
@@ -358,7 +358,7 @@ const char *gs_snapshot_tensor_set_name(const gs_snapshot *snapshot, int64_t ind
 /* The store's versions as JSON (caller-owned, gs_free): [{"version":0,"detail":"...","time":"..."}, ...]. */
 gs_status gs_store_versions_json(gs_store *store, char **out_json, char **error);
 
-/* Prepared appends — many writers, one commit (Spec/c-api.md §13 and Spec/format.md §7.2).
+/* Prepared appends — many writers, one commit (Spec/c-api.md §12 and Spec/format.md §7.2).
  * gs_append_prepare finishes writing the session's segments (published, not referenced by any
  * version) and hands back a token (caller-owned JSON text, gs_free) that describes them. The
  * session keeps its writer pin (so vacuum keeps its files) until it is freed; it can no longer
