@@ -26,7 +26,7 @@ python3 -c "import numpy as np, sys; np.save(sys.argv[1], np.random.default_rng(
 echo "serve-load.sh: building an IVF index over $rows × $k rows" >&2
 "$cli" index build "$work/store" --set train --metric ip --recall-target 0.9 >/dev/null 2>"$work/index.log" || { cat "$work/index.log" >&2; exit 1; }
 
-"$cli" serve --store "$work/store" --port 0 > "$work/serve.out" 2> "$work/serve.err" &
+"$cli" serve "$work/store" --port 0 > "$work/serve.out" 2> "$work/serve.err" &
 server=$!
 for _ in $(seq 1 300); do grep -q '^listening on' "$work/serve.out" && break; sleep 0.1; done
 url="$(sed -n 's/^listening on \(http:[^ ]*\) .*/\1/p' "$work/serve.out")"

@@ -18,7 +18,7 @@ struct ServeCommandTests {
         let directory = try TemporaryDirectory()
         let lonely = directory.path + "/gradsketch"
         try FileManager.default.copyItem(atPath: ChildProcess.gradsketch, toPath: lonely)
-        let result = try ChildProcess.run(lonely, ["serve", "--store", directory.path])
+        let result = try ChildProcess.run(lonely, ["serve", directory.path])
         #expect(result.status == 1)
         #expect(result.standardError.contains("expected an executable at \(directory.path)/gradsketch-serve"), "\(result.standardError)")
     }
@@ -30,7 +30,7 @@ struct ServeCommandTests {
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: ChildProcess.gradsketch)
-        process.arguments = ["serve", "--store", data.path, "--port", "0"]
+        process.arguments = ["serve", data.path, "--port", "0"]
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         process.standardError = FileHandle.nullDevice
         try process.run()

@@ -48,7 +48,7 @@ import Testing
             open(f"shards/part-{n}.ids.txt", "w").write("".join(f"p{n}-{i}\\n" for i in range(rows)))
         """, in: fixture.scratch.path)
         // A batch of 2 rows (48 bytes) crosses shard boundaries: gathered batches are exercised too.
-        let result = try expectSuccess(ChildProcess.tool("import", "npy", fixture.path("shards"), "--store", fixture.store, "--set", "g",
+        let result = try expectSuccess(ChildProcess.tool("import", fixture.store, "npy", fixture.path("shards"), "--set", "g",
                                                          "--json", "--batch-mb", "1"))
         let parsed = try report(result)
         #expect(parsed["rows"] as? Int == 12)
@@ -75,7 +75,7 @@ import Testing
         np.save("st_expected.npy", np.concatenate(rows))
         open("st/ids.txt", "w").write("".join(f"ex{i}\\n" for i in range(8)))
         """, in: fixture.scratch.path)
-        let result = try expectSuccess(ChildProcess.tool("import", "auto", fixture.path("st"), "--store", fixture.store, "--set", "s", "--json"))
+        let result = try expectSuccess(ChildProcess.tool("import", fixture.store, "auto", fixture.path("st"), "--set", "s", "--json"))
         #expect(try report(result)["format"] as? String == "safetensors")
         #expect(try report(result)["ids"] as? String == fixture.path("st") + "/ids.txt")
         try expectImported(fixture, set: "s", expected: "np.load('st_expected.npy')", ids: "[f'ex{i}' for i in range(8)]")
@@ -98,7 +98,7 @@ import Testing
             json.dump({str(model): {"is_featurized": int(model == 3), "is_finalized": 1}}, open(f"trak/id_{model}.json", "w"))
         open("trak_ids.txt", "w").write("".join(f"train-{i}\\n" for i in range(7)))
         """, in: fixture.scratch.path)
-        let result = try expectSuccess(ChildProcess.tool("import", "trak", fixture.path("trak"), "--store", fixture.store, "--set", "t", "--json"))
+        let result = try expectSuccess(ChildProcess.tool("import", fixture.store, "trak", fixture.path("trak"), "--set", "t", "--json"))
         let parsed = try report(result)
         #expect(parsed["skipped_rows"] as? Int == 2)
         let projection = try #require(parsed["projection"] as? [String: Any])
@@ -114,7 +114,7 @@ import Testing
         #expect(attributes["import_format"] == .string("trak"))
 
         // Another model id, its grads, with ids from a file.
-        try expectSuccess(ChildProcess.tool("import", "trak", fixture.path("trak"), "--store", fixture.store, "--set", "t3",
+        try expectSuccess(ChildProcess.tool("import", fixture.store, "trak", fixture.path("trak"), "--set", "t3",
                                             "--model-id", "3", "--array", "grads", "--ids", fixture.path("trak_ids.txt")))
         try expectImported(fixture, set: "t3", expected: "np.load('trak/3/grads.mmap')", ids: "[f'train-{i}' for i in range(7)]")
     }
@@ -143,7 +143,7 @@ import Testing
         torch.save([base[:4].double(), base[4:].double()], "list.pt")
         np.save("list.npy", base.double().numpy().astype(np.float32))
         """, in: fixture.scratch.path)
-        let result = try expectSuccess(ChildProcess.tool("import", "auto", fixture.path("less"), "--store", fixture.store, "--set", "l",
+        let result = try expectSuccess(ChildProcess.tool("import", fixture.store, "auto", fixture.path("less"), "--set", "l",
                                                          "--checkpoint", "checkpoint-1688", "--json"))
         let parsed = try report(result)
         #expect(parsed["format"] as? String == "less")
@@ -153,7 +153,7 @@ import Testing
         try expectImported(fixture, set: "l", expected: "np.load('less_chunks.npy')", ids: "[str(i) for i in range(12)]")
 
         for (name, set) in [("less/dim32/all_orig.pt", "merged"), ("half.pt", "half"), ("bf16.pt", "bf16"), ("view.pt", "view"), ("list.pt", "list")] {
-            try expectSuccess(ChildProcess.tool("import", "less", fixture.path(name), "--store", fixture.store, "--set", set))
+            try expectSuccess(ChildProcess.tool("import", fixture.store, "less", fixture.path(name), "--set", set))
         }
         try expectImported(fixture, set: "merged", expected: "np.load('less_merged.npy')", ids: "[str(i) for i in range(12)]")
         try expectImported(fixture, set: "half", expected: "np.load('half.npy')", ids: "[str(i) for i in range(10)]")
@@ -177,12 +177,12 @@ import Testing
         json.dump({"num_grads": 6, "dtype": {"names": list(sizes), "formats": formats, "itemsize": 16},
                    "grad_sizes": sizes, "base_dtype": "<f2"}, open("bergson/info.json", "w"))
         """, in: fixture.scratch.path)
-        let result = try expectSuccess(ChildProcess.tool("import", "auto", fixture.path("bergson"), "--store", fixture.store, "--set", "b", "--json"))
+        let result = try expectSuccess(ChildProcess.tool("import", fixture.store, "auto", fixture.path("bergson"), "--set", "b", "--json"))
         #expect(try report(result)["format"] as? String == "bergson")
         #expect(try report(result)["k"] as? Int == 8)
         try expectImported(fixture, set: "b", expected: "np.memmap('bergson/gradients.bin', dtype='<f2', mode='r', shape=(6, 8))",
                            ids: "[str(i) for i in range(6)]")
-        try expectSuccess(ChildProcess.tool("import", "bergson", fixture.path("bergson"), "--store", fixture.store, "--set", "attn",
+        try expectSuccess(ChildProcess.tool("import", fixture.store, "bergson", fixture.path("bergson"), "--set", "attn",
                                             "--module", "gpt_neox.layers.1.attention"))
         try expectImported(fixture, set: "attn", expected: "np.memmap('bergson/gradients.bin', dtype='<f2', mode='r', shape=(6, 8))[:, 3:]",
                            ids: "[str(i) for i in range(6)]")
@@ -218,23 +218,23 @@ import Testing
         """, in: fixture.scratch.path)
         let store = fixture.store
         let cases: [([String], String)] = [
-            (["import", "npy", fixture.path("mixed"), "--store", store, "--set", "x"], "expected k = 4"),
-            (["import", "npy", fixture.path("ints"), "--store", store, "--set", "x"], "found int64"),
-            (["import", "npy", fixture.path("nan"), "--store", store, "--set", "x"], "not finite"),
-            (["import", "npy", fixture.path("trunc"), "--store", store, "--set", "x"], "a.npy"),
-            (["import", "npy", fixture.path("flat"), "--store", store, "--set", "x"], "expected a 2-D array"),
-            (["import", "npy", fixture.path("dup"), "--store", store, "--set", "x"], "\"x\""),
-            (["import", "npy", fixture.path("mixed/a.npy"), "--store", store, "--set", "x", "--ids", fixture.path("short_ids.txt")], "expected 3, found 2"),
-            (["import", "trak", fixture.path("trak"), "--store", store, "--set", "x"], "metadata.json says shape [5, 8]"),
-            (["import", "less", fixture.path("strided.pt"), "--store", store, "--set", "x"], "only contiguous tensors"),
-            (["import", "less", fixture.path("legacy.pt"), "--store", store, "--set", "x"], "legacy (non-zip)"),
-            (["import", "less", fixture.path("dict.pt"), "--store", store, "--set", "x"], "refusing a dict"),
-            (["import", "less", fixture.path("long.pt"), "--store", store, "--set", "x"], "torch.LongStorage"),
-            (["import", "less", fixture.path("cut.pt"), "--store", store, "--set", "x"], "cut.pt"),
-            (["import", "less", fixture.path("less"), "--store", store, "--set", "x"], "named for proj_dim 16, the tensors have 8 columns"),
-            (["import", "bergson", fixture.path("bergson"), "--store", store, "--set", "x"], "info.json says 4 rows of 12 bytes (48 bytes), the file has 40 bytes"),
-            (["import", "auto", fixture.path("short_ids.txt"), "--store", store, "--set", "x"], "cannot tell the format"),
-            (["import", "zip", fixture.path("mixed"), "--store", store, "--set", "x"], "unknown format \"zip\""),
+            (["import", store, "npy", fixture.path("mixed"), "--set", "x"], "expected k = 4"),
+            (["import", store, "npy", fixture.path("ints"), "--set", "x"], "found int64"),
+            (["import", store, "npy", fixture.path("nan"), "--set", "x"], "not finite"),
+            (["import", store, "npy", fixture.path("trunc"), "--set", "x"], "a.npy"),
+            (["import", store, "npy", fixture.path("flat"), "--set", "x"], "expected a 2-D array"),
+            (["import", store, "npy", fixture.path("dup"), "--set", "x"], "\"x\""),
+            (["import", store, "npy", fixture.path("mixed/a.npy"), "--set", "x", "--ids", fixture.path("short_ids.txt")], "expected 3, found 2"),
+            (["import", store, "trak", fixture.path("trak"), "--set", "x"], "metadata.json says shape [5, 8]"),
+            (["import", store, "less", fixture.path("strided.pt"), "--set", "x"], "only contiguous tensors"),
+            (["import", store, "less", fixture.path("legacy.pt"), "--set", "x"], "legacy (non-zip)"),
+            (["import", store, "less", fixture.path("dict.pt"), "--set", "x"], "refusing a dict"),
+            (["import", store, "less", fixture.path("long.pt"), "--set", "x"], "torch.LongStorage"),
+            (["import", store, "less", fixture.path("cut.pt"), "--set", "x"], "cut.pt"),
+            (["import", store, "less", fixture.path("less"), "--set", "x"], "named for proj_dim 16, the tensors have 8 columns"),
+            (["import", store, "bergson", fixture.path("bergson"), "--set", "x"], "info.json says 4 rows of 12 bytes (48 bytes), the file has 40 bytes"),
+            (["import", store, "auto", fixture.path("short_ids.txt"), "--set", "x"], "cannot tell the format"),
+            (["import", store, "zip", fixture.path("mixed"), "--set", "x"], "unknown format \"zip\""),
         ]
         for (arguments, message) in cases {
             try expectFailure(arguments, saying: message)
@@ -242,7 +242,7 @@ import Testing
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/segments").isEmpty)
         // NaN rows are kept when allowed.
-        try expectSuccess(ChildProcess.tool("import", "npy", fixture.path("nan"), "--store", store, "--set", "raw", "--allow-nonfinite"))
+        try expectSuccess(ChildProcess.tool("import", store, "npy", fixture.path("nan"), "--set", "raw", "--allow-nonfinite"))
         try expectImported(fixture, set: "raw", expected: "np.load('nan/a.npy')", ids: "[str(i) for i in range(4)]")
         try expectSuccess(ChildProcess.tool("verify", store))
     }

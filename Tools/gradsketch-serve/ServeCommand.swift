@@ -20,7 +20,7 @@ struct ServeCommand: AsyncParsableCommand {
         """
     )
 
-    @Option(help: "Path of the store directory.") var store: String
+    @Argument(help: "Path of the store directory.") var store: String
     @Option(help: "Address to bind.") var host: String = "127.0.0.1"
     @Option(help: "TCP port; 0 picks a free one.") var port: Int = 8080
     @Option(help: "Version to serve (default: the latest).") var version: Int?

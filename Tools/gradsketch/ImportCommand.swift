@@ -13,9 +13,9 @@ struct Import: ParsableCommand {
             --allow-nonfinite) or a repeated id commits nothing. Progress goes to stderr.
             """)
 
+    @OptionGroup var location: StoreArgument
     @Argument(help: "Source format: trak, less, bergson, npy, safetensors or auto.") var format: String
     @Argument(help: "Source file or directory.") var path: String
-    @Option(help: "Path of the store directory.") var store: String
     @Option(help: "Name of the sketch set to append to (created by the import if new).") var set: String
     @Option(help: "Ids file, one id per source row (default: per format, see Spec/import.md).") var ids: String?
     @Option(help: "Stored dtype when the set is created: float16 or float32.") var dtype: String?
@@ -40,7 +40,7 @@ struct Import: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let opened = try GradSketch.Store(opening: store)
+            let opened = try GradSketch.Store(opening: location.store)
             let resolved = format == "auto" ? try ImportFormat.detect(path: path) : ImportFormat(rawValue: format)!
             var options = ImportOptions(ids: ids, dtype: try dtype.map(SketchDType.init(parsing:)), allowNonfinite: allowNonfinite,
                                         modelID: modelId, array: array, checkpoint: checkpoint, module: module, tensor: tensor,

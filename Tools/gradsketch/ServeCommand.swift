@@ -10,7 +10,7 @@ struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Answer top-k queries over a snapshot as JSON over HTTP (runs gradsketch-serve; see its --help).",
         discussion: """
-        gradsketch serve --store S [--host 127.0.0.1] [--port 8080 | 0] [--version N] [--follow] prints \
+        gradsketch serve S [--host 127.0.0.1] [--port 8080 | 0] [--version N] [--follow] prints \
         "listening on http://HOST:PORT (store S, version N)" and serves GET /v1/health, GET /v1/sets, \
         POST /v1/sets/{set}/query and POST /v1/sets/{set}/select (Spec/serve.md). The arguments go unchanged \
         to the gradsketch-serve binary next to this one.

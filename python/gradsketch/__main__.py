@@ -1,4 +1,4 @@
-"""``python -m gradsketch import FORMAT PATH --store S --set NAME ...``: mirrors
+"""``python -m gradsketch import STORE FORMAT PATH --set NAME ...``: mirrors
 ``gradsketch import`` (the same engine importer, through the C ABI)."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gradsketch")
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("import", help="import gradients written by another tool (Spec/import.md)")
+    command.add_argument("store", help="path of the store directory")
     command.add_argument("format", choices=FORMATS)
     command.add_argument("path")
-    command.add_argument("--store", required=True, help="path of the store directory")
     command.add_argument("--set", required=True, help="name of the sketch set")
     command.add_argument("--ids", help="ids file, one id per source row")
     command.add_argument("--dtype", choices=("float16", "float32"), help="stored dtype of a new set")

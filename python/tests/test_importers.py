@@ -110,7 +110,7 @@ def test_module_command_line_mirrors_the_cli(tmp_path: Path) -> None:
     expected = write_shards(tmp_path / "shards", [12, 8], seed=4)
     store_path = tmp_path / "store"
     gs.Store.create(store_path).close()
-    result = run_module("import", "npy", str(tmp_path / "shards"), "--store", str(store_path), "--set", "cli",
+    result = run_module("import", str(store_path), "npy", str(tmp_path / "shards"), "--set", "cli",
                         "--dtype", "float16", "--json", "--progress", "--attribute", "training_step=100")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -120,7 +120,7 @@ def test_module_command_line_mirrors_the_cli(tmp_path: Path) -> None:
         np.testing.assert_array_equal(snap.rows("cli", copy=True), expected.astype(np.float16))
         assert snap.attributes("cli")["training_step"] == 100
 
-    failed = run_module("import", "npy", str(tmp_path / "missing"), "--store", str(store_path), "--set", "x")
+    failed = run_module("import", str(store_path), "npy", str(tmp_path / "missing"), "--set", "x")
     assert failed.returncode == 1
     assert "missing" in failed.stderr and "does not exist" in failed.stderr
     with gs.Store.open(store_path) as store:

@@ -65,7 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, rows: np.ndarray) -> Iterat
     subprocess.run([cli, "init", store], check=True, capture_output=True)
     subprocess.run([cli, "append", store, "--set", "train", "--rows", str(work / "rows.npy"),
                     "--ids", str(work / "ids.txt")], check=True, capture_output=True)
-    process = subprocess.Popen([cli, "serve", "--store", store, "--port", "0"],
+    process = subprocess.Popen([cli, "serve", store, "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
