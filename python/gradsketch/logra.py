@@ -104,8 +104,7 @@ class SketchedModule:
 
     def layout_entry(self) -> dict[str, Any]:
         """This parameter's entry of the projection definition's layout (Spec/projection.md §5)."""
-        return {"name": self.parameter, "shape": list(self.shape), "kind": "kronecker",
-                "k_out": self.k_out, "k_in": self.k_in}
+        return _projection.kronecker_layout(self.parameter, self.shape, self.k_out, self.k_in)
 
 
 @dataclass
@@ -184,9 +183,8 @@ class LoGraCollector:
         self._selected = self._select_modules(model, k, modules)
         self.layout: list[SketchedModule] = [entry for entry, _ in self._selected]
         self._weights = {entry.parameter: module.weight for entry, module in self._selected}
-        self.definition: dict[str, Any] = {
-            "version": "1.0", "generator": "philox4x32-10", "seed": seed, "kind": "rademacher",
-            "k_dense": 0, "layout": [entry.layout_entry() for entry in self.layout]}
+        self.definition: dict[str, Any] = _projection.definition(
+            seed, [entry.layout_entry() for entry in self.layout])
         self.attributes: dict[str, Any] = {
             "gradient_kind": "adam-preconditioned-loss-gradient" if precondition is not None else "per-example-loss-gradient",
             "collector": {"method": "logra", "loss_reduction": loss_reduction,

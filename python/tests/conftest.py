@@ -42,22 +42,21 @@ def gradsketch_cli() -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def reference() -> ModuleType:
-    path = REPO / "Spec" / "reference" / "gradsketch_ref.py"
-    spec = importlib.util.spec_from_file_location("gradsketch_ref", path)
+def _load_reference(name: str) -> ModuleType:
+    """The module ``Spec/reference/<name>.py``, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "Spec" / "reference" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def reference() -> ModuleType:
+    return _load_reference("gradsketch_ref")
 
 
 @pytest.fixture(scope="session")
 def projection_reference() -> ModuleType:
     """``Spec/reference/projection_ref.py``: the Spec's numpy Philox/Rademacher reference."""
-    path = REPO / "Spec" / "reference" / "projection_ref.py"
-    spec = importlib.util.spec_from_file_location("projection_ref", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_reference("projection_ref")
