@@ -739,6 +739,9 @@ _UNIT_READERS: dict[str, tuple[Callable[[str], list[_Unit]], bool]] = {
 #: With a per_source cap, expensive sources read files (in hash-of-key order) until they have this
 #: many times the cap in candidate documents, then take the cap by hash of document id.
 CANDIDATE_FACTOR = 8
+#: ... and at least this share of the cap in files, so a small max_bytes (many parts per file) still
+#: spreads the cap over many files.
+MIN_UNITS_SHARE = 0.5
 
 
 def _spread_key(document_id: str) -> bytes:
@@ -755,7 +758,8 @@ def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int, pe
 
     Without a cap every file is read. With a cap, cheap sources are still read whole; expensive ones
     read files in the order of a hash of their key (a spread over the whole source, not its first
-    files) until ``CANDIDATE_FACTOR * per_source`` candidate documents are in hand. Either way the
+    files) until ``CANDIDATE_FACTOR * per_source`` candidate documents from at least
+    ``MIN_UNITS_SHARE * per_source`` files are in hand. Either way the
     cap then keeps the documents with the smallest hash of their id, in source order.
     """
     list_units, may_sample = _UNIT_READERS[source]
@@ -774,7 +778,7 @@ def _collect(
     if cap is not None and may_sample:
         candidates = 0
         for i in sorted(range(len(units)), key=lambda i: _spread_key(units[i][0])):
-            if candidates >= CANDIDATE_FACTOR * cap:
+            if candidates >= CANDIDATE_FACTOR * cap and len(read) >= MIN_UNITS_SHARE * cap:
                 break
             read[i] = documents_of(units[i])
             candidates += len(read[i])
