@@ -216,12 +216,19 @@ def test_fake_root_instructions(tmp_path: Path) -> None:
         Document("instructions/python-faq/general/0#0", "instructions",
                  "Instruction: Why is it called frob?\nResponse: Because frob frobs."),
         Document("instructions/python-faq/general/1#0", "instructions", "Instruction: Is it fast?\nResponse: No."),
+        Document("instructions/python-api/frob/frob#0", "instructions",
+                 "Instruction: What does the Python function `frob` do?\n"
+                 "Response: frob(n, *, quick=False)\n"
+                 "Frob n widgets with frob or twiddle; see the guide and frob(3). Never twice:"),
     ]
-    # an answer is cut at a word boundary to fit max_bytes
-    short = C.instruction_documents(root=str(root), min_bytes=10, max_bytes=120)
-    assert short[0].text == ("Instruction: What does the C library function `frob` do?\n"
-                             "Response: frob, unfrob - twiddle a widget.")
-    assert all(len(d.text.encode()) <= 120 for d in short)
+    assert C.instruction_documents(root=str(root), min_bytes=10, kinds=["python-faq"]) == documents[1:3]
+    # An answer is cut at whitespace to fit max_bytes: the question takes 67 bytes, so 53 remain;
+    # the answer's byte 52 is the space before "frobs", the last whitespace within 53 bytes.
+    short = C.instruction_documents(root=str(root), min_bytes=10, max_bytes=120, kinds=["man"])
+    assert [d.text for d in short] == ["Instruction: What does the C library function `frob` do?\n"
+                                       "Response: frob, unfrob - twiddle a widget.\nThe frob() function"]
+    with pytest.raises(CorpusError, match="unknown instruction kind"):
+        C.instruction_documents(root=str(root), kinds=["poems"])
 
 
 def test_missing_package_is_named(tmp_path: Path) -> None:
@@ -311,6 +318,12 @@ def test_installed_instructions() -> None:
         assert document.source == "instructions" and document.id.startswith("instructions/")
         assert re.match(r"Instruction: .+\?\nResponse: \S", document.text, flags=re.S), document.text
         assert 64 <= len(document.text.encode("utf-8")) <= 512
+    dumps = dict(C._python_api_instructions("/usr/share/doc/python3-doc/html/_sources/library/json.rst.txt", "json", 512))
+    assert dumps["python-api/json/json.dumps"].startswith(
+        "Instruction: What does the Python function `json.dumps` do?\nResponse: json.dumps(obj, *, skipkeys=False,"
+    )
+    assert "Serialize obj to a JSON formatted str" in dumps["python-api/json/json.dumps"]
+    assert "python-api/json/json.JSONDecoder.decode" in dumps  # a method nested in its class
     memcpy = C._man_instruction("/usr/share/man/man3/memcpy.3.gz", "man3/memcpy.3", 512)
     assert next(memcpy)[1].startswith(
         "Instruction: What does the C library function `memcpy` do?\nResponse: memcpy - copy memory area.\n"

@@ -51,6 +51,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 __all__ = [
     "CORPUS_PACKAGES",
     "SOURCES",
+    "INSTRUCTIONS",
+    "INSTRUCTION_KINDS",
     "Document",
     "CorpusError",
     "build_corpus",
@@ -77,6 +79,8 @@ SOURCES: tuple[str, ...] = ("fortunes", "poems", "manpages", "python-docs", "c-h
 
 #: Source label of :func:`instruction_documents`.
 INSTRUCTIONS = "instructions"
+#: Kinds of instruction documents, in output order (see :func:`instruction_documents`).
+INSTRUCTION_KINDS: tuple[str, ...] = ("man", "python-faq", "python-api")
 
 
 class CorpusError(Exception):
@@ -856,9 +860,13 @@ def _man_sections(text: str) -> dict[str, str]:
 
 
 def _fit(text: str, max_bytes: int) -> str:
-    """The longest prefix of ``text`` ending at a paragraph/line/word boundary within max_bytes."""
-    pieces = split_text(text, max_bytes)
-    return pieces[0].rstrip() if pieces else ""
+    """The longest prefix of ``text`` within max_bytes that ends at whitespace (or the whole text)."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text.rstrip()
+    head = data[: max_bytes + 1].decode("utf-8", errors="ignore")  # a cut character is dropped whole
+    cut = max(head.rfind(" "), head.rfind("\n"))
+    return (head[:cut] if cut > 0 else head[:-1]).rstrip()
 
 
 def _man_instruction_units(root: str, max_bytes: int) -> list[_Unit]:
@@ -914,22 +922,115 @@ def _faq_instructions(path: str, page: str, max_bytes: int) -> Iterator[tuple[st
         yield f"python-faq/{page}/{number}", prompt + _fit(answer, max_bytes - _nbytes(prompt))
 
 
+_API_KINDS = {
+    "function": "function", "method": "method", "class": "class", "exception": "exception",
+    "decorator": "decorator", "classmethod": "method", "staticmethod": "method",
+    "coroutinefunction": "coroutine function", "coroutinemethod": "coroutine method",
+    "decoratormethod": "decorator",
+}
+_API_DIRECTIVE = re.compile(r"^(\s*)\.\.\s+(?:py:)?(\w+)::\s*(.*)$")
+
+
+def _python_api_units(root: str, max_bytes: int) -> list[_Unit]:
+    directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
+    units: list[_Unit] = []
+    for path in sorted(glob.glob(os.path.join(directory, "library", "*.rst.txt"))):
+        page = os.path.basename(path)[: -len(".rst.txt")]
+        units.append((f"python-api/{page}", functools.partial(_python_api_instructions, path, page, max_bytes)))
+    return units
+
+
+def _python_api_instructions(path: str, page: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    """'What does the Python function `json.dumps` do?' answered by its signature and first paragraph.
+
+    Reads the library reference's description directives (``.. function::``, ``.. method::`` nested
+    in a ``.. class::``, ...), qualified by the page's current ``.. module::``.
+    """
+    lines = _read_text(path).replace("\r\n", "\n").split("\n")
+    module = ""
+    classes: list[tuple[int, str]] = []  # (indent, name) of the enclosing class directives
+    seen: set[str] = set()
+    i = 0
+    while i < len(lines):
+        match = _API_DIRECTIVE.match(lines[i])
+        i += 1
+        if not match:
+            continue
+        indent, kind, argument = len(match.group(1)), match.group(2), match.group(3).strip()
+        if kind in ("module", "currentmodule"):
+            module = "" if argument == "None" else argument
+            continue
+        if kind not in _API_KINDS:
+            continue
+        while argument.endswith("\\") and i < len(lines):  # a signature continued on the next line
+            argument = argument[:-1].rstrip() + " " + lines[i].strip()
+            i += 1
+        classes = [(level, name) for level, name in classes if level < indent]
+        name = re.split(r"[(\s\[]", argument, maxsplit=1)[0]
+        if not re.fullmatch(r"[\w.]+", name):
+            continue
+        owner = classes[-1][1] if classes else ""
+        local = name
+        if owner and name.startswith(owner.rsplit(".", 1)[-1] + "."):
+            local = name.split(".", 1)[1]  # ".. method:: Enum.__format__" inside ".. class:: Enum"
+        qualified = ".".join(part for part in (module if not owner else "", owner, local) if part)
+        if module and not owner and not qualified.startswith(module + "."):
+            qualified = f"{module}.{name}" if not name.startswith(module + ".") else name
+        if kind in ("class", "exception"):
+            classes.append((indent, qualified))
+        # The first paragraph of the body. reST puts a blank line between the directive's header
+        # (more signatures, options) and its content, so the content starts after the first blank line.
+        body: list[str] = []
+        j = i
+        while j < len(lines) and lines[j].strip():
+            j += 1
+        while j < len(lines):
+            line = lines[j]
+            stripped = line.strip()
+            if stripped and len(line) - len(line.lstrip()) <= indent:
+                break
+            if body and not stripped:
+                break
+            if stripped and not body and _API_DIRECTIVE.match(line):
+                break  # the body starts with another directive: no prose of its own
+            if stripped:
+                body.append(stripped)
+            j += 1
+        paragraph = " ".join(clean_rst("\n".join(body)).split())
+        if not paragraph or qualified in seen:
+            continue
+        seen.add(qualified)
+        what = _API_KINDS[kind]
+        question = f"Instruction: What does the Python {what} `{qualified}` do?\nResponse: "
+        signature = qualified + " ".join(argument.split())[len(name):]
+        answer = f"{signature}\n{paragraph}"
+        yield f"python-api/{page}/{qualified}", question + _fit(answer, max_bytes - _nbytes(question))
+
+
 def instruction_documents(
     *,
     limit: int | None = None,
     min_bytes: int = 64,
     max_bytes: int = 512,
+    kinds: Sequence[str] | None = None,
     root: str = "/",
 ) -> list[Document]:
     """Instruction-like documents, source ``"instructions"``, for recovering a pruned model (PASER).
 
-    Two kinds, each ``"Instruction: <question>\\nResponse: <answer>"``:
+    Three kinds (``kinds``: a subset of :data:`INSTRUCTION_KINDS`, in that order; None for all),
+    each ``"Instruction: <question>\\nResponse: <answer>"``:
 
     - from every C API man page (manpages-dev): "What does the system call/C library function
       `NAME` do?" answered by the NAME line and the first DESCRIPTION paragraph
       (id ``instructions/man/man3/memcpy.3#0``);
     - from the Python FAQ (python3-doc): each question heading answered by its section's text
-      (id ``instructions/python-faq/programming/12#0``).
+      (id ``instructions/python-faq/programming/12#0``);
+    - from the Python library reference (python3-doc): "What does the Python function
+      `json.dumps` do?" answered by the signature and the first paragraph of its description
+      (id ``instructions/python-api/json/json.dumps#0``).
+
+    The "man" answers repeat sentences of the manpages source and the "python-api" ones of the
+    python-docs source; pass ``kinds`` to keep instructions apart from a held-out source.
 
     Answers are cut at a word boundary to fit ``max_bytes``; documents under ``min_bytes`` are
     dropped, duplicates kept once. ``limit`` reads pages in hash order and keeps a hash-of-id
@@ -944,7 +1045,12 @@ def instruction_documents(
         text = text.strip()
         return [Document(f"{INSTRUCTIONS}/{key}#0", INSTRUCTIONS, text)] if min_bytes <= _nbytes(text) <= max_bytes else []
 
-    units = _man_instruction_units(root, max_bytes) + _faq_instruction_units(root, max_bytes)
+    wanted = list(INSTRUCTION_KINDS) if kinds is None else list(kinds)
+    unknown = [kind for kind in wanted if kind not in INSTRUCTION_KINDS]
+    if unknown:
+        raise CorpusError(f"unknown instruction kind(s) {unknown}; expected names from {list(INSTRUCTION_KINDS)}")
+    readers = {"man": _man_instruction_units, "python-faq": _faq_instruction_units, "python-api": _python_api_units}
+    units = [unit for kind in INSTRUCTION_KINDS if kind in wanted for unit in readers[kind](root, max_bytes)]
     return _collect(units, to_documents, limit, may_sample=True)
 
 
