@@ -89,6 +89,36 @@ def test_clean_groff_hand_page() -> None:
     assert C.clean_groff(GROFF_PAGE) == expected
 
 
+def test_clean_groff_list_items_and_tables() -> None:
+    source = (
+        ".SH NOTES\n"
+        "Two ways:\n"
+        ".IP \\(bu 3\n"
+        "the first\n"
+        "way.\n"
+        ".IP \\(bu\n"
+        "the second.\n"
+        ".IP EAGAIN\n"
+        "try again.\n"
+        ".TS\n"
+        "allbox;\n"
+        "lb lb.\n"
+        "Interface\tValue\n"
+        ".TE\n"
+        "Back to\\~text \\\\e and \\[u00E9]t\\(e'.\n"
+    )
+    assert C.clean_groff(source) == (
+        "NOTES\n\nTwo ways:\n\n* the first way.\n\n* the second.\n\nEAGAIN\n\ntry again.\n\n"
+        "Interface | Value\n\nBack to text \\e and \u00e9t\u00e9."
+    )
+
+
+def test_clean_rst_literal_markers() -> None:
+    assert C.clean_rst("Use this::\n\n   x = 1\n\nOr this. ::\n\n   y = 2\n\n::\n\n   z = 3\n") == (
+        "Use this:\n\n   x = 1\n\nOr this.\n\n   y = 2\n\n   z = 3"
+    )
+
+
 RST_PAGE = """\
 .. _frob-label:
 

@@ -44,6 +44,7 @@ import json
 import os
 import re
 import textwrap
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -310,6 +311,20 @@ _GROFF_NAMED = {
     "tno": "~", "shc": "-", "nbsp": " ", "lB": "[", "rB": "]", "lC": "{", "rC": "}", "la": "<",
     "ra": ">",
 }
+
+
+def _groff_accented() -> dict[str, str]:
+    """groff's accented-letter names: ``e'`` is é, ``u"`` is ü, ``n~`` is ñ, ``c,`` is ç, ..."""
+    marks = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "^": "\u0302", "~": "\u0303", ",": "\u0327"}
+    letters = {"'": "aeiouyAEIOUY", "`": "aeiouAEIOU", '"': "aeiouyAEIOU", "^": "aeiouAEIOU", "~": "anoANO", ",": "cC"}
+    return {
+        letter + mark: unicodedata.normalize("NFC", letter + marks[mark])
+        for mark, group in letters.items()
+        for letter in group
+    }
+
+
+_GROFF_NAMED.update(_groff_accented())
 _GROFF_STRINGS = {"lq": '"', "rq": '"', "R": "(R)", "Tm": "(TM)", "Lq": '"', "Rq": '"'}
 
 _GROFF_BREAK = {"PP", "P", "LP", "sp", "br", "HP"}
@@ -448,9 +463,11 @@ def clean_groff(source: str) -> str:
             if request == "IP":
                 flush()
                 args = _groff_args(rest)
-                if args and args[0]:
-                    current.append(_groff_escapes(args[0]))
-                    flush()
+                tag = _groff_escapes(args[0]).strip() if args else ""
+                if tag:
+                    current.append(tag)
+                    if len(tag) > 4:
+                        flush()  # a word tag ("EINVAL") stands alone; a bullet or "1." leads its text
                 continue
             if request in _GROFF_JOIN_FONTS or request in _GROFF_SPACE_FONTS:
                 joiner = "" if request in _GROFF_JOIN_FONTS else " "
@@ -600,8 +617,10 @@ def clean_rst(source: str) -> str:
             continue
         if stripped == "::":
             continue
-        if line.endswith("::"):
-            line = line[:-1]
+        if line.endswith(" ::"):
+            line = line[:-3]  # "text. ::" marks a literal block and shows no colon
+        elif line.endswith("::"):
+            line = line[:-1]  # "text::" shows as "text:"
         out.append(line)
     # Inline markup may span lines (":term:`bytes-like\n<bytes-like object>`") but not paragraphs.
     text = "\n\n".join(_rst_inline(paragraph) for paragraph in "\n".join(out).split("\n\n"))
