@@ -291,6 +291,16 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
         C.read_jsonl(path)
 
 
+def test_command_line_writes_the_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(_fake_root(tmp_path / "root"))
+    out = tmp_path / "corpus.jsonl"
+    assert C.main([str(out), "--root", root, "--min-bytes", "20"]) == 0
+    assert C.read_jsonl(out) == C.build_corpus(root=root, min_bytes=20)
+    assert re.search(r"^total\s+7 documents", capsys.readouterr().out, flags=re.M)
+    assert C.main([str(tmp_path / "none.jsonl"), "--root", str(tmp_path / "empty")]) == 1
+    assert "fortunes" in capsys.readouterr().err and not (tmp_path / "none.jsonl").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # the installed packages
 
