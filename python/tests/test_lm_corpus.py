@@ -172,10 +172,15 @@ def _write(path: Path, text: str, *, gz: bool = False) -> None:
 FORTUNE_A = "A fortune long enough to be kept as a document, about computers and life.\n\t\t-- Someone"
 FORTUNE_SHORT = "Too short."
 POEM = "Roses are red, violets are blue,\nthis poem is long enough to keep,\nand so are you."
-HEADER = "/* Copyright (C) 2024 Free Software Foundation.\n   GNU Lesser General Public License.  */\n\n#ifndef FROB_H\n#define FROB_H 1\n\nextern int frob (int __n) __THROW;\n\n#endif /* frob.h */\n"
+HEADER = (
+    "/* Copyright (C) 2024 Free Software Foundation.\n   GNU Lesser General Public License.  */\n\n"
+    "#ifndef FROB_H\n#define FROB_H 1\n/*\n * Parts: Copyright 1998 Someone,\n * under the GNU General Public License.\n */\n"
+    "\nextern int frob (int __n) __THROW;\n\n#endif /* frob.h */\n"
+)
 CHANGELOG = (
     "frob (1.1-1) unstable; urgency=medium\n\n"
-    "  * New upstream release with a long enough description of its changes.\n\n"
+    "  * New upstream release with a long enough description of its changes.\n"
+    "    Thanks to Bob <bob.smith@mail.example.com>.\n\n"
     " -- Jane Doe <jane@example.org>  Mon, 01 Jan 2024 00:00:00 +0000\n\n"
     "frob (1.0-1) unstable; urgency=low\n\n"
     "  * Initial release.\n\n"
@@ -214,7 +219,8 @@ def test_fake_root_gives_the_hand_computed_documents(tmp_path: Path) -> None:
                  "#ifndef FROB_H\n#define FROB_H 1\n\nextern int frob (int __n) __THROW;\n\n#endif /* frob.h */"),
         Document("changelogs/frob/1.1-1#0", "changelogs",
                  "frob (1.1-1) unstable; urgency=medium\n\n"
-                 "  * New upstream release with a long enough description of its changes.\n\n"
+                 "  * New upstream release with a long enough description of its changes.\n"
+                 "    Thanks to Bob.\n\n"
                  " -- Jane Doe, Mon, 01 Jan 2024 00:00:00 +0000"),
         Document("changelogs/frob/1.0-1#0", "changelogs",
                  "frob (1.0-1) unstable; urgency=low\n\n  * Initial release.\n\n"

@@ -663,8 +663,11 @@ def _rst_texts(path: str, key: str) -> Iterator[tuple[str, str]]:
 _HEADER_PACKAGES = ("libc6-dev", "linux-libc-dev")
 
 
+_LICENCE_COMMENT = re.compile(r"/\*(?:(?!\*/).)*?(?:free software|GNU (?:Lesser )?General Public|Copyright)(?:(?!\*/).)*\*/[ \t]*\n?", re.S | re.I)
+
+
 def _clean_header(source: str) -> str:
-    """A header without its leading licence comment; blank-line runs collapsed."""
+    """A header without licence comments (leading or anywhere); blank-line runs collapsed."""
     text = source.lstrip()
     # Leading comments ("/* Copyright ... GNU Lesser General Public License ... */", or "// SPDX") are boilerplate.
     while True:
@@ -677,7 +680,7 @@ def _clean_header(source: str) -> str:
             text = text[line.end():]
             continue
         break
-    return _normalise(text)
+    return _normalise(_LICENCE_COMMENT.sub("", text))
 
 
 def _header_units(root: str) -> list[_Unit]:
@@ -720,8 +723,9 @@ def _changelog_paths(root: str) -> list[tuple[str, str]]:
 
 
 def _clean_changelog_entry(entry: str) -> str:
-    """An entry without the maintainer's e-mail address (the trailer keeps name and date)."""
+    """An entry without e-mail addresses (the trailer keeps the maintainer's name and the date)."""
     entry = re.sub(r"^ -- (.*?)\s*<[^<>\s]+@[^<>\s]+>\s*", r" -- \1, ", entry, flags=re.M)
+    entry = re.sub(r"[ \t]*<?\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+>?", "", entry)
     return _normalise(entry)
 
 
