@@ -267,6 +267,18 @@ def test_fake_root_instructions(tmp_path: Path) -> None:
         C.instruction_documents(root=str(root), kinds=["poems"])
 
 
+def test_package_versions(tmp_path: Path) -> None:
+    _write(tmp_path / "var/lib/dpkg/status",
+           "Package: fortunes\nStatus: install ok installed\nArchitecture: all\nVersion: 1:1.99.1-7.3\n\n"
+           "Package: libc6-dev\nStatus: deinstall ok config-files\nVersion: 2.36-9\n\n"
+           "Package: manpages-dev\nStatus: install ok installed\nVersion: 6.03-2\nDescription: x\n more\n")
+    versions = C.package_versions(str(tmp_path))
+    assert set(versions) == set(C.CORPUS_PACKAGES)
+    assert versions["fortunes"] == "1:1.99.1-7.3" and versions["manpages-dev"] == "6.03-2"
+    assert versions["libc6-dev"] is None and versions["python3-doc"] is None
+    assert set(C.package_versions(str(tmp_path / "nothing")).values()) == {None}
+
+
 def test_missing_package_is_named(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match=r"fortunes.*apt-get install"):
         C.build_corpus(root=str(tmp_path))

@@ -72,6 +72,7 @@ __all__ = [
     "clean_groff",
     "clean_rst",
     "write_jsonl",
+    "package_versions",
     "read_jsonl",
 ]
 
@@ -1076,6 +1077,31 @@ def instruction_documents(
     readers = {"man": _man_instruction_units, "python-faq": _faq_instruction_units, "python-api": _python_api_units}
     units = [unit for kind in INSTRUCTION_KINDS if kind in wanted for unit in readers[kind](root, max_bytes)]
     return _collect(units, to_documents, limit, may_sample=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+
+
+def package_versions(root: str = "/") -> dict[str, str | None]:
+    """Installed version of each of :data:`CORPUS_PACKAGES` (None when not installed), from dpkg's status.
+
+    Why: ids and texts are the same on machines with the same versions of these packages, so a
+    report's provenance should carry them.
+    """
+    versions: dict[str, str | None] = {package: None for package in CORPUS_PACKAGES}
+    status = os.path.join(root, "var/lib/dpkg/status")
+    try:
+        with open(status, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return versions
+    for stanza in text.split("\n\n"):
+        fields = dict(re.findall(r"^([\w-]+):[ \t]*(.*)$", stanza, flags=re.M))
+        name = fields.get("Package")
+        if name in versions and fields.get("Status", "").endswith(" installed") and versions[name] is None:
+            versions[name] = fields.get("Version")
+    return versions
 
 
 # --------------------------------------------------------------------------------------------
