@@ -25,8 +25,8 @@ Ids are ``"<source>/<key>#<part>"``, where the key comes from the package path (
 package versions give the same ids, texts and order on every machine.
 
 The changelogs source depends on which packages are installed, so it is the one source whose
-*set* of documents can differ between machines with different package sets; the ids of the
-packages they share are the same.
+*set* of documents can differ between machines with different package sets (an entry shipped by
+several binary packages keeps the id of the first one, in name order, so it can change too).
 
 :func:`instruction_documents` builds instruction-like documents (``Instruction: ...`` /
 ``Response: ...``) from the man pages' NAME/DESCRIPTION sections, the Python FAQ and the Python
