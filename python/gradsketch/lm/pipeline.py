@@ -126,7 +126,11 @@ class LMSetup:
     timings: dict[str, float] = field(default_factory=dict)       # phase -> seconds
 
     def model(self, tensor_set: str) -> TinyGPT:
-        """A new TinyGPT holding tensor set ``tensor_set`` (from the store when it can read tensors back)."""
+        """A new TinyGPT holding tensor set ``tensor_set``: read from the store when the engine can
+        read tensors back (``Snapshot.tensors``) and the store has it, else from ``state_dicts``."""
+        with self.store.snapshot() as snapshot:
+            if hasattr(snapshot, "tensors") and tensor_set in snapshot.tensor_sets:
+                return load_model(snapshot, tensor_set, self.config.model)
         if tensor_set in self.state_dicts:
             return model_from_tensors(self.state_dicts[tensor_set], self.config.model, what=f"tensor set {tensor_set!r}")
         return load_model(self.store, tensor_set, self.config.model)
