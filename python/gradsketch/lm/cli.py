@@ -6,7 +6,7 @@ user would run on their own data, with the engine's own commands in between::
     python -m gradsketch lm corpus corpus.jsonl --size small --split
     python -m gradsketch lm train run.gsk --corpus corpus-base.jsonl --name base --steps 150
     python -m gradsketch lm train run.gsk --corpus corpus-expert.jsonl --name expert --from base --steps 30
-    gradsketch tensors delta run.gsk ...            # finetune = expert − base
+    gradsketch tensors delta run.gsk --name finetune --from base --to expert
     python -m gradsketch lm sketch run.gsk --checkpoint expert --set pool --corpus corpus-pool.jsonl
     gradsketch select run.gsk --set pool --delta finetune --negate -k 24 --json > selected.json
     python -m gradsketch lm retrain run.gsk --from base --corpus corpus-pool.jsonl --ids selected.json \\
