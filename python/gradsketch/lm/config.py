@@ -112,8 +112,8 @@ SIZES: dict[str, SizeConfig] = {
         base_steps=150, expert_steps=30, retrain_steps=12, batch=16, lr=1e-3, base_lr=3e-3,
         select_k=24, sketch_k=(4, 4), sketch_seed=7, seeds=(0, 1)),
     # The tour: meaningful results in a few minutes on 2 cores (expert: 300 documents). Measured
-    # with 500 base steps, 1 thread, on the shared machine (load ~8): 305 s of CPU (1000 s wall);
-    # eval perplexity base → expert: manpages 13.57 → 7.66, other sources 6.5-10.1 (uniform: 256).
+    # with these settings, 1 thread, on the shared machine (load ~8): 279 s of CPU (742 s wall);
+    # eval perplexity base → expert: manpages 13.66 → 7.99, other sources 6.5-10.1 (uniform: 256).
     "default": SizeConfig(
         name="default", model=GPTConfig(layers=3, width=128, heads=4, context=128),
         per_source=400, held_out="manpages", pool_size=600, held_out_share=0.1, eval_docs=40,
