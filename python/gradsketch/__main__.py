@@ -1,5 +1,6 @@
 """``python -m gradsketch import STORE FORMAT PATH --set NAME ...``: mirrors
-``gradsketch import`` (the same engine importer, through the C ABI)."""
+``gradsketch import`` (the same engine importer, through the C ABI). ``python -m gradsketch lm
+...``: the LM suite's text path (gradsketch.lm.cli)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,24 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--batch-mb", type=int, default=64, help="batch size in MB")
     command.add_argument("--json", action="store_true", help="print the report as JSON")
     command.add_argument("--progress", action="store_true", help="progress lines on stderr even off a terminal")
+    _add_lm_commands(commands)
     return parser
+
+
+def _add_lm_commands(commands: "argparse._SubParsersAction") -> None:
+    """``python -m gradsketch lm ...``: the LM suite's text path (gradsketch.lm.cli; torch only when run)."""
+    from .lm.cli import add_commands
+
+    add_commands(commands)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status."""
     arguments = _parser().parse_args(argv)
+    if arguments.command == "lm":
+        from .lm.cli import run as run_lm
+
+        return run_lm(arguments)
     attributes = {}
     for item in arguments.attribute:
         key, separator, text = item.partition("=")
