@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package first
 import gradsketch as gs  # noqa: E402
 from gradsketch.logra import LoGraCollector  # noqa: E402
-from tiny_gpt import TinyGPT, per_example_loss  # noqa: E402
+from gradsketch.lm.config import GPTConfig  # noqa: E402
+from gradsketch.lm.model import TinyGPT, per_example_loss  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     torch.manual_seed(0)
-    model = TinyGPT(context=arguments.tokens)
+    model = TinyGPT(GPTConfig(layers=4, width=256, heads=4, context=arguments.tokens))
     parameters = sum(p.numel() for p in model.parameters())
     generator = torch.Generator().manual_seed(1)
     batches = [torch.randint(0, 256, (arguments.batch, arguments.tokens + 1), generator=generator)

@@ -1,0 +1,114 @@
+"""Model shapes and run sizes of the LM suite.
+
+Why: every experiment and the text-path CLI must agree on the model shape and on how much data
+and training a run gets, so that "small" (CI), "default" (the tour) and "full" (the README's
+long run) mean the same thing everywhere. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["GPTConfig", "SizeConfig", "SIZES", "size"]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of a :class:`gradsketch.lm.model.TinyGPT`: byte-level (vocab 256) by default."""
+
+    layers: int
+    width: int
+    heads: int
+    context: int
+    vocab: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "width", "heads", "context", "vocab"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, found {value!r}")
+        if self.width % self.heads:
+            raise ValueError(f"GPTConfig.width ({self.width}) must be a multiple of heads ({self.heads})")
+
+    def to_dict(self) -> dict[str, int]:
+        """The fields as a JSON-ready dict (recorded with stored models)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "GPTConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (they would mean another model)."""
+        known = {"layers", "width", "heads", "context", "vocab"}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown fields {sorted(unknown)}, expected {sorted(known)}")
+        return cls(**{key: int(value) for key, value in values.items()})
+
+
+@dataclass(frozen=True)
+class SizeConfig:
+    """One run size of the LM suite: model, data split, training lengths and sketch knobs."""
+
+    name: str                  # "small" (CI), "default" (tour), "full" (README)
+    model: GPTConfig
+    per_source: int            # corpus cap per source
+    held_out: str              # the expert's source, held out of the base mix
+    pool_size: int             # public pool documents, every source mixed
+    held_out_share: float      # share of the pool from the held-out source
+    eval_docs: int             # evaluation documents per source (never trained on, never pooled)
+    base_steps: int
+    expert_steps: int
+    retrain_steps: int
+    batch: int
+    lr: float
+    select_k: int              # K documents to select from the pool
+    sketch_k: tuple[int, int]  # LoGra (k_out, k_in) per Linear layer
+    sketch_seed: int
+    seeds: tuple[int, ...]     # >= 2 (standard errors)
+
+    def __post_init__(self) -> None:
+        if len(self.seeds) < 2:
+            raise ValueError(f"SizeConfig {self.name!r}: seeds must hold at least 2 seeds, found {self.seeds!r}")
+        if not 0.0 < self.held_out_share < 1.0:
+            raise ValueError(f"SizeConfig {self.name!r}: held_out_share must be in (0, 1), found {self.held_out_share}")
+        if self.select_k > self.pool_size:
+            raise ValueError(f"SizeConfig {self.name!r}: select_k ({self.select_k}) exceeds pool_size ({self.pool_size})")
+
+    @property
+    def base_checkpoint_steps(self) -> list[int]:
+        """Steps after which base training stores a checkpoint "base-step<N>": 4, evenly spaced, the last = base_steps."""
+        return sorted({max(1, round(self.base_steps * i / 4)) for i in range(1, 5)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (for provenance)."""
+        return asdict(self)
+
+
+SIZES: dict[str, SizeConfig] = {
+    # Only exercises the code (CI): a tiny model that still learns byte statistics.
+    "small": SizeConfig(
+        name="small", model=GPTConfig(layers=2, width=64, heads=2, context=64),
+        per_source=80, held_out="manpages", pool_size=120, held_out_share=0.1, eval_docs=10,
+        base_steps=150, expert_steps=60, retrain_steps=60, batch=16, lr=3e-3,
+        select_k=12, sketch_k=(4, 4), sketch_seed=7, seeds=(0, 1)),
+    # The tour: meaningful results in a few minutes on 2 cores.
+    "default": SizeConfig(
+        name="default", model=GPTConfig(layers=4, width=128, heads=4, context=128),
+        per_source=400, held_out="manpages", pool_size=600, held_out_share=0.1, eval_docs=40,
+        base_steps=800, expert_steps=200, retrain_steps=200, batch=32, lr=2e-3,
+        select_k=60, sketch_k=(8, 8), sketch_seed=7, seeds=(0, 1, 2)),
+    # The README's long run.
+    "full": SizeConfig(
+        name="full", model=GPTConfig(layers=4, width=192, heads=4, context=192),
+        per_source=1500, held_out="manpages", pool_size=2000, held_out_share=0.1, eval_docs=80,
+        base_steps=2500, expert_steps=500, retrain_steps=500, batch=32, lr=1.5e-3,
+        select_k=200, sketch_k=(8, 8), sketch_seed=7, seeds=(0, 1, 2)),
+}
+
+
+def size(name: str) -> SizeConfig:
+    """The SizeConfig called ``name``, with a clear error for an unknown name."""
+    try:
+        return SIZES[name]
+    except KeyError:
+        raise ValueError(f"unknown size {name!r}: expected one of {sorted(SIZES)}") from None

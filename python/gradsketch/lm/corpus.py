@@ -1,0 +1,886 @@
+"""A real text corpus from this machine's Debian packages, for the LM suite.
+
+Why: the seed methods (SELECT, LESS, In-Run Data Shapley, Density sampling, PASER, GradEx) are
+language-model methods about *which documents* a model learnt from. They need documents of clearly
+different kinds, with stable ids and source labels, that every machine can rebuild without a
+download. Debian ships such text as package data, so the corpus is read from installed packages
+(:data:`CORPUS_PACKAGES`; ``Tools/setup.sh`` installs them):
+
+=============  ==========================================================  ======================
+source         what                                                        read from
+=============  ==========================================================  ======================
+fortunes       short quips and quotations, one entry per document          fortunes, fortunes-min
+poems          song lyrics and poems (the ``songs-poems`` fortune file)    fortunes
+manpages       C API manual pages, sections 2 and 3, groff macros stripped manpages-dev
+python-docs    the Python documentation's reST sources, markup removed     python3-doc
+c-headers      C headers of glibc and the Linux UAPI, licence blocks cut   libc6-dev, linux-libc-dev
+changelogs     Debian changelog entries of every installed package         (every package)
+=============  ==========================================================  ======================
+
+Every text is split into parts of at most ``max_bytes`` UTF-8 bytes on paragraph, then line, then
+word boundaries (never inside a character, see :func:`split_text`); parts shorter than
+``min_bytes`` are dropped, and exact duplicate texts inside a source are kept once (first id wins).
+Ids are ``"<source>/<key>#<part>"``, where the key comes from the package path (a man page
+``man3/memcpy.3``, a fortune ``computers/12``, a changelog entry ``bash/5.2.15-2``), so the same
+package versions give the same ids, texts and order on every machine.
+
+The changelogs source depends on which packages are installed, so it is the one source whose
+*set* of documents can differ between machines with different package sets; the ids of the
+packages they share are the same.
+
+:func:`instruction_documents` builds instruction-like documents (``Instruction: ...`` /
+``Response: ...``) from the man pages' NAME/DESCRIPTION sections and the Python FAQ, for PASER.
+
+Nothing here imports torch or the native library.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import json
+import os
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+__all__ = [
+    "CORPUS_PACKAGES",
+    "SOURCES",
+    "Document",
+    "CorpusError",
+    "build_corpus",
+    "instruction_documents",
+    "split_text",
+    "clean_groff",
+    "clean_rst",
+    "write_jsonl",
+    "read_jsonl",
+]
+
+#: Debian packages the corpus reads; ``Tools/setup.sh`` installs them.
+CORPUS_PACKAGES: tuple[str, ...] = (
+    "fortunes",
+    "fortunes-min",
+    "manpages-dev",
+    "python3-doc",
+    "libc6-dev",
+    "linux-libc-dev",
+)
+
+#: Source names, in the fixed order of :func:`build_corpus`'s output.
+SOURCES: tuple[str, ...] = ("fortunes", "poems", "manpages", "python-docs", "c-headers", "changelogs")
+
+#: Source label of :func:`instruction_documents`.
+INSTRUCTIONS = "instructions"
+
+
+class CorpusError(Exception):
+    """The corpus cannot be built: a package's files are missing, or arguments are invalid."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One training/evaluation document.
+
+    Attributes:
+        id: ``"<source>/<key>#<part>"``, stable across machines with the same package versions.
+        source: one of :data:`SOURCES`, or ``"instructions"``.
+        text: cleaned UTF-8 text of ``min_bytes..max_bytes`` bytes.
+    """
+
+    id: str
+    source: str
+    text: str
+
+
+# --------------------------------------------------------------------------------------------
+# Splitting
+
+
+_SEPARATORS = ("\n\n", "\n", " ")
+
+
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def split_text(text: str, max_bytes: int) -> list[str]:
+    """Split ``text`` into contiguous pieces of at most ``max_bytes`` UTF-8 bytes each.
+
+    ``"".join(split_text(text, n)) == text`` always holds: no byte is lost or added, so the caller
+    decides what to strip. Cuts are made after a paragraph break (blank line) where possible, else
+    after a newline, else after a space, and only if a single word is longer than ``max_bytes``
+    between two characters (a character is never cut). Pieces are packed greedily, so a piece is
+    as long as the boundaries allow.
+    """
+    if max_bytes < 4:
+        raise CorpusError(f"max_bytes must be at least 4 (one UTF-8 character), got {max_bytes}")
+    return _split(text, max_bytes, 0)
+
+
+def _split(text: str, max_bytes: int, level: int) -> list[str]:
+    if _nbytes(text) <= max_bytes:
+        return [text] if text else []
+    if level == len(_SEPARATORS):
+        return _split_chars(text, max_bytes)
+    separator = _SEPARATORS[level]
+    raw = text.split(separator)
+    # Keep the separator on the piece before it, so the pieces concatenate to the text.
+    pieces = [piece + separator for piece in raw[:-1]] + [raw[-1]]
+    out: list[str] = []
+    current = ""
+    current_bytes = 0
+    for piece in pieces:
+        if not piece:
+            continue
+        size = _nbytes(piece)
+        if size > max_bytes:
+            if current:
+                out.append(current)
+                current, current_bytes = "", 0
+            out.extend(_split(piece, max_bytes, level + 1))
+        elif current_bytes + size > max_bytes:
+            out.append(current)
+            current, current_bytes = piece, size
+        else:
+            current += piece
+            current_bytes += size
+    if current:
+        out.append(current)
+    return out
+
+
+def _split_chars(text: str, max_bytes: int) -> list[str]:
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+    for char in text:
+        width = _nbytes(char)
+        if size + width > max_bytes:
+            out.append("".join(current))
+            current, size = [], 0
+        current.append(char)
+        size += width
+    if current:
+        out.append("".join(current))
+    return out
+
+
+def _documents(source: str, key: str, text: str, min_bytes: int, max_bytes: int) -> list[Document]:
+    """The parts of one cleaned text as documents ``<source>/<key>#<part>`` (short parts dropped).
+
+    The part number counts every piece of the split, dropped ones included, so an id does not
+    shift when a neighbouring piece falls under ``min_bytes``.
+    """
+    out = []
+    for index, piece in enumerate(split_text(text, max_bytes)):
+        part = textwrap.dedent(piece.strip("\n")).strip()
+        if _nbytes(part) >= min_bytes:
+            out.append(Document(f"{source}/{key}#{index}", source, part))
+    return out
+
+
+def _normalise(text: str) -> str:
+    """Tabs to spaces, trailing spaces cut, at most one blank line in a row, no outer blank lines."""
+    lines = [line.expandtabs(4).rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    text = "\n".join(lines)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip("\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def _read_text(path: str) -> str:
+    """A file's text (gzip-decompressed when it ends in .gz); bytes that are not UTF-8 are replaced."""
+    if path.endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            data = handle.read()
+    else:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    return data.decode("utf-8", errors="replace")
+
+
+def _package_files(root: str, package: str) -> list[str]:
+    """Paths (under ``root``) that dpkg lists for ``package``; CorpusError if it is not installed."""
+    info = os.path.join(root, "var/lib/dpkg/info")
+    lists = sorted(glob.glob(os.path.join(info, f"{package}.list")) + glob.glob(os.path.join(info, f"{package}:*.list")))
+    if not lists:
+        raise CorpusError(
+            f"package {package!r} is not installed (no {package}.list in {info}); "
+            f"install the corpus packages with: apt-get install {' '.join(CORPUS_PACKAGES)}"
+        )
+    paths: set[str] = set()
+    for listing in lists:
+        with open(listing, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                line = line.strip()
+                if line:
+                    paths.add(os.path.join(root, line.lstrip("/")))
+    return sorted(paths)
+
+
+def _require_dir(path: str, package: str) -> str:
+    if not os.path.isdir(path):
+        raise CorpusError(
+            f"expected the directory {path} from package {package!r}, found nothing there; "
+            f"install the corpus packages with: apt-get install {' '.join(CORPUS_PACKAGES)}"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# fortunes and poems
+
+_FORTUNE_DIR = "usr/share/games/fortunes"
+_POEM_FILES = ("songs-poems",)
+_FORTUNE_SKIP = ("ascii-art", "art")  # drawings, not text
+
+
+def _fortune_entries(path: str) -> list[str]:
+    text = _read_text(path)
+    entries = re.split(r"^%[ \t]*$", text, flags=re.M)
+    return [_clean_fortune(entry) for entry in entries]
+
+
+def _clean_fortune(entry: str) -> str:
+    lines = []
+    for line in _normalise(entry).split("\n"):
+        stripped = line.strip()
+        # Attributions are indented with tabs ("\t\t-- Mark Twain"): keep them flush left.
+        lines.append(stripped if stripped.startswith("--") else line)
+    return "\n".join(lines).strip("\n")
+
+
+def _fortune_categories(root: str) -> list[str]:
+    directory = _require_dir(os.path.join(root, _FORTUNE_DIR), "fortunes")
+    names = []
+    for name in sorted(os.listdir(directory)):
+        full = os.path.join(directory, name)
+        if "." in name or not os.path.isfile(full):
+            continue  # index files (.dat) and the .u8 symlinks
+        names.append(name)
+    missing = [name for name in _POEM_FILES if name not in names]
+    if missing:
+        raise CorpusError(f"expected the fortune file(s) {missing} in {directory} (package 'fortunes'), found none")
+    return names
+
+
+def _read_fortunes(root: str, poems: bool) -> Iterator[tuple[str, str]]:
+    directory = os.path.join(root, _FORTUNE_DIR)
+    for category in _fortune_categories(root):
+        if (category in _POEM_FILES) != poems or category in _FORTUNE_SKIP:
+            continue
+        for index, entry in enumerate(_fortune_entries(os.path.join(directory, category))):
+            if entry:
+                yield f"{category}/{index}", entry
+
+
+# --------------------------------------------------------------------------------------------
+# man pages (groff)
+
+_GROFF_NAMED = {
+    "em": "--", "en": "-", "hy": "-", "mi": "-", "aq": "'", "dq": '"', "lq": '"', "rq": '"',
+    "oq": "'", "cq": "'", "bu": "*", "co": "(C)", "rg": "(R)", "tm": "(TM)", "ti": "~", "ha": "^",
+    "rs": "\\", "sl": "/", "lh": "<=", "rh": "=>", "<=": "<=", ">=": ">=", "!=": "!=", "==": "==",
+    "mu": "x", "di": "/", "+-": "+-", "->": "->", "<-": "<-", "ga": "`", "aa": "'", "ua": "^",
+    "da": "v", "pl": "+", "eq": "=", "fm": "'", "de": " degrees", "sc": "S", "ps": "P", "Fo": "<<",
+    "Fc": ">>", "fo": "<", "fc": ">", "r!": "!", "r?": "?", "ss": "ss", "a\"": '"', "bv": "|",
+    "ba": "|", "or": "|", "ct": "c", "Po": "L", "Eu": "EUR", "eu": "EUR", "ye": "Y", "ul": "_",
+    "ru": "_", "br": "|", "ci": "O", "sq": "#", "OK": "ok", "lA": "<=", "rA": "=>", "hA": "<=>",
+    "tno": "~", "shc": "-", "nbsp": " ", "lB": "[", "rB": "]", "lC": "{", "rC": "}", "la": "<",
+    "ra": ">",
+}
+_GROFF_STRINGS = {"lq": '"', "rq": '"', "R": "(R)", "Tm": "(TM)", "Lq": '"', "Rq": '"'}
+
+# Requests whose line produces no text.
+_GROFF_SILENT = {
+    "TH", "nf", "fi", "in", "RS", "RE", "ad", "nh", "hy", "na", "ne", "ft", "ps", "vs", "ll", "ta",
+    "EX", "EE", "TS", "TE", "UE", "ME", "ce", "so", "ds", "nr", "ie", "el", "if", "de", "ig",
+    "ti", "ss", "cs", "bp", "pl", "po", "ns", "rs", "mk", "rt", "tr", "hc", "lf", "hw", "it",
+    "ec", "eo", "am", "rm", "rn", "di", "da", "wh", "ch", "ev", "fl", "ab", "tm", "pc", "lt",
+    "OP", "YS", "SY", "MT", "UR", "PD", "DT", "HP", "AT", "UC", "ll", "cu", "ul", "fc",
+}
+_GROFF_BREAK = {"PP", "P", "LP", "sp", "br", "HP"}
+# Font macros: the alternating ones join their arguments without spaces.
+_GROFF_JOIN_FONTS = {"BR", "RB", "BI", "IB", "IR", "RI"}
+_GROFF_SPACE_FONTS = {"B", "I", "SM", "SB", "R"}
+
+
+def _groff_escapes(text: str) -> str:
+    """Inline groff escapes to plain text: fonts and sizes dropped, named characters mapped."""
+    text = text.replace("\\\\", "\x00")  # a literal backslash, restored below
+    text = re.sub(r"\\f(\[[^\]]*\]|\(..|.)", "", text)
+    text = re.sub(r"\\s[-+]?(\d|\(\d\d|\[\d+\])", "", text)
+    text = re.sub(r"\\\*(\[([^\]]*)\]|\((..)|(.))", lambda m: _GROFF_STRINGS.get(m.group(2) or m.group(3) or m.group(4), ""), text)
+    text = re.sub(r"\\\((..)", lambda m: _GROFF_NAMED.get(m.group(1), ""), text)
+    text = re.sub(r"\\\[([^\]]*)\]", lambda m: _GROFF_NAMED.get(m.group(1), _groff_unicode(m.group(1))), text)
+    text = re.sub(r"\\[nk](\[[^\]]*\]|\(..|.)", "", text)
+    text = re.sub(r"\\[hvwlLxoDNbZXYMm]'[^']*'", "", text)
+    text = re.sub(r"\\[hvwlLxoDNbZXYMm](\[[^\]]*\]|\(..|.)", "", text)
+    text = re.sub(r"\\\"", "", text)
+    text = text.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "").replace("\\%", "")
+    text = text.replace("\\~", " ").replace("\\ ", " ").replace("\\0", " ").replace("\\|", "")
+    text = text.replace("\\^", "").replace("\\c", "").replace("\\:", "").replace("\\/", "").replace("\\,", "")
+    text = text.replace("\\t", " ").replace("\\'", "'").replace("\\`", "`").replace("\\.", ".")
+    text = re.sub(r"\\(.)", r"\1", text)
+    return text.replace("\x00", "\\")
+
+
+def _groff_unicode(name: str) -> str:
+    match = re.fullmatch(r"u([0-9A-Fa-f]{4,6})", name)
+    return chr(int(match.group(1), 16)) if match else ""
+
+
+def _groff_args(rest: str) -> list[str]:
+    """A request line's arguments: whitespace-separated, double quotes group ("" is a quote)."""
+    args: list[str] = []
+    for match in re.finditer(r'"((?:[^"]|"")*)"?|(\S+)', rest):
+        if match.group(2) is not None:
+            args.append(match.group(2))
+        else:
+            args.append(match.group(1).replace('""', '"'))
+    return args
+
+
+def clean_groff(source: str) -> str:
+    """Man page groff source to plain text, without running groff.
+
+    Section headings become their own lines (``NAME``, ``DESCRIPTION``), filled text lines of a
+    paragraph are joined with spaces, no-fill blocks (``.nf``/``.EX``, synopses, examples) keep
+    their lines, tables keep their cells separated by `` | ``, and every macro and escape is
+    removed. Why by hand: ``man`` renders one page in ~50 ms, too slow for thousands of pages.
+    """
+    paragraphs: list[str] = []
+    current: list[str] = []
+    fill = True
+    in_table_format = False
+    in_ignore = False
+    tag_pending = False  # after .TP the next line is a tag: a paragraph of its own
+
+    def flush() -> None:
+        if current:
+            paragraphs.append(" ".join(current) if fill else "\n".join(current))
+            current.clear()
+
+    lines = source.replace("\r\n", "\n").split("\n")
+    for line in lines:
+        if in_ignore:
+            if line.startswith(".."):
+                in_ignore = False
+            continue
+        if line.startswith(('.\\"', "'\\\"", '\\"', ".\\#")) or line.strip() in (".", "'"):
+            continue
+        if in_table_format:
+            # tbl's option and format lines end with "." (the last format line).
+            if line.rstrip().endswith("."):
+                in_table_format = False
+            continue
+        if line.startswith((".", "'")):
+            match = re.match(r"[.'][ \t]*(\S*)[ \t]*(.*)", line)
+            assert match is not None
+            request, rest = match.group(1), match.group(2)
+            if request in ("ig",):
+                in_ignore = True
+                continue
+            if request == "TS":
+                flush()
+                in_table_format = True
+                fill = False
+                continue
+            if request == "TE":
+                flush()
+                fill = True
+                continue
+            if request in ("nf", "EX"):
+                flush()
+                fill = False
+                continue
+            if request in ("fi", "EE"):
+                flush()
+                fill = True
+                continue
+            if request in ("SH", "SS"):
+                flush()
+                heading = " ".join(_groff_args(_groff_escapes(rest)))
+                if heading:
+                    paragraphs.append(heading)
+                continue
+            if request in _GROFF_BREAK:
+                flush()
+                continue
+            if request in ("TP", "TQ"):
+                flush()
+                tag_pending = True
+                continue
+            if request == "IP":
+                flush()
+                args = _groff_args(rest)
+                if args and args[0]:
+                    current.append(_groff_escapes(args[0]))
+                    flush()
+                continue
+            if request in _GROFF_JOIN_FONTS or request in _GROFF_SPACE_FONTS:
+                joiner = "" if request in _GROFF_JOIN_FONTS else " "
+                current.append(_groff_escapes(joiner.join(_groff_args(rest))))
+                if tag_pending:
+                    flush()
+                    tag_pending = False
+                continue
+            if request in ("UR", "MT"):
+                continue
+            continue  # any other request (_GROFF_SILENT and unknown ones) produces no text
+        text = line
+        if not fill:
+            text = text.replace("T{", "").replace("T}", "").replace("\t", " | ")
+        text = _groff_escapes(text)
+        if fill:
+            text = text.strip()
+            if not text:
+                flush()
+                continue
+        current.append(text.rstrip())
+        if tag_pending:
+            flush()
+            tag_pending = False
+    flush()
+    text = "\n\n".join(paragraph.strip("\n") for paragraph in paragraphs if paragraph.strip())
+    return _normalise(text)
+
+
+def _man_pages(root: str) -> list[tuple[str, str]]:
+    """(key, path) of manpages-dev's section 2 and 3 pages, ``.so`` redirects skipped later."""
+    out = []
+    for path in _package_files(root, "manpages-dev"):
+        match = re.search(r"/usr/share/man/(man[23])/([^/]+?)(\.gz)?$", path)
+        if match and os.path.isfile(path) and not os.path.islink(path):
+            out.append((f"{match.group(1)}/{match.group(2)}", path))
+    if not out:
+        raise CorpusError("package 'manpages-dev' lists no section 2/3 man pages under /usr/share/man")
+    return out
+
+
+def _read_man(root: str) -> Iterator[tuple[str, str]]:
+    for key, path in _man_pages(root):
+        source = _read_text(path)
+        if re.match(r"\s*\.so\s", source) and source.count("\n") < 3:
+            continue  # an alias page: ".so man3/other.3"
+        text = clean_groff(source)
+        if text:
+            yield key, text
+
+
+# --------------------------------------------------------------------------------------------
+# Python documentation (reST)
+
+_RST_DIR = "usr/share/doc/python3-doc/html/_sources"
+_RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+<>:._])\1{2,}\s*$")
+_RST_TABLE = re.compile(r"^\s*[+|]?[-=+|: ]*[+|]\s*$|^\s*\+[-=+]+\+\s*$|^\s*[=\- ]{3,}\s*$")
+# Directives whose body is not prose worth keeping.
+_RST_DROP_BLOCK = {
+    "index", "toctree", "only", "raw", "include", "literalinclude", "image", "figure", "highlight",
+    "sectionauthor", "moduleauthor", "testsetup", "testcleanup", "productionlist", "csv-table",
+    "audit-event", "audit-event-table", "opcodesummary", "availability", "impl-detail", "c:namespace",
+    "currentmodule", "module", "default-role", "tabularcolumns", "rubric", "contents", "role",
+    "program", "cmdoption-list", "highlightlang", "sidebar", "seealso", "topic", "autosummary",
+    "limited-api-list", "deprecated-removed", "miscnews", "include-file", "pypi-list",
+}
+
+
+def _rst_inline(text: str) -> str:
+    """Inline reST markup to plain text: roles, literals, emphasis, links, substitutions."""
+    # :role:`title <target>` -> title ; :role:`~a.b.c` -> c ; :role:`!x` -> x
+    def role(match: re.Match[str]) -> str:
+        body = match.group(1)
+        titled = re.fullmatch(r"(.*?)\s*<[^<>]*>", body, flags=re.S)
+        if titled and titled.group(1):
+            return titled.group(1)
+        body = body.lstrip("!")
+        if body.startswith("~"):
+            body = body[1:].rsplit(".", 1)[-1]
+        return body
+
+    text = re.sub(r":[a-zA-Z0-9_.+-]+(?::[a-zA-Z0-9_.+-]+)*:`([^`]*)`", role, text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    text = re.sub(r"`([^`<]*?)\s*<[^`>]*>`__?", r"\1", text)
+    text = re.sub(r"`([^`]+)`__?", r"\1", text)
+    text = re.sub(r"`([^`]+)`", r"\1", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"\1", text)
+    text = re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"\1", text)
+    text = re.sub(r"\|([\w .-]+)\|_?", r"\1", text)
+    text = re.sub(r"\s*\[(#\w*|\d+|\*)\]_", "", text)
+    text = text.replace("\\ ", "").replace("\\*", "*").replace("\\`", "`")
+    return text
+
+
+def clean_rst(source: str) -> str:
+    """reST source to plain text.
+
+    Section underlines and overlines, comments, labels, table borders and non-prose directives
+    (``index``, ``toctree``, ...) are removed with their indented bodies; description directives
+    (``.. function:: open(file)``) keep their signature as a line; admonitions (``.. note::``)
+    become ``Note:``; ``::`` literal markers become ``:``; inline roles and literals keep their text.
+    """
+    out: list[str] = []
+    lines = source.replace("\r\n", "\n").split("\n")
+    skip_indent: int | None = None  # drop lines indented deeper than this (a dropped block's body)
+    option_indent: int | None = None  # drop ":option: value" lines right after a directive
+    for raw in lines:
+        line = raw.expandtabs(8).rstrip()
+        indent = len(line) - len(line.lstrip())
+        if skip_indent is not None:
+            if not line or indent > skip_indent:
+                continue
+            skip_indent = None
+        if option_indent is not None:
+            if line and indent > option_indent and re.match(r"\s*:[\w -]+:(\s|$)", line):
+                continue
+            option_indent = None
+        stripped = line.strip()
+        if _RST_UNDERLINE.match(stripped) or (stripped and _RST_TABLE.match(line) and set(stripped) <= set("+-=|: ")):
+            continue
+        directive = re.match(r"\s*\.\.\s+([\w:.-]+)::\s*(.*)$", line)
+        if directive:
+            name, argument = directive.group(1), directive.group(2)
+            base = name.split(":")[-1]
+            if name in _RST_DROP_BLOCK or base in _RST_DROP_BLOCK:
+                skip_indent = indent
+                continue
+            option_indent = indent
+            if base in ("note", "warning", "tip", "important", "caution", "attention", "hint", "danger", "error", "admonition"):
+                out.append(" " * indent + base.capitalize() + ":" + (" " + _rst_inline(argument) if argument else ""))
+            elif base in ("versionadded", "versionchanged", "deprecated"):
+                label = {"versionadded": "New in version", "versionchanged": "Changed in version", "deprecated": "Deprecated since version"}[base]
+                out.append(" " * indent + f"{label} {_rst_inline(argument)}".rstrip())
+            elif base in ("code-block", "sourcecode", "code", "doctest", "testcode", "testoutput"):
+                out.append("")
+            elif argument:
+                out.append(" " * indent + _rst_inline(argument))
+            continue
+        if re.match(r"\s*\.\.(\s|$)", line):
+            # a comment, a label (".. _foo:"), a substitution definition or a footnote: drop its block
+            footnote = re.match(r"\s*\.\.\s+\[[^\]]+\]\s+(.*)$", line)
+            if footnote:
+                out.append(" " * indent + _rst_inline(footnote.group(1)))
+                continue
+            skip_indent = indent
+            continue
+        if stripped == "::":
+            continue
+        if line.endswith("::"):
+            line = line[:-1]
+        out.append(_rst_inline(line))
+    return _normalise("\n".join(out))
+
+
+def _read_python_docs(root: str) -> Iterator[tuple[str, str]]:
+    directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
+    paths = sorted(glob.glob(os.path.join(directory, "**", "*.rst.txt"), recursive=True))
+    if not paths:
+        raise CorpusError(f"expected *.rst.txt files under {directory} (package 'python3-doc'), found none")
+    for path in paths:
+        key = os.path.relpath(path, directory)[: -len(".rst.txt")]
+        if key.startswith("whatsnew/changelog"):
+            continue  # the NEWS file: a long list of issue numbers, not documentation prose
+        text = clean_rst(_read_text(path))
+        if text:
+            yield key, text
+
+
+# --------------------------------------------------------------------------------------------
+# C headers
+
+_HEADER_PACKAGES = ("libc6-dev", "linux-libc-dev")
+
+
+def _clean_header(source: str) -> str:
+    """A header without its leading licence comment; blank-line runs collapsed."""
+    text = source.lstrip()
+    # Leading comments ("/* Copyright ... GNU Lesser General Public License ... */", or "// SPDX") are boilerplate.
+    while True:
+        block = re.match(r"/\*.*?\*/\s*", text, flags=re.S)
+        if block and re.search(r"copyright|licen[cs]e|SPDX", block.group(0), flags=re.I):
+            text = text[block.end():]
+            continue
+        line = re.match(r"//[^\n]*(SPDX|[Cc]opyright|[Ll]icen[cs]e)[^\n]*\n\s*", text)
+        if line:
+            text = text[line.end():]
+            continue
+        break
+    return _normalise(text)
+
+
+def _read_headers(root: str) -> Iterator[tuple[str, str]]:
+    include = os.path.join(root, "usr/include") + os.sep
+    seen: set[str] = set()
+    entries = []
+    for package in _HEADER_PACKAGES:
+        for path in _package_files(root, package):
+            if path.endswith(".h") and path.startswith(include) and os.path.isfile(path) and not os.path.islink(path):
+                key = path[len(include):]
+                if key not in seen:
+                    seen.add(key)
+                    entries.append((key, path))
+    for key, path in sorted(entries):
+        text = _clean_header(_read_text(path))
+        if text:
+            yield key, text
+
+
+# --------------------------------------------------------------------------------------------
+# Debian changelogs
+
+_CHANGELOG_HEAD = re.compile(r"^(\S+) \(([^()\s]+)\)[^\n]*;[^\n]*$", flags=re.M)
+
+
+def _changelog_paths(root: str) -> list[tuple[str, str]]:
+    """(package, path) of every installed package's changelog.Debian.gz, symlinked duplicates once."""
+    doc = _require_dir(os.path.join(root, "usr/share/doc"), "base-files")
+    found: dict[str, tuple[str, str]] = {}
+    for path in sorted(glob.glob(os.path.join(doc, "*", "changelog.Debian.gz"))):
+        real = os.path.realpath(path)
+        package = os.path.basename(os.path.dirname(real))
+        found.setdefault(real, (package, real))
+    if not found:
+        raise CorpusError(f"expected */changelog.Debian.gz under {doc}, found none")
+    return sorted(found.values())
+
+
+def _clean_changelog_entry(entry: str) -> str:
+    """An entry without the maintainer's e-mail address (the trailer keeps name and date)."""
+    entry = re.sub(r"^ -- (.*?)\s*<[^<>\s]+@[^<>\s]+>\s*", r" -- \1, ", entry, flags=re.M)
+    return _normalise(entry)
+
+
+def _read_changelogs(root: str) -> Iterator[tuple[str, str]]:
+    for package, path in _changelog_paths(root):
+        text = _read_text(path)
+        heads = list(_CHANGELOG_HEAD.finditer(text))
+        seen: set[str] = set()
+        for index, head in enumerate(heads):
+            end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
+            version = head.group(2)
+            key = f"{package}/{version}"
+            if key in seen:
+                continue
+            seen.add(key)
+            entry = _clean_changelog_entry(text[head.start(): end])
+            # Old entries end with Emacs "Local variables:" blocks: drop them.
+            entry = re.split(r"\n\s*Local variables:", entry, maxsplit=1)[0].strip()
+            if entry:
+                yield key, entry
+
+
+# --------------------------------------------------------------------------------------------
+# The corpus
+
+_READERS: dict[str, Callable[[str], Iterable[tuple[str, str]]]] = {
+    "fortunes": lambda root: _read_fortunes(root, poems=False),
+    "poems": lambda root: _read_fortunes(root, poems=True),
+    "manpages": _read_man,
+    "python-docs": _read_python_docs,
+    "c-headers": _read_headers,
+    "changelogs": _read_changelogs,
+}
+
+
+def _spread_key(document_id: str) -> bytes:
+    return hashlib.sha256(document_id.encode("utf-8")).digest()
+
+
+def _check_bounds(min_bytes: int, max_bytes: int) -> None:
+    if min_bytes < 1 or max_bytes < 4 or min_bytes > max_bytes:
+        raise CorpusError(f"expected 1 <= min_bytes <= max_bytes and max_bytes >= 4, got min_bytes={min_bytes}, max_bytes={max_bytes}")
+
+
+def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int) -> list[Document]:
+    """Every document of one source, in key order, exact duplicate texts kept once."""
+    documents: list[Document] = []
+    texts: set[str] = set()
+    for key, text in _READERS[source](root):
+        for document in _documents(source, key, text, min_bytes, max_bytes):
+            if document.text not in texts:
+                texts.add(document.text)
+                documents.append(document)
+    return documents
+
+
+def _take_spread(documents: list[Document], count: int | None) -> list[Document]:
+    """``count`` documents chosen by a hash of their id (a spread over the whole source), in source order."""
+    if count is None or count >= len(documents):
+        return documents
+    chosen = set(sorted(range(len(documents)), key=lambda i: _spread_key(documents[i].id))[:count])
+    return [document for i, document in enumerate(documents) if i in chosen]
+
+
+def build_corpus(
+    *,
+    per_source: int | None = None,
+    min_bytes: int = 64,
+    max_bytes: int = 512,
+    sources: Sequence[str] | None = None,
+    root: str = "/",
+) -> list[Document]:
+    """The corpus: documents of every source, sources in :data:`SOURCES` order.
+
+    Args:
+        per_source: at most this many documents per source, chosen by a hash of the id, so the
+            choice is spread over the whole source and the same on every call; None keeps all.
+            A source with fewer documents gives all it has.
+        min_bytes, max_bytes: bounds of a document's UTF-8 length.
+        sources: a subset of :data:`SOURCES` (kept in :data:`SOURCES` order); None for all.
+        root: the file-system root the packages are read from (tests point it at a fake tree).
+
+    Raises:
+        CorpusError: an unknown source, invalid bounds, or a package's files missing under root
+            (the message names the package and the path).
+    """
+    _check_bounds(min_bytes, max_bytes)
+    if per_source is not None and per_source < 0:
+        raise CorpusError(f"per_source must be >= 0 or None, got {per_source}")
+    wanted = list(SOURCES) if sources is None else list(sources)
+    unknown = [name for name in wanted if name not in SOURCES]
+    if unknown:
+        raise CorpusError(f"unknown source(s) {unknown}; expected names from {list(SOURCES)}")
+    out: list[Document] = []
+    for source in SOURCES:
+        if source in wanted:
+            out.extend(_take_spread(_source_documents(source, root, min_bytes, max_bytes), per_source))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Instructions (for PASER)
+
+
+def _man_sections(text: str) -> dict[str, str]:
+    """Sections of a cleaned man page (``NAME``, ``DESCRIPTION``, ...) by heading."""
+    sections: dict[str, list[str]] = {}
+    current: str | None = None
+    for paragraph in text.split("\n\n"):
+        if re.fullmatch(r"[A-Z][A-Z0-9 /_-]*", paragraph.strip()):
+            current = paragraph.strip()
+            sections.setdefault(current, [])
+        elif current is not None:
+            sections[current].append(paragraph)
+    return {name: "\n\n".join(parts) for name, parts in sections.items()}
+
+
+def _fit(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` ending at a paragraph/line/word boundary within max_bytes."""
+    pieces = split_text(text, max_bytes)
+    return pieces[0].rstrip() if pieces else ""
+
+
+def _man_instructions(root: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    for key, path in _man_pages(root):
+        source = _read_text(path)
+        if re.match(r"\s*\.so\s", source):
+            continue
+        sections = _man_sections(clean_groff(source))
+        name_line = " ".join(sections.get("NAME", "").split())
+        description = sections.get("DESCRIPTION", "").split("\n\n")
+        match = re.match(r"(.+?)\s+-+\s+(.+)", name_line)
+        if not match or not description or not description[0].strip():
+            continue
+        names = [name.strip() for name in match.group(1).split(",") if name.strip()]
+        kind = "system call" if key.startswith("man2/") else "C library function"
+        subject = names[0]
+        question = f"Instruction: What does the {kind} `{subject}` do?\nResponse: "
+        answer = f"{', '.join(names)} - {match.group(2)}.\n{' '.join(description[0].split())}"
+        text = question + _fit(answer, max_bytes - _nbytes(question))
+        yield f"man/{key}", text
+
+
+def _faq_instructions(root: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
+    for path in sorted(glob.glob(os.path.join(directory, "faq", "*.rst.txt"))):
+        page = os.path.basename(path)[: -len(".rst.txt")]
+        source = _read_text(path).replace("\r\n", "\n")
+        lines = source.split("\n")
+        # A question is a heading: a line underlined with a run of one punctuation character.
+        headings = [
+            i for i in range(len(lines) - 1)
+            if lines[i].strip() and _RST_UNDERLINE.match(lines[i + 1].strip())
+            and len(lines[i + 1].strip()) >= len(lines[i].strip()) and lines[i].rstrip().endswith("?")
+        ]
+        for number, start in enumerate(headings):
+            stop = len(lines)
+            for j in range(start + 2, len(lines) - 1):
+                if lines[j].strip() and _RST_UNDERLINE.match(lines[j + 1].strip()) and len(lines[j + 1].strip()) >= len(lines[j].strip()):
+                    stop = j
+                    break
+            question = _rst_inline(lines[start].strip())
+            answer = clean_rst("\n".join(lines[start + 2: stop]))
+            if not answer:
+                continue
+            prompt = f"Instruction: {question}\nResponse: "
+            yield f"python-faq/{page}/{number}", prompt + _fit(answer, max_bytes - _nbytes(prompt))
+
+
+def instruction_documents(
+    *,
+    limit: int | None = None,
+    min_bytes: int = 64,
+    max_bytes: int = 512,
+    root: str = "/",
+) -> list[Document]:
+    """Instruction-like documents, source ``"instructions"``, for recovering a pruned model (PASER).
+
+    Two kinds, each ``"Instruction: <question>\\nResponse: <answer>"``:
+
+    - from every C API man page (manpages-dev): "What does the system call/C library function
+      `NAME` do?" answered by the NAME line and the first DESCRIPTION paragraph
+      (id ``instructions/man/man3/memcpy.3#0``);
+    - from the Python FAQ (python3-doc): each question heading answered by its section's text
+      (id ``instructions/python-faq/programming/12#0``).
+
+    Answers are cut at a word boundary to fit ``max_bytes``; documents under ``min_bytes`` are
+    dropped. ``limit`` keeps a hash-of-id spread as in :func:`build_corpus`; the order is man
+    pages then FAQ, each in key order.
+    """
+    _check_bounds(min_bytes, max_bytes)
+    out: list[Document] = []
+    texts: set[str] = set()
+    for reader in (_man_instructions, _faq_instructions):
+        for key, text in reader(root, max_bytes):
+            text = text.strip()
+            if min_bytes <= _nbytes(text) <= max_bytes and text not in texts:
+                texts.add(text)
+                out.append(Document(f"{INSTRUCTIONS}/{key}#0", INSTRUCTIONS, text))
+    if limit is not None and limit < 0:
+        raise CorpusError(f"limit must be >= 0 or None, got {limit}")
+    return _take_spread(out, limit)
+
+
+# --------------------------------------------------------------------------------------------
+# JSONL
+
+
+def write_jsonl(documents: Iterable[Document], path: str | os.PathLike[str]) -> None:
+    """Write one ``{"id", "source", "text"}`` JSON object per line (UTF-8, not ASCII-escaped)."""
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        for document in documents:
+            handle.write(json.dumps({"id": document.id, "source": document.source, "text": document.text}, ensure_ascii=False))
+            handle.write("\n")
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
+    """Documents written by :func:`write_jsonl`; CorpusError naming the line of a malformed record."""
+    out = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                out.append(Document(str(record["id"]), str(record["source"]), str(record["text"])))
+            except (ValueError, KeyError, TypeError) as error:
+                raise CorpusError(f"{Path(path)} line {number}: expected a JSON object with id, source, text; {error}") from error
+    return out
