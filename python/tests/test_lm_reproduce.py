@@ -99,7 +99,7 @@ def test_failures_are_isolated_and_reported(tmp_path: Path) -> None:
     assert data["experiments"]["select"]["outcome"] == {"values": [1.0, 2.0], "se": None, "seed": 3}
     assert data["setup"]["perplexity"]["expert"]["poems"] == 12.5
     assert any(message.startswith("less: FAILED") for message in messages)
-    assert any(message == "select: working" for message in messages)
+    assert "working" in messages  # the experiments' own log lines pass through
     out = tmp_path / "out"
     page = (out / "report.html").read_text()
     assert "Fake less: failed" in page and "less exploded" in page and "Traceback" in page

@@ -293,9 +293,13 @@ class Report:
         )
 
 
-def _provenance_value(value: Any) -> str:
+def _provenance_value(value: Any, nested: bool = False) -> str:
+    """A provenance value as HTML: a mapping one "key: value" line per item, deeper levels as
+    compact JSON (e.g. the size config's model shape)."""
     if isinstance(value, Mapping):
-        return "<br>".join(f"{_escape(key)}: {_provenance_value(item)}" for key, item in value.items())
+        if nested:
+            return _escape(json.dumps(value, separators=(", ", ": ")))
+        return "<br>".join(f"{_escape(key)}: {_provenance_value(item, True)}" for key, item in value.items())
     if isinstance(value, float):
         return _escape(f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}")
     if isinstance(value, (list, tuple)):

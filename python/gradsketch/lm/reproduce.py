@@ -183,7 +183,7 @@ def _run_experiment(name: str, setup: Any, load: Callable[[str], ModuleType], lo
         module = load(name)
         title, paper = str(module.TITLE), str(module.PAPER)
         log(f"{name}: running ({title})")
-        outcome = module.run(setup, log=lambda message: log(f"{name}: {message}"))
+        outcome = module.run(setup, log=log)
     except Exception as error:
         seconds = time.monotonic() - started
         log(f"{name}: FAILED after {seconds:.1f} s: {type(error).__name__}: {error}")
@@ -299,7 +299,7 @@ def run_suite(store: str, out: str, *, size: str = "small", only: Optional[Seque
     log(f"prepare: size {size}, store {store}, {threads} torch thread(s)")
     started = time.monotonic()
     try:
-        setup = prepare(store, config, log=lambda message: log(f"prepare: {message}"), threads=threads)
+        setup = prepare(store, config, log=log, threads=threads)
     except Exception as error:
         prepare_error = f"{type(error).__name__}: {error}"
         log(f"prepare: FAILED: {prepare_error}")
