@@ -36,6 +36,7 @@ Nothing here imports torch or the native library.
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import hashlib
@@ -102,6 +103,9 @@ class Document:
 
 
 _SEPARATORS = ("\n\n", "\n", " ")
+
+#: A unit of a source: (key, loader); the loader reads one file and yields (key, cleaned text).
+_Unit = tuple[str, Callable[[], Iterable[tuple[str, str]]]]
 
 
 def _nbytes(text: str) -> int:
@@ -272,14 +276,19 @@ def _fortune_categories(root: str) -> list[str]:
     return names
 
 
-def _read_fortunes(root: str, poems: bool) -> Iterator[tuple[str, str]]:
+def _fortune_texts(path: str, category: str) -> Iterator[tuple[str, str]]:
+    for index, entry in enumerate(_fortune_entries(path)):
+        if entry:
+            yield f"{category}/{index}", entry
+
+
+def _fortune_units(root: str, poems: bool) -> list[_Unit]:
     directory = os.path.join(root, _FORTUNE_DIR)
-    for category in _fortune_categories(root):
-        if (category in _POEM_FILES) != poems or category in _FORTUNE_SKIP:
-            continue
-        for index, entry in enumerate(_fortune_entries(os.path.join(directory, category))):
-            if entry:
-                yield f"{category}/{index}", entry
+    return [
+        (category, functools.partial(_fortune_texts, os.path.join(directory, category), category))
+        for category in _fortune_categories(root)
+        if (category in _POEM_FILES) == poems and category not in _FORTUNE_SKIP
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,24 +322,44 @@ _GROFF_JOIN_FONTS = {"BR", "RB", "BI", "IB", "IR", "RI"}
 _GROFF_SPACE_FONTS = {"B", "I", "SM", "SB", "R"}
 
 
+_GROFF_SIMPLE = {
+    "-": "-", "e": "\\", "&": "", "%": "", "~": " ", " ": " ", "0": " ", "|": "", "^": "", "c": "",
+    ":": "", "/": "", ",": "", "t": " ", "'": "'", "`": "`", ".": ".", '"': "",
+}
+_GROFF_ESCAPE = re.compile(
+    r"\\\\"                                             # a literal backslash
+    r"|\\f(?:\[[^\]]*\]|\(..|.)"                          # font change
+    r"|\\s[-+]?(?:\d|\(\d\d|\[\d+\])"                      # size change
+    r"|\\\*(?:\[(?P<sb>[^\]]*)\]|\((?P<sp>..)|(?P<s1>.))"     # predefined string
+    r"|\\\((?P<np>..)"                                      # named character \(xx
+    r"|\\\[(?P<nb>[^\]]*)\]"                                 # named character \[xxx]
+    r"|\\[nk](?:\[[^\]]*\]|\(..|.)"                       # register interpolation, mark
+    r"|\\[hvwlLxoDNbZXYMm](?:'[^']*'|\[[^\]]*\]|\(..|.)"  # motions, drawing, colours
+    r"|\\(?P<other>.)"                                       # anything else: the character itself
+)
+
+
+def _groff_replacement(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text == "\\\\":
+        return "\\"
+    groups = match.groupdict()
+    string = groups["sb"] or groups["sp"] or groups["s1"]
+    if string is not None:
+        return _GROFF_STRINGS.get(string, "")
+    if groups["np"] is not None:
+        return _GROFF_NAMED.get(groups["np"], "")
+    if groups["nb"] is not None:
+        return _GROFF_NAMED.get(groups["nb"], _groff_unicode(groups["nb"]))
+    other = groups["other"]
+    if other is not None:
+        return _GROFF_SIMPLE.get(other, other)
+    return ""
+
+
 def _groff_escapes(text: str) -> str:
     """Inline groff escapes to plain text: fonts and sizes dropped, named characters mapped."""
-    text = text.replace("\\\\", "\x00")  # a literal backslash, restored below
-    text = re.sub(r"\\f(\[[^\]]*\]|\(..|.)", "", text)
-    text = re.sub(r"\\s[-+]?(\d|\(\d\d|\[\d+\])", "", text)
-    text = re.sub(r"\\\*(\[([^\]]*)\]|\((..)|(.))", lambda m: _GROFF_STRINGS.get(m.group(2) or m.group(3) or m.group(4), ""), text)
-    text = re.sub(r"\\\((..)", lambda m: _GROFF_NAMED.get(m.group(1), ""), text)
-    text = re.sub(r"\\\[([^\]]*)\]", lambda m: _GROFF_NAMED.get(m.group(1), _groff_unicode(m.group(1))), text)
-    text = re.sub(r"\\[nk](\[[^\]]*\]|\(..|.)", "", text)
-    text = re.sub(r"\\[hvwlLxoDNbZXYMm]'[^']*'", "", text)
-    text = re.sub(r"\\[hvwlLxoDNbZXYMm](\[[^\]]*\]|\(..|.)", "", text)
-    text = re.sub(r"\\\"", "", text)
-    text = text.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "").replace("\\%", "")
-    text = text.replace("\\~", " ").replace("\\ ", " ").replace("\\0", " ").replace("\\|", "")
-    text = text.replace("\\^", "").replace("\\c", "").replace("\\:", "").replace("\\/", "").replace("\\,", "")
-    text = text.replace("\\t", " ").replace("\\'", "'").replace("\\`", "`").replace("\\.", ".")
-    text = re.sub(r"\\(.)", r"\1", text)
-    return text.replace("\x00", "\\")
+    return _GROFF_ESCAPE.sub(_groff_replacement, text) if "\\" in text else text
 
 
 def _groff_unicode(name: str) -> str:
@@ -436,7 +465,7 @@ def clean_groff(source: str) -> str:
             if request in ("UR", "MT"):
                 continue
             continue  # any other request (_GROFF_SILENT and unknown ones) produces no text
-        text = line
+        text = re.sub(r'(?<!\\)\\".*$', "", line)  # a trailing comment
         if not fill:
             text = text.replace("T{", "").replace("T}", "").replace("\t", " | ")
         text = _groff_escapes(text)
@@ -466,14 +495,17 @@ def _man_pages(root: str) -> list[tuple[str, str]]:
     return out
 
 
-def _read_man(root: str) -> Iterator[tuple[str, str]]:
-    for key, path in _man_pages(root):
-        source = _read_text(path)
-        if re.match(r"\s*\.so\s", source) and source.count("\n") < 3:
-            continue  # an alias page: ".so man3/other.3"
-        text = clean_groff(source)
-        if text:
-            yield key, text
+def _man_texts(path: str, key: str) -> Iterator[tuple[str, str]]:
+    source = _read_text(path)
+    if re.match(r"\s*\.so\s", source) and source.count("\n") < 3:
+        return  # an alias page: ".so man3/other.3"
+    text = clean_groff(source)
+    if text:
+        yield key, text
+
+
+def _man_units(root: str) -> list[_Unit]:
+    return [(key, functools.partial(_man_texts, path, key)) for key, path in _man_pages(root)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -575,22 +607,30 @@ def clean_rst(source: str) -> str:
             continue
         if line.endswith("::"):
             line = line[:-1]
-        out.append(_rst_inline(line))
-    return _normalise("\n".join(out))
+        out.append(line)
+    # Inline markup may span lines (":term:`bytes-like\n<bytes-like object>`") but not paragraphs.
+    text = "\n\n".join(_rst_inline(paragraph) for paragraph in "\n".join(out).split("\n\n"))
+    return _normalise(text)
 
 
-def _read_python_docs(root: str) -> Iterator[tuple[str, str]]:
+def _python_doc_units(root: str) -> list[_Unit]:
     directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
     paths = sorted(glob.glob(os.path.join(directory, "**", "*.rst.txt"), recursive=True))
     if not paths:
         raise CorpusError(f"expected *.rst.txt files under {directory} (package 'python3-doc'), found none")
+    units: list[_Unit] = []
     for path in paths:
         key = os.path.relpath(path, directory)[: -len(".rst.txt")]
         if key.startswith("whatsnew/changelog"):
             continue  # the NEWS file: a long list of issue numbers, not documentation prose
-        text = clean_rst(_read_text(path))
-        if text:
-            yield key, text
+        units.append((key, functools.partial(_rst_texts, path, key)))
+    return units
+
+
+def _rst_texts(path: str, key: str) -> Iterator[tuple[str, str]]:
+    text = clean_rst(_read_text(path))
+    if text:
+        yield key, text
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,7 +656,7 @@ def _clean_header(source: str) -> str:
     return _normalise(text)
 
 
-def _read_headers(root: str) -> Iterator[tuple[str, str]]:
+def _header_units(root: str) -> list[_Unit]:
     include = os.path.join(root, "usr/include") + os.sep
     seen: set[str] = set()
     entries = []
@@ -627,10 +667,13 @@ def _read_headers(root: str) -> Iterator[tuple[str, str]]:
                 if key not in seen:
                     seen.add(key)
                     entries.append((key, path))
-    for key, path in sorted(entries):
-        text = _clean_header(_read_text(path))
-        if text:
-            yield key, text
+    return [(key, functools.partial(_header_texts, path, key)) for key, path in sorted(entries)]
+
+
+def _header_texts(path: str, key: str) -> Iterator[tuple[str, str]]:
+    text = _clean_header(_read_text(path))
+    if text:
+        yield key, text
 
 
 # --------------------------------------------------------------------------------------------
@@ -658,36 +701,44 @@ def _clean_changelog_entry(entry: str) -> str:
     return _normalise(entry)
 
 
-def _read_changelogs(root: str) -> Iterator[tuple[str, str]]:
-    for package, path in _changelog_paths(root):
-        text = _read_text(path)
-        heads = list(_CHANGELOG_HEAD.finditer(text))
-        seen: set[str] = set()
-        for index, head in enumerate(heads):
-            end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
-            version = head.group(2)
-            key = f"{package}/{version}"
-            if key in seen:
-                continue
-            seen.add(key)
-            entry = _clean_changelog_entry(text[head.start(): end])
-            # Old entries end with Emacs "Local variables:" blocks: drop them.
-            entry = re.split(r"\n\s*Local variables:", entry, maxsplit=1)[0].strip()
-            if entry:
-                yield key, entry
+def _changelog_units(root: str) -> list[_Unit]:
+    return [(package, functools.partial(_changelog_texts, path, package)) for package, path in _changelog_paths(root)]
+
+
+def _changelog_texts(path: str, package: str) -> Iterator[tuple[str, str]]:
+    text = _read_text(path)
+    heads = list(_CHANGELOG_HEAD.finditer(text))
+    seen: set[str] = set()
+    for index, head in enumerate(heads):
+        end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
+        key = f"{package}/{head.group(2)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        entry = _clean_changelog_entry(text[head.start(): end])
+        # Old entries end with Emacs "Local variables:" blocks: drop them.
+        entry = re.split(r"\n\s*Local variables:", entry, maxsplit=1)[0].strip()
+        if entry:
+            yield key, entry
 
 
 # --------------------------------------------------------------------------------------------
 # The corpus
 
-_READERS: dict[str, Callable[[str], Iterable[tuple[str, str]]]] = {
-    "fortunes": lambda root: _read_fortunes(root, poems=False),
-    "poems": lambda root: _read_fortunes(root, poems=True),
-    "manpages": _read_man,
-    "python-docs": _read_python_docs,
-    "c-headers": _read_headers,
-    "changelogs": _read_changelogs,
+# Per source: its units (one file each, in key order) and whether a per_source cap may read only
+# some of them (cheap sources are always read whole, so their spread is over every document).
+_UNIT_READERS: dict[str, tuple[Callable[[str], list[_Unit]], bool]] = {
+    "fortunes": (lambda root: _fortune_units(root, poems=False), False),
+    "poems": (lambda root: _fortune_units(root, poems=True), False),
+    "manpages": (_man_units, True),
+    "python-docs": (_python_doc_units, True),
+    "c-headers": (_header_units, True),
+    "changelogs": (_changelog_units, True),
 }
+
+#: With a per_source cap, expensive sources read files (in hash-of-key order) until they have this
+#: many times the cap in candidate documents, then take the cap by hash of document id.
+CANDIDATE_FACTOR = 8
 
 
 def _spread_key(document_id: str) -> bytes:
@@ -699,24 +750,46 @@ def _check_bounds(min_bytes: int, max_bytes: int) -> None:
         raise CorpusError(f"expected 1 <= min_bytes <= max_bytes and max_bytes >= 4, got min_bytes={min_bytes}, max_bytes={max_bytes}")
 
 
-def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int) -> list[Document]:
-    """Every document of one source, in key order, exact duplicate texts kept once."""
+def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int, per_source: int | None) -> list[Document]:
+    """The documents of one source in key order, exact duplicate texts kept once, at most per_source.
+
+    Without a cap every file is read. With a cap, cheap sources are still read whole; expensive ones
+    read files in the order of a hash of their key (a spread over the whole source, not its first
+    files) until ``CANDIDATE_FACTOR * per_source`` candidate documents are in hand. Either way the
+    cap then keeps the documents with the smallest hash of their id, in source order.
+    """
+    list_units, may_sample = _UNIT_READERS[source]
+    units = list_units(root)
+    read: dict[int, list[Document]] = {}
+    if per_source is not None and may_sample:
+        candidates = 0
+        for i in sorted(range(len(units)), key=lambda i: _spread_key(units[i][0])):
+            if candidates >= CANDIDATE_FACTOR * per_source:
+                break
+            read[i] = _unit_documents(source, units[i], min_bytes, max_bytes)
+            candidates += len(read[i])
+    else:
+        read = {i: _unit_documents(source, unit, min_bytes, max_bytes) for i, unit in enumerate(units)}
     documents: list[Document] = []
     texts: set[str] = set()
-    for key, text in _READERS[source](root):
-        for document in _documents(source, key, text, min_bytes, max_bytes):
+    for i in sorted(read):
+        for document in read[i]:
             if document.text not in texts:
                 texts.add(document.text)
                 documents.append(document)
-    return documents
+    return _take_spread(documents, per_source)
 
 
 def _take_spread(documents: list[Document], count: int | None) -> list[Document]:
-    """``count`` documents chosen by a hash of their id (a spread over the whole source), in source order."""
+    """``count`` documents chosen by a hash of their id (a spread over the whole list), in list order."""
     if count is None or count >= len(documents):
         return documents
     chosen = set(sorted(range(len(documents)), key=lambda i: _spread_key(documents[i].id))[:count])
     return [document for i, document in enumerate(documents) if i in chosen]
+
+
+def _unit_documents(source: str, unit: _Unit, min_bytes: int, max_bytes: int) -> list[Document]:
+    return [document for key, text in unit[1]() for document in _documents(source, key, text, min_bytes, max_bytes)]
 
 
 def build_corpus(
@@ -751,7 +824,7 @@ def build_corpus(
     out: list[Document] = []
     for source in SOURCES:
         if source in wanted:
-            out.extend(_take_spread(_source_documents(source, root, min_bytes, max_bytes), per_source))
+            out.extend(_source_documents(source, root, min_bytes, max_bytes, per_source))
     return out
 
 

@@ -284,13 +284,15 @@ def load_model(store_or_snapshot: Any, name: str, config: GPTConfig) -> TinyGPT:
 
 def collect_sketches(model: TinyGPT, store: Any, set_name: str, documents: Sequence[Any], *, seed: int,
                      k: tuple[int, int], batch: int, precondition: torch.optim.Optimizer | None = None,
-                     attributes: dict[str, Any] | None = None, detail: str | None = None) -> int:
+                     attributes: dict[str, Any] | None = None, detail: str | None = None,
+                     stored_dtype: str = "float16") -> int:
     """LoGra sketches of every ``nn.Linear`` of ``model``, one row per document, committed as one version.
 
     Row ``i`` is the projected gradient of document ``i``'s loss summed over its real target
     tokens (``per_example_loss(..., reduction="sum")``); its id is ``doc.id`` and its label
     ``doc.source``. ``precondition``: an AdamW whose state turns each gradient into LESS's Adam
-    feature (see :class:`gradsketch.LoGraCollector`). Returns the committed version.
+    feature (see :class:`gradsketch.LoGraCollector`). ``stored_dtype``: the rows' dtype
+    ("float16" halves the store; "float32" for exact comparisons). Returns the committed version.
     """
     from ..logra import LoGraCollector
 
@@ -304,7 +306,8 @@ def collect_sketches(model: TinyGPT, store: Any, set_name: str, documents: Seque
     model.eval()
     try:
         with LoGraCollector(model, store, set_name, seed=seed, k=tuple(k), loss_reduction="sum",
-                            precondition=precondition, attributes=attributes, detail=detail) as collector:
+                            precondition=precondition, attributes=attributes, detail=detail,
+                            stored_dtype=stored_dtype) as collector:
             for start in range(0, len(documents), batch):
                 tokens, mask = encode(documents[start:start + batch], model.config.context)
                 with collector.batch(ids[start:start + batch], mask=mask, labels=labels[start:start + batch]):
