@@ -69,7 +69,8 @@ def _experiment(name: str, *, fail_run: bool = False, fail_report: bool = False)
         log("working")
         if fail_run:
             raise ValueError(f"{name} exploded")
-        return {"values": np.array([1.0, 2.0]), "se": math.nan, "seed": np.int64(3)}
+        return {"values": np.array([1.0, 2.0]), "se": math.nan, "seed": np.int64(3),
+                "headline": [[f"{name} figure", "1.50 ± 0.50", "2.0"]]}
 
     def report(outcome: dict, rep: Any) -> None:
         if fail_report:
@@ -96,7 +97,8 @@ def test_failures_are_isolated_and_reported(tmp_path: Path) -> None:
     assert statuses == {"select": "ok", "less": "failed", "inrun": "failed", "density": "ok"}
     assert data["experiments"]["less"]["error"] == "ValueError: less exploded"
     assert data["experiments"]["inrun"]["error"].startswith("report: KeyError")
-    assert data["experiments"]["select"]["outcome"] == {"values": [1.0, 2.0], "se": None, "seed": 3}
+    assert data["experiments"]["select"]["outcome"]["values"] == [1.0, 2.0]
+    assert data["experiments"]["select"]["outcome"]["se"] is None and data["experiments"]["select"]["outcome"]["seed"] == 3
     assert data["setup"]["perplexity"]["expert"]["poems"] == 12.5
     assert any(message.startswith("less: FAILED") for message in messages)
     assert "working" in messages  # the experiments' own log lines pass through
@@ -104,6 +106,9 @@ def test_failures_are_isolated_and_reported(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     assert "Fake less: failed" in page and "less exploded" in page and "Traceback" in page
     assert "Fake inrun: report failed" in page
+    # headline rows of the experiments that ran (inrun's report failed, but its outcome exists)
+    assert "<td>select figure</td><td>1.50 ± 0.50</td><td>2.0</td>" in page
+    assert "density figure" in page and "less figure" not in page
     assert page.count('class="whisker"') == 4  # two bars each in select and density
     fragment = (out / "lm-section.html").read_text()
     assert "<html" not in fragment and "Fake density" in fragment and "Provenance" in fragment
