@@ -140,7 +140,8 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
     the random selection; the warmup and the LESS selection are fixed by the store's seed)."""
     import torch
 
-    from ..model import collect_sketches, encode, per_example_loss, perplexity, train
+    from ..model import collect_sketches, perplexity, train
+    from .select import retrain
 
     started = time.time()
     config = setup.config
@@ -168,19 +169,11 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
                                                                  replace=False))]
     model = setup.model(setup.base)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    context = model.config.context if hasattr(model, "config") else config.model.context
     steps_per_pass = max(1, math.ceil(len(warm_docs) / config.batch))
     weights: list[float] = []
     for checkpoint, (train_set, validation_set) in enumerate(names):
-        model.train()
-        order = np.random.default_rng(config.sketch_seed + 1 + checkpoint).permutation(len(warm_docs))
-        for step in range(steps_per_pass):
-            chosen = [warm_docs[i] for i in order[step * config.batch:(step + 1) * config.batch]]
-            tokens, mask = encode(chosen, context)
-            loss = per_example_loss(model, tokens, mask, reduction="sum").sum() / mask.sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        train(model, warm_docs, steps=steps_per_pass, batch=config.batch, lr=config.lr,
+              seed=config.sketch_seed + 1 + checkpoint, optimizer=optimizer)
         weights.append(float(optimizer.param_groups[0]["lr"]))
         collect_sketches(model, setup.store, train_set, setup.pool, seed=config.sketch_seed, k=config.sketch_k,
                          batch=settings["sketch_batch"], precondition=optimizer)
@@ -213,19 +206,19 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
     share = sum(d.source == held_out for d in less_docs) / len(less_docs)
     other_sources = [s for s in setup.eval_docs if s != held_out]
 
-    figures: dict[str, dict[str, list[float]]] = {name: {"held_out": [], "other": [], "share": []}
+    others = {source: setup.eval_docs[source] for source in other_sources}
+    figures: dict[str, dict[str, list[float]]] = {name: {"held_out": [], "final": [], "other": [], "share": []}
                                                    for name in ("less", "random", "full pool")}
     for seed in config.seeds:
         random_docs = [setup.pool[i] for i in np.random.default_rng(seed).choice(len(setup.pool), size=count,
                                                                                   replace=False)]
         for name, documents in (("less", less_docs), ("random", random_docs), ("full pool", list(setup.pool))):
-            model = train(setup.model(setup.base), documents, steps=config.retrain_steps, batch=config.batch,
-                          lr=config.lr, seed=seed)
-            figures[name]["held_out"].append(perplexity(model, evaluation))
-            figures[name]["other"].append(sum(perplexity(model, setup.eval_docs[s]) for s in other_sources)
-                                          / max(1, len(other_sources)))
+            result = retrain(setup, documents, seed=seed, target=evaluation, others=others)
+            figures[name]["held_out"].append(result["best"])
+            figures[name]["final"].append(result["final"])
+            figures[name]["other"].append(result["other"])
             figures[name]["share"].append(sum(d.source == held_out for d in documents) / len(documents))
-        log(f"less: seed {seed}: held-out perplexity less {figures['less']['held_out'][-1]:.3f}, random "
+        log(f"less: seed {seed}: held-out perplexity (best) less {figures['less']['held_out'][-1]:.3f}, random "
             f"{figures['random']['held_out'][-1]:.3f}, full pool {figures['full pool']['held_out'][-1]:.3f} "
             f"({time.time() - started:.1f}s)")
     base_model = setup.model(setup.base)
@@ -241,7 +234,8 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
         "selected_share": share,
         "base_perplexity": {"held_out": perplexity(base_model, evaluation)},
         "expert_perplexity": {"held_out": perplexity(setup.model(setup.expert), evaluation)},
-        "methods": {name: {"held_out_perplexity": _summary(f["held_out"]), "other_perplexity": _summary(f["other"]),
+        "methods": {name: {"held_out_perplexity": _summary(f["held_out"]), "final_perplexity": _summary(f["final"]),
+                           "other_perplexity": _summary(f["other"]),
                            "held_out_share": _summary(f["share"])} for name, f in figures.items()},
         "seconds": 0.0,
     }
@@ -269,16 +263,19 @@ def report(outcome: dict, rep: Any) -> None:
         f"subtasks of the mean cosine, from the engine's exact cosine search (max relative difference from a "
         f"float64 numpy computation {outcome['engine_vs_numpy_relative_error']:.1e}). Top K = {outcome['k']} of "
         f"{outcome['pool_size']} ({100 * outcome['k'] / outcome['pool_size']:.0f}%) vs random K vs the whole "
-        f"pool, each retrained from the base for {outcome['retrain_steps']} steps; seeds {outcome['seeds']} vary "
+        f"pool, each retrained from the base for {outcome['retrain_steps']} steps (figure: best target perplexity of "
+        f"ten checks during retraining, as the paper's early stopping; the end-of-retraining one beside it); "
+        f"seeds {outcome['seeds']} vary "
         f"the retraining order and the random selection.")
-    rows = [["base (no retraining)", f"{outcome['base_perplexity']['held_out']:.3f}", "", ""]]
+    rows = [["base (no retraining)", f"{outcome['base_perplexity']['held_out']:.3f}", "", "", ""]]
     for name in ("random", "less", "full pool"):
         f = methods[name]
         rows.append([name, format_mean_se(f["held_out_perplexity"]["mean"], f["held_out_perplexity"]["se"]),
+                     format_mean_se(f["final_perplexity"]["mean"], f["final_perplexity"]["se"]),
                      format_mean_se(f["held_out_share"]["mean"], f["held_out_share"]["se"], 2),
                      format_mean_se(f["other_perplexity"]["mean"], f["other_perplexity"]["se"])])
-    rows.append(["expert", f"{outcome['expert_perplexity']['held_out']:.3f}", "", ""])
-    rep.table(["training data", f"{held_out} perplexity (evaluation documents)",
+    rows.append(["expert", f"{outcome['expert_perplexity']['held_out']:.3f}", "", "", ""])
+    rep.table(["training data", f"{held_out} perplexity (evaluation documents, best)", "at the end of retraining",
                f"share from {held_out} (pool {outcome['pool_held_out_share']:.2f})", "mean perplexity, other sources"],
               rows)
     rep.bars(f"{held_out} perplexity after retraining (mean ± SE over seeds)",
