@@ -2,7 +2,10 @@
 # The tour: builds a store from generated data, versions it, verifies it, exports it and
 # checks every exported value against numpy and h5py; then runs the real pipeline on
 # Fashion-MNIST: train an MLP, store checkpoints and their delta, sketch per-example
-# gradients, project the delta into a query. Usage: Tools/tour.sh [WORKDIR]
+# gradients, project the delta into a query; the selection/attribution experiments on Fashion-MNIST
+# and then on a byte-level language model trained here on Debian's text (the LM suite, size
+# $GRADSKETCH_LM_SIZE: small, default or full; default when unset).
+# Usage: Tools/tour.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-$(mktemp -d)/tour}"
@@ -146,3 +149,10 @@ gs results list "$work/experiments"
 gs verify "$work/experiments"
 echo "tour: report at $work/report/report.html"
 
+lm_size="${GRADSKETCH_LM_SIZE:-default}"
+step "the same methods on a language model: corpus, base and expert GPTs, LoGra sketches, six experiments (size $lm_size, report in $work/lm-report)"
+rm -rf "$work/lm-store"
+GRADSKETCH_CLI="$PWD/.build/release/gradsketch" python3 -m gradsketch reproduce --suite lm --size "$lm_size" \
+  --store "$work/lm-store" --out "$work/lm-report"
+gs verify "$work/lm-store"
+echo "tour: LM report at $work/lm-report/report.html"

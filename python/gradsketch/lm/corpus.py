@@ -759,17 +759,27 @@ def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int, pe
     cap then keeps the documents with the smallest hash of their id, in source order.
     """
     list_units, may_sample = _UNIT_READERS[source]
-    units = list_units(root)
+    return _collect(list_units(root), lambda key, text: _documents(source, key, text, min_bytes, max_bytes), per_source, may_sample)
+
+
+def _collect(
+    units: list[_Unit], to_documents: Callable[[str, str], list[Document]], cap: int | None, may_sample: bool
+) -> list[Document]:
+    """Documents of ``units`` in unit order, duplicates once, at most ``cap`` (see _source_documents)."""
     read: dict[int, list[Document]] = {}
-    if per_source is not None and may_sample:
+
+    def documents_of(unit: _Unit) -> list[Document]:
+        return [document for key, text in unit[1]() for document in to_documents(key, text)]
+
+    if cap is not None and may_sample:
         candidates = 0
         for i in sorted(range(len(units)), key=lambda i: _spread_key(units[i][0])):
-            if candidates >= CANDIDATE_FACTOR * per_source:
+            if candidates >= CANDIDATE_FACTOR * cap:
                 break
-            read[i] = _unit_documents(source, units[i], min_bytes, max_bytes)
+            read[i] = documents_of(units[i])
             candidates += len(read[i])
     else:
-        read = {i: _unit_documents(source, unit, min_bytes, max_bytes) for i, unit in enumerate(units)}
+        read = {i: documents_of(unit) for i, unit in enumerate(units)}
     documents: list[Document] = []
     texts: set[str] = set()
     for i in sorted(read):
@@ -777,7 +787,7 @@ def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int, pe
             if document.text not in texts:
                 texts.add(document.text)
                 documents.append(document)
-    return _take_spread(documents, per_source)
+    return _take_spread(documents, cap)
 
 
 def _take_spread(documents: list[Document], count: int | None) -> list[Document]:
@@ -786,10 +796,6 @@ def _take_spread(documents: list[Document], count: int | None) -> list[Document]
         return documents
     chosen = set(sorted(range(len(documents)), key=lambda i: _spread_key(documents[i].id))[:count])
     return [document for i, document in enumerate(documents) if i in chosen]
-
-
-def _unit_documents(source: str, unit: _Unit, min_bytes: int, max_bytes: int) -> list[Document]:
-    return [document for key, text in unit[1]() for document in _documents(source, key, text, min_bytes, max_bytes)]
 
 
 def build_corpus(
@@ -851,50 +857,57 @@ def _fit(text: str, max_bytes: int) -> str:
     return pieces[0].rstrip() if pieces else ""
 
 
-def _man_instructions(root: str, max_bytes: int) -> Iterator[tuple[str, str]]:
-    for key, path in _man_pages(root):
-        source = _read_text(path)
-        if re.match(r"\s*\.so\s", source):
-            continue
+def _man_instruction_units(root: str, max_bytes: int) -> list[_Unit]:
+    return [(f"man/{key}", functools.partial(_man_instruction, path, key, max_bytes)) for key, path in _man_pages(root)]
+
+
+def _man_instruction(path: str, key: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    """'What does `NAME` do?' answered by the page's NAME line and first DESCRIPTION paragraph."""
+    source = _read_text(path)
+    if not re.match(r"\s*\.so\s", source):
         sections = _man_sections(clean_groff(source))
         name_line = " ".join(sections.get("NAME", "").split())
         description = sections.get("DESCRIPTION", "").split("\n\n")
         match = re.match(r"(.+?)\s+-+\s+(.+)", name_line)
-        if not match or not description or not description[0].strip():
-            continue
-        names = [name.strip() for name in match.group(1).split(",") if name.strip()]
-        kind = "system call" if key.startswith("man2/") else "C library function"
-        subject = names[0]
-        question = f"Instruction: What does the {kind} `{subject}` do?\nResponse: "
-        answer = f"{', '.join(names)} - {match.group(2)}.\n{' '.join(description[0].split())}"
-        text = question + _fit(answer, max_bytes - _nbytes(question))
-        yield f"man/{key}", text
+        if match and description[0].strip():
+            names = [name.strip() for name in match.group(1).split(",") if name.strip()]
+            kind = "system call" if key.startswith("man2/") else "C library function"
+            question = f"Instruction: What does the {kind} `{names[0]}` do?\nResponse: "
+            answer = f"{', '.join(names)} - {match.group(2)}.\n{' '.join(description[0].split())}"
+            yield f"man/{key}", question + _fit(answer, max_bytes - _nbytes(question))
 
 
-def _faq_instructions(root: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+def _faq_instruction_units(root: str, max_bytes: int) -> list[_Unit]:
     directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
+    units: list[_Unit] = []
     for path in sorted(glob.glob(os.path.join(directory, "faq", "*.rst.txt"))):
         page = os.path.basename(path)[: -len(".rst.txt")]
-        source = _read_text(path).replace("\r\n", "\n")
-        lines = source.split("\n")
-        # A question is a heading: a line underlined with a run of one punctuation character.
-        headings = [
-            i for i in range(len(lines) - 1)
-            if lines[i].strip() and _RST_UNDERLINE.match(lines[i + 1].strip())
-            and len(lines[i + 1].strip()) >= len(lines[i].strip()) and lines[i].rstrip().endswith("?")
-        ]
-        for number, start in enumerate(headings):
-            stop = len(lines)
-            for j in range(start + 2, len(lines) - 1):
-                if lines[j].strip() and _RST_UNDERLINE.match(lines[j + 1].strip()) and len(lines[j + 1].strip()) >= len(lines[j].strip()):
-                    stop = j
-                    break
-            question = _rst_inline(lines[start].strip())
-            answer = clean_rst("\n".join(lines[start + 2: stop]))
-            if not answer:
-                continue
-            prompt = f"Instruction: {question}\nResponse: "
-            yield f"python-faq/{page}/{number}", prompt + _fit(answer, max_bytes - _nbytes(prompt))
+        units.append((f"python-faq/{page}", functools.partial(_faq_instructions, path, page, max_bytes)))
+    return units
+
+
+def _faq_instructions(path: str, page: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    """Each question heading of one FAQ page answered by its section's text."""
+    source = _read_text(path).replace("\r\n", "\n")
+    lines = source.split("\n")
+    # A question is a heading: a line underlined with a run of one punctuation character.
+    headings = [
+        i for i in range(len(lines) - 1)
+        if lines[i].strip() and _RST_UNDERLINE.match(lines[i + 1].strip())
+        and len(lines[i + 1].strip()) >= len(lines[i].strip()) and lines[i].rstrip().endswith("?")
+    ]
+    for number, start in enumerate(headings):
+        stop = len(lines)
+        for j in range(start + 2, len(lines) - 1):
+            if lines[j].strip() and _RST_UNDERLINE.match(lines[j + 1].strip()) and len(lines[j + 1].strip()) >= len(lines[j].strip()):
+                stop = j
+                break
+        question = _rst_inline(lines[start].strip())
+        answer = clean_rst("\n".join(lines[start + 2: stop]))
+        if not answer:
+            continue
+        prompt = f"Instruction: {question}\nResponse: "
+        yield f"python-faq/{page}/{number}", prompt + _fit(answer, max_bytes - _nbytes(prompt))
 
 
 def instruction_documents(
@@ -915,21 +928,20 @@ def instruction_documents(
       (id ``instructions/python-faq/programming/12#0``).
 
     Answers are cut at a word boundary to fit ``max_bytes``; documents under ``min_bytes`` are
-    dropped. ``limit`` keeps a hash-of-id spread as in :func:`build_corpus`; the order is man
-    pages then FAQ, each in key order.
+    dropped, duplicates kept once. ``limit`` reads pages in hash order and keeps a hash-of-id
+    spread, as :func:`build_corpus` does with ``per_source``; the order is man pages then FAQ,
+    each in key order.
     """
     _check_bounds(min_bytes, max_bytes)
-    out: list[Document] = []
-    texts: set[str] = set()
-    for reader in (_man_instructions, _faq_instructions):
-        for key, text in reader(root, max_bytes):
-            text = text.strip()
-            if min_bytes <= _nbytes(text) <= max_bytes and text not in texts:
-                texts.add(text)
-                out.append(Document(f"{INSTRUCTIONS}/{key}#0", INSTRUCTIONS, text))
     if limit is not None and limit < 0:
         raise CorpusError(f"limit must be >= 0 or None, got {limit}")
-    return _take_spread(out, limit)
+
+    def to_documents(key: str, text: str) -> list[Document]:
+        text = text.strip()
+        return [Document(f"{INSTRUCTIONS}/{key}#0", INSTRUCTIONS, text)] if min_bytes <= _nbytes(text) <= max_bytes else []
+
+    units = _man_instruction_units(root, max_bytes) + _faq_instruction_units(root, max_bytes)
+    return _collect(units, to_documents, limit, may_sample=True)
 
 
 # --------------------------------------------------------------------------------------------
