@@ -161,7 +161,7 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(autouse=True)
 def tiny_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(select.SETTINGS, TINY.name, dict(select.SETTINGS["small"]))
-    monkeypatch.setitem(less.SETTINGS, TINY.name, {"validation": 4, "subtasks": 2, "checkpoints": 2,
+    monkeypatch.setitem(less.SETTINGS, TINY.name, {"max_retrain_steps": 4, "validation": 4, "subtasks": 2, "checkpoints": 2,
                                                    "warmup_fraction": 0.05, "sketch_batch": 8})
     monkeypatch.setitem(gradex.SETTINGS, TINY.name, {"per_source": 4, "steps": 3, "sgd_lr": 0.1, "checked": 5,
                                                      "calibration": 2, "sketch_batch": 8})

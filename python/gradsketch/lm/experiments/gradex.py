@@ -37,9 +37,11 @@ PAPER = ("GradEx: first-order estimates of finetuned loss on source subsets with
 #: finetuning run on a subset; checked: subsets actually finetuned (singletons first, then pairs,
 #: then larger random subsets); calibration: of those, how many fit the calibrated step.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "small": {"per_source": 12, "steps": 10, "sgd_lr": 0.3, "checked": 6, "calibration": 2, "sketch_batch": 16},
-    "default": {"per_source": 40, "steps": 25, "sgd_lr": 0.3, "checked": 12, "calibration": 3, "sketch_batch": 16},
-    "full": {"per_source": 80, "steps": 40, "sgd_lr": 0.3, "checked": 24, "calibration": 4, "sketch_batch": 16},
+    # sgd_lr·steps is kept small (ηT ≈ 0.3–0.4): at ηT = 3 (lr 0.3) the SGD runs raised the loss of
+    # their own source on the small size, far outside any first-order regime.
+    "small": {"per_source": 12, "steps": 30, "sgd_lr": 0.01, "checked": 6, "calibration": 2, "sketch_batch": 16},
+    "default": {"per_source": 32, "steps": 20, "sgd_lr": 0.02, "checked": 8, "calibration": 3, "sketch_batch": 16},
+    "full": {"per_source": 80, "steps": 40, "sgd_lr": 0.01, "checked": 24, "calibration": 4, "sketch_batch": 16},
 }
 
 
@@ -122,9 +124,12 @@ def _spread(documents: Sequence[Any], count: int) -> list[Any]:
     return [documents[i] for i in np.linspace(0, len(documents) - 1, count).round().astype(int)]
 
 
-def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
+def run(setup: Any, *, log: Callable[[str], None] = print, settings: Mapping[str, Any] | None = None,
+        prefix: str = "gradex") -> dict:
     """Sketches at the base, first-order estimates for every subset of sources, and actual SGD
-    finetuning of the checked subsets once per seed (the seeds vary the batch order)."""
+    finetuning of the checked subsets once per seed (the seeds vary the batch order).
+    ``settings`` overrides this size's SETTINGS; ``prefix`` names the sets ("<prefix>-train",
+    "<prefix>-eval"), e.g. to run a sweep on one store."""
     import torch
     from torch import nn
 
@@ -132,14 +137,15 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
 
     started = time.time()
     config = setup.config
-    settings = SETTINGS.get(config.name, SETTINGS["default"])
+    settings = dict(SETTINGS.get(config.name, SETTINGS["default"]), **(settings or {}))
     sources = list(setup.train_docs)
+    train_set, eval_set = f"{prefix}-train", f"{prefix}-eval"
     train_docs = {s: _spread(setup.train_docs[s], settings["per_source"]) for s in sources}
     eval_docs = {s: list(setup.eval_docs[s]) for s in sources}
     context = config.model.context
 
     snapshot = setup.store.snapshot()
-    clash = [n for n in ("gradex-train", "gradex-eval") if n in snapshot.sets]
+    clash = [n for n in (train_set, eval_set) if n in snapshot.sets]
     snapshot.close()
     if clash:
         raise ValueError(f"gradex: the store already holds sets {clash}: run GradEx once per prepared store")
@@ -147,9 +153,9 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
     model = setup.model(setup.base)
     everything_train = [d for s in sources for d in train_docs[s]]
     everything_eval = [d for s in sources for d in eval_docs[s]]
-    collect_sketches(model, setup.store, "gradex-train", everything_train, seed=config.sketch_seed,
+    collect_sketches(model, setup.store, train_set, everything_train, seed=config.sketch_seed,
                      k=config.sketch_k, batch=settings["sketch_batch"], attributes={"tensor_set": setup.base})
-    collect_sketches(model, setup.store, "gradex-eval", everything_eval, seed=config.sketch_seed,
+    collect_sketches(model, setup.store, eval_set, everything_eval, seed=config.sketch_seed,
                      k=config.sketch_k, batch=settings["sketch_batch"], attributes={"tensor_set": setup.base})
     sketch_seconds = time.time() - started
 
@@ -168,9 +174,9 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
             tokens = np.array([sum(counts[i] for i, label in zip(ids, labels) if label == s) for s in sources],
                               dtype=np.float64)
             return sums, tokens
-        sketch_sums, sketch_tokens = grouped("gradex-train", train_docs)
-        eval_sums, eval_tokens = grouped("gradex-eval", eval_docs)
-        k = snapshot.info("gradex-train").k
+        sketch_sums, sketch_tokens = grouped(train_set, train_docs)
+        eval_sums, eval_tokens = grouped(eval_set, eval_docs)
+        k = snapshot.info(train_set).k
     finally:
         snapshot.close()
     sketch_targets = eval_sums / eval_tokens[:, None]
@@ -274,7 +280,7 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
         "sketch_vs_exact_change_correlation": sketch_vs_exact,
         "ensemble_held_out": ensemble,
         "seconds_per_finetune": per_finetune, "seconds_all_estimates": estimate_seconds,
-        "subsets_estimated": len(all_subsets), "sketch_seconds": sketch_seconds,
+        "subsets_estimated": len(all_subsets), "sketch_seconds": sketch_seconds, "sets": [train_set, eval_set],
         "seconds": time.time() - started,
     }
     log(f"gradex: relative error sketch {outcome['metrics']['sketch']['relative_error']['mean']:.4f}, calibrated "

@@ -29,11 +29,12 @@ PAPER = "LESS: training on 5% of the data selected by gradient similarity beats 
 
 #: validation: validation documents taken from the held-out source's evaluation documents;
 #: subtasks: k-means groups of them; checkpoints: warmup checkpoints (one pass over the warmup
-#: subset each); warmup_fraction: share of the pool used for the warmup (LESS: 5 %).
+#: subset each); warmup_fraction: share of the pool used for the warmup (LESS: 5 %);
+#: max_retrain_steps caps the config's retrain_steps (time budget: 3 retrainings × seeds).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "small": {"validation": 8, "subtasks": 2, "checkpoints": 2, "warmup_fraction": 0.05, "sketch_batch": 16},
-    "default": {"validation": 12, "subtasks": 3, "checkpoints": 3, "warmup_fraction": 0.05, "sketch_batch": 16},
-    "full": {"validation": 16, "subtasks": 4, "checkpoints": 4, "warmup_fraction": 0.05, "sketch_batch": 16},
+    "small": {"max_retrain_steps": 30, "validation": 8, "subtasks": 2, "checkpoints": 2, "warmup_fraction": 0.05, "sketch_batch": 16},
+    "default": {"max_retrain_steps": 40, "validation": 12, "subtasks": 3, "checkpoints": 3, "warmup_fraction": 0.05, "sketch_batch": 16},
+    "full": {"max_retrain_steps": 200, "validation": 16, "subtasks": 4, "checkpoints": 4, "warmup_fraction": 0.05, "sketch_batch": 16},
 }
 
 
@@ -200,6 +201,7 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
 
     by_id = {document.id: document for document in setup.pool}
     count = config.select_k
+    retrain_steps = min(config.retrain_steps, settings["max_retrain_steps"])
     ranked = np.argsort(-scores, kind="stable")
     chosen_ids = [ids[i] for i in ranked[:count]]
     less_docs = [by_id[i] for i in chosen_ids]
@@ -213,7 +215,7 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
         random_docs = [setup.pool[i] for i in np.random.default_rng(seed).choice(len(setup.pool), size=count,
                                                                                   replace=False)]
         for name, documents in (("less", less_docs), ("random", random_docs), ("full pool", list(setup.pool))):
-            result = retrain(setup, documents, seed=seed, target=evaluation, others=others)
+            result = retrain(setup, documents, seed=seed, target=evaluation, others=others, steps=retrain_steps)
             figures[name]["held_out"].append(result["best"])
             figures[name]["final"].append(result["final"])
             figures[name]["other"].append(result["other"])
@@ -230,7 +232,8 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
         "subtasks": int(groups.max()) + 1, "subtask_sizes": np.bincount(groups).tolist(),
         "checkpoints": len(names), "checkpoint_weights": weights, "warmup_docs": len(warm_docs),
         "warmup_steps_per_checkpoint": steps_per_pass, "sets": [n for pair in names for n in pair],
-        "engine_vs_numpy_relative_error": engine_error, "retrain_steps": config.retrain_steps,
+        "engine_vs_numpy_relative_error": engine_error, "retrain_steps": retrain_steps,
+        "config_retrain_steps": config.retrain_steps,
         "selected_share": share,
         "base_perplexity": {"held_out": perplexity(base_model, evaluation)},
         "expert_perplexity": {"held_out": perplexity(setup.model(setup.expert), evaluation)},

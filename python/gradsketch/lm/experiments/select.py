@@ -19,11 +19,16 @@ NAME = "select"
 TITLE = "SELECT: recovering the finetuning data from weights"
 PAPER = "MSMARCO perplexity 3.3 (random) → 2.3 (SELECT) vs 2.0 (expert), Morris et al. 2025"
 
-#: Per size: the strategies run, and the greedy-batched reset interval (0 = the config's batch).
+#: Per size: the strategies run, the greedy-batched reset interval (0 = the config's batch), and
+#: max_retrain_steps, a cap on the config's retrain_steps that keeps the experiment in its time
+#: budget (5 selections × seeds retrainings; default ≤ 4 min on 2 cores).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "small": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True},
-    "default": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True},
-    "full": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True},
+    "small": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True,
+              "max_retrain_steps": 30},
+    "default": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True,
+                "max_retrain_steps": 40},
+    "full": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True,
+             "max_retrain_steps": 200},
 }
 
 #: The paper's MSMARCO figures (Llama-3.2-3B, K = 5000; algorithms.md §1(d)).
@@ -41,9 +46,9 @@ def gap_closed(random_value: float, selected_value: float, expert_value: float) 
 
 
 def retrain(setup: Any, documents: Sequence[Any], *, seed: int, target: Sequence[Any],
-            others: Mapping[str, Sequence[Any]], checks: int = 10) -> dict[str, Any]:
+            others: Mapping[str, Sequence[Any]], steps: int | None = None, checks: int = 10) -> dict[str, Any]:
     """Retrains a copy of the base on ``documents`` for ``retrain_steps`` steps (seeded batch order)
-    and measures target perplexity ``checks`` times along the way. Like the paper's evaluation
+    (or ``steps``) and measures target perplexity ``checks`` times along the way. Like the paper's evaluation
     (early stopping, best eval loss), the headline figure is the best target perplexity seen;
     the final one is kept too. A retraining on K documents for a fixed number of steps can pass
     over them many times and overfit, which the final figure shows and the best one does not.
@@ -52,7 +57,7 @@ def retrain(setup: Any, documents: Sequence[Any], *, seed: int, target: Sequence
 
     config = setup.config
     model = setup.model(setup.base)
-    steps = config.retrain_steps
+    steps = config.retrain_steps if steps is None else steps
     if steps < 1:
         raise ValueError(f"retrain: retrain_steps must be >= 1, found {steps}")
     every = max(1, steps // max(1, checks))
@@ -99,6 +104,7 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
     held_out = setup.held_out
     count = config.select_k
     batch_reset = settings["batch"] or config.batch
+    retrain_steps = min(config.retrain_steps, settings["max_retrain_steps"])
     by_id = {document.id: document for document in setup.pool}
     pool_held_out = [document for document in setup.pool if document.source == held_out]
     snapshot = setup.store.snapshot()
@@ -135,7 +141,8 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
         held_out_ppl, final_ppl, best_steps, other_ppl, shares = [], [], [], [], []
         for seed, ids in zip(config.seeds, lists):
             documents = [by_id[i] for i in ids]
-            result = retrain(setup, documents, seed=seed, target=setup.eval_docs[held_out], others=others)
+            result = retrain(setup, documents, seed=seed, target=setup.eval_docs[held_out], others=others,
+                             steps=retrain_steps)
             held_out_ppl.append(result["best"])
             final_ppl.append(result["final"])
             best_steps.append(result["best_step"])
@@ -160,7 +167,7 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
         "name": NAME, "paper": PAPER, "size": config.name, "seeds": list(config.seeds), "k": count,
         "pool_size": len(setup.pool), "held_out": held_out,
         "pool_held_out_share": len(pool_held_out) / len(setup.pool),
-        "retrain_steps": config.retrain_steps, "batch_reset": batch_reset,
+        "retrain_steps": retrain_steps, "config_retrain_steps": config.retrain_steps, "batch_reset": batch_reset,
         "base_perplexity": {"held_out": base_ppl[held_out],
                             "other": sum(base_ppl[s] for s in other_sources) / max(1, len(other_sources))},
         "expert_perplexity": {"held_out": expert_value,
