@@ -107,8 +107,9 @@ def logged_training(model: torch.nn.Module, documents: Sequence[Any], validation
     rows, ids, labels, step_column, rate_column = [], [], [], [], []
     validation_rows, hessian_rows, validation_loss, exact_first = [], [], [], []
     model.train()
-    with LoGraCollector(model, log_sink, "log", seed=sketch_seed, k=k) as log_collector, \
-            LoGraCollector(model, validation_sink, "validation", seed=sketch_seed, k=k) as validation_collector:
+    with LoGraCollector(model, log_sink, "log", seed=sketch_seed, k=k, stored_dtype="float32") as log_collector, \
+            LoGraCollector(model, validation_sink, "validation", seed=sketch_seed, k=k,
+                           stored_dtype="float32") as validation_collector:
         sketch_matrix = MatrixSketcher(log_collector)
         for t, indices in enumerate(epoch_batches(len(documents), steps, batch, seed)):
             docs = [documents[i] for i in indices]

@@ -139,7 +139,8 @@ def run(setup: Any, *, log=print) -> dict:
     costs = np.array([float(len(d.text.encode("utf-8"))) ** 2 for d in candidates])
     # Sketches at the pruned model (one row per candidate), captured, then stored with the columns.
     sink = CaptureStore()
-    with LoGraCollector(pruned, sink, "instructions", seed=config.sketch_seed, k=tuple(config.sketch_k)) as collector:
+    with LoGraCollector(pruned, sink, "instructions", seed=config.sketch_seed, k=tuple(config.sketch_k),
+                        stored_dtype="float32") as collector:
         for start in range(0, len(candidates), 32):
             chunk = candidates[start:start + 32]
             tokens, mask = encode(chunk, config.model.context)
