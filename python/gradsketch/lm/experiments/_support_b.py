@@ -22,7 +22,7 @@ import torch
 from ..model import encode, per_example_loss
 
 __all__ = ["cli_json", "mean_se", "summary", "append_with_columns", "sgd_train", "excerpt", "source_shares",
-           "nll_per_token", "CaptureStore", "epoch_batches"]
+           "nll_per_token", "CaptureStore", "epoch_batches", "cpu_seconds"]
 
 
 def _cli_path() -> str:
@@ -222,6 +222,16 @@ def nll_per_token(model: torch.nn.Module, documents: Sequence[Any], context: int
         tokens_seen += int(mask.sum())
     model.train(was_training)
     return total / max(tokens_seen, 1)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the CLI calls), user + system.
+
+    Why: the machine is shared, so wall-clock time overstates what a run costs on idle cores;
+    outcomes report both.
+    """
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def excerpt(text: str, length: int = 90) -> str:

@@ -34,8 +34,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ...logra import LoGraCollector
 from ...projection import rademacher
 from ..model import build_model, encode, per_example_loss
-from ._support_b import (CaptureStore, append_with_columns, cli_json, epoch_batches, excerpt, nll_per_token,
-                         sgd_train, summary)
+from ._support_b import (CaptureStore, append_with_columns, cli_json, cpu_seconds, epoch_batches, excerpt,
+                          nll_per_token, sgd_train, summary)
 
 NAME = "inrun"
 TITLE = "In-Run Data Shapley / TracIn: valuing the base training's documents in one run"
@@ -68,10 +68,12 @@ class MatrixSketcher:
 
     def __init__(self, collector: LoGraCollector) -> None:
         self.layout = list(collector.layout)
-        self.factors = {entry.parameter: (
-            torch.from_numpy(rademacher(collector.seed, entry.parameter + "/out", entry.k_out, entry.shape[0])).double(),
-            torch.from_numpy(rademacher(collector.seed, entry.parameter + "/in", entry.k_in, entry.shape[1])).double())
-            for entry in self.layout}
+        def factor(stream: str, rows: int, cols: int) -> torch.Tensor:
+            return torch.from_numpy(rademacher(collector.seed, stream, rows, cols)).double()
+
+        self.factors = {entry.parameter: (factor(entry.parameter + "/out", entry.k_out, entry.shape[0]),
+                                          factor(entry.parameter + "/in", entry.k_in, entry.shape[1]))
+                        for entry in self.layout}
 
     def __call__(self, tensors: dict[str, torch.Tensor]) -> np.ndarray:
         blocks = []
@@ -82,7 +84,8 @@ class MatrixSketcher:
         return torch.cat(blocks).numpy().astype(np.float32)
 
 
-def logged_training(model: torch.nn.Module, documents: Sequence[Any], validation: Sequence[Any], *, steps: int, batch: int,
+def logged_training(model: torch.nn.Module, documents: Sequence[Any], validation: Sequence[Any], *, steps: int,
+                    batch: int,
                     lr: float, seed: int, context: int, sketch_seed: int, k: tuple[int, int],
                     second_order: bool, clip: float | None = None) -> dict[str, Any]:
     """Trains ``model`` in place with plain SGD (the batches of ``epoch_batches(seed)``) and returns the log.
@@ -234,7 +237,7 @@ def run(setup: Any, *, log=print) -> dict:
     settings = SETTINGS[config.name]
     context = config.model.context
     cap = settings["docs_per_source"]
-    documents = [d for s in setup.base_sources for d in (setup.train_docs[s] if cap is None else setup.train_docs[s][:cap])]
+    documents = [d for s in setup.base_sources for d in setup.train_docs[s][:cap]]   # cap None: every one
     validation, test = _split_eval(setup, settings["val_docs"])
     if not test:
         raise ValueError(f"inrun: the base sources' eval documents ({len(validation)}) leave no test documents "
@@ -246,7 +249,7 @@ def run(setup: Any, *, log=print) -> dict:
     remove = max(1, int(round(settings["remove_share"] * len(documents))))
     second = bool(settings["second_order"])
     per_seed: list[dict[str, Any]] = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     for seed in config.seeds:
         t0 = time.perf_counter()
         model = build_model(config.model, 10_000 + seed)
@@ -333,7 +336,7 @@ def run(setup: Any, *, log=print) -> dict:
         "first_vs_second_spearman": summary([r["first_vs_second_spearman"] for r in per_seed]),
         "seed_agreement_spearman": summary(cross) if cross else None,
         "per_seed": per_seed,
-        "seconds": time.perf_counter() - started,
+        "seconds": time.perf_counter() - started, "cpu_seconds": cpu_seconds() - cpu_started,
     }
 
 
