@@ -220,3 +220,15 @@ def test_run_and_report_on_the_small_settings(tiny_setup: LMSetup, module, keys)
     if module is inrun:
         valued = outcome["per_seed"][0]["values"]
         assert set(valued) <= {d.id for s in tiny_setup.base_sources for d in tiny_setup.train_docs[s]}
+
+
+def test_append_with_columns_stores_the_columns_and_refuses_a_second_write(tmp_path: Path) -> None:
+    from gradsketch.lm.experiments._support_b import append_with_columns, cli_json
+    path = str(tmp_path / "store")
+    gs.Store.create(path).close()
+    rows = np.arange(6, dtype=np.float32).reshape(3, 2)
+    append_with_columns(path, "log", rows, ["a@0", "b@0", "a@1"], columns={"rate": np.array([0.5, 0.25, 2.0])})
+    top = cli_json(["select", path, "--set", "log", "--method", "column", "--column", "rate", "-k", "3"])
+    assert [(r["id"], r["score"]) for r in top["rows"]] == [("a@1", 2.0), ("a@0", 0.5), ("b@0", 0.25)]
+    with pytest.raises(ValueError, match="already exists"):
+        append_with_columns(path, "log", rows, ["x", "y", "z"])

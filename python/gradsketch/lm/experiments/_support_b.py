@@ -88,6 +88,10 @@ def append_with_columns(store_path: str, set_name: str, rows: np.ndarray, ids: S
     collector's definition) so its rows are comparable with other sets of the same projection.
     """
     rows = np.ascontiguousarray(rows, dtype=np.float32)
+    with _open_snapshot(store_path) as snapshot:
+        if set_name in snapshot.sets:
+            raise ValueError(f"set {set_name!r} already exists in {store_path}: an experiment writes its sets once "
+                             "per store (run it on a fresh store from prepare)")
     if rows.ndim != 2 or rows.shape[0] != len(ids):
         raise ValueError(f"append_with_columns: expected rows [len(ids)={len(ids)}, k], found {rows.shape}")
     with tempfile.TemporaryDirectory(prefix="gs-expb-") as scratch:
@@ -122,6 +126,23 @@ def append_with_columns(store_path: str, set_name: str, rows: np.ndarray, ids: S
         for key, value in merged.items():
             args += ["--attribute", f"{key}={json.dumps(value)}"]
         return int(cli_json(args)["version"])
+
+
+def _open_snapshot(store_path: str) -> Any:
+    """A snapshot of the latest version of the store at ``store_path`` (its own handle, closed by ``with``)."""
+    from ...store import Store
+
+    class _Latest:
+        def __enter__(self) -> Any:
+            self.store = Store.open(store_path)
+            self.snapshot = self.store.snapshot()
+            return self.snapshot
+
+        def __exit__(self, *exc: Any) -> None:
+            self.snapshot.close()
+            self.store.close()
+
+    return _Latest()
 
 
 class _CaptureSession:

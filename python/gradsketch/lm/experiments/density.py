@@ -64,7 +64,8 @@ def density_sample(store_path: str, set_name: str, k: int, seed: int, hashes: in
     """The ids of a density sample of ``set_name`` (inverse-propensity over the LSH kernel-sum
     score) and the CLI's parameters (bucket width etc.)."""
     result = cli_json(["select", store_path, "--set", set_name, "--method", "density", "-k", str(k),
-                       "--seed", str(seed), "--hashes", str(hashes), "--buckets", str(buckets)])
+                       "--seed", str(seed), "--hashes", str(hashes), "--buckets", str(buckets),
+                       "--save", f"{NAME}-s{seed}"])
     return [row["id"] for row in result["rows"]], result.get("parameters", {})
 
 
