@@ -22,7 +22,7 @@ import torch
 from ..model import encode, per_example_loss
 
 __all__ = ["cli_json", "mean_se", "summary", "append_with_columns", "sgd_train", "excerpt", "source_shares",
-           "nll_per_token", "CaptureStore", "epoch_batches"]
+           "nll_per_token", "CaptureStore", "epoch_batches", "cpu_seconds"]
 
 
 def _cli_path() -> str:
@@ -88,6 +88,10 @@ def append_with_columns(store_path: str, set_name: str, rows: np.ndarray, ids: S
     collector's definition) so its rows are comparable with other sets of the same projection.
     """
     rows = np.ascontiguousarray(rows, dtype=np.float32)
+    with _open_snapshot(store_path) as snapshot:
+        if set_name in snapshot.sets:
+            raise ValueError(f"set {set_name!r} already exists in {store_path}: an experiment writes its sets once "
+                             "per store (run it on a fresh store from prepare)")
     if rows.ndim != 2 or rows.shape[0] != len(ids):
         raise ValueError(f"append_with_columns: expected rows [len(ids)={len(ids)}, k], found {rows.shape}")
     with tempfile.TemporaryDirectory(prefix="gs-expb-") as scratch:
@@ -122,6 +126,23 @@ def append_with_columns(store_path: str, set_name: str, rows: np.ndarray, ids: S
         for key, value in merged.items():
             args += ["--attribute", f"{key}={json.dumps(value)}"]
         return int(cli_json(args)["version"])
+
+
+def _open_snapshot(store_path: str) -> Any:
+    """A snapshot of the latest version of the store at ``store_path`` (its own handle, closed by ``with``)."""
+    from ...store import Store
+
+    class _Latest:
+        def __enter__(self) -> Any:
+            self.store = Store.open(store_path)
+            self.snapshot = self.store.snapshot()
+            return self.snapshot
+
+        def __exit__(self, *exc: Any) -> None:
+            self.snapshot.close()
+            self.store.close()
+
+    return _Latest()
 
 
 class _CaptureSession:
@@ -222,6 +243,16 @@ def nll_per_token(model: torch.nn.Module, documents: Sequence[Any], context: int
         tokens_seen += int(mask.sum())
     model.train(was_training)
     return total / max(tokens_seen, 1)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the CLI calls), user + system.
+
+    Why: the machine is shared, so wall-clock time overstates what a run costs on idle cores;
+    outcomes report both.
+    """
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def excerpt(text: str, length: int = 90) -> str:

@@ -23,10 +23,9 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from ..model import train
-from ._support_b import cli_json, mean_se, nll_per_token, source_shares, summary
+from ._support_b import cli_json, cpu_seconds, nll_per_token, source_shares, summary
 
 NAME = "density"
 TITLE = "Density sampling: coverage of rare sources from gradient sketches (Ask-LLM not available)"
@@ -60,11 +59,13 @@ def coverage(sample_sources: Sequence[str], pool_sources: Sequence[str], names: 
             "enrichment": {n: (shares[n] / pool[n] if pool[n] > 0 else math.nan) for n in names}}
 
 
-def density_sample(store_path: str, set_name: str, k: int, seed: int, hashes: int, buckets: int) -> tuple[list[str], dict]:
+def density_sample(store_path: str, set_name: str, k: int, seed: int, hashes: int,
+                   buckets: int) -> tuple[list[str], dict]:
     """The ids of a density sample of ``set_name`` (inverse-propensity over the LSH kernel-sum
     score) and the CLI's parameters (bucket width etc.)."""
     result = cli_json(["select", store_path, "--set", set_name, "--method", "density", "-k", str(k),
-                       "--seed", str(seed), "--hashes", str(hashes), "--buckets", str(buckets)])
+                       "--seed", str(seed), "--hashes", str(hashes), "--buckets", str(buckets),
+                       "--save", f"{NAME}-s{seed}"])
     return [row["id"] for row in result["rows"]], result.get("parameters", {})
 
 
@@ -81,7 +82,7 @@ def run(setup: Any, *, log=print) -> dict:
         raise ValueError(f"density: k={k} must be smaller than the pool ({len(setup.pool)} documents)")
     eval_all = [d for s in names for d in setup.eval_docs.get(s, [])]
     context = config.model.context
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     base = setup.model(setup.base) if settings["retrain_steps"] else None
     per_seed = []
     for seed in config.seeds:
@@ -133,6 +134,7 @@ def run(setup: Any, *, log=print) -> dict:
         outcome["base_ppl"] = {s: math.exp(nll_per_token(base, setup.eval_docs[s], context))
                                for s in names if setup.eval_docs.get(s)}
     outcome["seconds"] = time.perf_counter() - started
+    outcome["cpu_seconds"] = cpu_seconds() - cpu_started
     return outcome
 
 

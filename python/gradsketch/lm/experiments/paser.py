@@ -29,7 +29,8 @@ from torch import nn
 
 from ...logra import LoGraCollector
 from ..model import encode, per_example_loss
-from ._support_b import CaptureStore, append_with_columns, cli_json, epoch_batches, nll_per_token, summary
+from ._support_b import (CaptureStore, append_with_columns, cli_json, cpu_seconds, epoch_batches, nll_per_token,
+                          summary)
 
 NAME = "paser"
 TITLE = "PASER: instruction data to recover a magnitude-pruned model"
@@ -128,7 +129,7 @@ def run(setup: Any, *, log=print) -> dict:
     """Prune, score, sketch, select with PASER vs random vs all, and recover, per seed."""
     config = setup.config
     settings = SETTINGS[config.name]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     base = setup.model(setup.base)
     pruned = setup.model(setup.base)
     masks = magnitude_masks(pruned, settings["sparsity"])
@@ -139,7 +140,8 @@ def run(setup: Any, *, log=print) -> dict:
     costs = np.array([float(len(d.text.encode("utf-8"))) ** 2 for d in candidates])
     # Sketches at the pruned model (one row per candidate), captured, then stored with the columns.
     sink = CaptureStore()
-    with LoGraCollector(pruned, sink, "instructions", seed=config.sketch_seed, k=tuple(config.sketch_k)) as collector:
+    with LoGraCollector(pruned, sink, "instructions", seed=config.sketch_seed, k=tuple(config.sketch_k),
+                        stored_dtype="float32") as collector:
         for start in range(0, len(candidates), 32):
             chunk = candidates[start:start + 32]
             tokens, mask = encode(chunk, config.model.context)
@@ -202,6 +204,7 @@ def run(setup: Any, *, log=print) -> dict:
         "selected_degradation": {m: summary([r[m]["mean_degradation"] for r in per_seed]) for m in ("paser", "random")},
         "mask_kept": all(r[m]["mask_kept"] for r in per_seed for m in ("paser", "random", "all")),
         "per_seed": per_seed, "seconds": time.perf_counter() - started,
+        "cpu_seconds": cpu_seconds() - cpu_started,
     }
     return outcome
 
@@ -219,6 +222,8 @@ def report(outcome: dict, rep: Any) -> None:
     with the paper's headline and a plain verdict."""
     s = outcome["settings"]
     rep.heading(TITLE)
+    kept = (" (checked: every pruned weight is still zero)" if outcome["mask_kept"]
+            else " (CHECK FAILED: pruned weights moved)")
     rep.paragraph(
         f"Paper: {PAPER}. Here: base pruned to {outcome['sparsity_measured']:.1%} of every Linear weight by |w| "
         f"(unstructured); {outcome['instructions']} instruction documents ({outcome['instruction_origin']}); "
@@ -226,7 +231,7 @@ def report(outcome: dict, rep: Any) -> None:
         f"{outcome['k']} by `gradsketch select --method paser` ({s['clusters']} spectral clusters of gradient sketches "
         f"at the pruned model, degradation per log cost) vs K random vs all {outcome['instructions']}; each recovered "
         f"for {s['recovery_steps']} AdamW steps (lr {s['recovery_lr']}, batch {s['batch']}) with the pruning mask "
-        f"kept{' (checked: every pruned weight is still zero)' if outcome['mask_kept'] else ' (CHECK FAILED: pruned weights moved)'}; "
+        f"kept{kept}; "
         f"seeds {outcome['seeds']}. Perplexity on every source's eval documents.")
     ref = outcome["reference"]
     rows = [[source, f"{ref['base'][source]:.3f}", f"{ref['pruned'][source]:.3f}",
