@@ -88,6 +88,13 @@ class SizeConfig:
         """Steps after which base training stores a checkpoint "base-step<N>": 4, evenly spaced, the last = base_steps."""
         return sorted({max(1, round(self.base_steps * i / 4)) for i in range(1, 5)})
 
+    @property
+    def document_bytes(self) -> tuple[int, int]:
+        """``(min_bytes, max_bytes)`` of the size's documents: a whole document fits the context
+        (``context + 1`` bytes: every byte is seen, none truncated), at most 512 bytes."""
+        max_bytes = min(512, self.model.context + 1)
+        return min(64, max_bytes // 2), max_bytes
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (for provenance)."""
         return asdict(self)

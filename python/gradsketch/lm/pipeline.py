@@ -40,9 +40,8 @@ def _rank(salt: str, document: Any) -> bytes:
 
 
 def corpus_bytes(config: SizeConfig) -> tuple[int, int]:
-    """``(min_bytes, max_bytes)`` of the size's documents: whole documents fit the context (no truncation)."""
-    max_bytes = min(512, config.model.context + 1)
-    return min(64, max_bytes // 2), max_bytes
+    """``(min_bytes, max_bytes)`` of the size's documents (:attr:`SizeConfig.document_bytes`)."""
+    return config.document_bytes
 
 
 def build_size_corpus(config: SizeConfig, sources: Sequence[str] | None = None) -> list[Any]:
