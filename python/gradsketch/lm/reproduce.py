@@ -100,8 +100,7 @@ def _git_commit() -> str:
 
 def _engine_version() -> str:
     """The engine library's C ABI version and path, and the gradsketch CLI's version when found."""
-    import gradsketch
-    from gradsketch import _native
+    from .. import _native
 
     try:
         library = _native.lib()
@@ -114,7 +113,6 @@ def _engine_version() -> str:
         text += f"; gradsketch CLI {version or '?'} ({cli})"
     except (RuntimeError, OSError, subprocess.SubprocessError):
         text += "; gradsketch CLI not found"
-    del gradsketch
     return text
 
 
@@ -134,7 +132,7 @@ def _command_line(argv: Optional[Sequence[str]]) -> str:
 def provenance(*, command_line: str, started_utc: str, run_times: Mapping[str, float], size: str,
                threads: int, size_config: Any = None) -> dict[str, Any]:
     """The provenance fields of the page and report.json (every field is always present)."""
-    import gradsketch
+    from .. import __version__
 
     try:
         import torch
@@ -142,7 +140,7 @@ def provenance(*, command_line: str, started_utc: str, run_times: Mapping[str, f
     except ImportError:
         torch_version = "not installed"
     fields: dict[str, Any] = {
-        "gradsketch_version": gradsketch.__version__,
+        "gradsketch_version": __version__,
         "engine": _engine_version(),
         "commit": _git_commit(),
         "command_line": command_line,
