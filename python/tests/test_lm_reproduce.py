@@ -210,3 +210,15 @@ def test_reproduce_end_to_end_small_density(tmp_path: Path, gradsketch_cli: str)
     assert {"base", "expert", "finetune"} <= {entry["name"] for entry in info["tensor_sets"]}
     from gradsketch.lm.config import SIZES
     assert {entry["name"]: entry["rows"] for entry in info["sketch_sets"]}["pool"] == SIZES["small"].pool_size
+
+
+def test_setup_reads_the_corpus_packages_from_corpus_py() -> None:
+    """Tools/setup.sh installs CORPUS_PACKAGES by parsing corpus.py (no import): run its parser."""
+    from gradsketch.lm.corpus import CORPUS_PACKAGES
+
+    setup = (REPO / "Tools" / "setup.sh").read_text()
+    start = setup.index("<<'PY'\n") + len("<<'PY'\n")
+    parser = setup[start:setup.index("\nPY\n", start)]
+    done = subprocess.run([sys.executable, "-", str(REPO / "python" / "gradsketch" / "lm" / "corpus.py")],
+                          input=parser, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == list(CORPUS_PACKAGES) and len(CORPUS_PACKAGES) > 0
