@@ -25,20 +25,22 @@ Ids are ``"<source>/<key>#<part>"``, where the key comes from the package path (
 package versions give the same ids, texts and order on every machine.
 
 The changelogs source depends on which packages are installed, so it is the one source whose
-*set* of documents can differ between machines with different package sets; the ids of the
-packages they share are the same.
+*set* of documents can differ between machines with different package sets (an entry shipped by
+several binary packages keeps the id of the first one, in name order, so it can change too).
 
 :func:`instruction_documents` builds instruction-like documents (``Instruction: ...`` /
 ``Response: ...``) from the man pages' NAME/DESCRIPTION sections, the Python FAQ and the Python
 library reference, for PASER.
 
-Size and cost (Debian 12 package versions, 2 shared cores, CPU seconds of one process):
+Size and cost (Debian 12 package versions; CPU seconds of one process, the wall time was 3-4x
+that on the 2 shared cores under load):
 
-- every document at 64..512 bytes: 83,744 documents, 29 MB (fortunes 11,072, poems 884,
-  manpages 9,836, python-docs 23,590, c-headers 19,174, changelogs 19,188), 12.5 s CPU;
+- every document at 64..512 bytes: 83,677 documents, 29 MB (fortunes 11,072, poems 884,
+  manpages 9,836, python-docs 23,590, c-headers 19,119, changelogs 19,176), 14 s CPU;
   poems is the small source: 884 at 512 bytes, 1,530 at 193 bytes, 2,104 at 129 bytes;
-- ``per_source=200``: 2.1 s CPU; ``per_source=1500`` at 64..193 bytes: 14 s CPU;
-- ``instruction_documents()``: 7,182 (man 891, python-faq 176, python-api 6,115), 2.7 s CPU.
+- ``per_source=200``: 2.5 s CPU; 80 at 32..65 bytes: 2.2 s; 400 at 64..129: 6.2 s;
+  1500 at 64..193: 15.5 s;
+- ``instruction_documents()``: 7,182 (man 891, python-faq 176, python-api 6,115), 2.0 s CPU.
 
 ``python -m gradsketch.lm.corpus OUT.jsonl [--per-source N]`` writes the corpus as JSONL.
 Nothing here imports torch or the native library.
