@@ -124,6 +124,32 @@ def _spread(documents: Sequence[Any], count: int) -> list[Any]:
     return [documents[i] for i in np.linspace(0, len(documents) - 1, count).round().astype(int)]
 
 
+def _cli_ensemble(setup: Any, set_name: str, vector: np.ndarray, base_loss: float, step: float, seed: int,
+                  sources: Sequence[str]) -> dict[str, Any]:
+    """The engine's GradEx (``gradsketch value --method gradex``) for one target: random-ensemble
+    source scores over 200 half-subsets and forward selection, with the linear estimate
+    ``L − step·⟨v, mean s⟩`` (mean over rows; ``step`` is ηT divided by the mean tokens per
+    document, so it matches the token-averaged estimate up to the sources' length differences)."""
+    import os
+    import tempfile
+
+    from . import cli_json
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "target.npy")
+        np.save(path, np.asarray(vector, dtype=np.float32))
+        try:
+            answer = cli_json(["value", setup.store_path, "--method", "gradex", "--set", set_name, "--vector", path,
+                               "--base-loss", repr(float(base_loss)), "--step", repr(float(step)),
+                               "--subsets", "200", "--fraction", "0.5", "--seed", str(seed)])
+        except Exception as error:     # the CLI is optional for the figures; say why it is missing
+            return {"error": f"{type(error).__name__}: {error}"}
+    scores = {row["id"]: float(row["score"]) for row in answer.get("rows", [])}
+    return {"scores": [scores.get(source, float("nan")) for source in sources],
+            "forward_selection": list(answer.get("parameters", {}).get("forward_selection", [])),
+            "subsets": 200, "step": step}
+
+
 def run(setup: Any, *, log: Callable[[str], None] = print, settings: Mapping[str, Any] | None = None,
         prefix: str = "gradex") -> dict:
     """Sketches at the base, first-order estimates for every subset of sources, and actual SGD
@@ -267,6 +293,15 @@ def run(setup: Any, *, log: Callable[[str], None] = print, settings: Mapping[str
     target = sources.index(setup.held_out)
     ensemble = [float(np.mean([all_estimates[i, target] for i, subset in enumerate(all_subsets) if s in subset]))
                 for s in range(len(sources))]
+    cli = _cli_ensemble(setup, train_set, sketch_targets[target], base_loss[target],
+                        step * len(everything_train) / float(sketch_tokens.sum()), config.sketch_seed, sources)
+    if "error" in cli:
+        log(f"gradex: `gradsketch value --method gradex` failed: {cli['error']}")
+    else:
+        cli["rank_vs_all_subsets"] = rank_correlation(cli["scores"], ensemble)
+    # Actual loss of the held-out target after finetuning on each checked singleton (mean over seeds).
+    singletons = {sources[subset[0]]: float(mean_actual[b, target])
+                  for b, subset in enumerate(checked) if len(subset) == 1}
     outcome = {
         "name": NAME, "paper": PAPER, "size": config.name, "seeds": list(config.seeds), "sources": sources,
         "held_out": setup.held_out, "per_source": settings["per_source"], "k": k,
@@ -278,7 +313,7 @@ def run(setup: Any, *, log: Callable[[str], None] = print, settings: Mapping[str
         "fitted_steps": steps_fitted,
         "metrics": {name: {key: _summary(values) for key, values in m.items()} for name, m in metrics.items()},
         "sketch_vs_exact_change_correlation": sketch_vs_exact,
-        "ensemble_held_out": ensemble,
+        "ensemble_held_out": ensemble, "cli": cli, "held_out_singletons_actual": singletons,
         "seconds_per_finetune": per_finetune, "seconds_all_estimates": estimate_seconds,
         "subsets_estimated": len(all_subsets), "sketch_seconds": sketch_seconds, "sets": [train_set, eval_set],
         "seconds": time.time() - started,
@@ -329,6 +364,19 @@ def report(outcome: dict, rep: Any) -> None:
              f"the subsets holding it; lower = more useful)",
              [(source, value, None) for source, value in zip(outcome["sources"], outcome["ensemble_held_out"])],
              fmt="{:.4f}")
+    cli = outcome.get("cli", {})
+    if "error" in cli:
+        rep.paragraph(f"The engine's GradEx (`gradsketch value --method gradex`) could not run: {cli['error']}.")
+    elif cli:
+        singles = outcome.get("held_out_singletons_actual", {})
+        rep.table(["source", f"engine random-ensemble score for {outcome['held_out']} (200 half-subsets)",
+                   "numpy, all subsets", f"actual {outcome['held_out']} loss after finetuning on it alone"],
+                  [[source, f"{a:.4f}", f"{b:.4f}", f"{singles[source]:.4f}" if source in singles else "not run"]
+                   for source, a, b in zip(outcome["sources"], cli["scores"], outcome["ensemble_held_out"])])
+        rep.paragraph(f"`gradsketch value --method gradex` on the stored sketches (linear estimate, step "
+                      f"{cli['step']:.3g} = ηT / mean tokens per document) ranks the sources with rank correlation "
+                      f"{cli.get('rank_vs_all_subsets', float('nan')):.3f} to the all-subsets numpy ensemble; its "
+                      f"forward selection picks {', '.join(cli['forward_selection']) or 'nothing'}.")
     sketch = metrics["sketch"]["relative_error"]["mean"]
     none = metrics["no change"]["relative_error"]["mean"]
     speed = outcome["seconds_per_finetune"] * outcome["subsets_estimated"] / max(outcome["seconds_all_estimates"], 1e-9)
