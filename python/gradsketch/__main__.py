@@ -1,5 +1,6 @@
 """``python -m gradsketch import STORE FORMAT PATH --set NAME ...``: mirrors
-``gradsketch import`` (the same engine importer, through the C ABI)."""
+``gradsketch import`` (the same engine importer, through the C ABI). ``python -m gradsketch lm
+...``: the LM suite's text path (gradsketch.lm.cli)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--json", action="store_true", help="print the report as JSON")
     command.add_argument("--progress", action="store_true", help="progress lines on stderr even off a terminal")
     _add_reproduce_command(commands)
+    _add_lm_commands(commands)
     return parser
 
 
@@ -60,11 +62,22 @@ def _run_reproduce(arguments: argparse.Namespace, argv: Optional[Sequence[str]])
     return reproduce_main(arguments, list(argv) if argv is not None else None)
 
 
+def _add_lm_commands(commands: "argparse._SubParsersAction") -> None:
+    """``python -m gradsketch lm ...``: the LM suite's text path (gradsketch.lm.cli; torch only when run)."""
+    from .lm.cli import add_commands
+
+    add_commands(commands)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status."""
     arguments = _parser().parse_args(argv)
     if arguments.command == "reproduce":
         return _run_reproduce(arguments, argv)
+    if arguments.command == "lm":
+        from .lm.cli import run as run_lm
+
+        return run_lm(arguments)
     attributes = {}
     for item in arguments.attribute:
         key, separator, text = item.partition("=")

@@ -29,13 +29,24 @@ The changelogs source depends on which packages are installed, so it is the one 
 packages they share are the same.
 
 :func:`instruction_documents` builds instruction-like documents (``Instruction: ...`` /
-``Response: ...``) from the man pages' NAME/DESCRIPTION sections and the Python FAQ, for PASER.
+``Response: ...``) from the man pages' NAME/DESCRIPTION sections, the Python FAQ and the Python
+library reference, for PASER.
 
+Size and cost (Debian 12 package versions, 2 shared cores, CPU seconds of one process):
+
+- every document at 64..512 bytes: 83,744 documents, 29 MB (fortunes 11,072, poems 884,
+  manpages 9,836, python-docs 23,590, c-headers 19,174, changelogs 19,188), 12.5 s CPU;
+  poems is the small source: 884 at 512 bytes, 1,530 at 193 bytes, 2,104 at 129 bytes;
+- ``per_source=200``: 2.1 s CPU; ``per_source=1500`` at 64..193 bytes: 14 s CPU;
+- ``instruction_documents()``: 7,182 (man 891, python-faq 176, python-api 6,115), 2.7 s CPU.
+
+``python -m gradsketch.lm.corpus OUT.jsonl [--per-source N]`` writes the corpus as JSONL.
 Nothing here imports torch or the native library.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import gzip
 import hashlib
@@ -43,6 +54,7 @@ import json
 import os
 import re
 import textwrap
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -50,6 +62,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 __all__ = [
     "CORPUS_PACKAGES",
     "SOURCES",
+    "INSTRUCTIONS",
+    "INSTRUCTION_KINDS",
     "Document",
     "CorpusError",
     "build_corpus",
@@ -58,6 +72,7 @@ __all__ = [
     "clean_groff",
     "clean_rst",
     "write_jsonl",
+    "package_versions",
     "read_jsonl",
 ]
 
@@ -76,6 +91,8 @@ SOURCES: tuple[str, ...] = ("fortunes", "poems", "manpages", "python-docs", "c-h
 
 #: Source label of :func:`instruction_documents`.
 INSTRUCTIONS = "instructions"
+#: Kinds of instruction documents, in output order (see :func:`instruction_documents`).
+INSTRUCTION_KINDS: tuple[str, ...] = ("man", "python-faq", "python-api")
 
 
 class CorpusError(Exception):
@@ -102,6 +119,9 @@ class Document:
 
 
 _SEPARATORS = ("\n\n", "\n", " ")
+
+#: A unit of a source: (key, loader); the loader reads one file and yields (key, cleaned text).
+_Unit = tuple[str, Callable[[], Iterable[tuple[str, str]]]]
 
 
 def _nbytes(text: str) -> int:
@@ -272,14 +292,19 @@ def _fortune_categories(root: str) -> list[str]:
     return names
 
 
-def _read_fortunes(root: str, poems: bool) -> Iterator[tuple[str, str]]:
+def _fortune_texts(path: str, category: str) -> Iterator[tuple[str, str]]:
+    for index, entry in enumerate(_fortune_entries(path)):
+        if entry:
+            yield f"{category}/{index}", entry
+
+
+def _fortune_units(root: str, poems: bool) -> list[_Unit]:
     directory = os.path.join(root, _FORTUNE_DIR)
-    for category in _fortune_categories(root):
-        if (category in _POEM_FILES) != poems or category in _FORTUNE_SKIP:
-            continue
-        for index, entry in enumerate(_fortune_entries(os.path.join(directory, category))):
-            if entry:
-                yield f"{category}/{index}", entry
+    return [
+        (category, functools.partial(_fortune_texts, os.path.join(directory, category), category))
+        for category in _fortune_categories(root)
+        if (category in _POEM_FILES) == poems and category not in _FORTUNE_SKIP
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,40 +322,66 @@ _GROFF_NAMED = {
     "tno": "~", "shc": "-", "nbsp": " ", "lB": "[", "rB": "]", "lC": "{", "rC": "}", "la": "<",
     "ra": ">",
 }
+
+
+def _groff_accented() -> dict[str, str]:
+    """groff's accented-letter names: ``e'`` is é, ``u"`` is ü, ``n~`` is ñ, ``c,`` is ç, ..."""
+    marks = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "^": "\u0302", "~": "\u0303", ",": "\u0327"}
+    letters = {"'": "aeiouyAEIOUY", "`": "aeiouAEIOU", '"': "aeiouyAEIOU", "^": "aeiouAEIOU", "~": "anoANO", ",": "cC"}
+    return {
+        letter + mark: unicodedata.normalize("NFC", letter + marks[mark])
+        for mark, group in letters.items()
+        for letter in group
+    }
+
+
+_GROFF_NAMED.update(_groff_accented())
 _GROFF_STRINGS = {"lq": '"', "rq": '"', "R": "(R)", "Tm": "(TM)", "Lq": '"', "Rq": '"'}
 
-# Requests whose line produces no text.
-_GROFF_SILENT = {
-    "TH", "nf", "fi", "in", "RS", "RE", "ad", "nh", "hy", "na", "ne", "ft", "ps", "vs", "ll", "ta",
-    "EX", "EE", "TS", "TE", "UE", "ME", "ce", "so", "ds", "nr", "ie", "el", "if", "de", "ig",
-    "ti", "ss", "cs", "bp", "pl", "po", "ns", "rs", "mk", "rt", "tr", "hc", "lf", "hw", "it",
-    "ec", "eo", "am", "rm", "rn", "di", "da", "wh", "ch", "ev", "fl", "ab", "tm", "pc", "lt",
-    "OP", "YS", "SY", "MT", "UR", "PD", "DT", "HP", "AT", "UC", "ll", "cu", "ul", "fc",
-}
 _GROFF_BREAK = {"PP", "P", "LP", "sp", "br", "HP"}
 # Font macros: the alternating ones join their arguments without spaces.
 _GROFF_JOIN_FONTS = {"BR", "RB", "BI", "IB", "IR", "RI"}
 _GROFF_SPACE_FONTS = {"B", "I", "SM", "SB", "R"}
 
 
+_GROFF_SIMPLE = {
+    "-": "-", "e": "\\", "&": "", "%": "", "~": " ", " ": " ", "0": " ", "|": "", "^": "", "c": "",
+    ":": "", "/": "", ",": "", "t": " ", "'": "'", "`": "`", ".": ".", '"': "",
+}
+_GROFF_ESCAPE = re.compile(
+    r"\\\\"                                             # a literal backslash
+    r"|\\f(?:\[[^\]]*\]|\(..|.)"                          # font change
+    r"|\\s[-+]?(?:\d|\(\d\d|\[\d+\])"                      # size change
+    r"|\\\*(?:\[(?P<sb>[^\]]*)\]|\((?P<sp>..)|(?P<s1>.))"     # predefined string
+    r"|\\\((?P<np>..)"                                      # named character \(xx
+    r"|\\\[(?P<nb>[^\]]*)\]"                                 # named character \[xxx]
+    r"|\\[nk](?:\[[^\]]*\]|\(..|.)"                       # register interpolation, mark
+    r"|\\[hvwlLxoDNbZXYMm](?:'[^']*'|\[[^\]]*\]|\(..|.)"  # motions, drawing, colours
+    r"|\\(?P<other>.)"                                       # anything else: the character itself
+)
+
+
+def _groff_replacement(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text == "\\\\":
+        return "\\"
+    groups = match.groupdict()
+    string = groups["sb"] or groups["sp"] or groups["s1"]
+    if string is not None:
+        return _GROFF_STRINGS.get(string, "")
+    if groups["np"] is not None:
+        return _GROFF_NAMED.get(groups["np"], "")
+    if groups["nb"] is not None:
+        return _GROFF_NAMED.get(groups["nb"], _groff_unicode(groups["nb"]))
+    other = groups["other"]
+    if other is not None:
+        return _GROFF_SIMPLE.get(other, other)
+    return ""
+
+
 def _groff_escapes(text: str) -> str:
     """Inline groff escapes to plain text: fonts and sizes dropped, named characters mapped."""
-    text = text.replace("\\\\", "\x00")  # a literal backslash, restored below
-    text = re.sub(r"\\f(\[[^\]]*\]|\(..|.)", "", text)
-    text = re.sub(r"\\s[-+]?(\d|\(\d\d|\[\d+\])", "", text)
-    text = re.sub(r"\\\*(\[([^\]]*)\]|\((..)|(.))", lambda m: _GROFF_STRINGS.get(m.group(2) or m.group(3) or m.group(4), ""), text)
-    text = re.sub(r"\\\((..)", lambda m: _GROFF_NAMED.get(m.group(1), ""), text)
-    text = re.sub(r"\\\[([^\]]*)\]", lambda m: _GROFF_NAMED.get(m.group(1), _groff_unicode(m.group(1))), text)
-    text = re.sub(r"\\[nk](\[[^\]]*\]|\(..|.)", "", text)
-    text = re.sub(r"\\[hvwlLxoDNbZXYMm]'[^']*'", "", text)
-    text = re.sub(r"\\[hvwlLxoDNbZXYMm](\[[^\]]*\]|\(..|.)", "", text)
-    text = re.sub(r"\\\"", "", text)
-    text = text.replace("\\-", "-").replace("\\e", "\\").replace("\\&", "").replace("\\%", "")
-    text = text.replace("\\~", " ").replace("\\ ", " ").replace("\\0", " ").replace("\\|", "")
-    text = text.replace("\\^", "").replace("\\c", "").replace("\\:", "").replace("\\/", "").replace("\\,", "")
-    text = text.replace("\\t", " ").replace("\\'", "'").replace("\\`", "`").replace("\\.", ".")
-    text = re.sub(r"\\(.)", r"\1", text)
-    return text.replace("\x00", "\\")
+    return _GROFF_ESCAPE.sub(_groff_replacement, text) if "\\" in text else text
 
 
 def _groff_unicode(name: str) -> str:
@@ -355,7 +406,8 @@ def clean_groff(source: str) -> str:
     Section headings become their own lines (``NAME``, ``DESCRIPTION``), filled text lines of a
     paragraph are joined with spaces, no-fill blocks (``.nf``/``.EX``, synopses, examples) keep
     their lines, tables keep their cells separated by `` | ``, and every macro and escape is
-    removed. Why by hand: ``man`` renders one page in ~50 ms, too slow for thousands of pages.
+    removed. Why by hand: ``man -P cat`` took 1.75 s for 5 pages here (0.35 s a page, minutes for
+    the ~900 pages); this takes ~5 ms a page.
     """
     paragraphs: list[str] = []
     current: list[str] = []
@@ -422,9 +474,11 @@ def clean_groff(source: str) -> str:
             if request == "IP":
                 flush()
                 args = _groff_args(rest)
-                if args and args[0]:
-                    current.append(_groff_escapes(args[0]))
-                    flush()
+                tag = _groff_escapes(args[0]).strip() if args else ""
+                if tag:
+                    current.append(tag)
+                    if len(tag) > 4:
+                        flush()  # a word tag ("EINVAL") stands alone; a bullet or "1." leads its text
                 continue
             if request in _GROFF_JOIN_FONTS or request in _GROFF_SPACE_FONTS:
                 joiner = "" if request in _GROFF_JOIN_FONTS else " "
@@ -433,10 +487,8 @@ def clean_groff(source: str) -> str:
                     flush()
                     tag_pending = False
                 continue
-            if request in ("UR", "MT"):
-                continue
-            continue  # any other request (_GROFF_SILENT and unknown ones) produces no text
-        text = line
+            continue  # any other request (.TH, .RS, .in, .UR, ...) produces no text
+        text = re.sub(r'(?<!\\)\\".*$', "", line)  # a trailing comment
         if not fill:
             text = text.replace("T{", "").replace("T}", "").replace("\t", " | ")
         text = _groff_escapes(text)
@@ -466,14 +518,17 @@ def _man_pages(root: str) -> list[tuple[str, str]]:
     return out
 
 
-def _read_man(root: str) -> Iterator[tuple[str, str]]:
-    for key, path in _man_pages(root):
-        source = _read_text(path)
-        if re.match(r"\s*\.so\s", source) and source.count("\n") < 3:
-            continue  # an alias page: ".so man3/other.3"
-        text = clean_groff(source)
-        if text:
-            yield key, text
+def _man_texts(path: str, key: str) -> Iterator[tuple[str, str]]:
+    source = _read_text(path)
+    if re.match(r"\s*\.so\s", source) and source.count("\n") < 3:
+        return  # an alias page: ".so man3/other.3"
+    text = clean_groff(source)
+    if text:
+        yield key, text
+
+
+def _man_units(root: str) -> list[_Unit]:
+    return [(key, functools.partial(_man_texts, path, key)) for key, path in _man_pages(root)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,24 +628,34 @@ def clean_rst(source: str) -> str:
             continue
         if stripped == "::":
             continue
-        if line.endswith("::"):
-            line = line[:-1]
-        out.append(_rst_inline(line))
-    return _normalise("\n".join(out))
+        if line.endswith(" ::"):
+            line = line[:-3]  # "text. ::" marks a literal block and shows no colon
+        elif line.endswith("::"):
+            line = line[:-1]  # "text::" shows as "text:"
+        out.append(line)
+    # Inline markup may span lines (":term:`bytes-like\n<bytes-like object>`") but not paragraphs.
+    text = "\n\n".join(_rst_inline(paragraph) for paragraph in "\n".join(out).split("\n\n"))
+    return _normalise(text)
 
 
-def _read_python_docs(root: str) -> Iterator[tuple[str, str]]:
+def _python_doc_units(root: str) -> list[_Unit]:
     directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
     paths = sorted(glob.glob(os.path.join(directory, "**", "*.rst.txt"), recursive=True))
     if not paths:
         raise CorpusError(f"expected *.rst.txt files under {directory} (package 'python3-doc'), found none")
+    units: list[_Unit] = []
     for path in paths:
         key = os.path.relpath(path, directory)[: -len(".rst.txt")]
         if key.startswith("whatsnew/changelog"):
             continue  # the NEWS file: a long list of issue numbers, not documentation prose
-        text = clean_rst(_read_text(path))
-        if text:
-            yield key, text
+        units.append((key, functools.partial(_rst_texts, path, key)))
+    return units
+
+
+def _rst_texts(path: str, key: str) -> Iterator[tuple[str, str]]:
+    text = clean_rst(_read_text(path))
+    if text:
+        yield key, text
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,8 +664,11 @@ def _read_python_docs(root: str) -> Iterator[tuple[str, str]]:
 _HEADER_PACKAGES = ("libc6-dev", "linux-libc-dev")
 
 
+_LICENCE_COMMENT = re.compile(r"/\*(?:(?!\*/).)*?(?:free software|GNU (?:Lesser )?General Public|Copyright)(?:(?!\*/).)*\*/[ \t]*\n?", re.S | re.I)
+
+
 def _clean_header(source: str) -> str:
-    """A header without its leading licence comment; blank-line runs collapsed."""
+    """A header without licence comments (leading or anywhere); blank-line runs collapsed."""
     text = source.lstrip()
     # Leading comments ("/* Copyright ... GNU Lesser General Public License ... */", or "// SPDX") are boilerplate.
     while True:
@@ -613,10 +681,10 @@ def _clean_header(source: str) -> str:
             text = text[line.end():]
             continue
         break
-    return _normalise(text)
+    return _normalise(_LICENCE_COMMENT.sub("", text))
 
 
-def _read_headers(root: str) -> Iterator[tuple[str, str]]:
+def _header_units(root: str) -> list[_Unit]:
     include = os.path.join(root, "usr/include") + os.sep
     seen: set[str] = set()
     entries = []
@@ -627,10 +695,13 @@ def _read_headers(root: str) -> Iterator[tuple[str, str]]:
                 if key not in seen:
                     seen.add(key)
                     entries.append((key, path))
-    for key, path in sorted(entries):
-        text = _clean_header(_read_text(path))
-        if text:
-            yield key, text
+    return [(key, functools.partial(_header_texts, path, key)) for key, path in sorted(entries)]
+
+
+def _header_texts(path: str, key: str) -> Iterator[tuple[str, str]]:
+    text = _clean_header(_read_text(path))
+    if text:
+        yield key, text
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,41 +724,53 @@ def _changelog_paths(root: str) -> list[tuple[str, str]]:
 
 
 def _clean_changelog_entry(entry: str) -> str:
-    """An entry without the maintainer's e-mail address (the trailer keeps name and date)."""
+    """An entry without e-mail addresses (the trailer keeps the maintainer's name and the date)."""
     entry = re.sub(r"^ -- (.*?)\s*<[^<>\s]+@[^<>\s]+>\s*", r" -- \1, ", entry, flags=re.M)
+    entry = re.sub(r"[ \t]*<?\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+>?", "", entry)
     return _normalise(entry)
 
 
-def _read_changelogs(root: str) -> Iterator[tuple[str, str]]:
-    for package, path in _changelog_paths(root):
-        text = _read_text(path)
-        heads = list(_CHANGELOG_HEAD.finditer(text))
-        seen: set[str] = set()
-        for index, head in enumerate(heads):
-            end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
-            version = head.group(2)
-            key = f"{package}/{version}"
-            if key in seen:
-                continue
-            seen.add(key)
-            entry = _clean_changelog_entry(text[head.start(): end])
-            # Old entries end with Emacs "Local variables:" blocks: drop them.
-            entry = re.split(r"\n\s*Local variables:", entry, maxsplit=1)[0].strip()
-            if entry:
-                yield key, entry
+def _changelog_units(root: str) -> list[_Unit]:
+    return [(package, functools.partial(_changelog_texts, path, package)) for package, path in _changelog_paths(root)]
+
+
+def _changelog_texts(path: str, package: str) -> Iterator[tuple[str, str]]:
+    text = _read_text(path)
+    heads = list(_CHANGELOG_HEAD.finditer(text))
+    seen: set[str] = set()
+    for index, head in enumerate(heads):
+        end = heads[index + 1].start() if index + 1 < len(heads) else len(text)
+        key = f"{package}/{head.group(2)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        entry = _clean_changelog_entry(text[head.start(): end])
+        # Old entries end with Emacs "Local variables:" blocks: drop them.
+        entry = re.split(r"\n\s*Local variables:", entry, maxsplit=1)[0].strip()
+        if entry:
+            yield key, entry
 
 
 # --------------------------------------------------------------------------------------------
 # The corpus
 
-_READERS: dict[str, Callable[[str], Iterable[tuple[str, str]]]] = {
-    "fortunes": lambda root: _read_fortunes(root, poems=False),
-    "poems": lambda root: _read_fortunes(root, poems=True),
-    "manpages": _read_man,
-    "python-docs": _read_python_docs,
-    "c-headers": _read_headers,
-    "changelogs": _read_changelogs,
+# Per source: its units (one file each, in key order) and whether a per_source cap may read only
+# some of them (cheap sources are always read whole, so their spread is over every document).
+_UNIT_READERS: dict[str, tuple[Callable[[str], list[_Unit]], bool]] = {
+    "fortunes": (lambda root: _fortune_units(root, poems=False), False),
+    "poems": (lambda root: _fortune_units(root, poems=True), False),
+    "manpages": (_man_units, True),
+    "python-docs": (_python_doc_units, True),
+    "c-headers": (_header_units, True),
+    "changelogs": (_changelog_units, True),
 }
+
+#: With a per_source cap, expensive sources read files (in hash-of-key order) until they have this
+#: many times the cap in candidate documents, then take the cap by hash of document id.
+CANDIDATE_FACTOR = 8
+#: ... and at least this share of the cap in files, so a small max_bytes (many parts per file) still
+#: spreads the cap over many files.
+MIN_UNITS_SHARE = 0.5
 
 
 def _spread_key(document_id: str) -> bytes:
@@ -699,20 +782,49 @@ def _check_bounds(min_bytes: int, max_bytes: int) -> None:
         raise CorpusError(f"expected 1 <= min_bytes <= max_bytes and max_bytes >= 4, got min_bytes={min_bytes}, max_bytes={max_bytes}")
 
 
-def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int) -> list[Document]:
-    """Every document of one source, in key order, exact duplicate texts kept once."""
+def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int, per_source: int | None) -> list[Document]:
+    """The documents of one source in key order, exact duplicate texts kept once, at most per_source.
+
+    Without a cap every file is read. With a cap, cheap sources are still read whole; expensive ones
+    read files in the order of a hash of their key (a spread over the whole source, not its first
+    files) until ``CANDIDATE_FACTOR * per_source`` candidate documents from at least
+    ``MIN_UNITS_SHARE * per_source`` files are in hand. Either way the
+    cap then keeps the documents with the smallest hash of their id, in source order.
+    """
+    list_units, may_sample = _UNIT_READERS[source]
+    return _collect(list_units(root), lambda key, text: _documents(source, key, text, min_bytes, max_bytes), per_source, may_sample)
+
+
+def _collect(
+    units: list[_Unit], to_documents: Callable[[str, str], list[Document]], cap: int | None, may_sample: bool
+) -> list[Document]:
+    """Documents of ``units`` in unit order, duplicates once, at most ``cap`` (see _source_documents)."""
+    read: dict[int, list[Document]] = {}
+
+    def documents_of(unit: _Unit) -> list[Document]:
+        return [document for key, text in unit[1]() for document in to_documents(key, text)]
+
+    if cap is not None and may_sample:
+        candidates = 0
+        for i in sorted(range(len(units)), key=lambda i: _spread_key(units[i][0])):
+            if candidates >= CANDIDATE_FACTOR * cap and len(read) >= MIN_UNITS_SHARE * cap:
+                break
+            read[i] = documents_of(units[i])
+            candidates += len(read[i])
+    else:
+        read = {i: documents_of(unit) for i, unit in enumerate(units)}
     documents: list[Document] = []
     texts: set[str] = set()
-    for key, text in _READERS[source](root):
-        for document in _documents(source, key, text, min_bytes, max_bytes):
+    for i in sorted(read):
+        for document in read[i]:
             if document.text not in texts:
                 texts.add(document.text)
                 documents.append(document)
-    return documents
+    return _take_spread(documents, cap)
 
 
 def _take_spread(documents: list[Document], count: int | None) -> list[Document]:
-    """``count`` documents chosen by a hash of their id (a spread over the whole source), in source order."""
+    """``count`` documents chosen by a hash of their id (a spread over the whole list), in list order."""
     if count is None or count >= len(documents):
         return documents
     chosen = set(sorted(range(len(documents)), key=lambda i: _spread_key(documents[i].id))[:count])
@@ -751,7 +863,7 @@ def build_corpus(
     out: list[Document] = []
     for source in SOURCES:
         if source in wanted:
-            out.extend(_take_spread(_source_documents(source, root, min_bytes, max_bytes), per_source))
+            out.extend(_source_documents(source, root, min_bytes, max_bytes, per_source))
     return out
 
 
@@ -773,55 +885,151 @@ def _man_sections(text: str) -> dict[str, str]:
 
 
 def _fit(text: str, max_bytes: int) -> str:
-    """The longest prefix of ``text`` ending at a paragraph/line/word boundary within max_bytes."""
-    pieces = split_text(text, max_bytes)
-    return pieces[0].rstrip() if pieces else ""
+    """The longest prefix of ``text`` within max_bytes that ends at whitespace (or the whole text)."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text.rstrip()
+    head = data[: max_bytes + 1].decode("utf-8", errors="ignore")  # a cut character is dropped whole
+    cut = max(head.rfind(" "), head.rfind("\n"))
+    return (head[:cut] if cut > 0 else head[:-1]).rstrip()
 
 
-def _man_instructions(root: str, max_bytes: int) -> Iterator[tuple[str, str]]:
-    for key, path in _man_pages(root):
-        source = _read_text(path)
-        if re.match(r"\s*\.so\s", source):
-            continue
+def _man_instruction_units(root: str, max_bytes: int) -> list[_Unit]:
+    return [(f"man/{key}", functools.partial(_man_instruction, path, key, max_bytes)) for key, path in _man_pages(root)]
+
+
+def _man_instruction(path: str, key: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    """'What does `NAME` do?' answered by the page's NAME line and first DESCRIPTION paragraph."""
+    source = _read_text(path)
+    if not re.match(r"\s*\.so\s", source):
         sections = _man_sections(clean_groff(source))
         name_line = " ".join(sections.get("NAME", "").split())
         description = sections.get("DESCRIPTION", "").split("\n\n")
         match = re.match(r"(.+?)\s+-+\s+(.+)", name_line)
-        if not match or not description or not description[0].strip():
-            continue
-        names = [name.strip() for name in match.group(1).split(",") if name.strip()]
-        kind = "system call" if key.startswith("man2/") else "C library function"
-        subject = names[0]
-        question = f"Instruction: What does the {kind} `{subject}` do?\nResponse: "
-        answer = f"{', '.join(names)} - {match.group(2)}.\n{' '.join(description[0].split())}"
-        text = question + _fit(answer, max_bytes - _nbytes(question))
-        yield f"man/{key}", text
+        if match and description[0].strip():
+            names = [name.strip() for name in match.group(1).split(",") if name.strip()]
+            kind = "system call" if key.startswith("man2/") else "C library function"
+            question = f"Instruction: What does the {kind} `{names[0]}` do?\nResponse: "
+            answer = f"{', '.join(names)} - {match.group(2)}.\n{' '.join(description[0].split())}"
+            yield f"man/{key}", question + _fit(answer, max_bytes - _nbytes(question))
 
 
-def _faq_instructions(root: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+def _faq_instruction_units(root: str, max_bytes: int) -> list[_Unit]:
     directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
+    units: list[_Unit] = []
     for path in sorted(glob.glob(os.path.join(directory, "faq", "*.rst.txt"))):
         page = os.path.basename(path)[: -len(".rst.txt")]
-        source = _read_text(path).replace("\r\n", "\n")
-        lines = source.split("\n")
-        # A question is a heading: a line underlined with a run of one punctuation character.
-        headings = [
-            i for i in range(len(lines) - 1)
-            if lines[i].strip() and _RST_UNDERLINE.match(lines[i + 1].strip())
-            and len(lines[i + 1].strip()) >= len(lines[i].strip()) and lines[i].rstrip().endswith("?")
-        ]
-        for number, start in enumerate(headings):
-            stop = len(lines)
-            for j in range(start + 2, len(lines) - 1):
-                if lines[j].strip() and _RST_UNDERLINE.match(lines[j + 1].strip()) and len(lines[j + 1].strip()) >= len(lines[j].strip()):
-                    stop = j
-                    break
-            question = _rst_inline(lines[start].strip())
-            answer = clean_rst("\n".join(lines[start + 2: stop]))
-            if not answer:
-                continue
-            prompt = f"Instruction: {question}\nResponse: "
-            yield f"python-faq/{page}/{number}", prompt + _fit(answer, max_bytes - _nbytes(prompt))
+        units.append((f"python-faq/{page}", functools.partial(_faq_instructions, path, page, max_bytes)))
+    return units
+
+
+def _faq_instructions(path: str, page: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    """Each question heading of one FAQ page answered by its section's text."""
+    source = _read_text(path).replace("\r\n", "\n")
+    lines = source.split("\n")
+    # A question is a heading: a line underlined with a run of one punctuation character.
+    headings = [
+        i for i in range(len(lines) - 1)
+        if lines[i].strip() and _RST_UNDERLINE.match(lines[i + 1].strip())
+        and len(lines[i + 1].strip()) >= len(lines[i].strip()) and lines[i].rstrip().endswith("?")
+    ]
+    for number, start in enumerate(headings):
+        stop = len(lines)
+        for j in range(start + 2, len(lines) - 1):
+            if lines[j].strip() and _RST_UNDERLINE.match(lines[j + 1].strip()) and len(lines[j + 1].strip()) >= len(lines[j].strip()):
+                stop = j
+                break
+        question = _rst_inline(lines[start].strip())
+        answer = clean_rst("\n".join(lines[start + 2: stop]))
+        if not answer:
+            continue
+        prompt = f"Instruction: {question}\nResponse: "
+        yield f"python-faq/{page}/{number}", prompt + _fit(answer, max_bytes - _nbytes(prompt))
+
+
+_API_KINDS = {
+    "function": "function", "method": "method", "class": "class", "exception": "exception",
+    "decorator": "decorator", "classmethod": "method", "staticmethod": "method",
+    "coroutinefunction": "coroutine function", "coroutinemethod": "coroutine method",
+    "decoratormethod": "decorator",
+}
+_API_DIRECTIVE = re.compile(r"^(\s*)\.\.\s+(?:py:)?(\w+)::\s*(.*)$")
+
+
+def _python_api_units(root: str, max_bytes: int) -> list[_Unit]:
+    directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
+    units: list[_Unit] = []
+    for path in sorted(glob.glob(os.path.join(directory, "library", "*.rst.txt"))):
+        page = os.path.basename(path)[: -len(".rst.txt")]
+        units.append((f"python-api/{page}", functools.partial(_python_api_instructions, path, page, max_bytes)))
+    return units
+
+
+def _python_api_instructions(path: str, page: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    """'What does the Python function `json.dumps` do?' answered by its signature and first paragraph.
+
+    Reads the library reference's description directives (``.. function::``, ``.. method::`` nested
+    in a ``.. class::``, ...), qualified by the page's current ``.. module::``.
+    """
+    lines = _read_text(path).replace("\r\n", "\n").split("\n")
+    module = ""
+    classes: list[tuple[int, str]] = []  # (indent, name) of the enclosing class directives
+    seen: set[str] = set()
+    i = 0
+    while i < len(lines):
+        match = _API_DIRECTIVE.match(lines[i])
+        i += 1
+        if not match:
+            continue
+        indent, kind, argument = len(match.group(1)), match.group(2), match.group(3).strip()
+        if kind in ("module", "currentmodule"):
+            module = "" if argument == "None" else argument
+            continue
+        if kind not in _API_KINDS:
+            continue
+        while argument.endswith("\\") and i < len(lines):  # a signature continued on the next line
+            argument = argument[:-1].rstrip() + " " + lines[i].strip()
+            i += 1
+        classes = [(level, name) for level, name in classes if level < indent]
+        name = re.split(r"[(\s\[]", argument, maxsplit=1)[0]
+        if not re.fullmatch(r"[\w.]+", name):
+            continue
+        owner = classes[-1][1] if classes else ""
+        local = name
+        if owner and name.startswith(owner.rsplit(".", 1)[-1] + "."):
+            local = name.split(".", 1)[1]  # ".. method:: Enum.__format__" inside ".. class:: Enum"
+        qualified = ".".join(part for part in (module if not owner else "", owner, local) if part)
+        if module and not owner and not qualified.startswith(module + "."):
+            qualified = f"{module}.{name}" if not name.startswith(module + ".") else name
+        if kind in ("class", "exception"):
+            classes.append((indent, qualified))
+        # The first paragraph of the body. reST puts a blank line between the directive's header
+        # (more signatures, options) and its content, so the content starts after the first blank line.
+        body: list[str] = []
+        j = i
+        while j < len(lines) and lines[j].strip():
+            j += 1
+        while j < len(lines):
+            line = lines[j]
+            stripped = line.strip()
+            if stripped and len(line) - len(line.lstrip()) <= indent:
+                break
+            if body and not stripped:
+                break
+            if stripped and not body and _API_DIRECTIVE.match(line):
+                break  # the body starts with another directive: no prose of its own
+            if stripped:
+                body.append(stripped)
+            j += 1
+        paragraph = " ".join(clean_rst("\n".join(body)).split())
+        if not paragraph or qualified in seen:
+            continue
+        seen.add(qualified)
+        what = _API_KINDS[kind]
+        question = f"Instruction: What does the Python {what} `{qualified}` do?\nResponse: "
+        signature = qualified + " ".join(argument.split())[len(name):]
+        answer = f"{signature}\n{paragraph}"
+        yield f"python-api/{page}/{qualified}", question + _fit(answer, max_bytes - _nbytes(question))
 
 
 def instruction_documents(
@@ -829,34 +1037,71 @@ def instruction_documents(
     limit: int | None = None,
     min_bytes: int = 64,
     max_bytes: int = 512,
+    kinds: Sequence[str] | None = None,
     root: str = "/",
 ) -> list[Document]:
     """Instruction-like documents, source ``"instructions"``, for recovering a pruned model (PASER).
 
-    Two kinds, each ``"Instruction: <question>\\nResponse: <answer>"``:
+    Three kinds (``kinds``: a subset of :data:`INSTRUCTION_KINDS`, in that order; None for all),
+    each ``"Instruction: <question>\\nResponse: <answer>"``:
 
     - from every C API man page (manpages-dev): "What does the system call/C library function
       `NAME` do?" answered by the NAME line and the first DESCRIPTION paragraph
       (id ``instructions/man/man3/memcpy.3#0``);
     - from the Python FAQ (python3-doc): each question heading answered by its section's text
-      (id ``instructions/python-faq/programming/12#0``).
+      (id ``instructions/python-faq/programming/12#0``);
+    - from the Python library reference (python3-doc): "What does the Python function
+      `json.dumps` do?" answered by the signature and the first paragraph of its description
+      (id ``instructions/python-api/json/json.dumps#0``).
+
+    The "man" answers repeat sentences of the manpages source and the "python-api" ones of the
+    python-docs source; pass ``kinds`` to keep instructions apart from a held-out source.
 
     Answers are cut at a word boundary to fit ``max_bytes``; documents under ``min_bytes`` are
-    dropped. ``limit`` keeps a hash-of-id spread as in :func:`build_corpus`; the order is man
-    pages then FAQ, each in key order.
+    dropped, duplicates kept once. ``limit`` reads pages in hash order and keeps a hash-of-id
+    spread, as :func:`build_corpus` does with ``per_source``; the order is man pages then FAQ,
+    each in key order.
     """
     _check_bounds(min_bytes, max_bytes)
-    out: list[Document] = []
-    texts: set[str] = set()
-    for reader in (_man_instructions, _faq_instructions):
-        for key, text in reader(root, max_bytes):
-            text = text.strip()
-            if min_bytes <= _nbytes(text) <= max_bytes and text not in texts:
-                texts.add(text)
-                out.append(Document(f"{INSTRUCTIONS}/{key}#0", INSTRUCTIONS, text))
     if limit is not None and limit < 0:
         raise CorpusError(f"limit must be >= 0 or None, got {limit}")
-    return _take_spread(out, limit)
+
+    def to_documents(key: str, text: str) -> list[Document]:
+        text = text.strip()
+        return [Document(f"{INSTRUCTIONS}/{key}#0", INSTRUCTIONS, text)] if min_bytes <= _nbytes(text) <= max_bytes else []
+
+    wanted = list(INSTRUCTION_KINDS) if kinds is None else list(kinds)
+    unknown = [kind for kind in wanted if kind not in INSTRUCTION_KINDS]
+    if unknown:
+        raise CorpusError(f"unknown instruction kind(s) {unknown}; expected names from {list(INSTRUCTION_KINDS)}")
+    readers = {"man": _man_instruction_units, "python-faq": _faq_instruction_units, "python-api": _python_api_units}
+    units = [unit for kind in INSTRUCTION_KINDS if kind in wanted for unit in readers[kind](root, max_bytes)]
+    return _collect(units, to_documents, limit, may_sample=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+
+
+def package_versions(root: str = "/") -> dict[str, str | None]:
+    """Installed version of each of :data:`CORPUS_PACKAGES` (None when not installed), from dpkg's status.
+
+    Why: ids and texts are the same on machines with the same versions of these packages, so a
+    report's provenance should carry them.
+    """
+    versions: dict[str, str | None] = {package: None for package in CORPUS_PACKAGES}
+    status = os.path.join(root, "var/lib/dpkg/status")
+    try:
+        with open(status, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return versions
+    for stanza in text.split("\n\n"):
+        fields = dict(re.findall(r"^([\w-]+):[ \t]*(.*)$", stanza, flags=re.M))
+        name = fields.get("Package")
+        if name in versions and fields.get("Status", "").endswith(" installed") and versions[name] is None:
+            versions[name] = fields.get("Version")
+    return versions
 
 
 # --------------------------------------------------------------------------------------------
@@ -884,3 +1129,52 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
             except (ValueError, KeyError, TypeError) as error:
                 raise CorpusError(f"{Path(path)} line {number}: expected a JSON object with id, source, text; {error}") from error
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gradsketch.lm.corpus OUT.jsonl [--per-source N] [--instructions]``: write the corpus.
+
+    Prints the document count per source and the build time, so a run can be compared with
+    another machine's (same package versions: same ids and texts).
+    """
+    import argparse
+    import sys
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m gradsketch.lm.corpus", description=main.__doc__)
+    parser.add_argument("out", help="JSONL file to write ({id, source, text} per line)")
+    parser.add_argument("--per-source", type=int, default=None, help="cap per source (default: every document)")
+    parser.add_argument("--min-bytes", type=int, default=64)
+    parser.add_argument("--max-bytes", type=int, default=512)
+    parser.add_argument("--sources", nargs="+", choices=SOURCES, default=None)
+    parser.add_argument("--instructions", action="store_true", help="write instruction_documents() instead")
+    parser.add_argument("--root", default="/", help="file-system root the packages are read from (default /)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if args.instructions:
+            documents = instruction_documents(limit=args.per_source, min_bytes=args.min_bytes, max_bytes=args.max_bytes,
+                                              root=args.root)
+        else:
+            documents = build_corpus(per_source=args.per_source, min_bytes=args.min_bytes, max_bytes=args.max_bytes,
+                                     sources=args.sources, root=args.root)
+    except CorpusError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    write_jsonl(documents, args.out)
+    counts: dict[str, int] = {}
+    for document in documents:
+        counts[document.source] = counts.get(document.source, 0) + 1
+    total_bytes = sum(_nbytes(document.text) for document in documents)
+    for source, count in counts.items():
+        print(f"{source:12s} {count:7d}")
+    print(f"{'total':12s} {len(documents):7d} documents, {total_bytes / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,6 +15,11 @@ and writes into DIR:
 One failing experiment is reported in the page (its error and traceback) and makes the exit
 status 1; the others still run. Progress goes to stderr.
 
+An experiment whose outcome has a ``"headline"`` entry — a list of ``[figure, ours, paper]``
+string triples, e.g. ``["held-out perplexity, SELECT greedy", "2.41 ± 0.05", "2.3"]`` — gets those
+rows in the summary's table of figures against the papers (optional; the full tables are in
+each experiment's own section).
+
 torch is imported here (through the pipeline), so this module is only imported by the
 ``reproduce`` command, never by ``import gradsketch``.
 """
@@ -95,8 +100,7 @@ def _git_commit() -> str:
 
 def _engine_version() -> str:
     """The engine library's C ABI version and path, and the gradsketch CLI's version when found."""
-    import gradsketch
-    from gradsketch import _native
+    from .. import _native
 
     try:
         library = _native.lib()
@@ -109,7 +113,6 @@ def _engine_version() -> str:
         text += f"; gradsketch CLI {version or '?'} ({cli})"
     except (RuntimeError, OSError, subprocess.SubprocessError):
         text += "; gradsketch CLI not found"
-    del gradsketch
     return text
 
 
@@ -129,7 +132,7 @@ def _command_line(argv: Optional[Sequence[str]]) -> str:
 def provenance(*, command_line: str, started_utc: str, run_times: Mapping[str, float], size: str,
                threads: int, size_config: Any = None) -> dict[str, Any]:
     """The provenance fields of the page and report.json (every field is always present)."""
-    import gradsketch
+    from .. import __version__
 
     try:
         import torch
@@ -137,7 +140,7 @@ def provenance(*, command_line: str, started_utc: str, run_times: Mapping[str, f
     except ImportError:
         torch_version = "not installed"
     fields: dict[str, Any] = {
-        "gradsketch_version": gradsketch.__version__,
+        "gradsketch_version": __version__,
         "engine": _engine_version(),
         "commit": _git_commit(),
         "command_line": command_line,
@@ -183,7 +186,7 @@ def _run_experiment(name: str, setup: Any, load: Callable[[str], ModuleType], lo
         module = load(name)
         title, paper = str(module.TITLE), str(module.PAPER)
         log(f"{name}: running ({title})")
-        outcome = module.run(setup, log=lambda message: log(f"{name}: {message}"))
+        outcome = module.run(setup, log=log)
     except Exception as error:
         seconds = time.monotonic() - started
         log(f"{name}: FAILED after {seconds:.1f} s: {type(error).__name__}: {error}")
@@ -253,6 +256,15 @@ def _summary_html(results: Sequence[_Result], prepare_seconds: float, prepare_er
              "failed" if prepare_error else "ok", f"{prepare_seconds:.1f}"]]
     rows += [[result.title, result.paper, result.status, f"{result.seconds:.1f}"] for result in results]
     rep.table(["step", "paper's headline", "status", "run time (s)"], rows)
+    headline_rows = []
+    for result in results:
+        headline = result.outcome.get("headline") if isinstance(result.outcome, Mapping) else None
+        if isinstance(headline, Sequence) and not isinstance(headline, str):
+            for row in headline:
+                if isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 3:
+                    headline_rows.append([result.name, *(str(cell) for cell in row)])
+    if headline_rows:
+        rep.table(["experiment", "figure", "here (mean ± SE over seeds)", "paper"], headline_rows)
     failed = [result.name for result in results if result.status != "ok"]
     if prepare_error:
         rep.paragraph(f"The setup failed ({prepare_error}), so no experiment ran.")
@@ -299,7 +311,7 @@ def run_suite(store: str, out: str, *, size: str = "small", only: Optional[Seque
     log(f"prepare: size {size}, store {store}, {threads} torch thread(s)")
     started = time.monotonic()
     try:
-        setup = prepare(store, config, log=lambda message: log(f"prepare: {message}"), threads=threads)
+        setup = prepare(store, config, log=log, threads=threads)
     except Exception as error:
         prepare_error = f"{type(error).__name__}: {error}"
         log(f"prepare: FAILED: {prepare_error}")
