@@ -114,3 +114,122 @@ def test_prepare_small_size_on_the_real_corpus(tmp_path):
         assert sum(d.source == "manpages" for d in setup.pool) == round(config.pool_size * config.held_out_share)
     finally:
         setup.close()
+
+
+# ----- python -m gradsketch lm ... (the README's text path), run in-process -----------------------
+
+
+def lm(capsys, *arguments: str) -> tuple[int, dict | None, str]:
+    """Runs ``python -m gradsketch lm ARGS`` in this process: (status, JSON printed or None, stderr)."""
+    import json
+
+    from gradsketch.__main__ import main
+
+    status = main(["lm", *arguments])
+    captured = capsys.readouterr()
+    return status, (json.loads(captured.out) if status == 0 else None), captured.err
+
+
+def needs_tensor_reads(store) -> None:
+    with store.snapshot() as snapshot:
+        if not hasattr(snapshot, "tensors"):
+            pytest.fail("Snapshot.tensors (C ABI 1.2, branch lm-engine) is missing: the text path cannot load models")
+
+
+def test_text_path_train_finetune_sketch_select_retrain_eval(tmp_path, capsys, reference, gradsketch_cli):
+    import json
+    import subprocess
+
+    import gradsketch as gs
+    from gradsketch.lm.corpus import Document, write_jsonl
+
+    documents = [Document(d.id, d.source, d.text) for d in synthetic_corpus(12)]
+    corpus = tmp_path / "corpus.jsonl"
+    write_jsonl(documents, corpus)
+    store = str(tmp_path / "run.gsk")
+    status, out, err = lm(capsys, "train", store, "--corpus", str(corpus), "--name", "base", "--exclude-source",
+                          "delta", "--steps", "3", "--json")
+    assert status == 0, err
+    assert out["documents"] == 36 and "delta" not in out["sources"] and out["model"] == SIZES["small"].model.to_dict()
+    assert out["lr"] == SIZES["small"].pretrain_lr
+    with gs.Store.open(store) as opened:
+        needs_tensor_reads(opened)
+    # --from with 0 steps stores the starting model unchanged: the load path is exact
+    status, out, err = lm(capsys, "train", store, "--corpus", str(corpus), "--name", "copy", "--from", "base",
+                          "--source", "delta", "--steps", "0")
+    assert status == 0, err
+    base, copy = reference.read_tensors(store, "base"), reference.read_tensors(store, "copy")
+    assert all(np.array_equal(base[key], copy[key]) for key in base)
+    status, out, err = lm(capsys, "train", store, "--corpus", str(corpus), "--name", "expert", "--from", "base",
+                          "--source", "delta", "--steps", "2")
+    assert status == 0 and out["sources"] == {"delta": 12} and out["lr"] == SIZES["small"].lr, err
+    with gs.Store.open(store) as opened:
+        opened.delta("finetune", "base", "expert")
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(documents[::2], pool)
+    status, out, err = lm(capsys, "sketch", store, "--checkpoint", "expert", "--set", "pool", "--corpus", str(pool),
+                          "--k", "2,3", "--seed", "9")
+    assert status == 0, err
+    assert out["rows"] == 24 and out["k"] == 2 * 3 * (6 * 2 + 1)
+    selected = subprocess.run([gradsketch_cli, "select", store, "--set", "pool", "--delta", "finetune", "--negate",
+                               "-k", "5", "--json"], check=True, capture_output=True, text=True).stdout
+    (tmp_path / "selected.json").write_text(selected)
+    chosen = [row["id"] for row in json.loads(selected)["rows"]]
+    status, out, err = lm(capsys, "retrain", store, "--from", "base", "--corpus", str(pool), "--ids",
+                          str(tmp_path / "selected.json"), "--name", "retrained", "--steps", "2")
+    assert status == 0 and out["ids"] == 5, err
+    expected_sources: dict[str, int] = {}
+    for document in documents:
+        if document.id in chosen:
+            expected_sources[document.source] = expected_sources.get(document.source, 0) + 1
+    assert out["sources"] == expected_sources
+    (tmp_path / "ids.txt").write_text("\n".join(chosen[:2]) + "\n")
+    status, out, err = lm(capsys, "retrain", store, "--from", "base", "--corpus", str(pool), "--ids",
+                          str(tmp_path / "ids.txt"), "--name", "retrained2", "--steps", "1")
+    assert status == 0 and out["ids"] == 2, err
+    status, out, err = lm(capsys, "eval", store, "--checkpoint", "retrained", "--corpus", str(corpus))
+    assert status == 0, err
+    assert set(out["perplexity"]) == {"alpha", "beta", "gamma", "delta"} and out["documents"]["alpha"] == 12
+    assert min(out["perplexity"].values()) <= out["overall"] <= max(out["perplexity"].values())
+
+
+def test_text_path_errors_are_clear(tmp_path, capsys):
+    from gradsketch.lm.corpus import Document, write_jsonl
+
+    corpus = tmp_path / "corpus.jsonl"
+    write_jsonl([Document(d.id, d.source, d.text) for d in synthetic_corpus(3)], corpus)
+    store = str(tmp_path / "run.gsk")
+    assert lm(capsys, "train", store, "--corpus", str(corpus), "--name", "base", "--steps", "1")[0] == 0
+    status, _, err = lm(capsys, "train", store, "--corpus", str(corpus), "--name", "x", "--from", "base", "--steps",
+                        "1", "--size", "default")
+    assert status == 1 and "is a TinyGPT of" in err and "--size default" in err
+    status, _, err = lm(capsys, "eval", store, "--checkpoint", "nothing", "--corpus", str(corpus))
+    assert status == 1 and "nothing" in err
+    (tmp_path / "ids.txt").write_text("alpha/0\nno-such-id\n")
+    status, _, err = lm(capsys, "retrain", store, "--from", "base", "--corpus", str(corpus), "--ids",
+                        str(tmp_path / "ids.txt"), "--name", "r", "--steps", "1")
+    assert status == 1 and "1 of 2 ids are not in" in err and "no-such-id" in err
+    status, _, err = lm(capsys, "train", store, "--corpus", str(tmp_path / "missing.jsonl"), "--name", "y",
+                        "--steps", "1")
+    assert status == 1 and "does not exist" in err
+
+
+def test_corpus_command_writes_the_suites_split(tmp_path, capsys):
+    from gradsketch.lm.corpus import read_jsonl
+
+    out_path = tmp_path / "corpus.jsonl"
+    status, out, err = lm(capsys, "corpus", str(out_path), "--size", "small", "--per-source", "40", "--split")
+    assert status == 0, err
+    everything = read_jsonl(out_path)
+    assert out["documents"] == len(everything) and sum(out["sources"].values()) == len(everything)
+    assert all(32 <= len(d.text.encode("utf-8")) <= 65 for d in everything)     # small: the context + 1 bytes
+    parts = {part: read_jsonl(tmp_path / f"corpus-{part}.jsonl") for part in ("base", "expert", "pool", "eval")}
+    ids = {part: {d.id for d in docs} for part, docs in parts.items()}
+    assert set().union(*ids.values()) == {d.id for d in everything}
+    assert not ids["eval"] & (ids["base"] | ids["expert"] | ids["pool"])
+    assert not ids["expert"] & ids["pool"] and {d.source for d in parts["expert"]} == {"manpages"}
+    assert "manpages" not in {d.source for d in parts["base"]}
+    assert len(parts["pool"]) == 120 and sum(d.source == "manpages" for d in parts["pool"]) == 12
+    assert {d.id for d in parts["pool"] if d.source != "manpages"} <= ids["base"]      # the public pool overlaps pretraining
+    assert len(parts["eval"]) == 10 * len(out["sources"])
+    assert out["split"]["expert"]["documents"] == 40 - 10 - 12
