@@ -249,7 +249,7 @@ def run(setup: Any, *, log: Callable[[str], None] = print, settings: Mapping[str
                 parameter.requires_grad_(any(parameter is w for w in linear))
             documents = [d for s in subset for d in train_docs[sources[s]]]
             train(model, documents, steps=settings["steps"], batch=config.batch, lr=settings["sgd_lr"], seed=seed,
-                  optimizer=torch.optim.SGD(linear, lr=settings["sgd_lr"]))
+                  optimizer=torch.optim.SGD(linear, lr=settings["sgd_lr"]), warmup=0)
             actual[a, b] = [math.log(perplexity(model, eval_docs[s])) for s in sources]
             finetune_seconds += time.time() - clock
         log(f"gradex: seed {seed}: {len(checked)} subsets finetuned ({time.time() - started:.1f}s)")

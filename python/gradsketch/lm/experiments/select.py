@@ -242,6 +242,9 @@ def report(outcome: dict, rep: Any) -> None:
     if math.isfinite(top) and math.isfinite(greedy):
         verdict.append(f"The paper finds top-k far worse than random (9.93 vs 3.31); here top-k closes "
                        f"{100 * top:.0f}% of the gap" + (" — that finding did not reproduce." if top > 0 else "."))
+    if outcome["batch_reset"] >= outcome["k"]:
+        verdict.append(f"With K = {outcome['k']} ≤ the reset interval {outcome['batch_reset']}, greedy-batched is "
+                       "the same selection as greedy here.")
     verdict.append("Scale differs by orders of magnitude (a byte-level model of a few million parameters, "
                    "a pool of hundreds of documents, every Linear sketched instead of the last layer only).")
     rep.paragraph(" ".join(verdict))
