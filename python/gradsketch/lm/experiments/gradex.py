@@ -39,8 +39,8 @@ PAPER = ("GradEx: first-order estimates of finetuned loss on source subsets with
 SETTINGS: dict[str, dict[str, Any]] = {
     # sgd_lr·steps is kept small (ηT ≈ 0.3–0.4): at ηT = 3 (lr 0.3) the SGD runs raised the loss of
     # their own source on the small size, far outside any first-order regime.
-    "small": {"per_source": 12, "steps": 30, "sgd_lr": 0.01, "checked": 6, "calibration": 2, "sketch_batch": 16},
-    "default": {"per_source": 32, "steps": 20, "sgd_lr": 0.02, "checked": 8, "calibration": 3, "sketch_batch": 16},
+    "small": {"per_source": 12, "steps": 15, "sgd_lr": 0.02, "checked": 6, "calibration": 2, "sketch_batch": 16},
+    "default": {"per_source": 32, "steps": 10, "sgd_lr": 0.04, "checked": 8, "calibration": 3, "sketch_batch": 16},
     "full": {"per_source": 80, "steps": 40, "sgd_lr": 0.01, "checked": 24, "calibration": 4, "sketch_batch": 16},
 }
 
