@@ -216,5 +216,7 @@ def test_gradex_run_and_report(tiny_setup: Any) -> None:
         _assert_summary(outcome["metrics"][name]["relative_error"], len(TINY.seeds))
     # The sketch and exact first-order changes point the same way (JL inner products).
     assert outcome["sketch_vs_exact_change_correlation"] > 0
+    assert "error" not in outcome["cli"], outcome["cli"]
+    assert len(outcome["cli"]["scores"]) == sources
     section = _section(gradex, outcome)
     assert gradex.TITLE in section and gradex.PAPER in section

@@ -238,10 +238,19 @@ def report(outcome: dict, rep: Any) -> None:
     else:
         verdict.append(f"SELECT (greedy) does not beat random here ({100 * greedy:.0f}% of the gap, paper "
                        f"{100 * paper_closed:.0f}%): the headline did not reproduce.")
+    random_mean = strategies["random"]["held_out_perplexity"]["mean"]
+    gap = random_mean - outcome["expert_perplexity"]["held_out"]
+    if math.isfinite(gap) and abs(gap) < 0.05 * random_mean:
+        verdict.append(f"Caution: the random → expert gap is only {gap:.3f} perplexity ({100 * gap / random_mean:.1f}% "
+                       "of random's), so the share of it closed is a ratio of small differences; the paper's gap is "
+                       "39% of random's perplexity.")
     top = strategies.get("top-k", {}).get("gap_closed", {}).get("mean", float("nan"))
     if math.isfinite(top) and math.isfinite(greedy):
         verdict.append(f"The paper finds top-k far worse than random (9.93 vs 3.31); here top-k closes "
                        f"{100 * top:.0f}% of the gap" + (" — that finding did not reproduce." if top > 0 else "."))
+    if outcome["batch_reset"] >= outcome["k"]:
+        verdict.append(f"With K = {outcome['k']} ≤ the reset interval {outcome['batch_reset']}, greedy-batched is "
+                       "the same selection as greedy here.")
     verdict.append("Scale differs by orders of magnitude (a byte-level model of a few million parameters, "
                    "a pool of hundreds of documents, every Linear sketched instead of the last layer only).")
     rep.paragraph(" ".join(verdict))
