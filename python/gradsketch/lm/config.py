@@ -65,6 +65,15 @@ class SizeConfig:
     sketch_k: tuple[int, int]  # LoGra (k_out, k_in) per Linear layer
     sketch_seed: int
     seeds: tuple[int, ...]     # >= 2 (standard errors)
+    # Added to the contract's fields: base training's learning rate. ``lr`` is the finetuning
+    # rate (expert, retraining on a selection): a trained model finetuned on a few dozen
+    # documents at the base's rate overfits and loses more than it gains.
+    base_lr: float | None = None
+
+    @property
+    def pretrain_lr(self) -> float:
+        """Learning rate of base training: ``base_lr``, or ``lr`` when it is None."""
+        return self.lr if self.base_lr is None else self.base_lr
 
     def __post_init__(self) -> None:
         if len(self.seeds) < 2:
@@ -85,23 +94,24 @@ class SizeConfig:
 
 
 SIZES: dict[str, SizeConfig] = {
-    # Only exercises the code (CI): a tiny model that still learns byte statistics.
+    # Only exercises the code (CI): a tiny model on short documents that still learns byte statistics.
+    # Finetuning lengths are ~8 epochs of their documents (expert: 58 documents; retrain: select_k).
     "small": SizeConfig(
         name="small", model=GPTConfig(layers=2, width=64, heads=2, context=64),
         per_source=80, held_out="manpages", pool_size=120, held_out_share=0.1, eval_docs=10,
-        base_steps=150, expert_steps=60, retrain_steps=60, batch=16, lr=3e-3,
-        select_k=12, sketch_k=(4, 4), sketch_seed=7, seeds=(0, 1)),
-    # The tour: meaningful results in a few minutes on 2 cores.
+        base_steps=150, expert_steps=30, retrain_steps=12, batch=16, lr=1e-3, base_lr=3e-3,
+        select_k=24, sketch_k=(4, 4), sketch_seed=7, seeds=(0, 1)),
+    # The tour: meaningful results in a few minutes on 2 cores (expert: 300 documents).
     "default": SizeConfig(
-        name="default", model=GPTConfig(layers=4, width=128, heads=4, context=128),
+        name="default", model=GPTConfig(layers=3, width=128, heads=4, context=128),
         per_source=400, held_out="manpages", pool_size=600, held_out_share=0.1, eval_docs=40,
-        base_steps=800, expert_steps=200, retrain_steps=200, batch=32, lr=2e-3,
+        base_steps=500, expert_steps=75, retrain_steps=15, batch=32, lr=1e-3, base_lr=3e-3,
         select_k=60, sketch_k=(8, 8), sketch_seed=7, seeds=(0, 1, 2)),
-    # The README's long run.
+    # The README's long run (expert: 1060 documents).
     "full": SizeConfig(
-        name="full", model=GPTConfig(layers=4, width=192, heads=4, context=192),
-        per_source=1500, held_out="manpages", pool_size=2000, held_out_share=0.1, eval_docs=80,
-        base_steps=2500, expert_steps=500, retrain_steps=500, batch=32, lr=1.5e-3,
+        name="full", model=GPTConfig(layers=4, width=128, heads=4, context=128),
+        per_source=1400, held_out="manpages", pool_size=2000, held_out_share=0.1, eval_docs=140,
+        base_steps=1500, expert_steps=250, retrain_steps=50, batch=32, lr=1e-3, base_lr=3e-3,
         select_k=200, sketch_k=(8, 8), sketch_seed=7, seeds=(0, 1, 2)),
 }
 

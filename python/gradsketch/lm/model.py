@@ -22,7 +22,8 @@ from torch import nn
 from .config import GPTConfig
 
 __all__ = ["TinyGPT", "encode", "per_example_loss", "train", "perplexity", "put_model", "load_model",
-           "collect_sketches", "build_model", "model_config_from_tensors"]
+           "collect_sketches", "build_model", "model_config_from_tensors", "model_from_tensors",
+           "learning_rate", "default_warmup"]
 
 
 class _HasText(Protocol):
@@ -158,10 +159,26 @@ def per_example_loss(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor 
     return total
 
 
+def default_warmup(steps: int) -> int:
+    """Warm-up steps of :func:`train` by default: a tenth of the steps, at most 50."""
+    return min(50, steps // 10)
+
+
+def learning_rate(step: int, lr: float, warmup: int) -> float:
+    """The learning rate of step ``step`` (from 0) in :func:`train`: linear warm-up to ``lr`` over
+    ``warmup`` steps (step ``s < warmup`` gets ``lr · (s + 1) / (warmup + 1)``), then constant."""
+    return lr * (step + 1) / (warmup + 1) if step < warmup else lr
+
+
 def train(model: TinyGPT, documents: Sequence[TextLike], *, steps: int, batch: int, lr: float, seed: int,
           on_step: Callable[[int, list[Any], float], None] | None = None,
-          optimizer: torch.optim.Optimizer | None = None) -> TinyGPT:
-    """Trains ``model`` in place with AdamW (weight decay 0, constant ``lr``) for ``steps`` steps.
+          optimizer: torch.optim.Optimizer | None = None, warmup: int | None = None) -> TinyGPT:
+    """Trains ``model`` in place with AdamW (weight decay 0) for ``steps`` steps.
+
+    The learning rate warms up linearly over ``warmup`` steps (default
+    :func:`default_warmup`: a fresh Adam's first steps are sign-like, ±lr on every weight, which
+    wrecks a trained model being finetuned) and is then ``lr``; :func:`learning_rate` gives it
+    per step (e.g. for In-Run Data Shapley's ``η_t``).
 
     Batches are drawn deterministically: a torch.Generator seeded with ``seed`` shuffles the
     documents once per epoch and consecutive slices of ``batch`` are the batches (an epoch's
@@ -179,9 +196,12 @@ def train(model: TinyGPT, documents: Sequence[TextLike], *, steps: int, batch: i
     generator = torch.Generator().manual_seed(seed)
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warmup = default_warmup(steps) if warmup is None else warmup
     model.train()
     order: list[int] = []
     for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, lr, warmup)
         while len(order) < min(batch, len(documents)):
             order.extend(torch.randperm(len(documents), generator=generator).tolist())
         chosen, order = order[:min(batch, len(documents))], order[min(batch, len(documents)):]
@@ -257,7 +277,8 @@ def model_from_tensors(tensors: dict[str, Any], config: GPTConfig, what: str = "
         if wrong:
             details.append(", ".join(f"{key} is {found[key]} not {expected[key]}" for key in wrong[:3]))
         raise ValueError(f"{what} does not fit a TinyGPT of {config}: " + "; ".join(details))
-    state = {key: torch.as_tensor(np.array(value, dtype=np.float32)) for key, value in tensors.items()}
+    state = {key: (value.detach().to(torch.float32).clone() if isinstance(value, torch.Tensor)
+                   else torch.from_numpy(np.array(value, dtype=np.float32))) for key, value in tensors.items()}
     model.load_state_dict(state)
     return model
 

@@ -198,7 +198,7 @@ def prepare(store_path: str, config: SizeConfig, *, log: Log = print, threads: i
                         eval_docs=eval_docs, held_out=config.held_out, base_sources=base_sources, pool=pool,
                         base_checkpoints=[], expert_docs=expert_docs, base_docs=base_docs, timings=timings)
         model = build_model(config.model, seed=config.seeds[0])
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.pretrain_lr, weight_decay=0.0)
         checkpoints = set(config.base_checkpoint_steps)
         parameters = sum(p.numel() for p in model.parameters())
 
@@ -219,7 +219,7 @@ def prepare(store_path: str, config: SizeConfig, *, log: Log = print, threads: i
                 log(f"[prepare {config.name}] base step {step + 1}/{config.base_steps}: loss {loss:.3f} "
                     f"({time.monotonic() - clock:.1f} s)")
 
-        train(model, base_docs, steps=config.base_steps, batch=config.batch, lr=config.lr, seed=config.seeds[0],
+        train(model, base_docs, steps=config.base_steps, batch=config.batch, lr=config.pretrain_lr, seed=config.seeds[0],
               on_step=on_base_step, optimizer=optimizer)
         if setup.base not in setup.base_checkpoints:         # base_steps == 0: the initial model is the base
             put_model(store, setup.base, model)

@@ -1,0 +1,116 @@
+"""gradsketch.lm.pipeline: the split's invariants, and ``prepare`` end to end on the small size
+with shortened training (seconds), checked with the Spec's reference store reader.
+
+The end-to-end test reads the real corpus (the Debian packages Tools/setup.sh installs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from gradsketch.lm.config import SIZES, GPTConfig, SizeConfig
+from gradsketch.lm.pipeline import prepare, split_documents
+
+
+@dataclass(frozen=True)
+class Doc:
+    id: str
+    source: str
+    text: str
+
+
+def synthetic_corpus(per_source: int = 30) -> list[Doc]:
+    """Four sources whose texts differ in their alphabet, so a tiny model tells them apart."""
+    alphabets = {"alpha": "abcdefgh ", "beta": "ijklmnop ", "gamma": "qrstuvwx ", "delta": "0123456789 "}
+    documents = []
+    for source, letters in alphabets.items():
+        for i in range(per_source):
+            text = "".join(letters[(i * 7 + j * j) % len(letters)] for j in range(20 + i % 13))
+            documents.append(Doc(f"{source}/{i}", source, text))
+    return documents
+
+
+TINY = SizeConfig(name="tiny", model=GPTConfig(layers=1, width=16, heads=2, context=40), per_source=30,
+                  held_out="delta", pool_size=20, held_out_share=0.2, eval_docs=5, base_steps=8, expert_steps=4,
+                  retrain_steps=2, batch=8, lr=1e-3, base_lr=3e-3, select_k=4, sketch_k=(2, 3), sketch_seed=5,
+                  seeds=(0, 1))
+
+
+def test_split_is_disjoint_deterministic_and_shares_the_pool_as_asked():
+    corpus = synthetic_corpus()
+    train_docs, eval_docs, pool = split_documents(corpus, TINY)
+    shuffled = [d for source in ("alpha", "beta", "gamma", "delta")      # same source order, documents reversed
+                for d in reversed([d for d in corpus if d.source == source])]
+    again = split_documents(shuffled, TINY)
+    assert {d.id for d in pool} == {d.id for d in again[2]}          # by id hashes, not by position
+    assert [d.id for d in pool] == [d.id for d in again[2]]
+    for source in ("alpha", "beta", "gamma", "delta"):
+        assert len(eval_docs[source]) == 5 and len(train_docs[source]) == 25
+        assert not {d.id for d in eval_docs[source]} & {d.id for d in train_docs[source]}
+    train_ids = {d.id for documents in train_docs.values() for d in documents}
+    assert {d.id for d in pool} <= train_ids and len(pool) == 20
+    counts = Counter(d.source for d in pool)
+    assert counts["delta"] == 4                                        # round(20 · 0.2)
+    assert sorted(counts[s] for s in ("alpha", "beta", "gamma")) == [5, 5, 6]   # 16 spread over three
+
+
+def test_split_refuses_too_few_documents():
+    with pytest.raises(ValueError, match="source 'alpha' has 10 documents, expected at least"):
+        split_documents(synthetic_corpus(10), TINY)
+    with pytest.raises(ValueError, match="held-out source 'omega'"):
+        split_documents(synthetic_corpus(), dataclasses.replace(TINY, held_out="omega"))
+
+
+def test_prepare_stores_base_expert_delta_and_pool(tmp_path, reference):
+    lines: list[str] = []
+    setup = prepare(str(tmp_path / "store"), TINY, log=lines.append, corpus=synthetic_corpus())
+    try:
+        assert setup.base_sources == ["alpha", "beta", "gamma"] and setup.held_out == "delta"
+        assert setup.base_checkpoints == ["base-step2", "base-step4", "base-step6", "base"]
+        assert len(setup.base_batches) == 8 and all(len(ids) == 8 for ids in setup.base_batches)
+        assert all(not i.startswith("delta/") for ids in setup.base_batches for i in ids)
+        pool_ids = {d.id for d in setup.pool}
+        assert setup.expert_docs and all(d.source == "delta" and d.id not in pool_ids for d in setup.expert_docs)
+        with setup.store.snapshot() as snapshot:
+            assert {"base", "expert", "finetune", "base-step2", "base-step8"} <= set(snapshot.tensor_sets)
+            assert snapshot.info("pool").rows == TINY.pool_size
+            assert snapshot.ids("pool") == [d.id for d in setup.pool]
+            assert snapshot.labels("pool") == [d.source for d in setup.pool]
+            assert snapshot.attributes("pool")["tensor_set"] == "expert"
+        store = str(setup.store.path)
+        base, expert = reference.read_tensors(store, "base"), reference.read_tensors(store, "expert")
+        delta = reference.read_tensors(store, "finetune")
+        assert np.array_equal(base["head.weight"], reference.read_tensors(store, "base-step8")["head.weight"])
+        for key in base:
+            assert np.allclose(delta[key], expert[key] - base[key], atol=1e-7), key
+        # the in-memory copies behind setup.model equal what the store holds
+        model = setup.model("expert")
+        for key, value in model.state_dict().items():
+            assert np.array_equal(value.numpy(), expert[key]), key
+        assert set(setup.perplexity_table) == {"base", "expert"}
+        assert all(np.isfinite(v) and v > 1 for t in setup.perplexity_table.values() for v in t.values())
+        assert any("done in" in line for line in lines)
+    finally:
+        setup.close()
+    with pytest.raises(FileExistsError):
+        prepare(str(tmp_path / "store"), TINY, log=lines.append, corpus=synthetic_corpus())
+
+
+def test_prepare_small_size_on_the_real_corpus(tmp_path):
+    """SIZES["small"] as CI runs it, with training cut to a few steps so the test takes seconds."""
+    config = dataclasses.replace(SIZES["small"], base_steps=4, expert_steps=2)
+    setup = prepare(str(tmp_path / "store"), config, log=lambda line: None)
+    try:
+        assert set(setup.train_docs) == {"fortunes", "poems", "manpages", "python-docs", "c-headers", "changelogs"}
+        assert all(len(docs) == config.eval_docs for docs in setup.eval_docs.values())
+        with setup.store.snapshot() as snapshot:
+            assert {"base", "expert", "finetune"} <= set(snapshot.tensor_sets)
+            assert snapshot.info("pool").rows == config.pool_size
+        assert sum(d.source == "manpages" for d in setup.pool) == round(config.pool_size * config.held_out_share)
+    finally:
+        setup.close()
