@@ -89,6 +89,36 @@ def test_clean_groff_hand_page() -> None:
     assert C.clean_groff(GROFF_PAGE) == expected
 
 
+def test_clean_groff_list_items_and_tables() -> None:
+    source = (
+        ".SH NOTES\n"
+        "Two ways:\n"
+        ".IP \\(bu 3\n"
+        "the first\n"
+        "way.\n"
+        ".IP \\(bu\n"
+        "the second.\n"
+        ".IP EAGAIN\n"
+        "try again.\n"
+        ".TS\n"
+        "allbox;\n"
+        "lb lb.\n"
+        "Interface\tValue\n"
+        ".TE\n"
+        "Back to\\~text \\\\e and \\[u00E9]t\\(e'.\n"
+    )
+    assert C.clean_groff(source) == (
+        "NOTES\n\nTwo ways:\n\n* the first way.\n\n* the second.\n\nEAGAIN\n\ntry again.\n\n"
+        "Interface | Value\n\nBack to text \\e and \u00e9t\u00e9."
+    )
+
+
+def test_clean_rst_literal_markers() -> None:
+    assert C.clean_rst("Use this::\n\n   x = 1\n\nOr this. ::\n\n   y = 2\n\n::\n\n   z = 3\n") == (
+        "Use this:\n\n   x = 1\n\nOr this.\n\n   y = 2\n\n   z = 3"
+    )
+
+
 RST_PAGE = """\
 .. _frob-label:
 
@@ -142,10 +172,15 @@ def _write(path: Path, text: str, *, gz: bool = False) -> None:
 FORTUNE_A = "A fortune long enough to be kept as a document, about computers and life.\n\t\t-- Someone"
 FORTUNE_SHORT = "Too short."
 POEM = "Roses are red, violets are blue,\nthis poem is long enough to keep,\nand so are you."
-HEADER = "/* Copyright (C) 2024 Free Software Foundation.\n   GNU Lesser General Public License.  */\n\n#ifndef FROB_H\n#define FROB_H 1\n\nextern int frob (int __n) __THROW;\n\n#endif /* frob.h */\n"
+HEADER = (
+    "/* Copyright (C) 2024 Free Software Foundation.\n   GNU Lesser General Public License.  */\n\n"
+    "#ifndef FROB_H\n#define FROB_H 1\n/*\n * Parts: Copyright 1998 Someone,\n * under the GNU General Public License.\n */\n"
+    "\nextern int frob (int __n) __THROW;\n\n#endif /* frob.h */\n"
+)
 CHANGELOG = (
     "frob (1.1-1) unstable; urgency=medium\n\n"
-    "  * New upstream release with a long enough description of its changes.\n\n"
+    "  * New upstream release with a long enough description of its changes.\n"
+    "    Thanks to Bob <bob.smith@mail.example.com>.\n\n"
     " -- Jane Doe <jane@example.org>  Mon, 01 Jan 2024 00:00:00 +0000\n\n"
     "frob (1.0-1) unstable; urgency=low\n\n"
     "  * Initial release.\n\n"
@@ -184,7 +219,8 @@ def test_fake_root_gives_the_hand_computed_documents(tmp_path: Path) -> None:
                  "#ifndef FROB_H\n#define FROB_H 1\n\nextern int frob (int __n) __THROW;\n\n#endif /* frob.h */"),
         Document("changelogs/frob/1.1-1#0", "changelogs",
                  "frob (1.1-1) unstable; urgency=medium\n\n"
-                 "  * New upstream release with a long enough description of its changes.\n\n"
+                 "  * New upstream release with a long enough description of its changes.\n"
+                 "    Thanks to Bob.\n\n"
                  " -- Jane Doe, Mon, 01 Jan 2024 00:00:00 +0000"),
         Document("changelogs/frob/1.0-1#0", "changelogs",
                  "frob (1.0-1) unstable; urgency=low\n\n  * Initial release.\n\n"
@@ -216,12 +252,31 @@ def test_fake_root_instructions(tmp_path: Path) -> None:
         Document("instructions/python-faq/general/0#0", "instructions",
                  "Instruction: Why is it called frob?\nResponse: Because frob frobs."),
         Document("instructions/python-faq/general/1#0", "instructions", "Instruction: Is it fast?\nResponse: No."),
+        Document("instructions/python-api/frob/frob#0", "instructions",
+                 "Instruction: What does the Python function `frob` do?\n"
+                 "Response: frob(n, *, quick=False)\n"
+                 "Frob n widgets with frob or twiddle; see the guide and frob(3). Never twice:"),
     ]
-    # an answer is cut at a word boundary to fit max_bytes
-    short = C.instruction_documents(root=str(root), min_bytes=10, max_bytes=120)
-    assert short[0].text == ("Instruction: What does the C library function `frob` do?\n"
-                             "Response: frob, unfrob - twiddle a widget.")
-    assert all(len(d.text.encode()) <= 120 for d in short)
+    assert C.instruction_documents(root=str(root), min_bytes=10, kinds=["python-faq"]) == documents[1:3]
+    # An answer is cut at whitespace to fit max_bytes: the question takes 67 bytes, so 53 remain;
+    # the answer's byte 52 is the space before "frobs", the last whitespace within 53 bytes.
+    short = C.instruction_documents(root=str(root), min_bytes=10, max_bytes=120, kinds=["man"])
+    assert [d.text for d in short] == ["Instruction: What does the C library function `frob` do?\n"
+                                       "Response: frob, unfrob - twiddle a widget.\nThe frob() function"]
+    with pytest.raises(CorpusError, match="unknown instruction kind"):
+        C.instruction_documents(root=str(root), kinds=["poems"])
+
+
+def test_package_versions(tmp_path: Path) -> None:
+    _write(tmp_path / "var/lib/dpkg/status",
+           "Package: fortunes\nStatus: install ok installed\nArchitecture: all\nVersion: 1:1.99.1-7.3\n\n"
+           "Package: libc6-dev\nStatus: deinstall ok config-files\nVersion: 2.36-9\n\n"
+           "Package: manpages-dev\nStatus: install ok installed\nVersion: 6.03-2\nDescription: x\n more\n")
+    versions = C.package_versions(str(tmp_path))
+    assert set(versions) == set(C.CORPUS_PACKAGES)
+    assert versions["fortunes"] == "1:1.99.1-7.3" and versions["manpages-dev"] == "6.03-2"
+    assert versions["libc6-dev"] is None and versions["python3-doc"] is None
+    assert set(C.package_versions(str(tmp_path / "nothing")).values()) == {None}
 
 
 def test_missing_package_is_named(tmp_path: Path) -> None:
@@ -252,6 +307,16 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     path.write_text('{"id": "a"}\n', encoding="utf-8")
     with pytest.raises(CorpusError, match="line 1"):
         C.read_jsonl(path)
+
+
+def test_command_line_writes_the_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(_fake_root(tmp_path / "root"))
+    out = tmp_path / "corpus.jsonl"
+    assert C.main([str(out), "--root", root, "--min-bytes", "20"]) == 0
+    assert C.read_jsonl(out) == C.build_corpus(root=root, min_bytes=20)
+    assert re.search(r"^total\s+7 documents", capsys.readouterr().out, flags=re.M)
+    assert C.main([str(tmp_path / "none.jsonl"), "--root", str(tmp_path / "empty")]) == 1
+    assert "fortunes" in capsys.readouterr().err and not (tmp_path / "none.jsonl").exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,6 +376,12 @@ def test_installed_instructions() -> None:
         assert document.source == "instructions" and document.id.startswith("instructions/")
         assert re.match(r"Instruction: .+\?\nResponse: \S", document.text, flags=re.S), document.text
         assert 64 <= len(document.text.encode("utf-8")) <= 512
+    dumps = dict(C._python_api_instructions("/usr/share/doc/python3-doc/html/_sources/library/json.rst.txt", "json", 512))
+    assert dumps["python-api/json/json.dumps"].startswith(
+        "Instruction: What does the Python function `json.dumps` do?\nResponse: json.dumps(obj, *, skipkeys=False,"
+    )
+    assert "Serialize obj to a JSON formatted str" in dumps["python-api/json/json.dumps"]
+    assert "python-api/json/json.JSONDecoder.decode" in dumps  # a method nested in its class
     memcpy = C._man_instruction("/usr/share/man/man3/memcpy.3.gz", "man3/memcpy.3", 512)
     assert next(memcpy)[1].startswith(
         "Instruction: What does the C library function `memcpy` do?\nResponse: memcpy - copy memory area.\n"

@@ -69,7 +69,8 @@ def _experiment(name: str, *, fail_run: bool = False, fail_report: bool = False)
         log("working")
         if fail_run:
             raise ValueError(f"{name} exploded")
-        return {"values": np.array([1.0, 2.0]), "se": math.nan, "seed": np.int64(3)}
+        return {"values": np.array([1.0, 2.0]), "se": math.nan, "seed": np.int64(3),
+                "headline": [[f"{name} figure", "1.50 ± 0.50", "2.0"]]}
 
     def report(outcome: dict, rep: Any) -> None:
         if fail_report:
@@ -96,7 +97,8 @@ def test_failures_are_isolated_and_reported(tmp_path: Path) -> None:
     assert statuses == {"select": "ok", "less": "failed", "inrun": "failed", "density": "ok"}
     assert data["experiments"]["less"]["error"] == "ValueError: less exploded"
     assert data["experiments"]["inrun"]["error"].startswith("report: KeyError")
-    assert data["experiments"]["select"]["outcome"] == {"values": [1.0, 2.0], "se": None, "seed": 3}
+    assert data["experiments"]["select"]["outcome"]["values"] == [1.0, 2.0]
+    assert data["experiments"]["select"]["outcome"]["se"] is None and data["experiments"]["select"]["outcome"]["seed"] == 3
     assert data["setup"]["perplexity"]["expert"]["poems"] == 12.5
     assert any(message.startswith("less: FAILED") for message in messages)
     assert "working" in messages  # the experiments' own log lines pass through
@@ -104,6 +106,9 @@ def test_failures_are_isolated_and_reported(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     assert "Fake less: failed" in page and "less exploded" in page and "Traceback" in page
     assert "Fake inrun: report failed" in page
+    # headline rows of the experiments that ran (inrun's report failed, but its outcome exists)
+    assert "<td>select figure</td><td>1.50 ± 0.50</td><td>2.0</td>" in page
+    assert "density figure" in page and "less figure" not in page
     assert page.count('class="whisker"') == 4  # two bars each in select and density
     fragment = (out / "lm-section.html").read_text()
     assert "<html" not in fragment and "Fake density" in fragment and "Provenance" in fragment
@@ -169,3 +174,39 @@ def test_command_refuses_bad_arguments(tmp_path: Path) -> None:
     refused = _cli("--suite", "lm", "--store", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--size", "huge")
     assert refused.returncode == 2 and "--size must be one of" in refused.stderr
     assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
+
+
+def test_reproduce_end_to_end_small_density(tmp_path: Path, gradsketch_cli: str) -> None:
+    """The real command: prepare at the small size, then the density experiment only (the cheapest)."""
+    pytest.importorskip("torch")
+    store, out = tmp_path / "lm-store", tmp_path / "report"
+    env = dict(os.environ, GRADSKETCH_CLI=gradsketch_cli, GRADSKETCH_COMMIT="test-commit",
+               PYTHONPATH=str(REPO / "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    done = subprocess.run([sys.executable, "-m", "gradsketch", "reproduce", "--suite", "lm", "--size", "small",
+                           "--store", str(store), "--out", str(out), "--only", "density", "--threads", threads,
+                           "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(done.stdout)
+    assert data == json.loads((out / "report.json").read_text())
+    assert list(data["experiments"]) == ["density"] and data["experiments"]["density"]["status"] == "ok"
+    assert "prepare: done" in done.stderr and "density" in done.stderr  # progress goes to stderr
+    # The base model learned something on every source: far below the uniform byte model's 256.
+    base = data["setup"]["perplexity"]["base"]
+    assert set(base) == {"fortunes", "poems", "manpages", "python-docs", "c-headers", "changelogs"}
+    assert all(1.0 < value < 128.0 for value in base.values()), base
+    run_time = data["provenance"]["run_time_s"]
+    assert run_time["total"] >= run_time["prepare"] + run_time["density"] - 0.05
+    assert data["provenance"]["commit"] == "test-commit" and data["provenance"]["torch_threads"] == int(threads)
+    assert "--only density" in data["provenance"]["command_line"]
+    page = (out / "report.html").read_text()
+    assert "<th>started_utc</th>" in page and "Density" in page and "base perplexity" in page
+    assert (out / "lm-section.html").read_text().count("<html") == 0
+    # The store the suite wrote is whole, and has what prepare promises.
+    verified = subprocess.run([gradsketch_cli, "verify", str(store), "--json"], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout
+    info = json.loads(subprocess.run([gradsketch_cli, "info", str(store), "--json"], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert {"base", "expert", "finetune"} <= {entry["name"] for entry in info["tensor_sets"]}
+    from gradsketch.lm.config import SIZES
+    assert {entry["name"]: entry["rows"] for entry in info["sketch_sets"]}["pool"] == SIZES["small"].pool_size

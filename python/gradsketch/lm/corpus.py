@@ -29,8 +29,18 @@ The changelogs source depends on which packages are installed, so it is the one 
 packages they share are the same.
 
 :func:`instruction_documents` builds instruction-like documents (``Instruction: ...`` /
-``Response: ...``) from the man pages' NAME/DESCRIPTION sections and the Python FAQ, for PASER.
+``Response: ...``) from the man pages' NAME/DESCRIPTION sections, the Python FAQ and the Python
+library reference, for PASER.
 
+Size and cost (Debian 12 package versions, 2 shared cores, CPU seconds of one process):
+
+- every document at 64..512 bytes: 83,744 documents, 29 MB (fortunes 11,072, poems 884,
+  manpages 9,836, python-docs 23,590, c-headers 19,174, changelogs 19,188), 12.5 s CPU;
+  poems is the small source: 884 at 512 bytes, 1,530 at 193 bytes, 2,104 at 129 bytes;
+- ``per_source=200``: 2.1 s CPU; ``per_source=1500`` at 64..193 bytes: 14 s CPU;
+- ``instruction_documents()``: 7,182 (man 891, python-faq 176, python-api 6,115), 2.7 s CPU.
+
+``python -m gradsketch.lm.corpus OUT.jsonl [--per-source N]`` writes the corpus as JSONL.
 Nothing here imports torch or the native library.
 """
 
@@ -44,6 +54,7 @@ import json
 import os
 import re
 import textwrap
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -51,6 +62,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 __all__ = [
     "CORPUS_PACKAGES",
     "SOURCES",
+    "INSTRUCTIONS",
+    "INSTRUCTION_KINDS",
     "Document",
     "CorpusError",
     "build_corpus",
@@ -59,6 +72,7 @@ __all__ = [
     "clean_groff",
     "clean_rst",
     "write_jsonl",
+    "package_versions",
     "read_jsonl",
 ]
 
@@ -77,6 +91,8 @@ SOURCES: tuple[str, ...] = ("fortunes", "poems", "manpages", "python-docs", "c-h
 
 #: Source label of :func:`instruction_documents`.
 INSTRUCTIONS = "instructions"
+#: Kinds of instruction documents, in output order (see :func:`instruction_documents`).
+INSTRUCTION_KINDS: tuple[str, ...] = ("man", "python-faq", "python-api")
 
 
 class CorpusError(Exception):
@@ -306,16 +322,22 @@ _GROFF_NAMED = {
     "tno": "~", "shc": "-", "nbsp": " ", "lB": "[", "rB": "]", "lC": "{", "rC": "}", "la": "<",
     "ra": ">",
 }
+
+
+def _groff_accented() -> dict[str, str]:
+    """groff's accented-letter names: ``e'`` is é, ``u"`` is ü, ``n~`` is ñ, ``c,`` is ç, ..."""
+    marks = {"'": "\u0301", "`": "\u0300", '"': "\u0308", "^": "\u0302", "~": "\u0303", ",": "\u0327"}
+    letters = {"'": "aeiouyAEIOUY", "`": "aeiouAEIOU", '"': "aeiouyAEIOU", "^": "aeiouAEIOU", "~": "anoANO", ",": "cC"}
+    return {
+        letter + mark: unicodedata.normalize("NFC", letter + marks[mark])
+        for mark, group in letters.items()
+        for letter in group
+    }
+
+
+_GROFF_NAMED.update(_groff_accented())
 _GROFF_STRINGS = {"lq": '"', "rq": '"', "R": "(R)", "Tm": "(TM)", "Lq": '"', "Rq": '"'}
 
-# Requests whose line produces no text.
-_GROFF_SILENT = {
-    "TH", "nf", "fi", "in", "RS", "RE", "ad", "nh", "hy", "na", "ne", "ft", "ps", "vs", "ll", "ta",
-    "EX", "EE", "TS", "TE", "UE", "ME", "ce", "so", "ds", "nr", "ie", "el", "if", "de", "ig",
-    "ti", "ss", "cs", "bp", "pl", "po", "ns", "rs", "mk", "rt", "tr", "hc", "lf", "hw", "it",
-    "ec", "eo", "am", "rm", "rn", "di", "da", "wh", "ch", "ev", "fl", "ab", "tm", "pc", "lt",
-    "OP", "YS", "SY", "MT", "UR", "PD", "DT", "HP", "AT", "UC", "ll", "cu", "ul", "fc",
-}
 _GROFF_BREAK = {"PP", "P", "LP", "sp", "br", "HP"}
 # Font macros: the alternating ones join their arguments without spaces.
 _GROFF_JOIN_FONTS = {"BR", "RB", "BI", "IB", "IR", "RI"}
@@ -384,7 +406,8 @@ def clean_groff(source: str) -> str:
     Section headings become their own lines (``NAME``, ``DESCRIPTION``), filled text lines of a
     paragraph are joined with spaces, no-fill blocks (``.nf``/``.EX``, synopses, examples) keep
     their lines, tables keep their cells separated by `` | ``, and every macro and escape is
-    removed. Why by hand: ``man`` renders one page in ~50 ms, too slow for thousands of pages.
+    removed. Why by hand: ``man -P cat`` took 1.75 s for 5 pages here (0.35 s a page, minutes for
+    the ~900 pages); this takes ~5 ms a page.
     """
     paragraphs: list[str] = []
     current: list[str] = []
@@ -451,9 +474,11 @@ def clean_groff(source: str) -> str:
             if request == "IP":
                 flush()
                 args = _groff_args(rest)
-                if args and args[0]:
-                    current.append(_groff_escapes(args[0]))
-                    flush()
+                tag = _groff_escapes(args[0]).strip() if args else ""
+                if tag:
+                    current.append(tag)
+                    if len(tag) > 4:
+                        flush()  # a word tag ("EINVAL") stands alone; a bullet or "1." leads its text
                 continue
             if request in _GROFF_JOIN_FONTS or request in _GROFF_SPACE_FONTS:
                 joiner = "" if request in _GROFF_JOIN_FONTS else " "
@@ -462,9 +487,7 @@ def clean_groff(source: str) -> str:
                     flush()
                     tag_pending = False
                 continue
-            if request in ("UR", "MT"):
-                continue
-            continue  # any other request (_GROFF_SILENT and unknown ones) produces no text
+            continue  # any other request (.TH, .RS, .in, .UR, ...) produces no text
         text = re.sub(r'(?<!\\)\\".*$', "", line)  # a trailing comment
         if not fill:
             text = text.replace("T{", "").replace("T}", "").replace("\t", " | ")
@@ -605,8 +628,10 @@ def clean_rst(source: str) -> str:
             continue
         if stripped == "::":
             continue
-        if line.endswith("::"):
-            line = line[:-1]
+        if line.endswith(" ::"):
+            line = line[:-3]  # "text. ::" marks a literal block and shows no colon
+        elif line.endswith("::"):
+            line = line[:-1]  # "text::" shows as "text:"
         out.append(line)
     # Inline markup may span lines (":term:`bytes-like\n<bytes-like object>`") but not paragraphs.
     text = "\n\n".join(_rst_inline(paragraph) for paragraph in "\n".join(out).split("\n\n"))
@@ -639,8 +664,11 @@ def _rst_texts(path: str, key: str) -> Iterator[tuple[str, str]]:
 _HEADER_PACKAGES = ("libc6-dev", "linux-libc-dev")
 
 
+_LICENCE_COMMENT = re.compile(r"/\*(?:(?!\*/).)*?(?:free software|GNU (?:Lesser )?General Public|Copyright)(?:(?!\*/).)*\*/[ \t]*\n?", re.S | re.I)
+
+
 def _clean_header(source: str) -> str:
-    """A header without its leading licence comment; blank-line runs collapsed."""
+    """A header without licence comments (leading or anywhere); blank-line runs collapsed."""
     text = source.lstrip()
     # Leading comments ("/* Copyright ... GNU Lesser General Public License ... */", or "// SPDX") are boilerplate.
     while True:
@@ -653,7 +681,7 @@ def _clean_header(source: str) -> str:
             text = text[line.end():]
             continue
         break
-    return _normalise(text)
+    return _normalise(_LICENCE_COMMENT.sub("", text))
 
 
 def _header_units(root: str) -> list[_Unit]:
@@ -696,8 +724,9 @@ def _changelog_paths(root: str) -> list[tuple[str, str]]:
 
 
 def _clean_changelog_entry(entry: str) -> str:
-    """An entry without the maintainer's e-mail address (the trailer keeps name and date)."""
+    """An entry without e-mail addresses (the trailer keeps the maintainer's name and the date)."""
     entry = re.sub(r"^ -- (.*?)\s*<[^<>\s]+@[^<>\s]+>\s*", r" -- \1, ", entry, flags=re.M)
+    entry = re.sub(r"[ \t]*<?\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+>?", "", entry)
     return _normalise(entry)
 
 
@@ -739,6 +768,9 @@ _UNIT_READERS: dict[str, tuple[Callable[[str], list[_Unit]], bool]] = {
 #: With a per_source cap, expensive sources read files (in hash-of-key order) until they have this
 #: many times the cap in candidate documents, then take the cap by hash of document id.
 CANDIDATE_FACTOR = 8
+#: ... and at least this share of the cap in files, so a small max_bytes (many parts per file) still
+#: spreads the cap over many files.
+MIN_UNITS_SHARE = 0.5
 
 
 def _spread_key(document_id: str) -> bytes:
@@ -755,7 +787,8 @@ def _source_documents(source: str, root: str, min_bytes: int, max_bytes: int, pe
 
     Without a cap every file is read. With a cap, cheap sources are still read whole; expensive ones
     read files in the order of a hash of their key (a spread over the whole source, not its first
-    files) until ``CANDIDATE_FACTOR * per_source`` candidate documents are in hand. Either way the
+    files) until ``CANDIDATE_FACTOR * per_source`` candidate documents from at least
+    ``MIN_UNITS_SHARE * per_source`` files are in hand. Either way the
     cap then keeps the documents with the smallest hash of their id, in source order.
     """
     list_units, may_sample = _UNIT_READERS[source]
@@ -774,7 +807,7 @@ def _collect(
     if cap is not None and may_sample:
         candidates = 0
         for i in sorted(range(len(units)), key=lambda i: _spread_key(units[i][0])):
-            if candidates >= CANDIDATE_FACTOR * cap:
+            if candidates >= CANDIDATE_FACTOR * cap and len(read) >= MIN_UNITS_SHARE * cap:
                 break
             read[i] = documents_of(units[i])
             candidates += len(read[i])
@@ -852,9 +885,13 @@ def _man_sections(text: str) -> dict[str, str]:
 
 
 def _fit(text: str, max_bytes: int) -> str:
-    """The longest prefix of ``text`` ending at a paragraph/line/word boundary within max_bytes."""
-    pieces = split_text(text, max_bytes)
-    return pieces[0].rstrip() if pieces else ""
+    """The longest prefix of ``text`` within max_bytes that ends at whitespace (or the whole text)."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text.rstrip()
+    head = data[: max_bytes + 1].decode("utf-8", errors="ignore")  # a cut character is dropped whole
+    cut = max(head.rfind(" "), head.rfind("\n"))
+    return (head[:cut] if cut > 0 else head[:-1]).rstrip()
 
 
 def _man_instruction_units(root: str, max_bytes: int) -> list[_Unit]:
@@ -910,22 +947,115 @@ def _faq_instructions(path: str, page: str, max_bytes: int) -> Iterator[tuple[st
         yield f"python-faq/{page}/{number}", prompt + _fit(answer, max_bytes - _nbytes(prompt))
 
 
+_API_KINDS = {
+    "function": "function", "method": "method", "class": "class", "exception": "exception",
+    "decorator": "decorator", "classmethod": "method", "staticmethod": "method",
+    "coroutinefunction": "coroutine function", "coroutinemethod": "coroutine method",
+    "decoratormethod": "decorator",
+}
+_API_DIRECTIVE = re.compile(r"^(\s*)\.\.\s+(?:py:)?(\w+)::\s*(.*)$")
+
+
+def _python_api_units(root: str, max_bytes: int) -> list[_Unit]:
+    directory = _require_dir(os.path.join(root, _RST_DIR), "python3-doc")
+    units: list[_Unit] = []
+    for path in sorted(glob.glob(os.path.join(directory, "library", "*.rst.txt"))):
+        page = os.path.basename(path)[: -len(".rst.txt")]
+        units.append((f"python-api/{page}", functools.partial(_python_api_instructions, path, page, max_bytes)))
+    return units
+
+
+def _python_api_instructions(path: str, page: str, max_bytes: int) -> Iterator[tuple[str, str]]:
+    """'What does the Python function `json.dumps` do?' answered by its signature and first paragraph.
+
+    Reads the library reference's description directives (``.. function::``, ``.. method::`` nested
+    in a ``.. class::``, ...), qualified by the page's current ``.. module::``.
+    """
+    lines = _read_text(path).replace("\r\n", "\n").split("\n")
+    module = ""
+    classes: list[tuple[int, str]] = []  # (indent, name) of the enclosing class directives
+    seen: set[str] = set()
+    i = 0
+    while i < len(lines):
+        match = _API_DIRECTIVE.match(lines[i])
+        i += 1
+        if not match:
+            continue
+        indent, kind, argument = len(match.group(1)), match.group(2), match.group(3).strip()
+        if kind in ("module", "currentmodule"):
+            module = "" if argument == "None" else argument
+            continue
+        if kind not in _API_KINDS:
+            continue
+        while argument.endswith("\\") and i < len(lines):  # a signature continued on the next line
+            argument = argument[:-1].rstrip() + " " + lines[i].strip()
+            i += 1
+        classes = [(level, name) for level, name in classes if level < indent]
+        name = re.split(r"[(\s\[]", argument, maxsplit=1)[0]
+        if not re.fullmatch(r"[\w.]+", name):
+            continue
+        owner = classes[-1][1] if classes else ""
+        local = name
+        if owner and name.startswith(owner.rsplit(".", 1)[-1] + "."):
+            local = name.split(".", 1)[1]  # ".. method:: Enum.__format__" inside ".. class:: Enum"
+        qualified = ".".join(part for part in (module if not owner else "", owner, local) if part)
+        if module and not owner and not qualified.startswith(module + "."):
+            qualified = f"{module}.{name}" if not name.startswith(module + ".") else name
+        if kind in ("class", "exception"):
+            classes.append((indent, qualified))
+        # The first paragraph of the body. reST puts a blank line between the directive's header
+        # (more signatures, options) and its content, so the content starts after the first blank line.
+        body: list[str] = []
+        j = i
+        while j < len(lines) and lines[j].strip():
+            j += 1
+        while j < len(lines):
+            line = lines[j]
+            stripped = line.strip()
+            if stripped and len(line) - len(line.lstrip()) <= indent:
+                break
+            if body and not stripped:
+                break
+            if stripped and not body and _API_DIRECTIVE.match(line):
+                break  # the body starts with another directive: no prose of its own
+            if stripped:
+                body.append(stripped)
+            j += 1
+        paragraph = " ".join(clean_rst("\n".join(body)).split())
+        if not paragraph or qualified in seen:
+            continue
+        seen.add(qualified)
+        what = _API_KINDS[kind]
+        question = f"Instruction: What does the Python {what} `{qualified}` do?\nResponse: "
+        signature = qualified + " ".join(argument.split())[len(name):]
+        answer = f"{signature}\n{paragraph}"
+        yield f"python-api/{page}/{qualified}", question + _fit(answer, max_bytes - _nbytes(question))
+
+
 def instruction_documents(
     *,
     limit: int | None = None,
     min_bytes: int = 64,
     max_bytes: int = 512,
+    kinds: Sequence[str] | None = None,
     root: str = "/",
 ) -> list[Document]:
     """Instruction-like documents, source ``"instructions"``, for recovering a pruned model (PASER).
 
-    Two kinds, each ``"Instruction: <question>\\nResponse: <answer>"``:
+    Three kinds (``kinds``: a subset of :data:`INSTRUCTION_KINDS`, in that order; None for all),
+    each ``"Instruction: <question>\\nResponse: <answer>"``:
 
     - from every C API man page (manpages-dev): "What does the system call/C library function
       `NAME` do?" answered by the NAME line and the first DESCRIPTION paragraph
       (id ``instructions/man/man3/memcpy.3#0``);
     - from the Python FAQ (python3-doc): each question heading answered by its section's text
-      (id ``instructions/python-faq/programming/12#0``).
+      (id ``instructions/python-faq/programming/12#0``);
+    - from the Python library reference (python3-doc): "What does the Python function
+      `json.dumps` do?" answered by the signature and the first paragraph of its description
+      (id ``instructions/python-api/json/json.dumps#0``).
+
+    The "man" answers repeat sentences of the manpages source and the "python-api" ones of the
+    python-docs source; pass ``kinds`` to keep instructions apart from a held-out source.
 
     Answers are cut at a word boundary to fit ``max_bytes``; documents under ``min_bytes`` are
     dropped, duplicates kept once. ``limit`` reads pages in hash order and keeps a hash-of-id
@@ -940,8 +1070,38 @@ def instruction_documents(
         text = text.strip()
         return [Document(f"{INSTRUCTIONS}/{key}#0", INSTRUCTIONS, text)] if min_bytes <= _nbytes(text) <= max_bytes else []
 
-    units = _man_instruction_units(root, max_bytes) + _faq_instruction_units(root, max_bytes)
+    wanted = list(INSTRUCTION_KINDS) if kinds is None else list(kinds)
+    unknown = [kind for kind in wanted if kind not in INSTRUCTION_KINDS]
+    if unknown:
+        raise CorpusError(f"unknown instruction kind(s) {unknown}; expected names from {list(INSTRUCTION_KINDS)}")
+    readers = {"man": _man_instruction_units, "python-faq": _faq_instruction_units, "python-api": _python_api_units}
+    units = [unit for kind in INSTRUCTION_KINDS if kind in wanted for unit in readers[kind](root, max_bytes)]
     return _collect(units, to_documents, limit, may_sample=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+
+
+def package_versions(root: str = "/") -> dict[str, str | None]:
+    """Installed version of each of :data:`CORPUS_PACKAGES` (None when not installed), from dpkg's status.
+
+    Why: ids and texts are the same on machines with the same versions of these packages, so a
+    report's provenance should carry them.
+    """
+    versions: dict[str, str | None] = {package: None for package in CORPUS_PACKAGES}
+    status = os.path.join(root, "var/lib/dpkg/status")
+    try:
+        with open(status, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return versions
+    for stanza in text.split("\n\n"):
+        fields = dict(re.findall(r"^([\w-]+):[ \t]*(.*)$", stanza, flags=re.M))
+        name = fields.get("Package")
+        if name in versions and fields.get("Status", "").endswith(" installed") and versions[name] is None:
+            versions[name] = fields.get("Version")
+    return versions
 
 
 # --------------------------------------------------------------------------------------------
@@ -969,3 +1129,52 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Document]:
             except (ValueError, KeyError, TypeError) as error:
                 raise CorpusError(f"{Path(path)} line {number}: expected a JSON object with id, source, text; {error}") from error
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gradsketch.lm.corpus OUT.jsonl [--per-source N] [--instructions]``: write the corpus.
+
+    Prints the document count per source and the build time, so a run can be compared with
+    another machine's (same package versions: same ids and texts).
+    """
+    import argparse
+    import sys
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m gradsketch.lm.corpus", description=main.__doc__)
+    parser.add_argument("out", help="JSONL file to write ({id, source, text} per line)")
+    parser.add_argument("--per-source", type=int, default=None, help="cap per source (default: every document)")
+    parser.add_argument("--min-bytes", type=int, default=64)
+    parser.add_argument("--max-bytes", type=int, default=512)
+    parser.add_argument("--sources", nargs="+", choices=SOURCES, default=None)
+    parser.add_argument("--instructions", action="store_true", help="write instruction_documents() instead")
+    parser.add_argument("--root", default="/", help="file-system root the packages are read from (default /)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        if args.instructions:
+            documents = instruction_documents(limit=args.per_source, min_bytes=args.min_bytes, max_bytes=args.max_bytes,
+                                              root=args.root)
+        else:
+            documents = build_corpus(per_source=args.per_source, min_bytes=args.min_bytes, max_bytes=args.max_bytes,
+                                     sources=args.sources, root=args.root)
+    except CorpusError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    write_jsonl(documents, args.out)
+    counts: dict[str, int] = {}
+    for document in documents:
+        counts[document.source] = counts.get(document.source, 0) + 1
+    total_bytes = sum(_nbytes(document.text) for document in documents)
+    for source, count in counts.items():
+        print(f"{source:12s} {count:7d}")
+    print(f"{'total':12s} {len(documents):7d} documents, {total_bytes / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -83,6 +83,12 @@ def _number(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if math.isfinite(value) else "0"
 
 
+def _title_width(title: str) -> int:
+    """Width in pixels that a bold 12 px sans-serif title needs (about 7 px a character), so a
+    long title widens its chart instead of being cut off at the SVG's edge."""
+    return 7 * len(title) + 10
+
+
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """About ``count`` round tick values covering [low, high] (1, 2, 5 × 10^k steps)."""
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
@@ -169,7 +175,8 @@ class Report:
         zero = x_of(0.0)
         footer = 20 if reference is not None else 4
         height = top + len(items) * row_height + footer
-        svg = [f'<svg xmlns="http://www.w3.org/2000/svg" class="bars" width="{width}" height="{height}" '
+        svg = [f'<svg xmlns="http://www.w3.org/2000/svg" class="bars" width="{max(width, _title_width(title))}" '
+               f'height="{height}" '
                f'font-family="sans-serif" font-size="12">',
                f'<text x="0" y="14" font-weight="bold">{_escape(title)}</text>']
         for index, (label, mean, se) in enumerate(items):
@@ -245,7 +252,7 @@ class Report:
         def py(y: float) -> float:
             return top + size * (1 - (y - ylow) / (yhigh - ylow))
 
-        width, height = margin + size + 20, top + size + 44
+        width, height = max(margin + size + 20, _title_width(title)), top + size + 44
         svg = [f'<svg xmlns="http://www.w3.org/2000/svg" class="scatter" width="{width}" height="{height}" '
                f'font-family="sans-serif" font-size="12">',
                f'<text x="0" y="14" font-weight="bold">{_escape(title)}</text>',

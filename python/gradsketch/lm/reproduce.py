@@ -15,6 +15,11 @@ and writes into DIR:
 One failing experiment is reported in the page (its error and traceback) and makes the exit
 status 1; the others still run. Progress goes to stderr.
 
+An experiment whose outcome has a ``"headline"`` entry — a list of ``[figure, ours, paper]``
+string triples, e.g. ``["held-out perplexity, SELECT greedy", "2.41 ± 0.05", "2.3"]`` — gets those
+rows in the summary's table of figures against the papers (optional; the full tables are in
+each experiment's own section).
+
 torch is imported here (through the pipeline), so this module is only imported by the
 ``reproduce`` command, never by ``import gradsketch``.
 """
@@ -253,6 +258,15 @@ def _summary_html(results: Sequence[_Result], prepare_seconds: float, prepare_er
              "failed" if prepare_error else "ok", f"{prepare_seconds:.1f}"]]
     rows += [[result.title, result.paper, result.status, f"{result.seconds:.1f}"] for result in results]
     rep.table(["step", "paper's headline", "status", "run time (s)"], rows)
+    headline_rows = []
+    for result in results:
+        headline = result.outcome.get("headline") if isinstance(result.outcome, Mapping) else None
+        if isinstance(headline, Sequence) and not isinstance(headline, str):
+            for row in headline:
+                if isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 3:
+                    headline_rows.append([result.name, *(str(cell) for cell in row)])
+    if headline_rows:
+        rep.table(["experiment", "figure", "here (mean ± SE over seeds)", "paper"], headline_rows)
     failed = [result.name for result in results if result.status != "ok"]
     if prepare_error:
         rep.paragraph(f"The setup failed ({prepare_error}), so no experiment ran.")

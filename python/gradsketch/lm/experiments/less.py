@@ -29,11 +29,12 @@ PAPER = "LESS: training on 5% of the data selected by gradient similarity beats 
 
 #: validation: validation documents taken from the held-out source's evaluation documents;
 #: subtasks: k-means groups of them; checkpoints: warmup checkpoints (one pass over the warmup
-#: subset each); warmup_fraction: share of the pool used for the warmup (LESS: 5 %).
+#: subset each); warmup_fraction: share of the pool used for the warmup (LESS: 5 %);
+#: max_retrain_steps caps the config's retrain_steps (time budget: 3 retrainings × seeds).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "small": {"validation": 8, "subtasks": 2, "checkpoints": 2, "warmup_fraction": 0.05, "sketch_batch": 16},
-    "default": {"validation": 12, "subtasks": 3, "checkpoints": 3, "warmup_fraction": 0.05, "sketch_batch": 16},
-    "full": {"validation": 16, "subtasks": 4, "checkpoints": 4, "warmup_fraction": 0.05, "sketch_batch": 16},
+    "small": {"max_retrain_steps": 30, "validation": 8, "subtasks": 2, "checkpoints": 2, "warmup_fraction": 0.05, "sketch_batch": 16},
+    "default": {"max_retrain_steps": 40, "validation": 12, "subtasks": 3, "checkpoints": 3, "warmup_fraction": 0.05, "sketch_batch": 16},
+    "full": {"max_retrain_steps": 200, "validation": 16, "subtasks": 4, "checkpoints": 4, "warmup_fraction": 0.05, "sketch_batch": 16},
 }
 
 
@@ -140,7 +141,8 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
     the random selection; the warmup and the LESS selection are fixed by the store's seed)."""
     import torch
 
-    from ..model import collect_sketches, encode, per_example_loss, perplexity, train
+    from ..model import collect_sketches, perplexity, train
+    from .select import retrain
 
     started = time.time()
     config = setup.config
@@ -168,19 +170,11 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
                                                                  replace=False))]
     model = setup.model(setup.base)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    context = model.config.context if hasattr(model, "config") else config.model.context
     steps_per_pass = max(1, math.ceil(len(warm_docs) / config.batch))
     weights: list[float] = []
     for checkpoint, (train_set, validation_set) in enumerate(names):
-        model.train()
-        order = np.random.default_rng(config.sketch_seed + 1 + checkpoint).permutation(len(warm_docs))
-        for step in range(steps_per_pass):
-            chosen = [warm_docs[i] for i in order[step * config.batch:(step + 1) * config.batch]]
-            tokens, mask = encode(chosen, context)
-            loss = per_example_loss(model, tokens, mask, reduction="sum").sum() / mask.sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        train(model, warm_docs, steps=steps_per_pass, batch=config.batch, lr=config.lr,
+              seed=config.sketch_seed + 1 + checkpoint, optimizer=optimizer)
         weights.append(float(optimizer.param_groups[0]["lr"]))
         collect_sketches(model, setup.store, train_set, setup.pool, seed=config.sketch_seed, k=config.sketch_k,
                          batch=settings["sketch_batch"], precondition=optimizer)
@@ -207,25 +201,26 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
 
     by_id = {document.id: document for document in setup.pool}
     count = config.select_k
+    retrain_steps = min(config.retrain_steps, settings["max_retrain_steps"])
     ranked = np.argsort(-scores, kind="stable")
     chosen_ids = [ids[i] for i in ranked[:count]]
     less_docs = [by_id[i] for i in chosen_ids]
     share = sum(d.source == held_out for d in less_docs) / len(less_docs)
     other_sources = [s for s in setup.eval_docs if s != held_out]
 
-    figures: dict[str, dict[str, list[float]]] = {name: {"held_out": [], "other": [], "share": []}
+    others = {source: setup.eval_docs[source] for source in other_sources}
+    figures: dict[str, dict[str, list[float]]] = {name: {"held_out": [], "final": [], "other": [], "share": []}
                                                    for name in ("less", "random", "full pool")}
     for seed in config.seeds:
         random_docs = [setup.pool[i] for i in np.random.default_rng(seed).choice(len(setup.pool), size=count,
                                                                                   replace=False)]
         for name, documents in (("less", less_docs), ("random", random_docs), ("full pool", list(setup.pool))):
-            model = train(setup.model(setup.base), documents, steps=config.retrain_steps, batch=config.batch,
-                          lr=config.lr, seed=seed)
-            figures[name]["held_out"].append(perplexity(model, evaluation))
-            figures[name]["other"].append(sum(perplexity(model, setup.eval_docs[s]) for s in other_sources)
-                                          / max(1, len(other_sources)))
+            result = retrain(setup, documents, seed=seed, target=evaluation, others=others, steps=retrain_steps)
+            figures[name]["held_out"].append(result["best"])
+            figures[name]["final"].append(result["final"])
+            figures[name]["other"].append(result["other"])
             figures[name]["share"].append(sum(d.source == held_out for d in documents) / len(documents))
-        log(f"less: seed {seed}: held-out perplexity less {figures['less']['held_out'][-1]:.3f}, random "
+        log(f"less: seed {seed}: held-out perplexity (best) less {figures['less']['held_out'][-1]:.3f}, random "
             f"{figures['random']['held_out'][-1]:.3f}, full pool {figures['full pool']['held_out'][-1]:.3f} "
             f"({time.time() - started:.1f}s)")
     base_model = setup.model(setup.base)
@@ -237,11 +232,13 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
         "subtasks": int(groups.max()) + 1, "subtask_sizes": np.bincount(groups).tolist(),
         "checkpoints": len(names), "checkpoint_weights": weights, "warmup_docs": len(warm_docs),
         "warmup_steps_per_checkpoint": steps_per_pass, "sets": [n for pair in names for n in pair],
-        "engine_vs_numpy_relative_error": engine_error, "retrain_steps": config.retrain_steps,
+        "engine_vs_numpy_relative_error": engine_error, "retrain_steps": retrain_steps,
+        "config_retrain_steps": config.retrain_steps,
         "selected_share": share,
         "base_perplexity": {"held_out": perplexity(base_model, evaluation)},
         "expert_perplexity": {"held_out": perplexity(setup.model(setup.expert), evaluation)},
-        "methods": {name: {"held_out_perplexity": _summary(f["held_out"]), "other_perplexity": _summary(f["other"]),
+        "methods": {name: {"held_out_perplexity": _summary(f["held_out"]), "final_perplexity": _summary(f["final"]),
+                           "other_perplexity": _summary(f["other"]),
                            "held_out_share": _summary(f["share"])} for name, f in figures.items()},
         "seconds": 0.0,
     }
@@ -269,16 +266,19 @@ def report(outcome: dict, rep: Any) -> None:
         f"subtasks of the mean cosine, from the engine's exact cosine search (max relative difference from a "
         f"float64 numpy computation {outcome['engine_vs_numpy_relative_error']:.1e}). Top K = {outcome['k']} of "
         f"{outcome['pool_size']} ({100 * outcome['k'] / outcome['pool_size']:.0f}%) vs random K vs the whole "
-        f"pool, each retrained from the base for {outcome['retrain_steps']} steps; seeds {outcome['seeds']} vary "
+        f"pool, each retrained from the base for {outcome['retrain_steps']} steps (figure: best target perplexity of "
+        f"ten checks during retraining, as the paper's early stopping; the end-of-retraining one beside it); "
+        f"seeds {outcome['seeds']} vary "
         f"the retraining order and the random selection.")
-    rows = [["base (no retraining)", f"{outcome['base_perplexity']['held_out']:.3f}", "", ""]]
+    rows = [["base (no retraining)", f"{outcome['base_perplexity']['held_out']:.3f}", "", "", ""]]
     for name in ("random", "less", "full pool"):
         f = methods[name]
         rows.append([name, format_mean_se(f["held_out_perplexity"]["mean"], f["held_out_perplexity"]["se"]),
+                     format_mean_se(f["final_perplexity"]["mean"], f["final_perplexity"]["se"]),
                      format_mean_se(f["held_out_share"]["mean"], f["held_out_share"]["se"], 2),
                      format_mean_se(f["other_perplexity"]["mean"], f["other_perplexity"]["se"])])
-    rows.append(["expert", f"{outcome['expert_perplexity']['held_out']:.3f}", "", ""])
-    rep.table(["training data", f"{held_out} perplexity (evaluation documents)",
+    rows.append(["expert", f"{outcome['expert_perplexity']['held_out']:.3f}", "", "", ""])
+    rep.table(["training data", f"{held_out} perplexity (evaluation documents, best)", "at the end of retraining",
                f"share from {held_out} (pool {outcome['pool_held_out_share']:.2f})", "mean perplexity, other sources"],
               rows)
     rep.bars(f"{held_out} perplexity after retraining (mean ± SE over seeds)",

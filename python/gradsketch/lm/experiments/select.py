@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 NAME = "select"
 TITLE = "SELECT: recovering the finetuning data from weights"
 PAPER = "MSMARCO perplexity 3.3 (random) → 2.3 (SELECT) vs 2.0 (expert), Morris et al. 2025"
 
-#: Per size: the strategies run, and the greedy-batched reset interval (0 = the config's batch).
+#: Per size: the strategies run, the greedy-batched reset interval (0 = the config's batch), and
+#: max_retrain_steps, a cap on the config's retrain_steps that keeps the experiment in its time
+#: budget (5 selections × seeds retrainings; default ≤ 4 min on 2 cores).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "small": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True},
-    "default": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True},
-    "full": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True},
+    "small": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True,
+              "max_retrain_steps": 30},
+    "default": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True,
+                "max_retrain_steps": 40},
+    "full": {"strategies": ("greedy", "greedy-batched", "top-k", "random"), "batch": 0, "oracle": True,
+             "max_retrain_steps": 200},
 }
 
 #: The paper's MSMARCO figures (Llama-3.2-3B, K = 5000; algorithms.md §1(d)).
@@ -38,6 +43,44 @@ def gap_closed(random_value: float, selected_value: float, expert_value: float) 
     if gap == 0 or not math.isfinite(gap):
         return float("nan")
     return (random_value - selected_value) / gap
+
+
+def retrain(setup: Any, documents: Sequence[Any], *, seed: int, target: Sequence[Any],
+            others: Mapping[str, Sequence[Any]], steps: int | None = None, checks: int = 10) -> dict[str, Any]:
+    """Retrains a copy of the base on ``documents`` for ``retrain_steps`` steps (seeded batch order)
+    (or ``steps``) and measures target perplexity ``checks`` times along the way. Like the paper's evaluation
+    (early stopping, best eval loss), the headline figure is the best target perplexity seen;
+    the final one is kept too. A retraining on K documents for a fixed number of steps can pass
+    over them many times and overfit, which the final figure shows and the best one does not.
+    ``others``: per source, documents evaluated at the best point (did the selection hurt them?)."""
+    from ..model import perplexity, train
+
+    config = setup.config
+    model = setup.model(setup.base)
+    steps = config.retrain_steps if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"retrain: retrain_steps must be >= 1, found {steps}")
+    every = max(1, steps // max(1, checks))
+    # The base itself (step 0) is not a candidate: the figure is of a model retrained on the selection.
+    best: dict[str, Any] = {"perplexity": math.inf, "step": 0, "state": None}
+    history: list[tuple[int, float]] = []
+
+    def on_step(step: int, batch: Sequence[Any], loss: float) -> None:
+        if (step + 1) % every == 0 or step + 1 == steps:
+            value = perplexity(model, target)
+            model.train()
+            history.append((step + 1, value))
+            if value < best["perplexity"]:
+                best.update(perplexity=value, step=step + 1,
+                            state={k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    train(model, list(documents), steps=steps, batch=config.batch, lr=config.lr, seed=seed, on_step=on_step)
+    final = history[-1][1]
+    if best["state"] is not None:          # None only if every check was NaN
+        model.load_state_dict(best["state"])
+    other = {source: perplexity(model, docs) for source, docs in others.items()}
+    return {"best": best["perplexity"], "best_step": best["step"], "final": final, "history": history,
+            "other": float(sum(other.values()) / max(1, len(other)))}
 
 
 def _mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -55,14 +98,13 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
     """Selects K pool documents with each strategy, retrains the base on them once per seed and
     measures perplexities. Greedy, greedy-batched and top-k selections are deterministic given
     the store; the seeds vary the retraining batch order, and the random selection itself."""
-    from ..model import perplexity, train
-
     started = time.time()
     config = setup.config
     settings = SETTINGS.get(config.name, SETTINGS["default"])
     held_out = setup.held_out
     count = config.select_k
     batch_reset = settings["batch"] or config.batch
+    retrain_steps = min(config.retrain_steps, settings["max_retrain_steps"])
     by_id = {document.id: document for document in setup.pool}
     pool_held_out = [document for document in setup.pool if document.source == held_out]
     snapshot = setup.store.snapshot()
@@ -93,24 +135,27 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
     del base_model
     other_sources = [source for source in setup.eval_docs if source != held_out]
 
+    others = {source: setup.eval_docs[source] for source in other_sources}
     per_strategy: dict[str, dict[str, Any]] = {}
     for strategy, lists in selections.items():
-        held_out_ppl, other_ppl, shares = [], [], []
+        held_out_ppl, final_ppl, best_steps, other_ppl, shares = [], [], [], [], []
         for seed, ids in zip(config.seeds, lists):
             documents = [by_id[i] for i in ids]
-            model = train(setup.model(setup.base), documents, steps=config.retrain_steps, batch=config.batch,
-                          lr=config.lr, seed=seed)
-            held_out_ppl.append(perplexity(model, setup.eval_docs[held_out]))
-            other_ppl.append(float(sum(perplexity(model, setup.eval_docs[s]) for s in other_sources)
-                                   / max(1, len(other_sources))))
+            result = retrain(setup, documents, seed=seed, target=setup.eval_docs[held_out], others=others,
+                             steps=retrain_steps)
+            held_out_ppl.append(result["best"])
+            final_ppl.append(result["final"])
+            best_steps.append(result["best_step"])
+            other_ppl.append(result["other"])
             shares.append(sum(document.source == held_out for document in documents) / len(documents))
         per_strategy[strategy] = {"held_out_perplexity": _summary(held_out_ppl),
+                                  "final_perplexity": _summary(final_ppl), "best_step": best_steps,
                                   "other_perplexity": _summary(other_ppl),
                                   "held_out_share": _summary(shares),
                                   "selected": len(lists[0])}
-        log(f"select: {strategy}: held-out perplexity {per_strategy[strategy]['held_out_perplexity']['mean']:.3f}, "
-            f"share from {held_out!r} {per_strategy[strategy]['held_out_share']['mean']:.2f} "
-            f"({time.time() - started:.1f}s)")
+        log(f"select: {strategy}: held-out perplexity {per_strategy[strategy]['held_out_perplexity']['mean']:.3f} "
+            f"(best), {per_strategy[strategy]['final_perplexity']['mean']:.3f} (final); share from {held_out!r} "
+            f"{per_strategy[strategy]['held_out_share']['mean']:.2f} ({time.time() - started:.1f}s)")
 
     random_ppl = per_strategy["random"]["held_out_perplexity"]["per_seed"]
     expert_value = expert_ppl[held_out]
@@ -122,7 +167,7 @@ def run(setup: Any, *, log: Callable[[str], None] = print) -> dict:
         "name": NAME, "paper": PAPER, "size": config.name, "seeds": list(config.seeds), "k": count,
         "pool_size": len(setup.pool), "held_out": held_out,
         "pool_held_out_share": len(pool_held_out) / len(setup.pool),
-        "retrain_steps": config.retrain_steps, "batch_reset": batch_reset,
+        "retrain_steps": retrain_steps, "config_retrain_steps": config.retrain_steps, "batch_reset": batch_reset,
         "base_perplexity": {"held_out": base_ppl[held_out],
                             "other": sum(base_ppl[s] for s in other_sources) / max(1, len(other_sources))},
         "expert_perplexity": {"held_out": expert_value,
@@ -147,26 +192,31 @@ def report(outcome: dict, rep: Any) -> None:
         f"{100 * outcome['pool_held_out_share']:.1f}% from {held_out!r}; each pool document's loss-gradient "
         f"sketch is taken at the expert checkpoint, and the query is the projected delta negated (base − expert). "
         f"Each strategy picks K = {outcome['k']} documents; the base is retrained on them for "
-        f"{outcome['retrain_steps']} steps and evaluated on {held_out!r} evaluation documents never trained on. "
+        f"{outcome['retrain_steps']} steps and evaluated on {held_out!r} evaluation documents never trained on, ten "
+        f"times during retraining; as in the paper (early stopping, best eval loss) the figure is the best "
+        f"perplexity seen, and the perplexity at the end of retraining is given too (a fixed step budget on K "
+        f"documents can overfit). "
         f"Seeds {outcome['seeds']} vary the retraining batch order and the random selection; greedy, "
         f"greedy-batched (sum reset every {outcome['batch_reset']} picks) and top-k selections are deterministic "
         f"given the store. 'oracle' retrains on the pool's own {held_out!r} documents. Figures: mean ± standard "
         f"error over seeds.")
     order = [s for s in ("random", "greedy", "greedy-batched", "top-k", "oracle") if s in strategies]
-    rows = [["base (no retraining)", f"{outcome['base_perplexity']['held_out']:.3f}", "", "",
+    rows = [["base (no retraining)", f"{outcome['base_perplexity']['held_out']:.3f}", "", "", "",
              f"{outcome['base_perplexity']['other']:.3f}", ""]]
     for strategy in order:
         figures = strategies[strategy]
         paper = PAPER_PERPLEXITY.get(strategy)
         rows.append([strategy,
                      format_mean_se(figures["held_out_perplexity"]["mean"], figures["held_out_perplexity"]["se"]),
+                     format_mean_se(figures["final_perplexity"]["mean"], figures["final_perplexity"]["se"]),
                      format_mean_se(figures["gap_closed"]["mean"], figures["gap_closed"]["se"], 2),
                      format_mean_se(figures["held_out_share"]["mean"], figures["held_out_share"]["se"], 2),
                      format_mean_se(figures["other_perplexity"]["mean"], figures["other_perplexity"]["se"]),
                      f"{paper:.2f}" if paper is not None else ""])
-    rows.append(["expert", f"{outcome['expert_perplexity']['held_out']:.3f}", "1", "",
+    rows.append(["expert", f"{outcome['expert_perplexity']['held_out']:.3f}", "", "1", "",
                  f"{outcome['expert_perplexity']['other']:.3f}", f"{PAPER_PERPLEXITY['expert']:.2f}"])
-    rep.table([f"model", f"{held_out} perplexity", "random → expert gap closed",
+    rep.table(["model", f"{held_out} perplexity (best during retraining)", "at the end of retraining",
+               "random → expert gap closed (best)",
                f"share of selection from {held_out} (pool: {outcome['pool_held_out_share']:.2f})",
                "mean perplexity, other sources", "paper's perplexity (MSMARCO)"], rows)
     rep.bars(f"{held_out} evaluation perplexity after retraining on K = {outcome['k']} (mean ± SE over seeds)",
