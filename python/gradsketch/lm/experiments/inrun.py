@@ -51,7 +51,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # documents removed (most negative vs random).
     "small": {"steps": 12, "batch": 8, "lr": 0.2, "clip": 1.0, "val_docs": 8, "docs_per_source": 16,
               "remove_share": 0.15, "second_order": True, "inspect": 8},
-    "default": {"steps": 120, "batch": 16, "lr": 0.2, "clip": 1.0, "val_docs": 24, "docs_per_source": 120,
+    "default": {"steps": 100, "batch": 16, "lr": 0.2, "clip": 1.0, "val_docs": 16, "docs_per_source": 120,
                 "remove_share": 0.15, "second_order": True, "inspect": 12},
     "full": {"steps": 480, "batch": 16, "lr": 0.2, "clip": 1.0, "val_docs": 48, "docs_per_source": None,
              "remove_share": 0.15, "second_order": True, "inspect": 20},
