@@ -85,8 +85,7 @@ class MatrixSketcher:
 
 
 def logged_training(model: torch.nn.Module, documents: Sequence[Any], validation: Sequence[Any], *, steps: int,
-                    batch: int,
-                    lr: float, seed: int, context: int, sketch_seed: int, k: tuple[int, int],
+                    batch: int, lr: float, seed: int, context: int, sketch_seed: int, k: tuple[int, int],
                     second_order: bool, clip: float | None = None) -> dict[str, Any]:
     """Trains ``model`` in place with plain SGD (the batches of ``epoch_batches(seed)``) and returns the log.
 
