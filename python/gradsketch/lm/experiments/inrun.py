@@ -390,6 +390,10 @@ def report(outcome: dict, rep: Any) -> None:
         per_source_rows.append([source, _fmt(summary(means), 5), _fmt(summary(shares), 2),
                                 f"{np.mean(removed):.1f}"])
     rep.table(["source", "mean value", "negative share", "removed (mean over seeds)"], per_source_rows)
+    source_means = {source: summary([r["per_source"][source]["mean"] for r in outcome["per_seed"]])
+                    for source in outcome["sources"]}
+    rep.bars("In-Run: mean document value per source (positive = helpful; mean ± SE over seeds)",
+             [(source, entry["mean"], entry["se"]) for source, entry in source_means.items()], fmt="{:.2e}")
     first = outcome["per_seed"][0]
     rep.paragraph(
         f"Most negative documents (seed {first['seed']}). Non-letter share of the removed documents "
