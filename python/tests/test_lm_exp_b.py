@@ -215,6 +215,11 @@ def test_run_and_report_on_the_small_settings(tiny_setup: LMSetup, module, keys)
     assert rep.calls[0] == ("heading", (module.TITLE,))
     assert module.PAPER in rep.text()
     assert any(name == "bars" for name, _ in rep.calls)
+    from gradsketch.lm.report import Report
+    real = Report()
+    module.report(outcome, real)         # the product's HTML report accepts every call
+    import html as html_module
+    assert html_module.escape(module.TITLE, quote=True) in real.fragment()
     if module is paser:
         assert outcome["mask_kept"] is True
     if module is inrun:

@@ -34,12 +34,11 @@ PAPER = ("Density sampling keeps coverage: best in-distribution perplexity among
 
 SETTINGS: dict[str, dict[str, Any]] = {
     # k: sample size (None: the size's select_k); hashes/buckets of the LSH kernel sketch (the paper:
-    # 1000 × 20000; fewer hashes suffice for a pool of hundreds); retrain_steps: finetuning steps of
-    # base on each sample (0 skips the retraining) at lr_scale × the size's lr (a K-document sample
-    # overfits at the pretraining lr: at 1× the small size's perplexities more than doubled).
-    "small": {"k": None, "hashes": 100, "buckets": 2000, "retrain_steps": 10, "lr_scale": 0.1},
-    "default": {"k": None, "hashes": 200, "buckets": 20000, "retrain_steps": 60, "lr_scale": 0.1},
-    "full": {"k": None, "hashes": 1000, "buckets": 20000, "retrain_steps": 200, "lr_scale": 0.1},
+    # 1000 × 20000; fewer hashes suffice for a pool of hundreds); retrain: finetune base on each
+    # sample for the size's retrain_steps at its (finetuning) lr, as SELECT's retrainings do.
+    "small": {"k": None, "hashes": 100, "buckets": 2000, "retrain": True},
+    "default": {"k": None, "hashes": 200, "buckets": 20000, "retrain": True},
+    "full": {"k": None, "hashes": 1000, "buckets": 20000, "retrain": True},
 }
 
 
@@ -83,7 +82,7 @@ def run(setup: Any, *, log=print) -> dict:
     eval_all = [d for s in names for d in setup.eval_docs.get(s, [])]
     context = config.model.context
     started, cpu_started = time.perf_counter(), cpu_seconds()
-    base = setup.model(setup.base) if settings["retrain_steps"] else None
+    base = setup.model(setup.base) if settings["retrain"] else None
     per_seed = []
     for seed in config.seeds:
         t0 = time.perf_counter()
@@ -99,8 +98,7 @@ def run(setup: Any, *, log=print) -> dict:
             entry = coverage([d.source for d in docs], pool_sources, names)
             if base is not None:
                 model = copy.deepcopy(base)
-                train(model, docs, steps=settings["retrain_steps"], batch=min(config.batch, len(docs)),
-                      lr=config.lr * settings["lr_scale"],
+                train(model, docs, steps=config.retrain_steps, batch=min(config.batch, len(docs)), lr=config.lr,
                       seed=seed)
                 entry["nll"] = {s: nll_per_token(model, setup.eval_docs[s], context) for s in names
                                 if setup.eval_docs.get(s)}
@@ -114,6 +112,7 @@ def run(setup: Any, *, log=print) -> dict:
             f"{record['random']['entropy']:.3f} ({record['seconds']:.1f} s)")
     outcome: dict[str, Any] = {
         "name": NAME, "size": config.name, "settings": dict(settings), "k": k, "seeds": list(config.seeds),
+        "retrain_steps": config.retrain_steps, "retrain_lr": config.lr,
         "pool": len(setup.pool), "held_out": setup.held_out, "sources": names,
         "pool_shares": source_shares(pool_sources, names),
         "ask_llm": ("not run: Ask-LLM needs an instruction-following language model (Flan-T5 in the paper); none is "
@@ -170,7 +169,7 @@ def report(outcome: dict, rep: Any) -> None:
                      _fmt(outcome["random"]["ppl"][s])] for s in outcome["density"]["ppl"]]
         ppl_rows.append(["all eval documents", "—", _fmt(outcome["density"]["ppl_all"]),
                          _fmt(outcome["random"]["ppl_all"])])
-        rep.table(["source", "base ppl", f"base + density sample ({outcome['settings']['retrain_steps']} steps)",
+        rep.table(["source", "base ppl", f"base + density sample ({outcome['retrain_steps']} steps)",
                    "base + random sample"], ppl_rows)
     gain = outcome["density"]["held_out_share"]["mean"] - outcome["random"]["held_out_share"]["mean"]
     noise = math.hypot(outcome["density"]["held_out_share"]["se"], outcome["random"]["held_out_share"]["se"])

@@ -51,7 +51,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # documents removed (most negative vs random).
     "small": {"steps": 12, "batch": 8, "lr": 0.2, "clip": 1.0, "val_docs": 8, "docs_per_source": 16,
               "remove_share": 0.15, "second_order": True, "inspect": 8},
-    "default": {"steps": 120, "batch": 16, "lr": 0.2, "clip": 1.0, "val_docs": 24, "docs_per_source": 120,
+    "default": {"steps": 100, "batch": 16, "lr": 0.2, "clip": 1.0, "val_docs": 16, "docs_per_source": 120,
                 "remove_share": 0.15, "second_order": True, "inspect": 12},
     "full": {"steps": 480, "batch": 16, "lr": 0.2, "clip": 1.0, "val_docs": 48, "docs_per_source": None,
              "remove_share": 0.15, "second_order": True, "inspect": 20},
@@ -85,8 +85,7 @@ class MatrixSketcher:
 
 
 def logged_training(model: torch.nn.Module, documents: Sequence[Any], validation: Sequence[Any], *, steps: int,
-                    batch: int,
-                    lr: float, seed: int, context: int, sketch_seed: int, k: tuple[int, int],
+                    batch: int, lr: float, seed: int, context: int, sketch_seed: int, k: tuple[int, int],
                     second_order: bool, clip: float | None = None) -> dict[str, Any]:
     """Trains ``model`` in place with plain SGD (the batches of ``epoch_batches(seed)``) and returns the log.
 
@@ -391,6 +390,10 @@ def report(outcome: dict, rep: Any) -> None:
         per_source_rows.append([source, _fmt(summary(means), 5), _fmt(summary(shares), 2),
                                 f"{np.mean(removed):.1f}"])
     rep.table(["source", "mean value", "negative share", "removed (mean over seeds)"], per_source_rows)
+    source_means = {source: summary([r["per_source"][source]["mean"] for r in outcome["per_seed"]])
+                    for source in outcome["sources"]}
+    rep.bars("In-Run: mean document value per source (positive = helpful; mean ± SE over seeds)",
+             [(source, entry["mean"], entry["se"]) for source, entry in source_means.items()], fmt="{:.2e}")
     first = outcome["per_seed"][0]
     rep.paragraph(
         f"Most negative documents (seed {first['seed']}). Non-letter share of the removed documents "
