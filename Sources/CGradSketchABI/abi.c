@@ -8,3 +8,4 @@ _Static_assert(sizeof(gs_segment_view) == 48, "gs_segment_view layout moved");
 _Static_assert(sizeof(gs_query_params) == 64, "gs_query_params layout moved");
 _Static_assert(sizeof(gs_select_params) == 32, "gs_select_params layout moved");
 _Static_assert(sizeof(gs_tensor) == 32, "gs_tensor layout moved");
+_Static_assert(sizeof(gs_tensor_view) == 48, "gs_tensor_view layout moved");

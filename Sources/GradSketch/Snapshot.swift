@@ -105,8 +105,11 @@ public final class Snapshot: Sendable {
         }
     }
 
-    /// Tensor set `name`, opened once per snapshot.
-    func tensorSet(_ name: String) throws -> TensorSet {
+    /// Tensor set `name` of this version, opened once per snapshot; its tensors (and the
+    /// mappings or copies behind them) stay readable as long as the snapshot lives.
+    ///
+    /// - Throws: `.notFound` naming the version's tensor sets when there is no such set.
+    public func tensorSet(_ name: String) throws -> TensorSet {
         let key = UTF8Key(name)
         if let opened = openedTensorSets.withLock({ $0[key] }) { return opened }
         let tensors = try store.engine.tensorSet(name, at: version)

@@ -15,11 +15,27 @@ final class SnapshotHandle: Sendable {
     /// Deleted-row lists handed out by gs_snapshot_segment_view, one per (set, segment), kept
     /// so the borrowed pointer lives as long as the snapshot.
     private let deletedLists = Mutex<[String: DeletedRows]>([:])
+    /// Tensors handed out by gs_snapshot_tensor_view, one per (tensor set, index), kept so
+    /// the borrowed name, shape and data live as long as the snapshot.
+    private let tensorViews = Mutex<[String: BorrowedTensor]>([:])
 
     init(_ snapshot: Snapshot) {
         self.snapshot = snapshot
         setNames = StringList(snapshot.sketchSetNames, ownedByCaller: false)
         tensorSetNames = StringList(snapshot.tensorSetNames, ownedByCaller: false)
+    }
+
+    /// The tensor kept for (`tensorSet`, `index`), loaded by `load` the first time; when two
+    /// threads race, both get the one that was kept.
+    func tensor(set tensorSet: String, index: Int, load: () throws -> TensorView) throws -> BorrowedTensor {
+        let key = "\(tensorSet)\u{0}\(index)"
+        if let existing = tensorViews.withLock({ $0[key] }) { return existing }
+        let loaded = BorrowedTensor(try load())
+        return tensorViews.withLock { views in
+            if let existing = views[key] { return existing }
+            views[key] = loaded
+            return loaded
+        }
     }
 
     func deletedRows(set: String, segment: Int, _ rows: [Int]) -> DeletedRows {

@@ -3,6 +3,12 @@ import GradSketch
 import GradSketchInterchange
 import GradSketchStore
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 // Added in ABI 1.1 (Spec/c-api.md §11): projection factors, tensor sets written from caller
 // memory, the tensor sets of a snapshot and the version log.
 
@@ -124,5 +130,67 @@ public func gs_store_versions_json(
             ])
         }
         out.pointee = mallocString(GradSketchStore.JSONValue.array(values).jsonText)
+    }
+}
+
+// MARK: - Added in ABI 1.2 (Spec/c-api.md §13): reading stored tensors
+
+/// One stored tensor lent to C: the view (which keeps its mapping or copy alive) plus its
+/// name and shape in C memory, released with the snapshot handle.
+final class BorrowedTensor: @unchecked Sendable {
+    let view: TensorView
+    let name: UnsafeMutablePointer<CChar>
+    /// At least one element, so the pointer handed out is never NULL for a scalar.
+    let shape: UnsafeMutableBufferPointer<Int64>
+
+    init(_ view: TensorView) {
+        self.view = view
+        name = strdup(view.name)!
+        shape = .allocate(capacity: max(view.shape.count, 1))
+        shape[0] = 0
+        for (index, dimension) in view.shape.enumerated() { shape[index] = Int64(dimension) }
+    }
+
+    deinit {
+        free(name)
+        shape.deallocate()
+    }
+}
+
+@_cdecl("gs_snapshot_tensor_count")
+public func gs_snapshot_tensor_count(
+    _ snapshot: OpaquePointer?, _ tensorSet: UnsafePointer<CChar>?, _ outCount: UnsafeMutablePointer<Int64>?,
+    _ error: ErrorOut
+) -> gs_status {
+    guarded(error) {
+        let handle = try object(snapshot, as: SnapshotHandle.self, "snapshot")
+        let name = try string(tensorSet, "tensor_set")
+        guard let outCount else { throw ABIError.invalid("out_count is NULL") }
+        outCount.pointee = Int64(try handle.snapshot.tensorSet(name).tensorNames.count)
+    }
+}
+
+@_cdecl("gs_snapshot_tensor_view")
+public func gs_snapshot_tensor_view(
+    _ snapshot: OpaquePointer?, _ tensorSet: UnsafePointer<CChar>?, _ index: Int64,
+    _ out: UnsafeMutablePointer<gs_tensor_view>?, _ error: ErrorOut
+) -> gs_status {
+    guarded(error) {
+        let handle = try object(snapshot, as: SnapshotHandle.self, "snapshot")
+        let name = try string(tensorSet, "tensor_set")
+        guard let out else { throw ABIError.invalid("out_view is NULL") }
+        let tensors = try handle.snapshot.tensorSet(name)
+        // The manifest lists a set's tensors sorted by name bytes (the writer sorts them).
+        let names = tensors.tensorNames
+        guard index >= 0, index < names.count else {
+            throw GradSketchStore.StoreError(.notFound, "tensor set \"\(name)\" has \(names.count) tensors (0..<\(names.count)), found index \(index)")
+        }
+        let borrowed = try handle.tensor(set: name, index: Int(index)) { try tensors.tensor(named: names[Int(index)]) }
+        let view = borrowed.view
+        let count = view.shape.reduce(1, *)
+        out.pointee = gs_tensor_view(
+            name: UnsafePointer(borrowed.name), dtype: dtypeCode(view.dtype), ndim: Int32(view.shape.count),
+            shape: UnsafePointer(borrowed.shape.baseAddress), data: count == 0 ? nil : view.bytes.baseAddress,
+            element_count: Int64(count), mapped: view.isMapped ? 1 : 0, reserved: 0)
     }
 }

@@ -50,6 +50,10 @@ public struct TensorView: @unchecked Sendable {
         self.owner = storage
     }
 
+    /// Whether `bytes` is a read-only mapping of the store file (zero-copy) rather than a copy
+    /// the view owns (the dataset's layout could not be mapped, e.g. chunked or filtered).
+    public var isMapped: Bool { owner.notMappedBecause == nil }
+
     /// The values widened to float32.
     public func floats() throws -> [Float] {
         var values = [Float](repeating: 0, count: shape.reduce(1, *))

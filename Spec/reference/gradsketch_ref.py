@@ -684,7 +684,8 @@ def _escape(name):
 def content_hash(tensors):
     h = hashlib.sha256()
     for name in sorted(tensors, key=lambda s: s.encode("utf-8")):
-        v = np.ascontiguousarray(tensors[name])
+        # ascontiguousarray makes a 0-d array 1-d; the hash covers the tensor's own shape.
+        v = np.ascontiguousarray(tensors[name]).reshape(np.shape(tensors[name]))
         data = v.astype(v.dtype.newbyteorder("<")).tobytes()
         h.update(name.encode() + b"\0" + v.dtype.name.encode() + b"\0" + struct.pack("<Q", v.ndim)
                  + b"".join(struct.pack("<Q", d) for d in v.shape) + struct.pack("<Q", len(data)) + data)

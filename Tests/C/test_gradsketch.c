@@ -246,6 +246,42 @@ static void test_tensor_sets(const char *path) {
     }
     CHECK(gs_snapshot_tensor_set_name(snapshot, 3) == NULL, "tensor set name out of range is NULL");
     CHECK(gs_snapshot_tensor_set_count(NULL) == 0, "a NULL snapshot has no tensor sets");
+
+    /* ABI 1.2: reading the stored tensors back. Tensors are sorted by name bytes: "b", "w". */
+    int64_t count = -1;
+    REQUIRE_OK(gs_snapshot_tensor_count(snapshot, "base", &count, &require_error));
+    CHECK(count == 2, "tensor set base holds 2 tensors, found %lld", (long long)count);
+    gs_tensor_view view;
+    REQUIRE_OK(gs_snapshot_tensor_view(snapshot, "base", 0, &view, &require_error));
+    CHECK(strcmp(view.name, "b") == 0 && view.dtype == GS_DTYPE_FLOAT16 && view.ndim == 1 && view.shape[0] == 2 &&
+          view.element_count == 2 && view.reserved == 0 && (view.mapped == 0 || view.mapped == 1),
+          "base[0]: expected b float16 [2], found %s dtype %d ndim %d", view.name, view.dtype, view.ndim);
+    CHECK(memcmp(view.data, bias, sizeof bias) == 0, "base/b holds the float16 bits written");
+    REQUIRE_OK(gs_snapshot_tensor_view(snapshot, "base", 1, &view, &require_error));
+    CHECK(strcmp(view.name, "w") == 0 && view.dtype == GS_DTYPE_FLOAT32 && view.ndim == 2 && view.shape[0] == 2 &&
+          view.shape[1] == 3 && view.element_count == 6,
+          "base[1]: expected w float32 [2, 3], found %s dtype %d ndim %d", view.name, view.dtype, view.ndim);
+    CHECK(memcmp(view.data, base, sizeof base) == 0, "base/w holds the float32 values written");
+    const void *first_data = view.data;
+    REQUIRE_OK(gs_snapshot_tensor_view(snapshot, "base", 1, &view, &require_error));
+    CHECK(view.data == first_data, "a second view of the same tensor lends the same memory");
+    /* The delta is float32 tuned - base, computed here in float32 as the engine does. */
+    REQUIRE_OK(gs_snapshot_tensor_view(snapshot, "d", 1, &view, &require_error));
+    const float *difference = view.data;
+    int delta_ok = view.dtype == GS_DTYPE_FLOAT32 && view.element_count == 6;
+    for (int i = 0; delta_ok && i < 6; i++) delta_ok = difference[i] == tuned[i / 3][i % 3] - base[i / 3][i % 3];
+    CHECK(delta_ok, "d/w = tuned - base in float32");
+    REQUIRE_OK(gs_snapshot_tensor_view(snapshot, "d", 0, &view, &require_error));
+    CHECK(view.dtype == GS_DTYPE_FLOAT32 && ((const float *)view.data)[0] == 0.0f && ((const float *)view.data)[1] == 0.0f,
+          "d/b: a float16 pair's delta is stored as float32 zeros");
+    EXPECT_ERROR(gs_snapshot_tensor_count(snapshot, "nosuch", &count, &error), GS_NOT_FOUND, "nosuch");
+    EXPECT_ERROR(gs_snapshot_tensor_view(snapshot, "nosuch", 0, &view, &error), GS_NOT_FOUND, "nosuch");
+    EXPECT_ERROR(gs_snapshot_tensor_view(snapshot, "base", 2, &view, &error), GS_NOT_FOUND, "found index 2");
+    EXPECT_ERROR(gs_snapshot_tensor_view(snapshot, "base", -1, &view, &error), GS_NOT_FOUND, "found index -1");
+    EXPECT_ERROR(gs_snapshot_tensor_view(snapshot, "base", 0, NULL, &error), GS_INVALID_INPUT, "out_view is NULL");
+    EXPECT_ERROR(gs_snapshot_tensor_count(snapshot, "base", NULL, &error), GS_INVALID_INPUT, "out_count is NULL");
+    EXPECT_ERROR(gs_snapshot_tensor_count(snapshot, NULL, &count, &error), GS_INVALID_INPUT, "tensor_set is NULL");
+    EXPECT_ERROR(gs_snapshot_tensor_count(NULL, "base", &count, &error), GS_INVALID_INPUT, "snapshot is NULL");
     gs_snapshot_close(snapshot);
 
     char *json = NULL;

@@ -39,7 +39,7 @@ from typing import Any, Callable
 from .errors import LibraryError, error_for_status
 
 ABI_MAJOR = 1
-ABI_MINOR = 1  # the version whose declarations this module binds
+ABI_MINOR = 2  # the version whose declarations this module binds
 
 # ---- constants (gradsketch.h) -------------------------------------------------------------
 
@@ -154,6 +154,23 @@ class gs_tensor(Structure):
     ]
 
 
+class gs_tensor_view(Structure):
+    """One stored tensor (ABI 1.2), borrowed from its snapshot: name, stored dtype, shape and
+    data stay valid until the snapshot is closed; ``mapped`` says zero-copy (1) or a copy the
+    snapshot owns (0)."""
+
+    _fields_ = [
+        ("name", c_char_p),
+        ("dtype", gs_dtype),
+        ("ndim", c_int32),
+        ("shape", POINTER(c_int64)),
+        ("data", c_void_p),
+        ("element_count", c_int64),
+        ("mapped", c_int32),
+        ("reserved", c_int32),
+    ]
+
+
 # int32_t (*)(void *context, int64_t done, int64_t total, const char *stage)
 gs_progress_fn = CFUNCTYPE(c_int32, c_void_p, c_int64, c_int64, c_char_p)
 
@@ -163,8 +180,9 @@ _HP = POINTER(c_void_p)  # out-parameter of a handle
 _I64P = POINTER(c_int64)
 _STRP = POINTER(c_void_p)  # char ** out-parameter (caller-owned text)
 
-# name: (restype, argtypes). Every function of gradsketch.h 1.1, including the additions of
-# helpers S (projection factors, tensor sets, prepared appends, versions) and I (import).
+# name: (restype, argtypes). Every function of gradsketch.h 1.2: the 1.1 additions of helpers S
+# (projection factors, tensor sets, prepared appends, versions) and I (import), and the 1.2
+# tensor reads.
 _DECLARATIONS: dict[str, tuple[Any, list[Any]]] = {
     "gs_abi_version": (c_uint32, []),
     "gs_status_name": (c_char_p, [gs_status]),
@@ -251,6 +269,9 @@ _DECLARATIONS: dict[str, tuple[Any, list[Any]]] = {
     "gs_append_prepare": (gs_status, [_H, _STRP, _ERR]),
     "gs_store_commit_prepared": (
         gs_status, [_H, POINTER(gs_text), c_int64, c_char_p, _I64P, _I64P, _ERR]),
+    # 1.2: reading stored tensors
+    "gs_snapshot_tensor_count": (gs_status, [_H, c_char_p, _I64P, _ERR]),
+    "gs_snapshot_tensor_view": (gs_status, [_H, c_char_p, c_int64, POINTER(gs_tensor_view), _ERR]),
     # 1.1, helper I: importers
     "gs_store_import": (
         gs_status,

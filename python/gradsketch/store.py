@@ -4,8 +4,9 @@ Ownership: every ``gs_*`` handle belongs to exactly one Python object (a :class:
 :class:`Snapshot` or :class:`AppendSession`, through a :class:`gradsketch._native.Handle`) and
 is released once, by ``close()``/the context manager or by garbage collection.
 
-Borrowed memory: the numpy arrays of :meth:`Snapshot.segments` and :meth:`Snapshot.rows` point
-into the snapshot's file mappings (zero-copy, read-only). Each such array references the
+Borrowed memory: the numpy arrays of :meth:`Snapshot.segments`, :meth:`Snapshot.rows` and
+:meth:`Snapshot.tensors` point into the snapshot's file mappings (zero-copy, read-only; a
+tensor whose stored layout cannot be mapped is a copy the engine snapshot owns, same rules). Each such array references the
 snapshot's handle, so :meth:`Snapshot.close` only marks the Python snapshot closed; the engine
 snapshot (and its mappings) is freed when the last array viewing it is garbage collected.
 Closing a snapshot while arrays are alive is therefore safe, and the arrays stay valid.
@@ -113,8 +114,10 @@ def _float_buffer(value: Any, what: str) -> _Buffer:
             f"{what}: expected float16, float32 or float64 values, found dtype {array.dtype}")
     if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
         array = array.astype(array.dtype.newbyteorder("<"))
-    array = np.ascontiguousarray(array)
-    return _Buffer(array, array.ctypes.data, code, tuple(array.shape))
+    shape = tuple(array.shape)
+    # ascontiguousarray turns a 0-d array into shape (1,); the reshape keeps the caller's shape.
+    array = np.ascontiguousarray(array).reshape(shape)
+    return _Buffer(array, array.ctypes.data, code, shape)
 
 
 def _text_list(values: Sequence[str] | None, count: int, what: str) -> PackedText | None:
@@ -681,6 +684,26 @@ class Snapshot:
         library, pointer = lib(), self._pointer
         return [library.gs_snapshot_tensor_set_name(pointer, i).decode("utf-8")
                 for i in range(library.gs_snapshot_tensor_set_count(pointer))]
+
+    def tensors(self, tensor_set: str) -> dict[str, np.ndarray]:
+        """The tensors of ``tensor_set`` by name (sorted by name bytes): read-only arrays of
+        the stored dtype (float16 or float32) and shape, borrowed from the engine snapshot with
+        the lifetime rules of :meth:`rows` (no copy when the stored dataset is contiguous).
+
+        Raises NotFoundError for an unknown tensor set (C ABI 1.2, ``gs_snapshot_tensor_view``).
+        """
+        owner = self._owner()
+        encoded = _encode(tensor_set)
+        count = c_int64()
+        call("gs_snapshot_tensor_count", owner.pointer, encoded, byref(count))
+        arrays: dict[str, np.ndarray] = {}
+        for index in range(count.value):
+            view = _native.gs_tensor_view()
+            call("gs_snapshot_tensor_view", owner.pointer, encoded, index, byref(view))
+            shape = tuple(int(view.shape[axis]) for axis in range(view.ndim))
+            arrays[view.name.decode("utf-8")] = _borrowed_array(
+                owner, view.data or 0, shape, _STORED_DTYPES[view.dtype])
+        return arrays
 
     def info(self, set: str) -> SetInfo:
         """Width, stored dtype, live rows and segment count of ``set``."""

@@ -35,7 +35,7 @@ extern "C" {
  * or constants are added. A caller built against MAJOR.MINOR runs with a library whose major
  * is equal and whose minor is at least MINOR. */
 #define GS_ABI_VERSION_MAJOR 1
-#define GS_ABI_VERSION_MINOR 1
+#define GS_ABI_VERSION_MINOR 2
 #define GS_ABI_VERSION ((GS_ABI_VERSION_MAJOR << 16) | GS_ABI_VERSION_MINOR)
 
 /* The library's GS_ABI_VERSION. Thread-safe. */
@@ -373,6 +373,33 @@ gs_status gs_append_prepare(gs_append *session, char **out_token, char **error);
 gs_status gs_store_commit_prepared(gs_store *store, const gs_text *tokens, int64_t count,
                                    const char *detail, int64_t *out_version, int64_t *out_rows,
                                    char **error);
+
+/* ---- Added in 1.2: reading stored tensors (Spec/c-api.md §13) ---------------------------- */
+
+/* One stored tensor of a tensor set, borrowed from the snapshot: every pointer stays valid
+ * until the snapshot is closed and must not be written or freed. `data` holds
+ * `element_count` = prod(shape) elements of `dtype` (GS_DTYPE_FLOAT16 or GS_DTYPE_FLOAT32, the
+ * stored type), row-major, little-endian, verified against the stored checksum; it is NULL
+ * only when element_count is 0. `mapped` is 1 when `data` points into a read-only mapping of
+ * the store file (zero-copy: the stored dataset is contiguous), 0 when it is a copy the
+ * snapshot owns (a layout that cannot be mapped). `shape` has `ndim` entries (never NULL). */
+typedef struct gs_tensor_view {
+    const char *name;
+    gs_dtype dtype;
+    int32_t ndim;
+    const int64_t *shape;
+    const void *data;
+    int64_t element_count;
+    int32_t mapped;
+    int32_t reserved;       /* zero */
+} gs_tensor_view;
+/* The number of tensors in tensor set `tensor_set` of the snapshot's version. */
+gs_status gs_snapshot_tensor_count(gs_snapshot *snapshot, const char *tensor_set,
+                                   int64_t *out_count, char **error);
+/* Tensor `index` (0 ..< count, tensors sorted by the bytes of their names) of `tensor_set`.
+ * Unknown tensor set: GS_NOT_FOUND; index out of range: GS_NOT_FOUND naming the range. */
+gs_status gs_snapshot_tensor_view(gs_snapshot *snapshot, const char *tensor_set, int64_t index,
+                                  gs_tensor_view *out_view, char **error);
 
 #ifdef __cplusplus
 }
