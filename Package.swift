@@ -227,6 +227,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "GradSketchExperimentsTests",
+            dependencies: ["GradSketchExperiments", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "GradSketchFuzzTests",
             dependencies: ["GradSketchFuzzTargets", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings

@@ -107,14 +107,16 @@ public struct DensityExperiment: ReportedExperiment {
         report.table(["sampler", "seed", "rare examples", "rare classes with ≥ 10", "test accuracy", "rare-class accuracy"],
                      outcome.rows.map { [$0.sampler, "\($0.seed)", "\($0.rareExamples)", "\($0.rareClassesWithTen)",
                                          String(format: "%.3f", $0.accuracy), String(format: "%.3f", $0.rareClassAccuracy)] })
-        func mean(_ sampler: String, _ value: (Row) -> Double) -> Double {
-            let rows = outcome.rows.filter { $0.sampler == sampler }
-            return rows.map(value).reduce(0, +) / Double(max(1, rows.count))
+        // Each bar is a mean over the seeds, drawn with ±SE whiskers (sample SD with n − 1, / √n).
+        func chart(_ title: String, maximum: Double, format: String = "%.3f", _ value: (Row) -> Double) {
+            let samplers = ["density (1/score)", "uniform"]
+            let summaries = samplers.map { sampler in HTMLReport.meanAndStandardError(outcome.rows.filter { $0.sampler == sampler }.map(value)) }
+            report.bars(title, zip(samplers, summaries).map { ($0, $1.mean) }, standardErrors: summaries.map(\.standardError),
+                        maximum: maximum, format: format)
         }
-        report.bars("mean rare examples in a sample of \(c.budget)", [("density (1/score)", mean("density (1/score)") { Double($0.rareExamples) }),
-                                                                     ("uniform", mean("uniform") { Double($0.rareExamples) })],
-                    maximum: Double(5 * c.rarePerClass), format: "%.0f")
-        report.bars("mean rare-class test accuracy", [("density (1/score)", mean("density (1/score)") { $0.rareClassAccuracy }),
-                                                      ("uniform", mean("uniform") { $0.rareClassAccuracy })], maximum: 1)
+        chart("mean rare examples in a sample of \(c.budget) over \(c.seeds.count) seeds (±SE)", maximum: Double(5 * c.rarePerClass), format: "%.0f") {
+            Double($0.rareExamples)
+        }
+        chart("mean rare-class test accuracy over \(c.seeds.count) seeds (±SE)", maximum: 1) { $0.rareClassAccuracy }
     }
 }

@@ -126,29 +126,95 @@ public struct HTMLReport: Sendable {
         body.append(html + "</table>")
     }
 
-    /// Horizontal bars, one per (label, value), values in [0, maximum].
-    public mutating func bars(_ title: String, _ items: [(String, Double)], maximum: Double, format: String = "%.3f") {
-        let rowHeight = 22, width = 640, labelWidth = 220
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(items.count * rowHeight + 30)\" font-family=\"sans-serif\" font-size=\"12\">"
+    /// Inserts `fragment` as it is (HTML another tool wrote, e.g. the LM suite's section).
+    public mutating func embed(html fragment: String) { body.append(fragment) }
+
+    /// Geometry of ``bars(_:_:standardErrors:maximum:format:)``, shared with its tests.
+    public enum BarGeometry {
+        public static let rowHeight = 22, width = 640, labelWidth = 220
+        /// Pixels for a value of `maximum`.
+        public static let plotWidth = width - labelWidth - 60
+        /// Half the height of a whisker's end caps.
+        public static let capHalfHeight = 4.0
+
+        /// The x coordinate of `value` on a scale of [0, `maximum`], clamped to the plot.
+        public static func x(_ value: Double, maximum: Double) -> Double {
+            guard maximum > 0, value.isFinite else { return Double(labelWidth) }
+            return Double(labelWidth) + Double(plotWidth) * max(0, min(1, value / maximum))
+        }
+
+        /// The y coordinate of the middle of bar `index`.
+        public static func middle(of index: Int) -> Double { Double(24 + index * rowHeight + rowHeight / 2) }
+    }
+
+    /// Horizontal bars, one per (label, value), values in [0, maximum]. When `standardErrors`
+    /// gives a value for a bar, a ±SE whisker (a line from value − SE to value + SE, clamped
+    /// to the plot, with end caps) is drawn across its end and the label reads "value ± SE".
+    public mutating func bars(_ title: String, _ items: [(String, Double)], standardErrors: [Double?]? = nil,
+                              maximum: Double, format: String = "%.3f") {
+        typealias G = BarGeometry
+        func coordinate(_ value: Double) -> String { String(format: "%.1f", value) }
+        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(G.width)\" height=\"\(items.count * G.rowHeight + 30)\" font-family=\"sans-serif\" font-size=\"12\">"
         svg += "<text x=\"0\" y=\"14\" font-weight=\"bold\">\(Self.escape(title))</text>"
         for (index, item) in items.enumerated() {
-            let y = 24 + index * rowHeight
-            let length = maximum > 0 ? Int(Double(width - labelWidth - 60) * max(0, min(1, item.1 / maximum))) : 0
+            let y = 24 + index * G.rowHeight
+            let length = maximum > 0 ? Int(Double(G.plotWidth) * max(0, min(1, item.1 / maximum))) : 0
             svg += "<text x=\"0\" y=\"\(y + 14)\">\(Self.escape(item.0))</text>"
-            svg += "<rect x=\"\(labelWidth)\" y=\"\(y + 3)\" width=\"\(length)\" height=\"\(rowHeight - 6)\" fill=\"#4a7bb7\"/>"
-            svg += "<text x=\"\(labelWidth + length + 4)\" y=\"\(y + 14)\">\(String(format: format, item.1))</text>"
+            svg += "<rect x=\"\(G.labelWidth)\" y=\"\(y + 3)\" width=\"\(length)\" height=\"\(G.rowHeight - 6)\" fill=\"#4a7bb7\"/>"
+            var text = String(format: format, item.1)
+            var textX = Double(G.labelWidth + length + 4)
+            if let errors = standardErrors, index < errors.count, let se = errors[index], se.isFinite, se >= 0 {
+                let low = G.x(item.1 - se, maximum: maximum), high = G.x(item.1 + se, maximum: maximum)
+                let middle = G.middle(of: index), top = middle - G.capHalfHeight, bottom = middle + G.capHalfHeight
+                svg += "<g class=\"whisker\" stroke=\"#222\" stroke-width=\"1\">"
+                svg += "<line x1=\"\(coordinate(low))\" y1=\"\(coordinate(middle))\" x2=\"\(coordinate(high))\" y2=\"\(coordinate(middle))\"/>"
+                svg += "<line x1=\"\(coordinate(low))\" y1=\"\(coordinate(top))\" x2=\"\(coordinate(low))\" y2=\"\(coordinate(bottom))\"/>"
+                svg += "<line x1=\"\(coordinate(high))\" y1=\"\(coordinate(top))\" x2=\"\(coordinate(high))\" y2=\"\(coordinate(bottom))\"/>"
+                svg += "</g>"
+                text += " ± " + String(format: format, se)
+                textX = max(textX, high + 4)
+            }
+            svg += "<text x=\"\(coordinate(textX))\" y=\"\(y + 14)\">\(Self.escape(text))</text>"
         }
         body.append(svg + "</svg>")
     }
 
-    public func html(title: String) -> String {
+    /// The mean of `values` and its standard error (sample standard deviation with n − 1,
+    /// over √n); the error is nil for fewer than two values.
+    public static func meanAndStandardError(_ values: [Double]) -> (mean: Double, standardError: Double?) {
+        guard !values.isEmpty else { return (.nan, nil) }
+        let n = Double(values.count)
+        let mean = values.reduce(0, +) / n
+        guard values.count > 1 else { return (mean, nil) }
+        let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (n - 1)
+        return (mean, (variance / n).squareRoot())
+    }
+
+    /// The whole page; `provenance`, when given, is a block right under the title.
+    public func html(title: String, provenance: Provenance? = nil) -> String {
         """
         <!doctype html><html><head><meta charset="utf-8"><title>\(Self.escape(title))</title>
         <style>body{font-family:sans-serif;max-width:960px;margin:2em auto;line-height:1.4}table{border-collapse:collapse;margin:1em 0}\
         td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}</style></head>
         <body><h1>\(Self.escape(title))</h1>
+        \(provenance.map(Self.provenanceHTML) ?? "")
         \(body.joined(separator: "\n"))
         </body></html>
         """
+    }
+}
+
+extension HTMLReport {
+    /// The provenance block: a table of what produced the report.
+    static func provenanceHTML(_ provenance: Provenance) -> String {
+        var rows: [(String, String)] = [
+            ("gradsketch version", provenance.gradsketchVersion),
+            ("git commit", provenance.commit),
+            ("command line", provenance.commandLine),
+            ("started (UTC)", provenance.started),
+            ("total run time", String(format: "%.1f s", provenance.totalSeconds)),
+        ]
+        rows += provenance.experiments.map { ("run time: \($0.name)", String(format: "%.1f s", $0.seconds)) }
+        return "<table class=\"provenance\">" + rows.map { "<tr><th>\(escape($0.0))</th><td>\(escape($0.1))</td></tr>" }.joined() + "</table>"
     }
 }

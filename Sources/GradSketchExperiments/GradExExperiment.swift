@@ -225,7 +225,7 @@ public struct GradExExperiment: ReportedExperiment {
         The same subsets fine-tuned for other lengths (step length refitted on the calibration subsets each time): the \
         first-order estimate holds while fine-tuning stays near θ*, and its error grows with the distance travelled.
         """)
-        report.bars("random-ensemble score per source (mean estimated loss over \(c.ensembleSubsets) half-subsets; last \(c.noisySources) noisy)",
+        report.bars("random-ensemble score per source (mean estimated loss over \(c.ensembleSubsets) half-subsets; last \(c.noisySources) noisy; single run, seed \(c.seed))",
                     o.ensembleScores.enumerated().map { (String(format: "source %02d%@", $0.offset, ($0.offset >= c.sources - c.noisySources ? " (noisy)" : "") as NSString), $0.element) },
                     maximum: o.ensembleScores.max() ?? 1, format: "%.4f")
         report.paragraph(String(format: """

@@ -269,7 +269,7 @@ public struct InRunExperiment: ReportedExperiment {
         ])
         report.table(["Kronecker side", "k", "Spearman(sketched, exact) first order", "AUC"],
                      o.sketches.map { ["\($0.side)", "\($0.k)", String(format: "%.3f", $0.spearman), String(format: "%.3f", $0.auc)] })
-        report.bars("rank correlation of sketched with exact values as k grows", o.sketches.map { ("k = \($0.k)", $0.spearman) }, maximum: 1)
+        report.bars("rank correlation of sketched with exact values as k grows (single run, seed \(c.seed))", o.sketches.map { ("k = \($0.k)", $0.spearman) }, maximum: 1)
         report.paragraph(String(format: """
         Retraining from the same start with the same SGD schedule (test accuracy on 2 000 test images every 20 steps): all \
         data reaches %.3f at step %d. Without the %.1f%% of examples with negative value (%.0f%% of them flipped): final \

@@ -270,11 +270,15 @@ public struct PASERExperiment: ReportedExperiment {
                       "rows per class (0–9), seed \(c.seeds.first.map(String.init) ?? "")"], table)
         for pool in ["i.i.d.", "long-tailed"] {
             for budget in c.budgets {
-                report.bars(String(format: "%@ pool, mean recovered accuracy over the seeds at a %.0f%% budget", pool as NSString, 100 * budget),
-                            methods.compactMap { method in
-                                let perSeed = o.seeds.compactMap { row($0, pool, method, budget)?.accuracy }
-                                return perSeed.isEmpty ? nil : (method, mean(perSeed))
-                            }, maximum: 1)
+                // Each bar: the mean over the seeds of each seed's mean accuracy, ±SE over the seeds.
+                let bars = methods.compactMap { method -> (String, Double, Double?)? in
+                    let perSeed = o.seeds.compactMap { row($0, pool, method, budget)?.accuracy }
+                    guard !perSeed.isEmpty else { return nil }
+                    let summary = HTMLReport.meanAndStandardError(perSeed)
+                    return (method, summary.mean, summary.standardError)
+                }
+                report.bars(String(format: "%@ pool, mean recovered accuracy over %d seeds at a %.0f%% budget (±SE)", pool as NSString, o.seeds.count, 100 * budget),
+                            bars.map { ($0.0, $0.1) }, standardErrors: bars.map(\.2), maximum: 1)
             }
         }
     }

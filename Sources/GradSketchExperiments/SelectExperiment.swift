@@ -230,11 +230,14 @@ public struct SelectExperiment: ReportedExperiment {
             }
             report.table(["seed \(trial.seed): strategy", "K", "test accuracy", "random→expert gap closed", "hidden share", "distractor share", "selection s"], table)
         }
-        if let trial = outcome.trials.first {
+        // One chart per K: each bar the mean test accuracy over the trials (one per seed), ±SE.
+        if !outcome.trials.isEmpty {
             for budget in c.budgets {
-                report.bars("test accuracy at K = \(budget), seed \(trial.seed) (expert \(String(format: "%.3f", trial.expertAccuracy)))",
-                            [("expert", trial.expertAccuracy), ("base", trial.baseAccuracy)] + trial.rows.filter { $0.budget == budget }.map { ($0.strategy, $0.accuracy) },
-                            maximum: 1)
+                let series: [(String, [Double])] = [("expert", outcome.trials.map(\.expertAccuracy)), ("base", outcome.trials.map(\.baseAccuracy))]
+                    + names.map { name in (name, outcome.trials.compactMap { trial in trial.rows.first { $0.strategy == name && $0.budget == budget }?.accuracy }) }
+                let summaries = series.filter { !$0.1.isEmpty }.map { ($0.0, HTMLReport.meanAndStandardError($0.1)) }
+                report.bars("mean test accuracy at K = \(budget) over \(outcome.trials.count) seeds (±SE)",
+                            summaries.map { ($0.0, $0.1.mean) }, standardErrors: summaries.map(\.1.standardError), maximum: 1)
             }
         }
     }

@@ -13,7 +13,7 @@ struct GradSketchCommand: ParsableCommand {
         version: StoreFormat.creatorVersion,
         subcommands: [
             Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Export.self, Delete.self,
-            Info.self, Log.self, Verify.self, Pack.self, Vacuum.self, Compact.self, Import.self, Serve.self,
+            Info.self, Log.self, Verify.self, Pack.self, Vacuum.self, Compact.self, Import.self, Serve.self, ReproduceCommand.self,
         ]
     )
 
@@ -22,6 +22,12 @@ struct GradSketchCommand: ParsableCommand {
         // Every argument after `serve` (--help included) belongs to gradsketch-serve.
         if arguments.first == "serve" {
             do { try Serve.execServer(Array(arguments.dropFirst())) } catch { fail(with: error, json: false) }
+        }
+        // Likewise every argument after `reproduce` belongs to gradsketch-reproduce.
+        if arguments.first == "reproduce" {
+            do { try Serve.execSibling("gradsketch-reproduce", for: "reproduce", Array(arguments.dropFirst())) } catch {
+                fail(with: error, json: arguments.contains("--json"))
+            }
         }
         BLASKernels.selectForThisCPU()
         // A failure after a commit's link leaves the version committed: the command says so

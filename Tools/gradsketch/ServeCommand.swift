@@ -26,16 +26,22 @@ struct Serve: ParsableCommand {
     /// Execs `gradsketch-serve` from this executable's directory with `arguments`; returns
     /// only by throwing, when the binary is missing or cannot run.
     static func execServer(_ arguments: [String]) throws -> Never {
-        let server = executableDirectory() + "/gradsketch-serve"
-        guard access(server, X_OK) == 0 else {
+        try execSibling("gradsketch-serve", for: "serve", arguments)
+    }
+
+    /// Execs the binary `name` from this executable's directory with `arguments` on behalf of
+    /// `gradsketch COMMAND`; returns only by throwing, when the binary is missing or cannot run.
+    static func execSibling(_ name: String, for command: String, _ arguments: [String]) throws -> Never {
+        let binary = executableDirectory() + "/" + name
+        guard access(binary, X_OK) == 0 else {
             throw CommandFailure(code: "not_found",
-                                 message: "gradsketch serve needs the gradsketch-serve binary next to gradsketch: expected an executable at \(server), found none (build it with `swift build -c release --product gradsketch-serve`)",
-                                 path: server)
+                                 message: "gradsketch \(command) needs the \(name) binary next to gradsketch: expected an executable at \(binary), found none (build it with `swift build -c release --product \(name)`)",
+                                 path: binary)
         }
-        let argv = ([server] + arguments).map { strdup($0) } + [nil]
-        execv(server, argv)
+        let argv = ([binary] + arguments).map { strdup($0) } + [nil]
+        execv(binary, argv)
         let reason = String(cString: strerror(errno))
-        throw CommandFailure(code: "io", message: "could not run \(server): \(reason)", path: server)
+        throw CommandFailure(code: "io", message: "could not run \(binary): \(reason)", path: binary)
     }
 
     /// The directory of the running executable (symbolic links resolved).
@@ -45,5 +51,25 @@ struct Serve: ParsableCommand {
         let path = length > 0 ? String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
                               : CommandLine.arguments[0]
         return (path as NSString).deletingLastPathComponent
+    }
+}
+
+/// `gradsketch reproduce`: replaces this process with the sibling `gradsketch-reproduce`
+/// binary, so the experiments target never links into the CLI.
+struct ReproduceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reproduce",
+        abstract: "Run the papers' experiments against a new store and write a report (runs gradsketch-reproduce; see its --help).",
+        discussion: """
+        gradsketch reproduce STORE --out DIR [--suite fashion-mnist | lm | all] [--size small | default | full] runs the \
+        Fashion-MNIST reproductions (default), the language-model suite of the Python package, or both, and writes \
+        DIR/report.html and DIR/report.json. The arguments go unchanged to the gradsketch-reproduce binary next to this one.
+        """)
+
+    @Argument(parsing: .captureForPassthrough, help: "Arguments of gradsketch-reproduce.")
+    var arguments: [String] = []
+
+    func run() throws {
+        try Serve.execSibling("gradsketch-reproduce", for: "reproduce", arguments)
     }
 }
