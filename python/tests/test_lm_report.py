@@ -6,7 +6,6 @@ Expected values come from numpy float64 or are computed by hand; SVG is parsed w
 from __future__ import annotations
 
 import math
-import os
 import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
