@@ -108,11 +108,13 @@ def test_put_model_round_trip(tmp_store, reference):
     for key, value in state.items():
         assert stored[key].dtype == np.float32 and np.array_equal(stored[key], value.numpy()), key
     with tmp_store.snapshot() as snapshot:
-        if not hasattr(snapshot, "tensors"):
-            pytest.skip("Snapshot.tensors (C ABI 1.2) is not in this engine yet: load_model cannot be checked")
         loaded = load_model(snapshot, "m", TINY)
+    loaded_from_store = load_model(tmp_store, "m", TINY)       # opens and closes its own snapshot
     for key, value in state.items():
         assert torch.equal(loaded.state_dict()[key], value), key
+        assert torch.equal(loaded_from_store.state_dict()[key], value), key
+    with pytest.raises(KeyError, match="no tensor set 'other'"):
+        load_model(tmp_store, "other", TINY)
     with pytest.raises(ValueError, match="does not fit"):
         load_model(tmp_store, "m", GPTConfig(layers=2, width=8, heads=2, context=12))
 

@@ -123,10 +123,14 @@ class LMSetup:
     optimizer_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # AdamW state_dict per base checkpoint
     state_dicts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     perplexity_table: dict[str, dict[str, float]] = field(default_factory=dict)  # "base"/"expert" -> source -> ppl
-    timings: dict[str, float] = field(default_factory=dict)       # phase -> seconds
+    timings: dict[str, float] = field(default_factory=dict)       # phase -> wall seconds; "total", "cpu_total"
 
     def model(self, tensor_set: str) -> TinyGPT:
-        """A new TinyGPT holding tensor set ``tensor_set`` (from the store when it can read tensors back)."""
+        """A new TinyGPT holding tensor set ``tensor_set``: read from the store when the engine can
+        read tensors back (``Snapshot.tensors``) and the store has it, else from ``state_dicts``."""
+        with self.store.snapshot() as snapshot:
+            if hasattr(snapshot, "tensors") and tensor_set in snapshot.tensor_sets:
+                return load_model(snapshot, tensor_set, self.config.model)
         if tensor_set in self.state_dicts:
             return model_from_tensors(self.state_dicts[tensor_set], self.config.model, what=f"tensor set {tensor_set!r}")
         return load_model(self.store, tensor_set, self.config.model)
@@ -172,6 +176,7 @@ def prepare(store_path: str, config: SizeConfig, *, log: Log = print, threads: i
         torch.set_num_threads(threads)
     timings: dict[str, float] = {}
     started = time.monotonic()
+    cpu_started = time.process_time()       # the machine may be shared: CPU seconds say what the run cost
 
     def phase(name: str, since: float) -> float:
         now = time.monotonic()
@@ -248,9 +253,11 @@ def prepare(store_path: str, config: SizeConfig, *, log: Log = print, threads: i
         setup.perplexity_table = {"base": setup.perplexities(model), "expert": setup.perplexities(expert)}
         clock = phase("eval", clock)
         timings["total"] = round(time.monotonic() - started, 3)
+        timings["cpu_total"] = round(time.process_time() - cpu_started, 3)
         for name, table in setup.perplexity_table.items():
             log(f"[prepare {config.name}] {name} eval perplexity: {_format_ppl(table)}")
-        log(f"[prepare {config.name}] done in {timings['total']:.1f} s (uniform perplexity = {config.model.vocab})")
+        log(f"[prepare {config.name}] done in {timings['total']:.1f} s, {timings['cpu_total']:.1f} s of CPU on "
+            f"{torch.get_num_threads()} torch thread(s) (uniform perplexity = {config.model.vocab})")
         if not all(math.isfinite(v) for t in setup.perplexity_table.values() for v in t.values()):
             log(f"[prepare {config.name}] warning: a perplexity is not finite")
         return setup
