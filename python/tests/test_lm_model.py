@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch import nn
 
-import gradsketch as gs
 from gradsketch.lm.config import GPTConfig
 from gradsketch.lm.model import (TinyGPT, build_model, collect_sketches, encode, load_model, per_example_loss,
                                  perplexity, put_model, train)

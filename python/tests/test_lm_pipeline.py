@@ -230,6 +230,7 @@ def test_corpus_command_writes_the_suites_split(tmp_path, capsys):
     assert not ids["expert"] & ids["pool"] and {d.source for d in parts["expert"]} == {"manpages"}
     assert "manpages" not in {d.source for d in parts["base"]}
     assert len(parts["pool"]) == 120 and sum(d.source == "manpages" for d in parts["pool"]) == 12
-    assert {d.id for d in parts["pool"] if d.source != "manpages"} <= ids["base"]      # the public pool overlaps pretraining
+    # the public pool overlaps pretraining: its base-source documents are base training documents
+    assert {d.id for d in parts["pool"] if d.source != "manpages"} <= ids["base"]
     assert len(parts["eval"]) == 10 * len(out["sources"])
     assert out["split"]["expert"]["documents"] == 40 - 10 - 12

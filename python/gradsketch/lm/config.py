@@ -81,11 +81,13 @@ class SizeConfig:
         if not 0.0 < self.held_out_share < 1.0:
             raise ValueError(f"SizeConfig {self.name!r}: held_out_share must be in (0, 1), found {self.held_out_share}")
         if self.select_k > self.pool_size:
-            raise ValueError(f"SizeConfig {self.name!r}: select_k ({self.select_k}) exceeds pool_size ({self.pool_size})")
+            raise ValueError(f"SizeConfig {self.name!r}: select_k ({self.select_k}) exceeds pool_size "
+                             f"({self.pool_size})")
 
     @property
     def base_checkpoint_steps(self) -> list[int]:
-        """Steps after which base training stores a checkpoint "base-step<N>": 4, evenly spaced, the last = base_steps."""
+        """Steps after which base training stores a checkpoint "base-step<N>": 4, evenly spaced,
+        the last one ``base_steps``."""
         return sorted({max(1, round(self.base_steps * i / 4)) for i in range(1, 5)})
 
     @property

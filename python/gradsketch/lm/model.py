@@ -129,7 +129,8 @@ def encode(documents: Sequence[TextLike], context: int) -> tuple[torch.Tensor, t
     return torch.from_numpy(tokens), torch.from_numpy(mask)
 
 
-def _token_losses(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _token_losses(model: nn.Module, tokens: torch.Tensor,
+                  mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token next-token cross-entropy ``[B, T]`` with masked targets zeroed, and the float mask."""
     logits = model(tokens[:, :-1])
     losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),

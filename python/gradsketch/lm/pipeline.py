@@ -132,7 +132,8 @@ class LMSetup:
             if hasattr(snapshot, "tensors") and tensor_set in snapshot.tensor_sets:
                 return load_model(snapshot, tensor_set, self.config.model)
         if tensor_set in self.state_dicts:
-            return model_from_tensors(self.state_dicts[tensor_set], self.config.model, what=f"tensor set {tensor_set!r}")
+            return model_from_tensors(self.state_dicts[tensor_set], self.config.model,
+                                      what=f"tensor set {tensor_set!r}")
         return load_model(self.store, tensor_set, self.config.model)
 
     def remember(self, tensor_set: str, model: TinyGPT) -> None:
@@ -223,8 +224,8 @@ def prepare(store_path: str, config: SizeConfig, *, log: Log = print, threads: i
                 log(f"[prepare {config.name}] base step {step + 1}/{config.base_steps}: loss {loss:.3f} "
                     f"({time.monotonic() - clock:.1f} s)")
 
-        train(model, base_docs, steps=config.base_steps, batch=config.batch, lr=config.pretrain_lr, seed=config.seeds[0],
-              on_step=on_base_step, optimizer=optimizer)
+        train(model, base_docs, steps=config.base_steps, batch=config.batch, lr=config.pretrain_lr,
+              seed=config.seeds[0], on_step=on_base_step, optimizer=optimizer)
         if setup.base not in setup.base_checkpoints:         # base_steps == 0: the initial model is the base
             put_model(store, setup.base, model)
             setup.remember(setup.base, model)
