@@ -266,8 +266,8 @@ def report(outcome: dict, rep: Any) -> None:
         f"subtasks of the mean cosine, from the engine's exact cosine search (max relative difference from a "
         f"float64 numpy computation {outcome['engine_vs_numpy_relative_error']:.1e}). Top K = {outcome['k']} of "
         f"{outcome['pool_size']} ({100 * outcome['k'] / outcome['pool_size']:.0f}%) vs random K vs the whole "
-        f"pool, each retrained from the base for {outcome['retrain_steps']} steps (figure: best target perplexity of "
-        f"ten checks during retraining, as the paper's early stopping; the end-of-retraining one beside it); "
+        f"pool, each retrained from the base for {outcome['retrain_steps']} steps (figure: best target perplexity, checked "
+        f"every {max(1, outcome['retrain_steps'] // 10)} step(s) during retraining, as the paper's early stopping; the end-of-retraining one beside it); "
         f"seeds {outcome['seeds']} vary "
         f"the retraining order and the random selection.")
     rows = [["base (no retraining)", f"{outcome['base_perplexity']['held_out']:.3f}", "", "", ""]]
