@@ -295,7 +295,8 @@ def run(setup: Any, *, log=print) -> dict:
             "value_sum": float(sum(values.values())),
             "validation_loss_decrease": training["validation_loss"][0] - training["validation_loss"][-1],
             "exact_first_order_sum": float(sum(training["exact_first_order"])),
-            "first_vs_second_spearman": _spearman([first[i] for i in common], [values[i] for i in common]),
+            "first_vs_second_spearman": (_spearman([first[i] for i in common], [values[i] for i in common])
+                                         if second else math.nan),
             "per_source": {s: {"count": len(v), "mean": float(np.mean(v)) if v else math.nan,
                                "median": float(np.median(v)) if v else math.nan,
                                "negative_share": (sum(1 for x in v if x < 0) / len(v)) if v else math.nan}
@@ -382,7 +383,8 @@ def report(outcome: dict, rep: Any) -> None:
     agreement = outcome.get("seed_agreement_spearman")
     rep.paragraph(
         f"Negative share: {_fmt(neg, 2)} of the valued documents (paper: ~16% of the Pile subset). "
-        f"Spearman between first- and second-order values: {_fmt(outcome['first_vs_second_spearman'], 2)}. "
+        + (f"Spearman between first- and second-order values: {_fmt(outcome['first_vs_second_spearman'], 2)}. "
+           if outcome["order"] == "second" else "First order only (no Hessian term at this size). ")
         + (f"Spearman of the values between seeds (different batches and initialisations): {_fmt(agreement, 2)}."
            if agreement else ""))
     per_source_rows = []
