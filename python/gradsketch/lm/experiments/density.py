@@ -173,7 +173,8 @@ def report(outcome: dict, rep: Any) -> None:
                    "base + random sample"], ppl_rows)
     gain = outcome["density"]["held_out_share"]["mean"] - outcome["random"]["held_out_share"]["mean"]
     noise = math.hypot(outcome["density"]["held_out_share"]["se"], outcome["random"]["held_out_share"]["se"])
-    flatter = outcome["density"]["entropy"]["mean"] > outcome["random"]["entropy"]["mean"]
+    entropy_gain = outcome["density"]["entropy"]["mean"] - outcome["random"]["entropy"]["mean"]
+    entropy_noise = math.hypot(outcome["density"]["entropy"]["se"], outcome["random"]["entropy"]["se"])
     if gain > 0 and not math.isnan(noise) and gain > 2 * noise:
         verdict = f"Reproduced in kind: density sampling raises the rare source's share above random (by {gain:.3f})"
     elif gain > 0:
@@ -181,8 +182,11 @@ def report(outcome: dict, rep: Any) -> None:
                    "within two standard errors")
     else:
         verdict = "Did not reproduce: density sampling does not raise the rare source's share above random here"
-    verdict += ("; the source histogram is flatter (higher entropy) than random's." if flatter
-                else "; the source histogram is not flatter than random's.")
+    if entropy_gain > 0 and not math.isnan(entropy_noise) and entropy_gain > 2 * entropy_noise:
+        verdict += f"; the source histogram is flatter than random's (entropy +{entropy_gain:.3f}, > 2 SE)."
+    else:
+        verdict += (f"; the source histogram is not measurably flatter than random's (entropy {entropy_gain:+.3f}, "
+                    f"SE {entropy_noise:.3f}).")
     rep.paragraph(verdict + " The paper reports no coverage statistic of its own (its evidence is in-distribution "
                   "perplexity and downstream scores at the 184B-token scale), so the shares and entropy here are this "
                   "reproduction's own measure.")
