@@ -2,9 +2,15 @@
 # The tour: builds a store from generated data, versions it, verifies it, exports it and
 # checks every exported value against numpy and h5py; then runs the real pipeline on
 # Fashion-MNIST: train an MLP, store checkpoints and their delta, sketch per-example
-# gradients, project the delta into a query. Usage: Tools/tour.sh [WORKDIR]
+# gradients, project the delta into a query; the selection/attribution experiments on Fashion-MNIST
+# and then on a byte-level language model trained here on Debian's text (the LM suite, size
+# $GRADSKETCH_LM_SIZE: small, default or full; default when unset).
+# Usage: Tools/tour.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The reports' provenance names the commit (the installed Python package cannot know its checkout).
+GRADSKETCH_COMMIT="${GRADSKETCH_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+export GRADSKETCH_COMMIT
 work="${1:-$(mktemp -d)/tour}"
 mkdir -p "$work"
 store="$work/store"
@@ -139,10 +145,16 @@ for i in $(seq 0 19); do
 done
 echo "tour: recall@10 of the index against exact search on 20 test-gradient queries: $hits/200"
 
-step "selection and attribution on Fashion-MNIST: SELECT, density sampling, In-Run Shapley (report in $work/report)"
-rm -rf "$work/experiments"
-.build/release/gradsketch-reproduce "$work/experiments" --out "$work/report"
+lm_size="${GRADSKETCH_LM_SIZE:-default}"
+step "selection and attribution: SELECT, density sampling, In-Run Shapley, GradEx, PASER on Fashion-MNIST, then the same methods (and LESS) on a byte-level GPT trained here on Debian's text: corpus, base and expert models, LoGra sketches (LM size $lm_size; report in $work/report)"
+rm -rf "$work/experiments" "$work/experiments-lm"
+# --suite all: the Fashion-MNIST suite into experiments/ and report/, the LM suite (python3 -m gradsketch
+# reproduce --suite lm, which calls this checkout's gradsketch) into experiments-lm/ and report/lm/, its
+# section embedded in report/report.html. GRADSKETCH_FASHION_EXPERIMENTS picks a Fashion-MNIST subset
+# (CI leaves PASER's ~5 minutes out: the LM suite runs PASER).
+GRADSKETCH_CLI="$PWD/.build/release/gradsketch" .build/release/gradsketch-reproduce "$work/experiments" --out "$work/report" \
+  --suite all --size "$lm_size" --only "${GRADSKETCH_FASHION_EXPERIMENTS:-select,density,inrun,gradex,paser}"
 gs results list "$work/experiments"
 gs verify "$work/experiments"
-echo "tour: report at $work/report/report.html"
-
+gs verify "$work/experiments-lm"
+echo "tour: report at $work/report/report.html (the LM suite's own page: $work/report/lm/report.html)"

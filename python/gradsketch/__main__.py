@@ -35,8 +35,31 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--batch-mb", type=int, default=64, help="batch size in MB")
     command.add_argument("--json", action="store_true", help="print the report as JSON")
     command.add_argument("--progress", action="store_true", help="progress lines on stderr even off a terminal")
+    _add_reproduce_command(commands)
     _add_lm_commands(commands)
     return parser
+
+
+def _add_reproduce_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """``reproduce --suite lm``: the LM suite (gradsketch.lm.reproduce). Its module, and torch, are
+    imported only when the command runs, so ``import`` keeps working without torch."""
+    command = commands.add_parser(
+        "reproduce", help="run the LM suite (corpus, models, sketches, experiments) and write its report")
+    command.add_argument("--suite", required=True, choices=("lm",), help="the suite to run (lm)")
+    command.add_argument("--store", required=True, help="path of a NEW store for the suite's models and sketches")
+    command.add_argument("--out", required=True, help="directory for report.html, report.json, lm-section.html")
+    command.add_argument("--size", default="default",
+                         help="small (CI, ~3 min), default (~15 min) or full (~1 h) (default: default)")
+    command.add_argument("--only", help="comma-separated experiments to run (default: all), "
+                                        "among select,less,inrun,density,paser,gradex")
+    command.add_argument("--threads", type=int, help="torch threads (default: the number of cores)")
+    command.add_argument("--json", action="store_true", help="print report.json's content on stdout at the end")
+
+
+def _run_reproduce(arguments: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    from .lm.reproduce import main as reproduce_main
+
+    return reproduce_main(arguments, list(argv) if argv is not None else None)
 
 
 def _add_lm_commands(commands: "argparse._SubParsersAction") -> None:
@@ -49,6 +72,8 @@ def _add_lm_commands(commands: "argparse._SubParsersAction") -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status."""
     arguments = _parser().parse_args(argv)
+    if arguments.command == "reproduce":
+        return _run_reproduce(arguments, argv)
     if arguments.command == "lm":
         from .lm.cli import run as run_lm
 
