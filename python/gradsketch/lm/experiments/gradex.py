@@ -385,7 +385,7 @@ def report(outcome: dict, rep: Any) -> None:
     verdict = [f"The sketch estimate's relative error is {100 * sketch:.2f}% (paper: ~1%), against "
                f"{100 * none:.2f}% for predicting no change at all"]
     verdict.append("— the first-order estimate adds information." if sketch < none else
-                   "— it does not beat predicting no change: the paper's accuracy did not reproduce here.")
+                   "— uncalibrated (step ηT from first principles), it does not beat predicting no change.")
     calibrated = metrics["calibrated"]["relative_error"]["mean"]
     correlation = metrics["calibrated"]["rank_correlation"]["mean"]
     verdict.append(f"With one step per target fitted on the calibration subsets (GradEx also rescales its "
