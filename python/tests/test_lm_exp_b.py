@@ -127,6 +127,15 @@ def test_epoch_batches_cover_every_document_once_per_epoch() -> None:
     assert all(len(b) == 4 for b in batches)
 
 
+def test_epoch_batches_never_repeat_a_document_within_a_batch() -> None:
+    # 7 documents, batches of 4: most batches straddle two epochs.
+    for seed in range(20):
+        batches = epoch_batches(7, 14, 4, seed=seed)
+        assert all(len(set(b)) == 4 for b in batches), (seed, batches)
+        flat = [i for b in batches for i in b]
+        assert all(sorted(flat[e:e + 7]) == list(range(7)) for e in range(0, 56, 7)), seed
+
+
 def test_pruning_keeps_exactly_the_largest_magnitudes_and_recovery_keeps_zeros() -> None:
     model = build_model(TINY, 4)
     masks = paser.magnitude_masks(model, 0.6)

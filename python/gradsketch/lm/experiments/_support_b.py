@@ -191,7 +191,12 @@ class CaptureStore:
 
 def epoch_batches(count: int, steps: int, batch: int, seed: int) -> list[list[int]]:
     """Deterministic batches of indices into ``count`` documents: a fresh permutation per epoch
-    (torch.Generator(seed)), consecutive chunks of ``batch``; every document is seen once per epoch."""
+    (torch.Generator(seed)), consecutive chunks of ``batch``; every document is seen once per epoch.
+
+    A batch that straddles two epochs never holds a document twice (the In-Run log's ids
+    ``<doc>@<step>`` must be unique): the next epoch's permutation puts the documents still
+    waiting from the previous epoch after the others (it stays a permutation).
+    """
     if count < batch:
         raise ValueError(f"need at least batch={batch} documents to train on, found {count}")
     generator = torch.Generator().manual_seed(int(seed))
@@ -199,7 +204,9 @@ def epoch_batches(count: int, steps: int, batch: int, seed: int) -> list[list[in
     batches = []
     for _ in range(steps):
         if len(order) < batch:
-            order += torch.randperm(count, generator=generator).tolist()
+            waiting = set(order)
+            permutation = torch.randperm(count, generator=generator).tolist()
+            order += [i for i in permutation if i not in waiting] + [i for i in permutation if i in waiting]
         batches.append(order[:batch])
         order = order[batch:]
     return batches

@@ -256,6 +256,12 @@ def report(outcome: dict, rep: Any) -> None:
     beats_all = paser["mean"] < outcome["recovered"]["all"]["all"]["mean"]
     verdict += (f"; {'better' if beats_all else 'not better'} than recovering on all {outcome['instructions']} "
                 "instructions for the same steps.")
+    worse = [label for m, label in (("paser", "PASER"), ("random", "random"), ("all", "all"))
+             if outcome["recovered"][m]["all"]["mean"] > ref["pruned"]["all"]]
+    if worse:
+        verdict += (f" Recovery itself failed for {', '.join(worse)}: perplexity rose above the pruned model's own "
+                    f"({ref['pruned']['all']:.3f}) — training on instruction-format text moves this small model away "
+                    "from the eval sources faster than it repairs the pruning.")
     rep.paragraph(verdict + " Selected documents' mean degradation: PASER "
                   f"{_fmt(outcome['selected_degradation']['paser'])} vs random "
                   f"{_fmt(outcome['selected_degradation']['random'])}. The paper's full-data collapse (perplexity "
