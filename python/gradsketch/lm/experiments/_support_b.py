@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import subprocess
 import tempfile
 from typing import Any, Mapping, Sequence
 
@@ -20,62 +18,22 @@ import numpy as np
 import torch
 
 from ..model import encode, per_example_loss
+from ..report import format_mean_se, mean_se
+from . import cli_json
 
-__all__ = ["cli_json", "mean_se", "summary", "append_with_columns", "sgd_train", "excerpt", "source_shares",
+__all__ = ["cli_json", "mean_se", "summary", "format_summary", "append_with_columns", "sgd_train", "excerpt", "source_shares",
            "nll_per_token", "CaptureStore", "epoch_batches", "cpu_seconds"]
-
-
-def _cli_path() -> str:
-    path = os.environ.get("GRADSKETCH_CLI") or shutil.which("gradsketch")
-    if not path:
-        raise RuntimeError("the gradsketch CLI was not found: set GRADSKETCH_CLI or put gradsketch on PATH")
-    return path
-
-
-def cli_json(args: Sequence[str]) -> dict:
-    """Runs ``gradsketch ARGS --json`` and returns the parsed JSON (the product's helper when it exists).
-
-    Raises RuntimeError with the CLI's own error message on failure.
-    """
-    try:
-        from . import cli_json as product_cli_json  # type: ignore[attr-defined]
-    except ImportError:
-        product_cli_json = None
-    if product_cli_json is not None and product_cli_json is not cli_json:
-        return product_cli_json(list(args))
-    command = [_cli_path(), *[str(a) for a in args], "--json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    try:
-        result = json.loads(done.stdout) if done.stdout.strip() else {}
-    except json.JSONDecodeError:
-        result = {}
-    if done.returncode != 0 or "error" in result:
-        message = result.get("error", {}).get("message") if isinstance(result.get("error"), dict) else None
-        raise RuntimeError(f"`{' '.join(command)}` failed (exit {done.returncode}): "
-                           f"{message or done.stderr.strip() or done.stdout.strip()}")
-    return result
-
-
-def mean_se(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample SD with n − 1, over sqrt(n)); SE is nan for fewer than 2 values."""
-    try:
-        from ..report import mean_se as report_mean_se
-    except ImportError:
-        report_mean_se = None
-    if report_mean_se is not None:
-        return report_mean_se(values)
-    array = np.asarray(list(values), dtype=np.float64)
-    if array.size == 0:
-        return math.nan, math.nan
-    if array.size < 2:
-        return float(array.mean()), math.nan
-    return float(array.mean()), float(array.std(ddof=1) / math.sqrt(array.size))
 
 
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """``{"values", "mean", "se"}`` of per-seed figures (JSON-serialisable)."""
     mean, se = mean_se(values)
     return {"values": [float(v) for v in values], "mean": mean, "se": se}
+
+
+def format_summary(entry: Mapping[str, Any], digits: int = 3) -> str:
+    """A :func:`summary` as "mean ± SE" for the report's tables."""
+    return format_mean_se(entry["mean"], entry["se"], digits)
 
 
 def append_with_columns(store_path: str, set_name: str, rows: np.ndarray, ids: Sequence[str], *,

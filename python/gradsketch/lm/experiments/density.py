@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..model import train
-from ._support_b import cli_json, cpu_seconds, nll_per_token, source_shares, summary
+from ._support_b import format_summary as _fmt, cli_json, cpu_seconds, nll_per_token, source_shares, summary
 
 NAME = "density"
 TITLE = "Density sampling: coverage of rare sources from gradient sketches (Ask-LLM not available)"
@@ -136,13 +136,6 @@ def run(setup: Any, *, log=print) -> dict:
     outcome["cpu_seconds"] = cpu_seconds() - cpu_started
     return outcome
 
-
-def _fmt(entry: dict[str, Any], digits: int = 3) -> str:
-    try:
-        from ..report import format_mean_se
-        return format_mean_se(entry["mean"], entry["se"], digits)
-    except ImportError:
-        return f"{entry['mean']:.{digits}f} ± {entry['se']:.{digits}f}"
 
 
 def report(outcome: dict, rep: Any) -> None:

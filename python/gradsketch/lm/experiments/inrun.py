@@ -34,6 +34,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ...logra import LoGraCollector
 from ...projection import rademacher
 from ..model import build_model, encode, per_example_loss
+from ._support_b import format_summary as _fmt
 from ._support_b import (CaptureStore, append_with_columns, cli_json, cpu_seconds, epoch_batches, excerpt,
                           nll_per_token, sgd_train, summary)
 
@@ -344,13 +345,6 @@ def run(setup: Any, *, log=print) -> dict:
 
 
 # ----- report ------------------------------------------------------------------------------------
-
-def _fmt(entry: dict[str, Any], digits: int = 3) -> str:
-    try:
-        from ..report import format_mean_se
-        return format_mean_se(entry["mean"], entry["se"], digits)
-    except ImportError:
-        return f"{entry['mean']:.{digits}f} ± {entry['se']:.{digits}f}"
 
 
 def report(outcome: dict, rep: Any) -> None:

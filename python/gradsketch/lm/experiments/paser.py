@@ -29,6 +29,7 @@ from torch import nn
 
 from ...logra import LoGraCollector
 from ..model import encode, per_example_loss
+from ._support_b import format_summary as _fmt
 from ._support_b import (CaptureStore, append_with_columns, cli_json, cpu_seconds, epoch_batches, nll_per_token,
                           summary)
 
@@ -208,13 +209,6 @@ def run(setup: Any, *, log=print) -> dict:
     }
     return outcome
 
-
-def _fmt(entry: dict[str, Any], digits: int = 3) -> str:
-    try:
-        from ..report import format_mean_se
-        return format_mean_se(entry["mean"], entry["se"], digits)
-    except ImportError:
-        return f"{entry['mean']:.{digits}f} ± {entry['se']:.{digits}f}"
 
 
 def report(outcome: dict, rep: Any) -> None:
