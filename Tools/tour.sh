@@ -8,9 +8,6 @@
 # Usage: Tools/tour.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The reports' provenance names the commit (the installed Python package cannot know its checkout).
-GRADSKETCH_COMMIT="${GRADSKETCH_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
-export GRADSKETCH_COMMIT
 work="${1:-$(mktemp -d)/tour}"
 mkdir -p "$work"
 store="$work/store"

@@ -53,7 +53,8 @@ struct Reproduce: ParsableCommand {
                 try write(&run, started: started)
                 finish(Output(report: report, numbers: numbers, store: self.store, lmStore: nil, lmReport: nil))
             case .lm:
-                try runLM(store: self.store, out: out)
+                try checkPythonSuite()
+                try runLM(store: self.store, out: out, provenance: provenance)
                 finish(Output(report: report, numbers: numbers, store: self.store, lmStore: nil, lmReport: nil))
             case .all:
                 let lmStore = self.store + "-lm", lmOut = out + "/lm"
@@ -65,7 +66,7 @@ struct Reproduce: ParsableCommand {
                 var run = try runFashionMNIST(provenance: provenance)
                 try write(&run, started: started)  // the Fashion-MNIST report stands even if the LM suite fails
                 let lmStarted = Date()
-                try runLM(store: lmStore, out: lmOut)
+                try runLM(store: lmStore, out: lmOut, provenance: provenance)
                 let sectionPath = lmOut + "/lm-section.html"
                 guard let section = try? String(contentsOfFile: sectionPath, encoding: .utf8) else {
                     throw Failure("the LM suite finished but wrote no \(sectionPath) to embed", path: sectionPath)
@@ -170,12 +171,15 @@ extension Reproduce {
     }
 
     /// Runs `python3 -m gradsketch reproduce --suite lm` with the store, output directory and
-    /// size; its progress goes straight to this process's stderr.
-    func runLM(store: String, out: String) throws {
-        try checkPythonSuite()
+    /// size; its progress goes straight to this process's stderr. The LM report names this run's
+    /// commit and command line (GRADSKETCH_COMMIT, GRADSKETCH_COMMAND_LINE): an installed Python
+    /// package cannot find its checkout, and the command the user typed is this one.
+    /// The caller has run `checkPythonSuite()`.
+    func runLM(store: String, out: String, provenance: Provenance) throws {
         let arguments = ["-m", "gradsketch", "reproduce", "--suite", "lm", "--store", store, "--out", out, "--size", size.rawValue]
         FileHandle.standardError.write(Data("gradsketch-reproduce: running \(Self.python) \(arguments.joined(separator: " "))\n".utf8))
-        let (status, _) = try Self.runProcess(Self.python, arguments, capture: false)
+        let environment = ["GRADSKETCH_COMMIT": provenance.commit, "GRADSKETCH_COMMAND_LINE": provenance.commandLine]
+        let (status, _) = try Self.runProcess(Self.python, arguments, capture: false, environment: environment)
         guard status == 0 else {
             throw Failure("the LM suite (\(Self.python) -m gradsketch reproduce --suite lm) exited with status \(status); its messages are above", path: out)
         }
@@ -183,10 +187,15 @@ extension Reproduce {
 
     /// Runs `executable` (looked up in PATH) with `arguments`; returns its exit status and,
     /// when `capture` is set, its standard output (else it inherits this process's).
-    static func runProcess(_ executable: String, _ arguments: [String], capture: Bool) throws -> (Int32, String) {
+    /// `environment` is added to this process's environment.
+    static func runProcess(_ executable: String, _ arguments: [String], capture: Bool,
+                           environment: [String: String] = [:]) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [executable] + arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let pipe = Pipe()
         if capture { process.standardOutput = pipe }
         do { try process.run() } catch {

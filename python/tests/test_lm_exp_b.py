@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 import gradsketch as gs  # noqa: E402
 from gradsketch.lm.config import GPTConfig, SizeConfig  # noqa: E402
 from gradsketch.lm.corpus import Document  # noqa: E402
-from gradsketch.lm.model import build_model, collect_sketches, per_example_loss, encode  # noqa: E402
+from gradsketch.lm.model import build_model, collect_sketches, encode, per_example_loss, put_model  # noqa: E402
 from gradsketch.lm.pipeline import LMSetup  # noqa: E402
 from gradsketch.lm.experiments import density, inrun, paser  # noqa: E402
 from gradsketch.lm.experiments._support_b import epoch_batches  # noqa: E402
@@ -202,8 +202,8 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory) -> LMSetup:
     setup = LMSetup(config=config, store_path=str(path), store=store, corpus=[d for v in train_docs.values() for d in v],
                     train_docs=train_docs, eval_docs=eval_docs, held_out="gamma",
                     base_sources=["alpha", "beta", "delta"], pool=pool, base_checkpoints=["base"])
-    setup.remember("base", base)
-    setup.remember("expert", base)
+    put_model(store, "base", base)
+    put_model(store, "expert", base)
     yield setup
     store.close()
 

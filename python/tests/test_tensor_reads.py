@@ -52,7 +52,9 @@ def test_tensors_read_back_a_state_dict_in_stored_dtype_and_shape(tmp_store, ref
     np.testing.assert_array_equal(bf["x"], bf16.float().numpy())  # bfloat16 widened exactly
 
     # The reference reader (h5py) sees the same values.
-    for name, array in reference.read_tensors(tmp_store.path, "base").items():
+    from_reference = reference.read_tensors(tmp_store.path, "base")
+    assert sorted(from_reference) == sorted(got)
+    for name, array in from_reference.items():
         np.testing.assert_array_equal(got[name], array)
 
 

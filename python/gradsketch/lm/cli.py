@@ -162,10 +162,7 @@ def _load(store: Any, name: str, config: GPTConfig) -> Any:
     with store.snapshot() as snapshot:
         if name not in snapshot.tensor_sets:
             raise CommandError(f"no tensor set {name!r} in {store.path}: it has {snapshot.tensor_sets}")
-        try:
-            return load_model(snapshot, name, config)
-        except NotImplementedError as error:
-            raise CommandError(str(error)) from None
+        return load_model(snapshot, name, config)
 
 
 def _open_store(path: str, create: bool = False) -> Any:

@@ -22,7 +22,7 @@ from torch import nn
 from .config import GPTConfig
 
 __all__ = ["TinyGPT", "encode", "per_example_loss", "train", "perplexity", "put_model", "load_model",
-           "collect_sketches", "build_model", "model_config_from_tensors", "model_from_tensors",
+           "collect_sketches", "build_model", "model_from_tensors",
            "learning_rate", "default_warmup"]
 
 
@@ -250,17 +250,6 @@ def put_model(store: Any, name: str, model: TinyGPT, detail: str | None = None) 
     return store.put_state_dict(name, state, detail=detail)
 
 
-def model_config_from_tensors(tensors: dict[str, Any], heads: int) -> GPTConfig:
-    """The GPTConfig whose TinyGPT has these tensors (heads cannot be read from shapes, so it is given)."""
-    try:
-        vocab, width = (int(d) for d in np.shape(tensors["token.weight"]))
-        context = int(np.shape(tensors["position.weight"])[0])
-    except KeyError as missing:
-        raise ValueError(f"not a TinyGPT tensor set: no tensor {missing}") from None
-    layers = len({key.split(".")[1] for key in tensors if key.startswith("blocks.")})
-    return GPTConfig(layers=layers, width=width, heads=heads, context=context, vocab=vocab)
-
-
 def model_from_tensors(tensors: dict[str, Any], config: GPTConfig, what: str = "tensor set") -> TinyGPT:
     """A TinyGPT of shape ``config`` holding ``tensors`` (numpy or torch), with a clear error on a mismatch."""
     model = TinyGPT(config)
@@ -292,9 +281,6 @@ def load_model(store_or_snapshot: Any, name: str, config: GPTConfig) -> TinyGPT:
         snapshot = store_or_snapshot.snapshot()
         owned = True
     try:
-        if not hasattr(snapshot, "tensors"):
-            raise NotImplementedError("load_model needs Snapshot.tensors (C ABI 1.2), which this gradsketch "
-                                      "package does not have yet")
         if name not in snapshot.tensor_sets:
             raise KeyError(f"no tensor set {name!r} in the store: it has {snapshot.tensor_sets}")
         tensors = snapshot.tensors(name)

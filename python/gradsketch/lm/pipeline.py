@@ -16,7 +16,6 @@ documents in the pool finds documents the expert never saw.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import os
@@ -27,7 +26,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .config import SizeConfig
-from .model import (TinyGPT, build_model, collect_sketches, load_model, model_from_tensors, perplexity, put_model,
+from .model import (TinyGPT, build_model, collect_sketches, load_model, perplexity, put_model,
                     train)
 
 __all__ = ["LMSetup", "prepare", "split_documents", "corpus_bytes", "build_size_corpus"]
@@ -95,10 +94,7 @@ def split_documents(corpus: Sequence[Any], config: SizeConfig) -> tuple[dict[str
 class LMSetup:
     """Everything ``prepare`` built: the split, the store and its tensor sets and sketch set.
 
-    Models are loaded with :meth:`model` (a new TinyGPT per call, free to train). Until the
-    engine can read tensor sets back (``Snapshot.tensors``), they come from ``state_dicts``,
-    the copies kept in memory by :func:`prepare`; experiments that store their own tensor sets
-    with ``put_model`` should also call :meth:`remember` so that :meth:`model` finds them.
+    Models are loaded from the store with :meth:`model` (a new TinyGPT per call, free to train).
     """
 
     config: SizeConfig
@@ -119,26 +115,12 @@ class LMSetup:
     expert_docs: list[Any] = field(default_factory=list)          # what the expert was finetuned on
     base_docs: list[Any] = field(default_factory=list)            # what the base was trained on
     base_batches: list[list[str]] = field(default_factory=list)   # ids of each base training step's batch
-    base_losses: list[float] = field(default_factory=list)        # mean-per-token loss of each base step
-    optimizer_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # AdamW state_dict per base checkpoint
-    state_dicts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     perplexity_table: dict[str, dict[str, float]] = field(default_factory=dict)  # "base"/"expert" -> source -> ppl
     timings: dict[str, float] = field(default_factory=dict)       # phase -> wall seconds; "total", "cpu_total"
 
     def model(self, tensor_set: str) -> TinyGPT:
-        """A new TinyGPT holding tensor set ``tensor_set``: read from the store when the engine can
-        read tensors back (``Snapshot.tensors``) and the store has it, else from ``state_dicts``."""
-        with self.store.snapshot() as snapshot:
-            if hasattr(snapshot, "tensors") and tensor_set in snapshot.tensor_sets:
-                return load_model(snapshot, tensor_set, self.config.model)
-        if tensor_set in self.state_dicts:
-            return model_from_tensors(self.state_dicts[tensor_set], self.config.model,
-                                      what=f"tensor set {tensor_set!r}")
+        """A new TinyGPT holding tensor set ``tensor_set``, read from the store."""
         return load_model(self.store, tensor_set, self.config.model)
-
-    def remember(self, tensor_set: str, model: TinyGPT) -> None:
-        """Keeps a copy of ``model``'s parameters under ``tensor_set`` for :meth:`model`."""
-        self.state_dicts[tensor_set] = {key: value.detach().clone() for key, value in model.state_dict().items()}
 
     def perplexities(self, model: TinyGPT) -> dict[str, float]:
         """Perplexity of ``model`` on each source's evaluation documents."""
@@ -203,33 +185,23 @@ def prepare(store_path: str, config: SizeConfig, *, log: Log = print, threads: i
                         eval_docs=eval_docs, held_out=config.held_out, base_sources=base_sources, pool=pool,
                         base_checkpoints=[], expert_docs=expert_docs, base_docs=base_docs, timings=timings)
         model = build_model(config.model, seed=config.seeds[0])
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.pretrain_lr, weight_decay=0.0)
         checkpoints = set(config.base_checkpoint_steps)
         parameters = sum(p.numel() for p in model.parameters())
 
         def on_base_step(step: int, batch: list[Any], loss: float) -> None:
             setup.base_batches.append([d.id for d in batch])
-            setup.base_losses.append(loss)
             if step + 1 in checkpoints:
                 name = f"base-step{step + 1}"
                 put_model(store, name, model)
-                setup.remember(name, model)
-                setup.optimizer_states[name] = copy.deepcopy(optimizer.state_dict())
-                if step + 1 == config.base_steps:       # the final checkpoint is listed as "base"
-                    put_model(store, setup.base, model)
-                    setup.remember(setup.base, model)
-                    setup.optimizer_states[setup.base] = setup.optimizer_states[name]
-                    name = setup.base
-                setup.base_checkpoints.append(name)
+                if step + 1 < config.base_steps:         # the final checkpoint is listed as "base" (below)
+                    setup.base_checkpoints.append(name)
                 log(f"[prepare {config.name}] base step {step + 1}/{config.base_steps}: loss {loss:.3f} "
                     f"({time.monotonic() - clock:.1f} s)")
 
         train(model, base_docs, steps=config.base_steps, batch=config.batch, lr=config.pretrain_lr,
-              seed=config.seeds[0], on_step=on_base_step, optimizer=optimizer)
-        if setup.base not in setup.base_checkpoints:         # base_steps == 0: the initial model is the base
-            put_model(store, setup.base, model)
-            setup.remember(setup.base, model)
-            setup.base_checkpoints.append(setup.base)
+              seed=config.seeds[0], on_step=on_base_step)
+        put_model(store, setup.base, model)
+        setup.base_checkpoints.append(setup.base)
         clock = phase("base", clock)
         log(f"[prepare {config.name}] base: TinyGPT {parameters / 1e6:.2f}M parameters, {config.base_steps} steps of "
             f"{config.batch} ({timings['base']:.1f} s)")
@@ -238,7 +210,6 @@ def prepare(store_path: str, config: SizeConfig, *, log: Log = print, threads: i
         train(expert, expert_docs, steps=config.expert_steps, batch=config.batch, lr=config.lr,
               seed=config.seeds[0] + 1000)
         put_model(store, setup.expert, expert)
-        setup.remember(setup.expert, expert)
         store.delta(setup.delta, setup.base, setup.expert, detail=f"{setup.expert} - {setup.base}")
         clock = phase("expert", clock)
         log(f"[prepare {config.name}] expert: {config.expert_steps} steps on {config.held_out}, delta "

@@ -117,7 +117,7 @@ def _engine_version() -> str:
 
 
 def _command_line(argv: Optional[Sequence[str]]) -> str:
-    """GRADSKETCH_COMMAND_LINE (a wrapper like gradsketch-reproduce passes its own), else this
+    """GRADSKETCH_COMMAND_LINE (gradsketch-reproduce passes the command it was given), else this
     process's command line written as ``python3 -m gradsketch ...``."""
     given = os.environ.get("GRADSKETCH_COMMAND_LINE")
     if given:
@@ -286,7 +286,8 @@ def run_suite(store: str, out: str, *, size: str = "small", only: Optional[Seque
     clock = time.monotonic()
     started_utc = _datetime.datetime.now(_datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     log = log or _stderr_log(clock)
-    names = list(_experiments.ALL) if only is None else [name for name in _experiments.ALL if name in set(only)]
+    wanted = set(only or ())
+    names = list(_experiments.ALL) if only is None else [name for name in _experiments.ALL if name in wanted]
     threads = threads or os.cpu_count() or 1
     try:
         import torch

@@ -256,7 +256,6 @@ def run(setup: Any, *, log=print) -> dict:
     for seed in config.seeds:
         t0 = time.perf_counter()
         model = build_model(config.model, 10_000 + seed)
-        initial = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         training = logged_training(model, documents, validation, steps=settings["steps"], batch=settings["batch"],
                                    lr=settings["lr"], seed=seed, context=context, sketch_seed=config.sketch_seed,
                                    k=tuple(config.sketch_k), second_order=second,
@@ -273,8 +272,7 @@ def run(setup: Any, *, log=print) -> dict:
         random_removed = rng.sample([d.id for d in documents], remove)
 
         def retrain(excluded: set[str]) -> dict[str, float]:
-            fresh = build_model(config.model, 10_000 + seed)
-            fresh.load_state_dict(initial)
+            fresh = build_model(config.model, 10_000 + seed)  # the logged run's initialisation (seeded)
             kept = [d for d in documents if d.id not in excluded]
             sgd_train(fresh, kept, steps=settings["steps"], batch=settings["batch"], lr=settings["lr"], seed=seed,
                       context=context, clip=settings["clip"])

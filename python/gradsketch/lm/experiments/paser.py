@@ -158,6 +158,7 @@ def run(setup: Any, *, log=print) -> dict:
                         attributes={"gradient_kind": "per-example-loss-gradient", "experiment": NAME,
                                     "model": f"{setup.base} pruned to {settings['sparsity']:.0%} by |w|"})
     by_id = {d.id: d for d in candidates}
+    position = {d.id: i for i, d in enumerate(candidates)}
     eval_all = [d for docs in setup.eval_docs.values() for d in docs]
     context = config.model.context
 
@@ -185,9 +186,10 @@ def run(setup: Any, *, log=print) -> dict:
             apply_masks(model, masks)
             recover(model, masks, docs, steps=settings["recovery_steps"], batch=settings["batch"],
                     lr=settings["recovery_lr"], seed=seed)
-            zero_kept = all(bool((dict(model.named_parameters())[n].detach()[~m] == 0).all()) for n, m in masks.items())
+            parameters = dict(model.named_parameters())
+            zero_kept = all(bool((parameters[n].detach()[~m] == 0).all()) for n, m in masks.items())
             record[method] = {"ppl": evaluate(model), "mask_kept": zero_kept,
-                              "mean_degradation": float(np.mean([degraded[candidates.index(d)] for d in docs]))}
+                              "mean_degradation": float(np.mean(degraded[[position[d.id] for d in docs]]))}
         record["seconds"] = time.perf_counter() - t0
         per_seed.append(record)
         log(f"paser seed {seed}: ppl (all sources) base {reference['base']['all']:.3f}, pruned "
