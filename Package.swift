@@ -31,6 +31,9 @@ let package = Package(
         /// The HTTP server behind `gradsketch serve` (Spec/serve.md), apart from the CLI so
         /// the CLI's start-up never loads the server library.
         .executable(name: "gradsketch-serve", targets: ["gradsketch-serve"]),
+        /// The distributed commands under mpirun/srun (the CLI execs it when launched by MPI),
+        /// apart from the CLI so that only this binary links MPI.
+        .executable(name: "gradsketch-mpi", targets: ["gradsketch-mpi"]),
         /// The C ABI (Spec/c-api.md) as a shared library, `libgradsketch-c.so`. Not named
         /// `gradsketch`: SwiftPM then silently skips linking the CLI of the same name.
         .library(name: "gradsketch-c", type: .dynamic, targets: ["GradSketchC"]),
@@ -59,6 +62,12 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]
         ),
+        /// OpenMPI from Debian (`ompi-c.pc`); only GradSketchMPI and gradsketch-mpi link it.
+        .systemLibrary(
+            name: "CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"]), .brew(["open-mpi"])]
+        ),
         .systemLibrary(
             name: "CZlib",
             pkgConfig: "zlib",
@@ -82,6 +91,20 @@ let package = Package(
         .target(
             name: "GradSketchC",
             dependencies: ["GradSketch", "GradSketchInterchange", "GradSketchStore", "CGradSketchABI"],
+            swiftSettings: swiftSettings
+        ),
+
+        /// Sharded stores and distributed query, selection and index builds over a
+        /// transport-neutral `Collective`; links no MPI.
+        .target(
+            name: "GradSketchDistributed",
+            dependencies: ["GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchSelect", "GradSketchInterchange", "COpenBLAS"],
+            swiftSettings: swiftSettings
+        ),
+        /// `Collective` over MPI.
+        .target(
+            name: "GradSketchMPI",
+            dependencies: ["GradSketchDistributed", "GradSketchStore", "CMPI"],
             swiftSettings: swiftSettings
         ),
 
@@ -155,6 +178,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        /// `mpirun -np N gradsketch-mpi …` (the CLI execs it under an MPI launcher).
+        .executableTarget(
+            name: "gradsketch-mpi",
+            dependencies: ["GradSketchMPI", "GradSketchDistributed", "GradSketch", "GradSketchStore", argumentParser],
+            path: "Tools/gradsketch-mpi",
+            swiftSettings: swiftSettings
+        ),
+
         .executableTarget(
             name: "gradsketch-bench",
             dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", "COpenBLAS"],
@@ -189,6 +220,11 @@ let package = Package(
             name: "GradSketchTests",
             // The lower modules only as oracles that read back what the facade committed and searched.
             dependencies: ["GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchInterchange", "GradSketchProjection", "GradSketchTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GradSketchDistributedTests",
+            dependencies: ["GradSketchDistributed", "GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -3,6 +3,7 @@
 # h5dump for inspection), OpenBLAS for projections, zlib and the Fashion-MNIST dataset, a C
 # compiler for the kernels, strace for the fault-injection test, GNU time for
 # Benchmarks/engine.sh's peak-memory figures, valgrind for the C ABI test (Tests/C/run.sh), curl for the README's HTTP example,
+# OpenMPI (mpirun and its headers: the distributed tool gradsketch-mpi) and iproute2 (ip netns: the multi-host MPI test),
 # and the packages whose text the LM suite's corpus is built from (gradsketch.lm.corpus.CORPUS_PACKAGES);
 # from pip: numpy + h5py (the tests' independent oracles and the Python reference reader),
 # torch's CPU wheel, safetensors and pytest; and the Python package itself (python/, over
@@ -11,7 +12,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-packages=(libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev dataset-fashion-mnist pkg-config gcc strace time valgrind curl)
+packages=(libhdf5-dev hdf5-tools libopenblas-dev zlib1g-dev dataset-fashion-mnist pkg-config gcc strace time valgrind curl openmpi-bin libopenmpi-dev iproute2)
 # The corpus's packages have one list, CORPUS_PACKAGES in python/gradsketch/lm/corpus.py; it is
 # read from the source (a literal tuple, parsed, not imported: the package is installed below).
 corpus_packages="$(python3 - "$root/python/gradsketch/lm/corpus.py" <<'PY'

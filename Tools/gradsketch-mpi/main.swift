@@ -1,0 +1,2 @@
+// gradsketch-mpi: the distributed commands, run under mpirun/srun (filled in by the MPI slice).
+import GradSketchMPI
