@@ -42,11 +42,17 @@ public final class ShardedStore: Sendable {
         let draft = ShardMap(shards: shards.map { ShardMap.Shard(name: $0.name, host: $0.host, path: $0.path, storeID: ShardMap.newStoreID()) })
         try draft.validate()
         var map = draft
+        // The map directory first, so that relative shard paths resolve under it.
+        try makeDirectories(directory)
         for index in map.shards.indices where isLocal(map.shards[index], host: host) {
             let path = map.resolvedPath(of: index, directory: directory)
+            guard normalize(path) != directory, normalize(path) != directory + "/." else {
+                throw StoreError(.invalidInput, "shard \(map.shards[index].name): its path is the map directory itself; a directory holds a store or a shard map, not both", path: directory)
+            }
             if let existing = try? GradSketchStore.Store(opening: path) {
                 map.shards[index].storeID = existing.storeID
             } else {
+                try makeDirectories(parent(of: path))
                 _ = try GradSketchStore.Store.create(at: path, storeID: map.shards[index].storeID)
             }
         }
@@ -66,6 +72,7 @@ public final class ShardedStore: Sendable {
             if hasStore {
                 _ = try openShard(index)
             } else {
+                try Self.makeDirectories(Self.parent(of: path))
                 _ = try GradSketchStore.Store.create(at: path, storeID: map.shards[index].storeID)
                 created.append(index)
             }
@@ -150,6 +157,21 @@ public final class ShardedStore: Sendable {
             throw StoreError(.notFound, "set \(set) is in no shard reachable from host \(host)", path: directory)
         }
         return SetConsistency(k: reference.k, dtype: reference.dtype, projectionJSON: reference.projection?.jsonText, shardsWithSet: holders)
+    }
+
+    /// `mkdir -p`.
+    static func makeDirectories(_ path: String) throws {
+        guard !path.isEmpty else { return }
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw StoreError(.io, "cannot create directory", path: path, underlying: error as (any Error & Sendable))
+        }
+    }
+
+    static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
     static func normalize(_ path: String) -> String {

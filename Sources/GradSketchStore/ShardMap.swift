@@ -179,6 +179,9 @@ public struct ShardMap: Sendable, Equatable, Codable {
             guard !shard.path.isEmpty, !shard.path.utf8.contains(0) else {
                 throw StoreError(.invalidInput, "shard map: shard \"\(shard.name)\" has an empty path, expected an absolute path or one relative to the map's directory")
             }
+            guard ![".", "./"].contains(shard.path) else {
+                throw StoreError(.invalidInput, "shard map: shard \"\(shard.name)\" has path \"\(shard.path)\", the map directory itself; a directory holds a store or a shard map, not both")
+            }
             if let host = shard.host, host.isEmpty || host.utf8.contains(where: { $0 <= 0x20 }) {
                 throw StoreError(.invalidInput, "shard map: shard \"\(shard.name)\" has host \"\(host)\", expected null or a non-empty name without spaces or control characters")
             }

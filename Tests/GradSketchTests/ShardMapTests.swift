@@ -120,8 +120,8 @@ import Testing
         let directory = try TemporaryDirectory()
         let root = directory.path
         // The stores exist before the map and are adopted with their own store-ids.
-        let inner = try Store.create(at: root + "/map/inner")
-        let sibling = try Store.create(at: root + "/elsewhere/sib")
+        let inner = try GradSketch.Store.create(at: root + "/map/inner")
+        let sibling = try GradSketch.Store.create(at: root + "/elsewhere/sib")
         let sharded = try ShardedStore.create(at: root + "/map", shards: [
             (name: "inner", host: nil, path: "inner"),
             (name: "sibling", host: nil, path: "../elsewhere/sib"),
@@ -144,7 +144,7 @@ import Testing
     @Test func aShardWithAnotherStoreIDOrNoStoreIsRefusedNamingIt() throws {
         let directory = try TemporaryDirectory()
         let root = directory.path
-        _ = try Store.create(at: root + "/real")
+        _ = try GradSketch.Store.create(at: root + "/real")
         let map = ShardMap(shards: [
             .init(name: "wrong", host: nil, path: root + "/real", storeID: Self.idA),
             .init(name: "gone", host: "h9", path: root + "/gone", storeID: Self.idB),
@@ -188,7 +188,7 @@ import Testing
     }
 
     /// Appends `count` rows of width `k` to set "s" of `store`.
-    func append(to store: Store, k: Int, count: Int, dtype: SketchDType = .float32, projection: JSONValue? = nil) throws {
+    func append(to store: GradSketch.Store, k: Int, count: Int, dtype: SketchDType = .float32, projection: JSONValue? = nil) throws {
         let values = (0..<(count * k)).map { Float($0 % 7) - 3 }
         var attributes: [String: JSONValue] = [:]
         if let projection { attributes["projection"] = projection }
