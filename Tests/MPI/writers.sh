@@ -62,14 +62,16 @@ PY
 
 # One version on top of version 0, adding `rows` rows (from the store's own log).
 check_one_version() {  # store rows
-    "$GRADSKETCH" log "$1" --json | python3 -c '
+    "$GRADSKETCH" log "$1" --json > "$work/log.json"
+    python3 - "$work/log.json" "$2" <<'PY'
 import json, sys
-log, rows = json.load(sys.stdin), int(sys.argv[1])
-assert [e["version"] for e in log] == [1, 0], f"expected versions [1, 0], found {[e['version'] for e in log]}"
+log, rows = json.load(open(sys.argv[1])), int(sys.argv[2])
+versions = [e["version"] for e in log]
+assert versions == [1, 0], f"expected versions [1, 0], found {versions}"
 change = log[0]["change"]
 assert change["rows_added"] == rows, f"version 1 adds {change['rows_added']} rows, expected {rows}"
-print(f"  ok: exactly one new version (1, parent {log[0]['parent']}) adding {rows} rows")
-' "$2"
+print(f"  ok: exactly one new version (1, parent {log[0]['parent']}, {change['operation']}) adding {rows} rows")
+PY
 }
 
 for ranks in 1 2 4; do
