@@ -5,6 +5,9 @@
 # once and bit-equal to its input (read back with `gradsketch export`); `gradsketch verify`
 # clean. Without --quick it also runs the same through MPI: 64 ranks of
 # `gradsketch-mpi append --independent`.
+#
+# GRADSKETCH_COUNT_RETRIES=1 (needs strace) also counts the lost commit races: every commit
+# attempt ends in one link(2) to versions/, and a lost race is that link failing with EEXIST.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/writers-lib.sh"
 
@@ -60,11 +63,16 @@ echo "$writers gradsketch append processes started together"
 store="$work/processes"
 "$GRADSKETCH" init "$store" >/dev/null
 # Every writer waits for the start file, so the 64 commits race instead of trickling in.
+trace=""
+if [ "${GRADSKETCH_COUNT_RETRIES:-0}" = 1 ]; then
+    command -v strace >/dev/null || fail "GRADSKETCH_COUNT_RETRIES=1 needs strace"
+    trace="strace -f -qq -e trace=link -o"   # followed by the writer's own output file
+fi
 pids=()
 for ((w = 0; w < writers; w++)); do
     (
         while [ ! -e "$work/go" ]; do sleep 0.01; done
-        exec "$GRADSKETCH" append "$store" --set s --rows "$work/part-$w.npy" --ids "$work/ids-$w.txt" --json > "$work/writer-$w.json" 2> "$work/writer-$w.err"
+        exec $trace ${trace:+"$work/links-$w"} "$GRADSKETCH" append "$store" --set s --rows "$work/part-$w.npy" --ids "$work/ids-$w.txt" --json > "$work/writer-$w.json" 2> "$work/writer-$w.err"
     ) &
     pids+=($!)
 done
@@ -78,6 +86,11 @@ done
 elapsed=$(python3 -c "import time; print(f'{time.time() - $started:.2f}')")
 [ "$failures" = 0 ] || fail "$failures of $writers writers failed"
 check "all $writers writers exited 0 in $elapsed s (wall, from the start signal)"
+if [ -n "$trace" ]; then
+    attempts=$(cat "$work"/links* | grep -c 'versions/v' || true)
+    lost=$(cat "$work"/links* | grep 'versions/v' | grep -c EEXIST || true)
+    check "$attempts commit attempts (link calls), $lost lost races ($(python3 -c "print(f'{$lost / $writers:.1f}')") per writer)"
+fi
 check_store "$store"
 
 if [ "$QUICK" = 1 ]; then
