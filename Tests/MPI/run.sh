@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one driver of the shell-level distributed tests (mpirun, namespaces): what CI calls.
 #
-#   Tests/MPI/run.sh [--quick] [--no-build]
+#   Tests/MPI/run.sh [--quick] [--no-build] [--debug]
 #
-# Builds the release `gradsketch` and `gradsketch-mpi` (unless --no-build), checks the MPI
+# Builds the release `gradsketch` and `gradsketch-mpi` (unless --no-build; --debug uses the
+# debug build instead, for a developer who has one), checks the MPI
 # transport, runs the writer tests (Tests/MPI/writers*.sh), then every other Tests/MPI/*.sh in
 # name order. A script that exits nonzero fails the driver (the others still run, so one
 # report shows every failure). --quick asks each script for its CI-sized variant
@@ -19,28 +20,31 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 quick=0
 build=1
+configuration=release
 for argument in "$@"; do
     case "$argument" in
         --quick) quick=1 ;;
         --no-build) build=0 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-        *) echo "run.sh: unknown argument $argument (expected --quick, --no-build)" >&2; exit 64 ;;
+        --debug) configuration=debug ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "run.sh: unknown argument $argument (expected --quick, --no-build, --debug)" >&2; exit 64 ;;
     esac
 done
 
 command -v mpirun >/dev/null || { echo "run.sh: mpirun not found (Tools/setup.sh installs openmpi-bin)" >&2; exit 1; }
 cd "$root"
 if [ "$build" = 1 ]; then
-    echo "== building release gradsketch and gradsketch-mpi"
-    swift build -c release --product gradsketch
-    swift build -c release --product gradsketch-mpi
+    echo "== building $configuration gradsketch and gradsketch-mpi"
+    swift build -c "$configuration" --product gradsketch
+    swift build -c "$configuration" --product gradsketch-mpi
 fi
-bin="$(swift build -c release --show-bin-path)"
+bin="$(swift build -c "$configuration" --show-bin-path)"
 export GRADSKETCH="$bin/gradsketch" GRADSKETCH_MPI="$bin/gradsketch-mpi" GRADSKETCH_TEST_QUICK="$quick"
 for binary in "$GRADSKETCH" "$GRADSKETCH_MPI"; do
     [ -x "$binary" ] || { echo "run.sh: $binary is missing (run without --no-build)" >&2; exit 1; }
 done
 
+SECONDS=0  # from here on, the tests' own time
 # CI containers run as root; OpenMPI refuses that unless told twice.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # More ranks than cores (4 or 64 ranks on 2): oversubscribe, and ranks yield while they wait.
@@ -85,6 +89,7 @@ for path in "$here"/*.sh; do
 done
 
 echo
+echo "run.sh: tests took $SECONDS s"
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "run.sh: ${#failed[@]} failed, $passed passed: ${failed[*]}"
     exit 1

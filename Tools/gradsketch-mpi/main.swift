@@ -63,7 +63,13 @@ enum GradSketchMPIMain {
         let collective = MPIRuntime.ifInitialized
         let rank = collective?.rank ?? launcherRank() ?? 0
         if let agreed = error as? AgreedFailure {
-            if rank == 0 { report(agreed.message, code: "failure", path: nil, json: json) }
+            if rank == 0 {
+                report(agreed.message, code: "failure", path: nil, json: json)
+            } else if agreed.failedRanks.contains(rank) {
+                // A failing rank also says what failed here, on its own stderr (its host's log).
+                let mine = agreed.message.split(separator: "\n").filter { $0.hasPrefix("rank \(rank) ") }
+                FileHandle.standardError.write(Data("gradsketch-mpi: error: \(mine.joined(separator: "\n"))\n".utf8))
+            }
             MPIRuntime.finalize()
             Foundation.exit(1)
         }
