@@ -181,7 +181,7 @@ let package = Package(
         /// `mpirun -np N gradsketch-mpi …` (the CLI execs it under an MPI launcher).
         .executableTarget(
             name: "gradsketch-mpi",
-            dependencies: ["GradSketchMPI", "GradSketchDistributed", "GradSketch", "GradSketchStore", argumentParser],
+            dependencies: ["GradSketchMPI", "GradSketchDistributed", "GradSketch", "GradSketchStore", "GradSketchInterchange", argumentParser],
             path: "Tools/gradsketch-mpi",
             swiftSettings: swiftSettings
         ),

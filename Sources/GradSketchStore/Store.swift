@@ -242,6 +242,8 @@ public final class Store: Sendable {
         var attempt = 0
         while true {
             attempt += 1
+            // Held until this attempt links or loses; released before the back-off below.
+            let turn = CommitTurn(versionsDirectory: path + "/versions")
             let base = try versions().last
             var manifest: Manifest
             if let base {
@@ -284,6 +286,8 @@ public final class Store: Sendable {
             let final = path + "/versions/" + Store.manifestName(next)
             if try FileSystem.linkIfAbsent(temporary, final) {
                 linked = true
+                // The next writer may build on this version now; what follows is this one's.
+                _ = consume turn
                 // The version is live from here on: whatever fails now is reported as a
                 // warning, never thrown, so no caller's error path removes a file the new
                 // version references (Spec §7.2 step 4).
@@ -293,8 +297,10 @@ public final class Store: Sendable {
                 manifestCache.withLock { $0[next] = manifest }
                 return (next, warnings)
             }
-            // Another writer committed `next` first: back off a little (randomised, so
-            // writers that collided do not collide again in lockstep) and rebase.
+            // Another writer committed `next` first (one on another host, or one that went
+            // without a turn): back off a little (randomised, so writers that collided do not
+            // collide again in lockstep) and rebase.
+            _ = consume turn
             if attempt > 10_000 {
                 throw StoreError(.conflict, "gave up committing after \(attempt) attempts: other writers keep committing first", path: path)
             }
