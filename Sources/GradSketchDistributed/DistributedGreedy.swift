@@ -60,6 +60,9 @@ public enum DistributedGreedy {
         var sumDotQuery = 0.0, sumSquaredNorm = 0.0
         var picks: [Pick] = []
         var localSeconds = 0.0, reductionSeconds = 0.0, gatheredBytes = 0
+        // A rank whose update failed says so in its next offer (or the final vote), so the
+        // ranks keep calling the same collectives.
+        var failedUpdate: (any Error)?
         for step in 0..<count {
             if resetEvery > 0, step > 0, step % resetEvery == 0 {
                 rows.resetSums()
@@ -67,7 +70,8 @@ public enum DistributedGreedy {
                 sumSquaredNorm = 0
             }
             let localStart = DispatchTime.now()
-            let offer = attempt { try rows.bestOffer(sumDotQuery: sumDotQuery, sumSquaredNorm: sumSquaredNorm) }
+            let offer = failedUpdate.map { Swift.Result<Offer?, any Error>.failure($0) }
+                ?? attempt { try rows.bestOffer(sumDotQuery: sumDotQuery, sumSquaredNorm: sumSquaredNorm) }
             localSeconds += FanOutQuery.seconds(since: localStart)
             let reductionStart = DispatchTime.now()
             let message: Offer.Message
@@ -90,9 +94,9 @@ public enum DistributedGreedy {
             let updateStart = DispatchTime.now()
             let updated = attempt { try rows.add(best) }
             localSeconds += FanOutQuery.seconds(since: updateStart)
-            if case .failure(let error) = updated { try collective.throwIfAnyFailed(error) }
+            if case .failure(let error) = updated { failedUpdate = error }
         }
-        try collective.throwIfAnyFailed(nil)
+        try collective.throwIfAnyFailed(failedUpdate)
         let picksDone = Double(max(count, 1))
         return Result(versions: work.versions, picks: picks, statistics: Statistics(
             rowsScanned: work.localRows, prepareSeconds: prepareSeconds, localSecondsPerPick: localSeconds / picksDone,

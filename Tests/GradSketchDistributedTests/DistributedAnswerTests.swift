@@ -58,7 +58,7 @@ import Testing
         #expect(Set(expected.map(\.score)).count < expected.count)
         var answers: [[FanOutQuery.Hit]] = []
         for size in 1...4 {
-            let results = try allRanks(ThreadCollective.run(size: size) { group in
+            let results = try allRanks(ThreadCollective.run(size: size) { [request] group in
                 try FanOutQuery.run(request, on: layout, collective: group).hits
             })
             #expect(results.allSatisfy { $0 == results[0] }, "ranks of a group of \(size) disagree")
@@ -75,11 +75,11 @@ import Testing
         let fixture = try ShardedFixture()
         var request = FanOutQuery.Request(set: ShardedFixture.set, queries: [2, 1, -1, 0, 0, 3, 1, -2], count: 1)
         request.k = 9
-        let shared = try allRanks(ThreadCollective.run(size: 1) { group in
+        let shared = try allRanks(ThreadCollective.run(size: 1) { [request] group in
             try FanOutQuery.run(request, on: fixture.layout(), collective: group).hits
         })[0]
         let placed = fixture.layout(hosts: ["h0", "h1", "h0"])
-        let results = try allRanks(ThreadCollective.run(hosts: ["h1", "h0", "h0", "h1"]) { group in
+        let results = try allRanks(ThreadCollective.run(hosts: ["h1", "h0", "h0", "h1"]) { [request] group in
             try FanOutQuery.run(request, on: placed, collective: group).hits
         })
         #expect(results.allSatisfy { $0 == shared })
@@ -93,7 +93,7 @@ import Testing
         request.k = 6
         var first: [[FanOutQuery.Hit]]?
         for size in [1, 3] {
-            let hits = try allRanks(ThreadCollective.run(size: size) { group in
+            let hits = try allRanks(ThreadCollective.run(size: size) { [request] group in
                 try FanOutQuery.run(request, on: fixture.layout(), collective: group).hits
             })[0]
             if let first { #expect(hits == first) } else { first = hits }
@@ -167,7 +167,7 @@ import Testing
         options.seed = 11
         let expected = Self.naive(fixture, count: 12, options: options)
         for size in 1...4 {
-            let results = try allRanks(ThreadCollective.run(size: size) { group in
+            let results = try allRanks(ThreadCollective.run(size: size) { [options] group in
                 try DistributedDensity.run(set: ShardedFixture.set, count: 12, options: options, on: fixture.layout(), collective: group).picks
             })
             #expect(results.allSatisfy { $0 == results[0] })
@@ -190,7 +190,7 @@ import Testing
         options.hashes = 4
         options.buckets = 16
         for size in [1, 2, 4] {
-            let widths = try allRanks(ThreadCollective.run(size: size) { group in
+            let widths = try allRanks(ThreadCollective.run(size: size) { [options] group in
                 try DistributedDensity.run(set: ShardedFixture.set, count: 3, options: options, on: fixture.layout(), collective: group).width
             })
             #expect(widths.allSatisfy { $0 == expected }, "\(size) ranks: \(widths) vs \(expected)")

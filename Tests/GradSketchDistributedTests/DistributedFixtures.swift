@@ -1,6 +1,8 @@
 import Foundation
 import GradSketch
 import GradSketchDistributed
+import GradSketchInterchange
+import GradSketchStore
 import GradSketchTestSupport
 
 /// Small sharded data with ties on purpose: rows of small integers (every inner product exact
@@ -49,21 +51,24 @@ final class ShardedFixture: Sendable {
         // A few deletions, in two shards.
         deleted = [segments[0][1].ids[0], segments[shards - 1][0].ids[1]]
         wholePath = directory.path + "/whole"
-        shardPaths = (0..<shards).map { directory.path + "/shard\($0)" }
-        let whole = try Store.create(at: wholePath)
-        for (shard, path) in shardPaths.enumerated() {
-            let store = try Store.create(at: path)
+        let base = directory.path
+        let paths = (0..<shards).map { base + "/shard\($0)" }
+        shardPaths = paths
+        let whole = try GradSketch.Store.create(at: base + "/whole")
+        let removed = deleted
+        for (shard, path) in paths.enumerated() {
+            let store = try GradSketch.Store.create(at: path)
             for segment in segments[shard] {
                 for target in [store, whole] {
                     try target.transaction { transaction in
                         try segment.rows.withUnsafeBytes { bytes in
-                            try transaction.append(to: Self.set, rows: try RowInput(bytes: bytes, elementType: .float32, rowCount: segment.ids.count, k: Self.k),
-                                                   annotations: RowAnnotations(ids: segment.ids, labels: segment.ids.map { "label-" + $0 }))
+                            try transaction.append(to: Self.set, rows: try GradSketchStore.RowInput(bytes: bytes, elementType: .float32, rowCount: segment.ids.count, k: Self.k),
+                                                   annotations: GradSketchStore.RowAnnotations(ids: segment.ids, labels: segment.ids.map { "label-" + $0 }))
                         }
                     }
                 }
             }
-            let gone = segments[shard].flatMap(\.ids).filter { deleted.contains($0) }
+            let gone = segments[shard].flatMap(\.ids).filter { removed.contains($0) }
             if !gone.isEmpty {
                 try store.transaction { try $0.delete(ids: gone, from: Self.set) }
                 try whole.transaction { try $0.delete(ids: gone, from: Self.set) }

@@ -42,6 +42,34 @@ PY
     done
 }
 
+# make_sharded MAP_DIR N [SHARD_DIR_0 HOST_0 SHARD_DIR_1 HOST_1 …]: the source's 6 segments
+# dealt round robin into N shard stores (segment s to shard s mod N), and the shard map
+# (Spec/format.md §11a) at MAP_DIR. Without the pairs, shard i is MAP_DIR/shard-i with no host;
+# a pair gives shard i's directory (absolute) and host ("-" for none).
+make_sharded() {
+    local map="$1" count="$2"; shift 2
+    mkdir -p "$map"
+    local entries=() i directory host id
+    for ((i = 0; i < count; i++)); do
+        if [ $# -ge 2 ]; then directory="$1"; host="$2"; shift 2; else directory="$map/shard-$i"; host="-"; fi
+        id="$("$GRADSKETCH" init "$directory" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["store_id"])')"
+        entries+=("$i|$directory|$host|$id")
+    done
+    for s in 0 1 2 3 4 5; do
+        i=$((s % count))
+        directory="$(echo "${entries[$i]}" | cut -d'|' -f2)"
+        "$GRADSKETCH" append "$directory" --set g --rows "$work/seg$s.npy" --ids "$work/ids$s.txt" --labels "$work/labels$s.txt" >/dev/null
+    done
+    python3 - "$map" "${entries[@]}" <<'PY'
+import json, sys
+shards = []
+for entry in sys.argv[2:]:
+    index, path, host, store_id = entry.split("|")
+    shards.append({"name": f"s{index}", "host": None if host == "-" else host, "path": path, "store_id": store_id})
+json.dump({"format": "gradsketch-shards", "version": 1, "shards": shards}, open(sys.argv[1] + "/gradsketch-shards.json", "w"), indent=2)
+PY
+}
+
 # ids_scores FILE: "id score" per line of a query/select JSON (first result list or rows).
 ids_scores() {
     python3 - "$1" <<'PY'

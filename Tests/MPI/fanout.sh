@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/fanout-lib.sh"
 
 make_source "$work/source"
-"$GRADSKETCH" shard split "$work/source" "$work/sharded" --shards 3 --set g >/dev/null
+make_sharded "$work/sharded" 3
 check "source of 300 rows in 6 segments split into 3 shards"
 
 for np in 1 2 4; do
