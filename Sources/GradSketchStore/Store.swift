@@ -63,9 +63,15 @@ public final class Store: Sendable {
 
     /// Creates a new, empty store at `path` (which must not exist, or be an empty directory)
     /// and commits version 0.
+    ///
+    /// `storeID` (32 lowercase hex digits) is the identity to give it, for a shard that a
+    /// shard map named before its store was created; nil draws a fresh random one.
     @discardableResult
-    public static func create(at path: String) throws -> Store {
+    public static func create(at path: String, storeID: String? = nil) throws -> Store {
         let path = normalize(path)
+        if let storeID, !ShardMap.isStoreID(storeID) {
+            throw StoreError(.invalidInput, "cannot create a store with store-id \"\(storeID)\": expected 32 lowercase hex digits", path: path)
+        }
         if FileSystem.exists(path) {
             guard FileSystem.isDirectory(path), try FileSystem.list(path).isEmpty else {
                 throw StoreError(.invalidInput, "cannot create a store: expected a new path or an empty directory, found existing content", path: path)
@@ -81,7 +87,7 @@ public final class Store: Sendable {
             let file = try HDF5File.create(path: temporary)
             let root = try file.root()
             try FileHeader.write(on: root, type: .store)
-            try root.setAttribute("store-id", randomIdentifier())
+            try root.setAttribute("store-id", storeID ?? randomIdentifier())
             try root.setAttribute("created", utcTimestamp())
             try root.close()
             try file.close()

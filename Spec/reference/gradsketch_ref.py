@@ -4,7 +4,8 @@ Spec/format.md alone with numpy and h5py, as an independent check on the Swift e
 It favours clarity over speed. Library use: create_store, append, delete, put_tensors,
 delta, read_set, read_tensors, manifest, verify; format 1.1: read_index, build_index,
 read_result, save_result; format 1.2: result addresses (read_result, resolve_result),
-segments (a set's segment entries, from the manifest or its segment lists), id_hash.
+segments (a set's segment entries, from the manifest or its segment lists), id_hash;
+sharded stores (§11a): read_shard_map, shard_path, read_sharded_set.
 Names and ids are Python str, compared by code points, which for
 UTF-8 text is the byte comparison §2.3 asks for (no Unicode normalisation). Command line:
 
@@ -674,6 +675,85 @@ def read_set(store, name, version=None):
     k = s["k"]
     matrix = np.concatenate(rows) if rows else np.zeros((0, k), dtype=s["dtype"])
     return matrix, ids, labels, metadata, {c: np.concatenate(v) for c, v in columns.items()}
+
+# ---- §11a sharded stores --------------------------------------------------------------
+
+SHARD_MAP_FILE = "gradsketch-shards.json"
+STORE_ID_RULE = re.compile(r"[0-9a-f]{32}\Z")
+
+
+def read_shard_map(map_dir):
+    """The validated shard map of a sharded store: its list of shard objects, in index order."""
+    path = os.path.join(map_dir, SHARD_MAP_FILE)
+    with open(path, encoding="utf-8") as f:
+        m = json.load(f)
+    if not isinstance(m, dict) or m.get("format") != "gradsketch-shards":
+        raise ValueError(f"{path}: not a shard map (format {m.get('format') if isinstance(m, dict) else None!r})")
+    version = m.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: version must be an integer >= 1, found {version!r}")
+    if version > 1:
+        raise ValueError(f"{path}: map version {version} is newer than this reader (1)")
+    shards = m.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise ValueError(f"{path}: expected a non-empty shards array")
+    names, ids = set(), set()
+    for i, s in enumerate(shards):
+        if not isinstance(s, dict):
+            raise ValueError(f"{path}: shards[{i}] is not an object")
+        for key in ("name", "path", "store_id"):
+            if not isinstance(s.get(key), str):
+                raise ValueError(f"{path}: shards[{i}].{key} must be a string")
+        if "host" not in s or not (s["host"] is None or (isinstance(s["host"], str) and s["host"])):
+            raise ValueError(f"{path}: shards[{i}].host must be null or a non-empty string")
+        if not NAME_RULE.match(s["name"]) or s["name"] in names:
+            raise ValueError(f"{path}: shards[{i}].name {s['name']!r} breaks the name rule or is not unique")
+        if not s["path"]:
+            raise ValueError(f"{path}: shards[{i}].path is empty")
+        if not STORE_ID_RULE.match(s["store_id"]) or s["store_id"] in ids:
+            raise ValueError(f"{path}: shards[{i}].store_id {s['store_id']!r} is not 32 lowercase hex digits or not unique")
+        names.add(s["name"])
+        ids.add(s["store_id"])
+    return shards
+
+
+def shard_path(map_dir, shard):
+    """A shard's directory: absolute as given, relative joined to the map directory."""
+    return shard["path"] if shard["path"].startswith("/") else map_dir.rstrip("/") + "/" + shard["path"]
+
+
+def read_sharded_set(map_dir, name, host=None, versions=None):
+    """Set `name` of every shard a process on `host` serves (host null, or equal), each shard's
+    store-id checked and k, dtype and projection compared across shards (§11a.4). Returns
+    [(shard_index, shard_name, rows, ids, labels, metadata, columns)] in shard order, one entry
+    per shard holding the set; rows are in the shard's set order (segment, row)."""
+    out, first = [], None
+    for i, s in enumerate(read_shard_map(map_dir)):
+        if s["host"] is not None and s["host"] != host:
+            continue
+        store = shard_path(map_dir, s)
+        with h5py.File(os.path.join(store, "gradsketch.h5"), "r") as f:
+            found = _get_str(f, "store-id")
+        if found != s["store_id"]:
+            raise ValueError(f"shard {s['name']} at {store} is store {found}, the map expects {s['store_id']}")
+        version = (versions or {}).get(i)
+        m = manifest(store, version)
+        if name not in m["sketch_sets"]:
+            continue
+        entry = m["sketch_sets"][name]
+        shape = (entry["k"], entry["dtype"], entry["attributes"].get("projection"))
+        if first is None:
+            first = (s["name"], shape)
+        else:
+            other, (k, dtype, projection) = first
+            if (entry["k"], entry["dtype"]) != (k, dtype):
+                raise ValueError(f"set {name}: shard {s['name']} has k={entry['k']} {entry['dtype']}, shard {other} k={k} {dtype}")
+            if (projection is None) != (shape[2] is None) or (projection is not None and not _same_projection(shape[2], projection)):
+                raise ValueError(f"set {name}: shard {s['name']} has another projection than shard {other}")
+        rows, ids, labels, metadata, columns = read_set(store, name, version)
+        out.append((i, s["name"], rows, ids, labels, metadata, columns))
+    return out
+
 
 # ---- §6 tensor sets -------------------------------------------------------------------
 

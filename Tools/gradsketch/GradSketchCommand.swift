@@ -12,7 +12,7 @@ struct GradSketchCommand: ParsableCommand {
         discussion: "A store is a directory of immutable HDF5 files with one manifest per version (see Spec/format.md). Every command that changes a store commits a new version atomically; --at VERSION reads a store as of an earlier version. Every command takes --json: the result as JSON with snake_case keys, and on failure {\"error\": {\"code\", \"message\", \"path\"}} on stdout (the message also on stderr; exit status 1, or 64 for a usage error). Exit status 0 means the command succeeded; a \"warning:\" on stderr after a commit means the version is committed but a step after the commit failed (e.g. the fsync of versions/). A failed command (non-zero) committed nothing. Text inputs (ids, labels, metadata, groups, columns) are UTF-8 with one entry per line; lines end at LF, CRLF or CR.",
         version: StoreFormat.creatorVersion,
         subcommands: [
-            Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Export.self, Delete.self,
+            Initialize.self, Tensors.self, Append.self, Project.self, Train.self, Sketch.self, Index.self, Query.self, SelectCommand.self, ValueCommand.self, Results.self, Export.self, Delete.self, Shard.self,
             Info.self, Log.self, Verify.self, Pack.self, Vacuum.self, Compact.self, Import.self, Serve.self, ReproduceCommand.self,
         ]
     )
