@@ -50,8 +50,16 @@ public struct ShardLayout: Sendable, Equatable {
 }
 
 extension ShardLayout {
-    /// The layout of `directory`: a plain store as one shard (until the shard map lands).
+    /// The layout of `directory`: the shards of its shard map (Spec/format.md §11a) when it
+    /// holds one, else the directory as a plain store of one shard with no host.
+    ///
+    /// - Throws: the map's validation errors (`ShardMap.read`).
     public static func open(directory: String) throws -> ShardLayout {
-        plainStore(directory)
+        guard ShardMap.isSharded(directory: directory) else { return plainStore(directory) }
+        let map = try ShardMap.read(directory: directory)
+        return ShardLayout(shards: map.shards.indices.map { index in
+            let shard = map.shards[index]
+            return Shard(name: shard.name, host: shard.host, path: map.resolvedPath(of: index, directory: directory), storeID: shard.storeID)
+        })
     }
 }
