@@ -36,11 +36,13 @@ func agreed<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
+/// Query vectors as rank 0 read them, or its error.
+struct BroadcastVectors: Codable { let values: [Float], count: Int, error: String? }
+
 /// Query vectors `[count, width]` from a .npy file that rank 0 reads (other hosts need not
 /// see the file), broadcast to every rank; a read error is every rank's error.
 func broadcastVectors(_ path: String, allowMany: Bool, collective: some Collective) throws -> (values: [Float], count: Int) {
-    struct Vectors: Codable { let values: [Float], count: Int, error: String? }
-    var mine = Vectors(values: [], count: 0, error: nil)
+    var mine = BroadcastVectors(values: [], count: 0, error: nil)
     if collective.rank == 0 {
         do {
             let shape = try NumpyFile(path: path).shape
@@ -48,9 +50,9 @@ func broadcastVectors(_ path: String, allowMany: Bool, collective: some Collecti
                 throw ValidationError("the query file \(path) must hold [k] or [Q, k] values, found shape \(shape)")
             }
             let read = try QueryInputs.readVectors(path, width: width, allowMany: allowMany, what: "query")
-            mine = Vectors(values: read.values, count: read.count, error: nil)
+            mine = BroadcastVectors(values: read.values, count: read.count, error: nil)
         } catch {
-            mine = Vectors(values: [], count: 0, error: "\(error)")
+            mine = BroadcastVectors(values: [], count: 0, error: "\(error)")
         }
     }
     let received = try collective.broadcast(value: mine, root: 0)
