@@ -224,7 +224,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GradSketchDistributedTests",
-            dependencies: ["GradSketchDistributed", "GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchTestSupport"],
+            dependencies: ["GradSketchDistributed", "GradSketch", "GradSketchStore", "GradSketchSearch", "GradSketchSelect", "GradSketchInterchange", "GradSketchTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

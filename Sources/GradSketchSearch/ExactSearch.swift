@@ -55,6 +55,22 @@ public enum ExactSearch {
     public static func search(_ set: SketchSet, queries: [Float], count: Int, metric: SearchMetric = .innerProduct,
                               k: Int, smallest: Bool = false, aggregate: QueryAggregation? = nil,
                               threads: Int = 2) throws -> [[SearchHit]] {
+        let tops = try topEntries(set, segments: 0..<set.segments.count, queries: queries, count: count, metric: metric, k: k,
+                                  smallest: smallest, aggregate: aggregate, threads: threads)
+        return try SearchHit.hits(tops, of: set, sign: 1)
+    }
+
+    /// The best `k` (live position, score) pairs of each query among the live rows of
+    /// segments `range` only, best first (lowest scores first with `smallest`), ties by
+    /// position: the per-range answer distributed search merges across ranks and shards.
+    /// Scores are those ``search(_:queries:count:metric:k:smallest:aggregate:threads:)``
+    /// gives the same rows (one segment is one block either way).
+    public static func topEntries(_ set: SketchSet, segments range: Range<Int>, queries: [Float], count: Int,
+                                  metric: SearchMetric = .innerProduct, k: Int, smallest: Bool = false,
+                                  aggregate: QueryAggregation? = nil, threads: Int = 2) throws -> [[TopK.Entry]] {
+        guard range.lowerBound >= 0, range.upperBound <= set.segments.count else {
+            throw StoreError(.invalidInput, "segments \(range) are outside set \(set.name), which has \(set.segments.count) segments")
+        }
         let prepared = try prepareQueries(queries, count: count, for: set, metric: metric)
         if case .groupMeanThenMax(let groups) = aggregate, groups.count != count || groups.contains(where: { $0 < 0 }) {
             throw StoreError(.invalidInput, "group-mean-then-max needs one non-negative group number per query: expected \(count), found \(groups.count)")
@@ -62,7 +78,7 @@ public enum ExactSearch {
         let sign: Float = smallest ? -1 : 1
         let lists = aggregate == nil ? count : 1
         var results = [TopK](repeating: TopK(capacity: k), count: lists)
-        try set.forEachBlock { block in
+        try set.forEachBlock(segments: range) { block in
             let live = LiveMask(block)
             if count == 1 {
                 let local = scanSingle(block, query: prepared, metric: metric, k: k, sign: sign, live: live, threads: threads)
@@ -72,7 +88,7 @@ public enum ExactSearch {
                           live: live, into: &results)
             }
         }
-        return try SearchHit.hits(results.map(\.sorted), of: set, sign: sign)
+        return results.map { $0.sorted.map { TopK.Entry(score: sign * $0.score, position: $0.position) } }
     }
 
     /// Checks `count × set.k` queries (shape, finite values) and, for cosine, scales each to

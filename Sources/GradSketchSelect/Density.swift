@@ -1,6 +1,6 @@
 import CGradSketchKernels
 import Foundation
-import GradSketchInterchange
+public import GradSketchInterchange
 import COpenBLAS
 public import GradSketchStore
 
@@ -113,7 +113,7 @@ public enum DensitySampling {
 
     /// h_r(x) = ⌊(⟨a_r, x⟩ + b_r) / w⌋ mod B for each row and hash, `[count, R]`; with power
     /// p > 1, the p cells of hash r are mixed into one bucket.
-    static func bucketsOf(_ rows: UnsafeBufferPointer<Float>, count: Int, k: Int, directions: [Float], offsets: [Double],
+    public static func bucketsOf(_ rows: UnsafeBufferPointer<Float>, count: Int, k: Int, directions: [Float], offsets: [Double],
                           width: Double, buckets: Int, power: Int = 1) -> [Int32] {
         let projectionsPerRow = offsets.count, hashes = projectionsPerRow / power
         var projections = [Float](repeating: 0, count: count * projectionsPerRow)
@@ -164,7 +164,7 @@ public enum DensitySampling {
         return nearest[m / 2]
     }
 
-    static func gaussian(_ generator: inout SeededRandom) -> Double {
+    public static func gaussian(_ generator: inout SeededRandom) -> Double {
         // Box–Muller on two open-interval uniforms.
         let u = max(generator.nextUnit(), Double.leastNonzeroMagnitude), v = generator.nextUnit()
         return (-2 * log(u)).squareRoot() * cos(2 * Double.pi * v)

@@ -21,6 +21,9 @@ struct GradSketchMPICommand: ParsableCommand {
         subcommands: [
             Append.self,
             CollectiveCheck.self,
+            Query.self,
+            Select.self,
+            IndexBuild.self,
         ]
     )
 }

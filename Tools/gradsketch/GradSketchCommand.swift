@@ -29,6 +29,12 @@ struct GradSketchCommand: ParsableCommand {
                 fail(with: error, json: arguments.contains("--json"))
             }
         }
+        // Under mpirun/srun, or on a sharded store, query/select/index build run distributed.
+        if let distributed = DistributedHook.translated(arguments) {
+            do { try Serve.execSibling("gradsketch-mpi", for: distributed[0], distributed) } catch {
+                fail(with: error, json: OutputOptions.requested(in: arguments))
+            }
+        }
         BLASKernels.selectForThisCPU()
         // A failure after a commit's link leaves the version committed: the command says so
         // on stderr and still exits 0 (Spec §7.2).
