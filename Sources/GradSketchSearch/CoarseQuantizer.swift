@@ -70,12 +70,21 @@ public struct CoarseQuantizer: Sendable {
     /// k-means lists (L2, so large-norm rows stay together), then `groups` upper centroids by
     /// k-means over the list centroids (≈ √lists when nil), lists renumbered group by group.
     ///
-    /// `threads` bounds the parallel assignment; the k-means itself runs on BLAS threads.
+    /// The k-means runs its GEMMs on OpenBLAS's threads; `threads` is not used by training.
     public static func train(points: [Float], count: Int, width: Int, lists: Int, groups: Int?, iterations: Int,
                              seed: UInt64, threads: Int) -> CoarseQuantizer {
         precondition(count >= lists && lists >= 1, "training needs at least as many points (\(count)) as lists (\(lists))")
         precondition(points.count >= count * width)
         let flat = KMeans.train(points: points, count: count, width: width, lists: lists, iterations: iterations, seed: seed)
+        return grouping(centroids: flat, width: width, groups: groups, iterations: iterations, seed: seed)
+    }
+
+    /// The upper level over given list centroids ([lists, width]): `groups` k-means centroids of
+    /// them (≈ √lists when nil), lists renumbered group by group (each group's lists in their
+    /// given order). For list centroids trained elsewhere, and for benchmarks.
+    public static func grouping(centroids flat: [Float], width: Int, groups: Int?, iterations: Int, seed: UInt64) -> CoarseQuantizer {
+        let lists = flat.count / width
+        precondition(lists >= 1 && flat.count == lists * width)
         let groupCount = min(lists, max(1, groups ?? Int(Double(lists).squareRoot().rounded())))
         let upper: [Float]
         var membership = [Int32](repeating: 0, count: lists)
@@ -85,11 +94,11 @@ public struct CoarseQuantizer: Sendable {
             upper = mean.map { Float($0 / Double(lists)) }
         } else {
             // A different seed stream from the lists' k-means.
-            upper = KMeans.train(points: flat, count: lists, width: width, lists: groupCount, iterations: iterations,
+            upper = KMeans.train(points: flat, count: lists, width: width, lists: groupCount, iterations: max(iterations, 1),
                                  seed: seed ^ 0x6772_6F75_7073_0000)
             KMeans.assign(points: flat, count: lists, width: width, centroids: upper, lists: groupCount, into: &membership)
         }
-        // Renumber: lists of group 0 first, each group's lists in their k-means order.
+        // Renumber: lists of group 0 first, each group's lists in their given order.
         var order: [Int] = []
         order.reserveCapacity(lists)
         var offsets = [0]

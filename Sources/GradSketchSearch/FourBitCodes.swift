@@ -211,21 +211,49 @@ public struct FourBitCoder: Sendable {
     }
 
     /// estimates[i] ≈ ⟨q, r_i⟩ for `count` rows of codes stored contiguously (bytesPerRow each).
+    /// The C kernel (AVX2 where the CPU has it); equal bit for bit to `referenceEstimate`.
     public func estimate(_ query: PreparedQuery, codes: UnsafePointer<UInt8>, lows: UnsafePointer<Float>,
                          steps: UnsafePointer<Float>, count: Int, into estimates: UnsafeMutablePointer<Float>) {
-        let bytes = bytesPerRow
+        guard count > 0 else { return }
         query.even.withUnsafeBufferPointer { even in
             query.odd.withUnsafeBufferPointer { odd in
-                for i in 0..<count {
-                    let row = codes + i * bytes
-                    var dot: Int32 = 0
-                    for b in 0..<bytes {
-                        dot += Int32(row[b] & 0x0F) * Int32(even[b]) + Int32(row[b] >> 4) * Int32(odd[b])
+                gsk_fourbit_estimate(codes, count, bytesPerRow, even.baseAddress!, odd.baseAddress!, lows, steps,
+                                     query.sum, query.scale, estimates)
+            }
+        }
+    }
+
+    /// The same estimates in plain Swift, one nibble at a time: the reference the kernels are
+    /// tested against.
+    func referenceEstimate(_ query: PreparedQuery, codes: UnsafePointer<UInt8>, lows: UnsafePointer<Float>,
+                           steps: UnsafePointer<Float>, count: Int, into estimates: UnsafeMutablePointer<Float>) {
+        let bytes = bytesPerRow
+        for i in 0..<count {
+            let row = codes + i * bytes
+            var dot: Int32 = 0
+            for b in 0..<bytes {
+                dot += Int32(row[b] & 0x0F) * Int32(query.even[b]) + Int32(row[b] >> 4) * Int32(query.odd[b])
+            }
+            estimates[i] = Self.combine(low: lows[i], step: steps[i], dot: dot, query: query)
+        }
+    }
+
+    /// Exact int32 ⟨q8, c_i⟩ of each row, with the dispatched kernel or the portable C code.
+    func dots(_ query: PreparedQuery, codes: UnsafePointer<UInt8>, count: Int, portable: Bool) -> [Int32] {
+        var dots = [Int32](repeating: 0, count: count)
+        guard count > 0 else { return dots }
+        query.even.withUnsafeBufferPointer { even in
+            query.odd.withUnsafeBufferPointer { odd in
+                dots.withUnsafeMutableBufferPointer { d in
+                    if portable {
+                        gsk_fourbit_dots_portable(codes, count, bytesPerRow, even.baseAddress!, odd.baseAddress!, d.baseAddress!)
+                    } else {
+                        gsk_fourbit_dots(codes, count, bytesPerRow, even.baseAddress!, odd.baseAddress!, d.baseAddress!)
                     }
-                    estimates[i] = Self.combine(low: lows[i], step: steps[i], dot: dot, query: query)
                 }
             }
         }
+        return dots
     }
 
     /// low·Σq + (step·qscale)·dot, in this order of float32 operations (the C kernels use the same).
