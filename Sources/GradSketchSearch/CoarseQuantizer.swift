@@ -1,4 +1,5 @@
 import CGradSketchKernels
+import COpenBLAS
 import Dispatch
 import GradSketchInterchange
 import GradSketchStore
@@ -22,6 +23,10 @@ public struct CoarseQuantizer: Sendable {
 
     public var groups: Int { groupOffsets.count - 1 }
 
+    /// max ‖c − g‖ over the lists c of each group g (derived, not stored): with it,
+    /// ⟨q, g⟩ + ‖q‖·radius bounds ⟨q, c⟩ for every list of the group (Cauchy–Schwarz).
+    let groupRadii: [Float]
+
     /// Memberwise, unchecked: for `train`, whose arrays are consistent by construction.
     init(width: Int, lists: Int, centroids: [Float], groupCentroids: [Float], groupOffsets: [Int]) {
         self.width = width
@@ -29,6 +34,21 @@ public struct CoarseQuantizer: Sendable {
         self.centroids = centroids
         self.groupCentroids = groupCentroids
         self.groupOffsets = groupOffsets
+        var radii = [Float](repeating: 0, count: groupOffsets.count - 1)
+        for g in radii.indices {
+            var largest: Float = 0
+            for list in groupOffsets[g]..<groupOffsets[g + 1] {
+                var sum: Float = 0
+                for j in 0..<width {
+                    let d = centroids[list * width + j] - groupCentroids[g * width + j]
+                    sum += d * d
+                }
+                largest = max(largest, sum)
+            }
+            // Rounded up a little so float32 error cannot make the bound fall short.
+            radii[g] = largest.squareRoot() * (1 + 1e-5)
+        }
+        groupRadii = radii
     }
 
     /// From stored arrays, validated.
@@ -118,6 +138,11 @@ public struct CoarseQuantizer: Sendable {
     /// The nprobe lists of largest ⟨q, c⟩ reached through the `groupProbe` groups of largest
     /// ⟨q, g⟩ (all groups when nil), best first, ties by list id ascending.
     public func probe(_ query: UnsafePointer<Float>, nprobe: Int, groupProbe: Int?) -> [Int32] {
+        probe(query, nprobe: nprobe, groupProbe: groupProbe, rankGroupsByBound: true)
+    }
+
+    /// Groups ranked by their bound ⟨q, g⟩ + ‖q‖·radius when `rankGroupsByBound`, else by ⟨q, g⟩.
+    func probe(_ query: UnsafePointer<Float>, nprobe: Int, groupProbe: Int?, rankGroupsByBound: Bool) -> [Int32] {
         let wanted = min(max(nprobe, 0), lists)
         guard wanted > 0 else { return [] }
         var best = TopK(capacity: wanted)
@@ -128,6 +153,12 @@ public struct CoarseQuantizer: Sendable {
             var groupScores = [Float](repeating: 0, count: groups)
             groupCentroids.withUnsafeBufferPointer { g in
                 gsk_dots_f32(g.baseAddress!, groups, width, query, &groupScores, nil)
+            }
+            if rankGroupsByBound {
+                var squaredNorm: Float = 0
+                for j in 0..<width { squaredNorm += query[j] * query[j] }
+                let norm = squaredNorm.squareRoot()
+                for g in 0..<groups { groupScores[g] += norm * groupRadii[g] }
             }
             var bestGroups = TopK(capacity: probedGroups)
             for g in 0..<groups { bestGroups.offer(groupScores[g], position: g) }
@@ -150,19 +181,93 @@ public struct CoarseQuantizer: Sendable {
     // MARK: - Assignment
 
     /// Nearest list (Euclidean) of each row, for coding: exact, over all lists (GEMM blocks),
-    /// rows split into `threads` contiguous ranges.
+    /// rows split into `threads` contiguous ranges. Ties go to the lower list id.
     public func assign(_ rows: UnsafePointer<Float>, count: Int, into lists: UnsafeMutablePointer<Int32>, threads: Int) {
+        assign(rows, count: count, into: lists, threads: threads, groupProbe: nil)
+    }
+
+    /// Nearest list (Euclidean) of each row among the lists of its `groupProbe` nearest groups
+    /// (exact over all lists when nil or ≥ groups).
+    ///
+    /// Through groups, each block of rows is scored against the group centroids (one GEMM),
+    /// then the rows that chose a group are gathered and scored against that group's lists
+    /// (one GEMM per group): lists/groups · groupProbe + groups centroids per row instead of
+    /// all lists. A row whose nearest list lies in a group it did not probe gets the nearest
+    /// list of the groups it did; `gradsketch-bench codes assign` measures how often.
+    public func assign(_ rows: UnsafePointer<Float>, count: Int, into lists: UnsafeMutablePointer<Int32>, threads: Int,
+                       groupProbe: Int?) {
         guard count > 0 else { return }
         let parts = max(1, min(threads, (count + KMeans.blockPoints - 1) / KMeans.blockPoints))
         let rowsAddress = UInt(bitPattern: rows), listsAddress = UInt(bitPattern: lists)
-        let width = self.width, centroids = self.centroids, listCount = self.lists
+        let exact = groupProbe.map { $0 >= groups } ?? true
         DispatchQueue.concurrentPerform(iterations: parts) { part in
             let start = count * part / parts, end = count * (part + 1) / parts
             guard end > start else { return }
             let r = UnsafePointer<Float>(bitPattern: rowsAddress)!
             let l = UnsafeMutablePointer<Int32>(bitPattern: listsAddress)!
-            KMeans.assign(points: r + start * width, count: end - start, width: width, centroids: centroids,
-                          lists: listCount, into: l + start)
+            if exact {
+                KMeans.assign(points: r + start * width, count: end - start, width: width, centroids: centroids,
+                              lists: self.lists, into: l + start)
+            } else {
+                var block = start
+                while block < end {
+                    let n = min(KMeans.blockPoints, end - block)
+                    assignThroughGroups(r + block * width, count: n, into: l + block, groupProbe: max(1, groupProbe!))
+                    block += n
+                }
+            }
         }
+    }
+
+    /// ‖c‖²/2 of each row of `matrix` ([count, width]).
+    private static func halfSquaredNorms(_ matrix: [Float], count: Int, width: Int) -> [Float] {
+        (0..<count).map { row in
+            var sum: Float = 0
+            for j in 0..<width { sum += matrix[row * width + j] * matrix[row * width + j] }
+            return sum / 2
+        }
+    }
+
+    private func assignThroughGroups(_ rows: UnsafePointer<Float>, count: Int, into assignment: UnsafeMutablePointer<Int32>,
+                                     groupProbe: Int) {
+        let groupHalfNorms = Self.halfSquaredNorms(groupCentroids, count: groups, width: width)
+        let listHalfNorms = Self.halfSquaredNorms(centroids, count: lists, width: width)
+        // Nearest groups: argmax ⟨x, g⟩ − ‖g‖²/2.
+        var groupScores = [Float](repeating: 0, count: count * groups)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(groups), Int32(width),
+                    1, rows, Int32(width), groupCentroids, Int32(width), 0, &groupScores, Int32(groups))
+        var members = [[Int]](repeating: [], count: groups)
+        for row in 0..<count {
+            var best = TopK(capacity: groupProbe)
+            for g in 0..<groups { best.offer(groupScores[row * groups + g] - groupHalfNorms[g], position: g) }
+            for entry in best.sorted { members[entry.position].append(row) }
+        }
+        var bestValue = [Float](repeating: -.infinity, count: count)
+        var bestList = [Int32](repeating: 0, count: count)
+        var gathered: [Float] = []
+        var scores: [Float] = []
+        for g in 0..<groups where !members[g].isEmpty && groupOffsets[g + 1] > groupOffsets[g] {
+            let first = groupOffsets[g], groupLists = groupOffsets[g + 1] - first
+            let m = members[g].count
+            gathered.removeAll(keepingCapacity: true)
+            for row in members[g] { gathered.append(contentsOf: UnsafeBufferPointer(start: rows + row * width, count: width)) }
+            if scores.count < m * groupLists { scores = [Float](repeating: 0, count: m * groupLists) }
+            centroids.withUnsafeBufferPointer { c in
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(groupLists), Int32(width),
+                            1, gathered, Int32(width), c.baseAddress! + first * width, Int32(width), 0, &scores, Int32(groupLists))
+            }
+            for (i, row) in members[g].enumerated() {
+                for list in 0..<groupLists {
+                    let value = scores[i * groupLists + list] - listHalfNorms[first + list]
+                    let id = Int32(first + list)
+                    // Ties to the lower list id, whatever order the groups come in.
+                    if value > bestValue[row] || (value == bestValue[row] && id < bestList[row]) {
+                        bestValue[row] = value
+                        bestList[row] = id
+                    }
+                }
+            }
+        }
+        for row in 0..<count { assignment[row] = bestList[row] }
     }
 }
