@@ -188,7 +188,7 @@ let package = Package(
 
         .executableTarget(
             name: "gradsketch-bench",
-            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", "COpenBLAS"],
+            dependencies: ["GradSketchStore", "GradSketchInterchange", "GradSketchProjection", "GradSketchModels", "GradSketchSearch", "GradSketchSelect", "COpenBLAS", "CGradSketchKernels"],
             path: "Tools/gradsketch-bench",
             swiftSettings: swiftSettings
         ),

@@ -12,6 +12,7 @@
 //   gradsketch-bench append-growth DIR APPENDS ROWS K   APPENDS appends of ROWS float16 rows (with ids) into one set
 //                                              of a new store, in this process; the time of each append
 //   gradsketch-bench select DIR N K PICKS      greedy SELECT with PICKS picks vs PICKS full scans; density sampling
+//   gradsketch-bench codes scan|recall|probe …  4-bit codes and the two-level quantizer (CodesBench.swift)
 //   gradsketch-bench methods DIR N K           PASER (indexed kNN graph), GradEx and In-Run valuation on N rows,
 //                                              each against one streaming scan of the same rows
 //
@@ -44,6 +45,8 @@ guard arguments.count >= 2 else {
 }
 do {
     switch arguments[1] {
+    case "codes":
+        try runCodesBench(Array(arguments.dropFirst(2)))
     case "append":
         let directory = arguments[2], rowsPath = arguments[3]
         let dtype = try SketchDType(parsing: arguments[4])

@@ -52,6 +52,20 @@ void gsk_int8_dots(const int8_t *codes, size_t n, size_t k, const int16_t *query
 /// Whether gsk_int8_dots uses AVX-512 VNNI here.
 int gsk_has_int8_vnni(void);
 
+/// 4-bit codes (GradSketchSearch.FourBitCoder): exact int32 dot products of n rows of packed
+/// nibbles (bytes_per_row bytes each; element 2j in the low nibble of byte j, 2j + 1 in the
+/// high one) with an int8 query given as its even and odd elements, each zero-padded to a
+/// multiple of 32 bytes (≥ bytes_per_row). AVX2 where the CPU has it, identical results.
+void gsk_fourbit_dots(const uint8_t *codes, size_t n, size_t bytes_per_row, const int8_t *even, const int8_t *odd, int32_t *dots);
+/// The same with the portable code only, for tests.
+void gsk_fourbit_dots_portable(const uint8_t *codes, size_t n, size_t bytes_per_row, const int8_t *even, const int8_t *odd, int32_t *dots);
+/// estimates[i] = lows[i]·query_sum + (steps[i]·query_scale)·dot_i in float32, never fused
+/// (the same rounding as FourBitCoder's Swift reference).
+void gsk_fourbit_estimate(const uint8_t *codes, size_t n, size_t bytes_per_row, const int8_t *even, const int8_t *odd,
+                          const float *lows, const float *steps, float query_sum, float query_scale, float *estimates);
+/// Whether gsk_fourbit_dots uses AVX2 here.
+int gsk_has_fourbit_avx2(void);
+
 /// Asks the CPU to start loading `bytes` bytes at `address` into cache (a hint; no fault on
 /// any address). Used to overlap the random row reads of a re-rank.
 void gsk_prefetch(const void *address, size_t bytes);
