@@ -96,7 +96,7 @@ public enum PartIndexBuilder {
         guard (0.0...1.0).contains(options.recallTarget), options.partRows >= 1, options.rerank >= 1 else {
             throw StoreError(.invalidInput, "recall target must be in 0...1 (found \(options.recallTarget)), part rows and rerank at least 1 (found \(options.partRows), \(options.rerank))")
         }
-        var clock = Clock()
+        var clock = PhaseClock()
         var random = SeededRandom(seed: options.seed)
         let claim = try store.claimWrites()
         defer { claim.release() }
@@ -194,7 +194,7 @@ public enum PartIndexBuilder {
     /// quantizer and coder (cost ∝ new rows), and commits the index with the old parts kept.
     public static func update(_ set: SketchSet, in store: Store, name: String, options: PartIndexOptions = PartIndexOptions(),
                               progress: ((String) -> Void)? = nil) throws -> PartIndexReport {
-        var clock = Clock()
+        var clock = PhaseClock()
         let (entry, stored, oldParts) = try set.partIndex(name)
         guard let covered = set.coveredSegmentCount(of: entry) else {
             throw StoreError(.conflict, "index \(name) of set \(set.name) was built on segments that version \(set.version) no longer starts with (compacted?): rebuild it with `gradsketch index build --kind \(PartIndexKind.name)`")
@@ -241,7 +241,7 @@ public enum PartIndexBuilder {
     ///   this (runs of one part are left alone); nil merges every part into one.
     public static func merge(_ set: SketchSet, in store: Store, name: String, smallerThan: Int? = nil,
                              progress: ((String) -> Void)? = nil) throws -> PartIndexReport {
-        var clock = Clock()
+        var clock = PhaseClock()
         let (entry, _, parts) = try set.partIndex(name)
         guard set.coveredSegmentCount(of: entry) != nil else {
             throw StoreError(.conflict, "index \(name) of set \(set.name) was built on segments that version \(set.version) no longer starts with: rebuild it")
@@ -352,9 +352,9 @@ public enum PartIndexBuilder {
         for list in assignment { offsets[Int(list) + 1] += 1 }
         for list in 0..<lists { offsets[list + 1] += offsets[list] }
         var next = offsets.dropLast().map(Int.init)
-        var arrays = IndexPartArrays(listOffsets: offsets, codes: [UInt8](repeating: 0, count: rows * bytesPerRow),
-                                     lows: [Float](repeating: 0, count: rows), steps: [Float](repeating: 0, count: rows),
-                                     positions: [Int64](repeating: 0, count: rows))
+        var codes = [UInt8](repeating: 0, count: rows * bytesPerRow)
+        var lows = [Float](repeating: 0, count: rows), steps = [Float](repeating: 0, count: rows)
+        var rowPositions = [Int64](repeating: 0, count: rows)
         var residual = [Float](repeating: 0, count: width)
         slot = 0
         try set.forEachLiveChunk(segments: run, rows: 4096) { block, positions in
@@ -362,23 +362,25 @@ public enum PartIndexBuilder {
             chunk.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: block.baseAddress!, count: n * width) }
             if metric == .cosine { IVFIndexBuilder.normalizeRows(&chunk, width: width, count: n) }
             quantizer.centroids.withUnsafeBufferPointer { centroids in
-                arrays.codes.withUnsafeMutableBufferPointer { codes in
+                codes.withUnsafeMutableBufferPointer { codes in
                     for i in 0..<n {
                         let list = Int(assignment[slot + i])
                         let to = next[list]
                         next[list] += 1
                         for j in 0..<width { residual[j] = chunk[i * width + j] - centroids[list * width + j] }
                         let (low, step) = residual.withUnsafeBufferPointer { coder.encode($0.baseAddress!, into: codes.baseAddress! + to * bytesPerRow) }
-                        arrays.lows[to] = low
-                        arrays.steps[to] = step
-                        arrays.positions[to] = Int64(positions[i])
+                        lows[to] = low
+                        steps[to] = step
+                        rowPositions[to] = Int64(positions[i])
                     }
                 }
             }
             slot += n
         }
+        assignment = []
         let segments = set.segments[run].map(\.entry.file)
-        return try store.writeIndexPart(for: set, segments: segments, lists: lists, arrays: arrays)
+        return try store.writeIndexPart(for: set, segments: segments, lists: lists,
+                                        arrays: IndexPartArrays(listOffsets: offsets, codes: codes, lows: lows, steps: steps, positions: rowPositions))
     }
 
     // MARK: - Helpers
@@ -391,7 +393,7 @@ public enum PartIndexBuilder {
     }
 
     static func report(_ operation: String, entry: Manifest.IndexEntry, version: Int, name: String, parts: [Manifest.IndexPartEntry],
-                       written: [Manifest.IndexPartEntry], rowsCoded: Int, clock: Clock, width: Int, boundRows: Int) -> PartIndexReport {
+                       written: [Manifest.IndexPartEntry], rowsCoded: Int, clock: PhaseClock, width: Int, boundRows: Int) -> PartIndexReport {
         let stored = QueryParametersText.stored(entry)
         let groups = entry.parameters["groups"]?.intValue ?? 1
         return PartIndexReport(operation: operation, version: version, name: name, kind: PartIndexKind.name, metric: entry.metric,
@@ -430,7 +432,7 @@ public enum PartIndexBuilder {
         return Int(usage.ru_maxrss) * 1024
     }
 
-    struct Clock {
+    struct PhaseClock {
         var seconds: [String: Double] = [:]
         var last = Date()
         mutating func lap(_ phase: String) {

@@ -54,6 +54,13 @@ public struct PublishedIndexFile: Sendable {
     public let size: Int
     public let fileChecksum: String
     public let checksums: [String: String]
+
+    public init(file: String, size: Int, fileChecksum: String, checksums: [String: String]) {
+        self.file = file
+        self.size = size
+        self.fileChecksum = fileChecksum
+        self.checksums = checksums
+    }
 }
 
 /// A stored `ivf-rq4` quantizer, read and verified whole on open (it is small).
@@ -77,7 +84,7 @@ public final class StoredPartQuantizer: Sendable {
 /// A stored part: list offsets read and verified on open; codes, lows, steps and positions
 /// mapped and verified list by list as searches touch them.
 public final class StoredIndexPart: Sendable {
-    public let entry: Manifest.IndexPartEntry
+    package let entry: Manifest.IndexPartEntry
     public let path: String
     public let listOffsets: [Int]
     public let bytesPerRow: Int
@@ -102,7 +109,7 @@ public final class StoredIndexPart: Sendable {
 
     /// Opens part `entry` of an index of `lists` lists over a set of width `k` in the store at
     /// `storePath` (for a builder tuning parts it has just written).
-    public static func open(storePath: String, entry: Manifest.IndexPartEntry, k: Int, lists: Int, set: String?) throws -> StoredIndexPart {
+    package static func open(storePath: String, entry: Manifest.IndexPartEntry, k: Int, lists: Int, set: String?) throws -> StoredIndexPart {
         try PartIndexFiles.loadPart(path: storePath + "/" + entry.file, entry: entry, k: k, lists: lists, set: set)
     }
 
@@ -159,7 +166,7 @@ extension Store {
 
     /// Writes and publishes one part of an `ivf-rq4` index of `set` covering `segments` (not
     /// committed); returns its manifest entry.
-    public func writeIndexPart(for set: SketchSet, segments: [String], lists: Int, arrays: IndexPartArrays) throws -> Manifest.IndexPartEntry {
+    package func writeIndexPart(for set: SketchSet, segments: [String], lists: Int, arrays: IndexPartArrays) throws -> Manifest.IndexPartEntry {
         let k = set.k, bytesPerRow = (k + 1) / 2
         let rows = arrays.positions.count
         guard arrays.listOffsets.count == lists + 1, arrays.listOffsets.first == 0, arrays.listOffsets.last == Int64(rows),
@@ -189,7 +196,7 @@ extension Store {
     ///
     /// - Throws: `.conflict` if a newer version no longer starts with those segments.
     @discardableResult
-    public func commitPartIndex(_ name: String, over set: SketchSet, metric: String, quantizer: PublishedIndexFile,
+    package func commitPartIndex(_ name: String, over set: SketchSet, metric: String, quantizer: PublishedIndexFile,
                                 parts: [Manifest.IndexPartEntry], lists: Int, parameters: [String: JSONValue]) throws -> Int {
         try Rules.checkName(name, what: "index")
         let segments = parts.flatMap(\.segments)
@@ -263,7 +270,7 @@ extension Store {
 
 extension SketchSet {
     /// The quantizer and parts of `ivf-rq4` index `name` as of this version.
-    public func partIndex(_ name: String) throws -> (entry: Manifest.IndexEntry, quantizer: StoredPartQuantizer, parts: [StoredIndexPart]) {
+    package func partIndex(_ name: String) throws -> (entry: Manifest.IndexEntry, quantizer: StoredPartQuantizer, parts: [StoredIndexPart]) {
         guard let entry = entry.indexes[name] else {
             let known = entry.indexes.keys.sorted()
             throw StoreError(.notFound, "set \(self.name) has no index \"\(name)\" in version \(version) (indexes: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
