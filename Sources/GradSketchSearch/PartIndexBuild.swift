@@ -428,7 +428,7 @@ public enum PartIndexBuilder {
     /// The process's peak resident set (getrusage ru_maxrss, KiB on Linux) in bytes.
     public static func peakRSSBytes() -> Int {
         var usage = rusage()
-        getrusage(RUSAGE_SELF, &usage)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
         return Int(usage.ru_maxrss) * 1024
     }
 

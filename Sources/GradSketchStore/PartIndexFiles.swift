@@ -394,14 +394,14 @@ enum PartIndexFiles {
             guard offsets.first == 0, offsets.last == rows, zip(offsets, offsets.dropFirst()).allSatisfy({ $0 <= $1 }) else {
                 throw StoreError(.corrupt, "part list offsets must rise from 0 to \(rows)", path: path)
             }
-            func map(_ dataset: String, _ encoding: EncodingType, _ type: StorageType, _ shape: [Int]) throws -> CheckedBytes {
+            func map(_ root: borrowing Group, _ dataset: String, _ encoding: EncodingType, _ type: StorageType, _ shape: [Int]) throws -> CheckedBytes {
                 try mapRows(root, dataset, encoding: encoding, type: type, shape: shape, rows: rows, expected: entry.checksums[dataset],
                             path: path, alwaysVerify: alwaysVerify)
             }
-            let codes = try map("codes", .ivfRQ4Codes, .uint8, [rows, bytesPerRow])
-            let lows = try map("lows", .ivfRQ4Lows, .float32, [rows])
-            let steps = try map("steps", .ivfRQ4Steps, .float32, [rows])
-            let positions = try map("positions", .ivfRowPositions, .int64, [rows])
+            let codes = try map(root, "codes", .ivfRQ4Codes, .uint8, [rows, bytesPerRow])
+            let lows = try map(root, "lows", .ivfRQ4Lows, .float32, [rows])
+            let steps = try map(root, "steps", .ivfRQ4Steps, .float32, [rows])
+            let positions = try map(root, "positions", .ivfRowPositions, .int64, [rows])
             try root.close()
             return StoredIndexPart(entry: entry, path: path, listOffsets: offsets, bytesPerRow: bytesPerRow,
                                    codes: codes, lows: lows, steps: steps, positions: positions)
