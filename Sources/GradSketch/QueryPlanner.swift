@@ -201,10 +201,12 @@ struct QueryPlanner {
             if let asked = request.groupProbe, asked < 1 {
                 throw StoreError(.invalidInput, "group probe must be at least 1, found \(asked)")
             }
-            groupProbe = min(groups, request.groupProbe ?? index.parameters["group_probe"]?.intValue ?? groups)
+            let tunedGroups = index.parameters["group_probe"]?.intValue ?? groups
+            groupProbe = min(groups, request.groupProbe ?? PartIndexBuilder.groupProbe(
+                forNprobe: nprobe, tunedNprobe: tunedNprobe, tunedGroupProbe: tunedGroups, lists: index.lists, groups: groups))
             steps.append(nprobe >= index.lists
                 ? "route through all \(groups) groups (every list is probed); 4-bit codes of \(parts.count) \(parts.count == 1 ? "part" : "parts")"
-                : "route through the best \(groupProbe!) of \(groups) groups\(request.groupProbe == nil ? " (index default)" : " (asked for)"); 4-bit codes of \(parts.count) \(parts.count == 1 ? "part" : "parts")")
+                : "route through the best \(groupProbe!) of \(groups) groups\(request.groupProbe == nil ? " (tuned at build time, scaled with nprobe)" : " (asked for)"); 4-bit codes of \(parts.count) \(parts.count == 1 ? "part" : "parts")")
         }
         steps.append("re-score \(rerank) candidates per query exactly (at k = 10, scaled with k)")
         let tail = entry.segments.dropFirst(covered).reduce(0) { $0 + $1.liveRows }

@@ -139,23 +139,38 @@ public enum PartIndexBuilder {
             clock.lap("code")
 
             progress?("tuning nprobe on \(tuningCount) held-out rows")
-            let groupProbe = options.groupProbe.map { min(max(1, $0), groups) } ?? max(1, (groups + 3) / 4)
             let loaded = try parts.map { try StoredIndexPart.open(storePath: store.path, entry: $0, k: width, lists: lists, set: set.name) }
             let searcher = try PartIndexSearcher(set: set, quantizer: quantizer, coder: coder, parts: loaded, metric: options.metric,
                                                  coveredSegments: parts.reduce(0) { $0 + $1.segments.count }, indexName: name,
-                                                 defaults: PartSearchParameters(nprobe: 1, rerank: options.rerank, groupProbe: groupProbe), tuning: [])
+                                                 defaults: PartSearchParameters(nprobe: 1, rerank: options.rerank, groupProbe: nil), tuning: [])
             let queries = try set.floatRows(at: heldOut)
             let truth = try ExactSearch.search(set, queries: queries, count: tuningCount, metric: options.metric, k: 11, threads: options.threads)
-            var tuning: [IVFBuildReport.TuningPoint] = []
-            for nprobe in IVFIndexBuilder.probeSchedule(lists: lists) {
+            func recall(nprobe: Int, groupProbe: Int?) throws -> Double {
                 let found = try searcher.search(queries: queries, count: tuningCount, k: 11,
                                                 parameters: PartSearchParameters(nprobe: nprobe, rerank: options.rerank, groupProbe: groupProbe),
                                                 threads: options.threads)
-                let recall = IVFIndexBuilder.meanRecall(found: found, truth: truth, excluding: heldOut, k: 10)
-                tuning.append(.init(nprobe: nprobe, recall: recall))
-                if recall >= 0.999 { break }
+                return IVFIndexBuilder.meanRecall(found: found, truth: truth, excluding: heldOut, k: 10)
+            }
+            // First nprobe with every group considered (the recall the lists allow), then the
+            // fewest groups that keep the target at that nprobe.
+            var tuning: [IVFBuildReport.TuningPoint] = []
+            for nprobe in IVFIndexBuilder.probeSchedule(lists: lists) {
+                let reached = try recall(nprobe: nprobe, groupProbe: nil)
+                tuning.append(.init(nprobe: nprobe, recall: reached))
+                if reached >= 0.999 { break }
             }
             let chosen = tuning.first { $0.recall >= options.recallTarget }?.nprobe ?? lists
+            var groupProbe = groups
+            var groupTuning: [(groupProbe: Int, recall: Double)] = []
+            if let asked = options.groupProbe {
+                groupProbe = min(max(1, asked), groups)
+            } else if chosen < lists {
+                for candidate in IVFIndexBuilder.probeSchedule(lists: groups) where candidate < groups {
+                    let reached = try recall(nprobe: chosen, groupProbe: candidate)
+                    groupTuning.append((candidate, reached))
+                    if reached >= options.recallTarget { groupProbe = candidate; break }
+                }
+            }
             clock.lap("tune")
 
             progress?("committing")
@@ -172,6 +187,7 @@ public enum PartIndexBuilder {
                 "seed": JSONValue(options.seed),
                 "quantizer_built_on_version": .number(Double(set.version)),
                 "tuning": .array(tuning.map { .object(["nprobe": .number(Double($0.nprobe)), "recall": .number($0.recall)]) }),
+                "group_tuning": .array(groupTuning.map { .object(["group_probe": .number(Double($0.groupProbe)), "recall": .number($0.recall)]) }),
             ]
             let version = try store.commitPartIndex(name, over: set, metric: options.metric.rawValue, quantizer: quantizerFile,
                                                     parts: parts, lists: lists, parameters: parameters)
@@ -302,6 +318,15 @@ public enum PartIndexBuilder {
             for part in written { try? FileManager.default.removeItem(atPath: store.path + "/" + part.file) }
             throw error
         }
+    }
+
+    /// Groups to consider at `nprobe` lists, from the tuned pair (`tunedNprobe`, `tunedGroupProbe`):
+    /// the same share of groups per probed list, so probing more lists also widens the groups
+    /// they may come from (at least the tuned number; all groups when every list is probed).
+    public static func groupProbe(forNprobe nprobe: Int, tunedNprobe: Int, tunedGroupProbe: Int, lists: Int, groups: Int) -> Int {
+        guard nprobe < lists else { return groups }
+        let scaled = (tunedGroupProbe * nprobe + max(1, tunedNprobe) - 1) / max(1, tunedNprobe)
+        return min(groups, max(1, tunedGroupProbe, scaled))
     }
 
     // MARK: - Parts

@@ -122,6 +122,12 @@ public final class PartIndexSearcher: @unchecked Sendable {
         let width = set.k
         guard k >= 1 else { throw StoreError(.invalidInput, "k must be at least 1, found \(k)") }
         let parameters = parameters ?? defaults
+        // An nprobe without a group probe: the tuned share of groups, scaled with nprobe.
+        var routed = parameters
+        if parameters.groupProbe == nil, let tuned = defaults.groupProbe {
+            routed.groupProbe = PartIndexBuilder.groupProbe(forNprobe: parameters.nprobe, tunedNprobe: defaults.nprobe,
+                                                            tunedGroupProbe: tuned, lists: lists, groups: groups)
+        }
         guard parameters.nprobe >= 1, parameters.rerank >= 1, (parameters.groupProbe ?? 1) >= 1 else {
             throw StoreError(.invalidInput, "nprobe, rerank and group probe must be at least 1, found \(parameters.nprobe), \(parameters.rerank) and \(parameters.groupProbe ?? 0)")
         }
@@ -139,7 +145,7 @@ public final class PartIndexSearcher: @unchecked Sendable {
                 while q < count {
                     let query = Array(frozen[(q * width)..<((q + 1) * width)])
                     do {
-                        output[q] = try searchOne(query, k: k, parameters: parameters).sorted
+                        output[q] = try searchOne(query, k: k, parameters: routed).sorted
                     } catch {
                         failure.withLock { if $0 == nil { $0 = error } }
                         return
