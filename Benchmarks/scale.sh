@@ -12,6 +12,7 @@
 #   Default: --rows 1e5 (a smoke run of a few minutes). Output: DIR/scale-N.jsonl (one JSON record
 #   per line) and DIR/scale.md (the table over every size in DIR). Data and truth are cached in
 #   DIR/data-N; stores and indexes are deleted after each size unless KEEP=1.
+#   SKIP_BUILD=1 uses the release gradsketch and libgradsketch-c.so already built.
 #   pip installs faiss-cpu and pylance here when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +36,10 @@ if ! python3 -c "import faiss, lance" 2>/dev/null; then
   python3 -m pip install --quiet faiss-cpu pylance >&2
 fi
 
-swift build -c release --product gradsketch >&2
-swift build -c release --product gradsketch-c >&2
+if [ -z "${SKIP_BUILD:-}" ]; then  # SKIP_BUILD=1: use the release binaries already in .build
+  swift build -c release --product gradsketch >&2
+  swift build -c release --product gradsketch-c >&2
+fi
 gs="$root/.build/release/gradsketch"
 export GRADSKETCH_LIBRARY="$root/.build/release/libgradsketch-c.so" PYTHONPATH="$root/python${PYTHONPATH:+:$PYTHONPATH}"
 py="python3 $root/Benchmarks/scale.py"
