@@ -39,12 +39,13 @@ fi
 if [ -z "${SKIP_BUILD:-}" ]; then  # SKIP_BUILD=1: use the release binaries already in .build
   swift build -c release --product gradsketch >&2
   swift build -c release --product gradsketch-c >&2
+  swift build -c release --product gradsketch-bench >&2
 fi
 gs="$root/.build/release/gradsketch"
 export GRADSKETCH_LIBRARY="$root/.build/release/libgradsketch-c.so" PYTHONPATH="$root/python${PYTHONPATH:+:$PYTHONPATH}"
 py="python3 $root/Benchmarks/scale.py"
 # Searches: one CPU, one thread everywhere (FAISS sets its own OpenMP threads to 1 as well).
-search() { OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=1 LANCE_CPU_THREADS=1 LANCE_IO_THREADS=1 taskset -c 0 "$@"; }
+search() { LANCE_LOG=error OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 RAYON_NUM_THREADS=1 LANCE_CPU_THREADS=1 LANCE_IO_THREADS=1 taskset -c 0 "$@"; }
 export BUILD_THREADS=2 OMP_NUM_THREADS=2
 rq4=0
 if has rq4 && "$gs" index build --help | grep -q -- "--kind"; then rq4=1; fi
@@ -74,6 +75,7 @@ for n_text in ${sizes//,/ }; do
       $py timed "GradSketch ivf-int8" $((2 * k)) -- "$gs" index build "$work/store" --set base --name int8 --json
       phase "N=$n: gradsketch ivf-int8 search"
       search $py gs-search "$data" "$work/store" int8 "GradSketch ivf-int8"
+      search $py gs-bench "$data" "$root/.build/release/gradsketch-bench" "$work/store" int8 "GradSketch ivf-int8 (Swift)"
     fi
     if [ $rq4 = 1 ]; then
       phase "N=$n: gradsketch ivf-rq4 build"
@@ -104,7 +106,7 @@ for n_text in ${sizes//,/ }; do
     if has gs || [ $rq4 = 1 ]; then
       phase "N=$n: 1 % update ($extra rows)"
       t0=$(date +%s.%N)
-      "$gs" import "$work/store" npy "$data/extra.npy" --set base >/dev/null
+      "$gs" import "$work/store" npy "$data/extra.npy" --set base --ids "$data/extra-ids.txt" >/dev/null
       append_s=$(python3 -c "print($(date +%s.%N) - $t0)")
       if [ $rq4 = 1 ]; then
         $py timed "update ivf-rq4" 0 -- "$gs" index update "$work/store" --set base --name rq4 --json | \
