@@ -23,7 +23,12 @@ extension Snapshot {
         let (queries, count) = try queryVectors(request, target: opened.set)
         let metric = SearchMetric(rawValue: plan.metric)!
         let found: [[SearchHit]]
-        if let index = plan.index, !plan.exact {
+        if let index = plan.index, !plan.exact, plan.kind == PartIndexKind.name {
+            let searcher = try opened.partSearcher(index)
+            let parameters = PartSearchParameters(nprobe: plan.nprobe!, rerank: plan.rerank!, groupProbe: plan.groupProbe)
+            found = try searcher.search(queries: queries, count: count, k: request.k, parameters: parameters,
+                                        smallest: request.smallest, threads: 2)
+        } else if let index = plan.index, !plan.exact {
             let searcher = try opened.searcher(index)
             let parameters = IVFSearchParameters(nprobe: plan.nprobe!, rerank: plan.rerank!)
             found = try searcher.search(queries: queries, count: count, k: request.k, parameters: parameters,
@@ -136,11 +141,11 @@ struct QueryPlanner {
                 throw StoreError(.invalidInput, "index \(name) is for metric \(index.metric); query with metric \(index.metric) or build one for \(metric)")
             }
             chosen = name
-            steps.append("index \(name) was asked for")
+            steps.append("index \(name) (\(index.kind)) was asked for")
         case .auto:
             // The index named after the metric, else the first (by bytes) for the metric.
             chosen = candidates.contains(metric) ? metric : candidates.first
-            if let chosen { steps.append("index \(chosen) is the set's index for \(metric)") }
+            if let chosen { steps.append("index \(chosen) (\(entry.indexes[chosen]?.kind ?? "?")) is the set's index for \(metric)") }
         }
         if chosen == nil && request.index == .auto && request.probe != .tuned {
             throw StoreError(.invalidInput, "set \(request.set) has no index for metric \(metric): build one, or query without an nprobe or recall target")
@@ -189,13 +194,31 @@ struct QueryPlanner {
         let expectedRecall = tuning.first { $0.nprobe == nprobe }?.recall
         if let expectedRecall { steps.append("held-out recall@10 at this nprobe when built: \(expectedRecall)") }
         let rerank = request.rerank ?? tunedRerank
+        var groupProbe: Int? = nil
+        if let parts = index.parts {
+            // ivf-rq4 (Spec §10.3): routing looks at the lists of the best groups only.
+            let groups = index.parameters["groups"]?.intValue ?? 1
+            if let asked = request.groupProbe, asked < 1 {
+                throw StoreError(.invalidInput, "group probe must be at least 1, found \(asked)")
+            }
+            let tunedGroups = index.parameters["group_probe"]?.intValue ?? groups
+            groupProbe = min(groups, request.groupProbe ?? PartIndexBuilder.groupProbe(
+                forNprobe: nprobe, tunedNprobe: tunedNprobe, tunedGroupProbe: tunedGroups, lists: index.lists, groups: groups))
+            steps.append(nprobe >= index.lists
+                ? "route through all \(groups) groups (every list is probed); 4-bit codes of \(parts.count) \(parts.count == 1 ? "part" : "parts")"
+                : "route through the best \(groupProbe!) of \(groups) groups\(request.groupProbe == nil ? " (tuned at build time, scaled with nprobe)" : " (asked for)"); 4-bit codes of \(parts.count) \(parts.count == 1 ? "part" : "parts")")
+        }
         steps.append("re-score \(rerank) candidates per query exactly (at k = 10, scaled with k)")
         let tail = entry.segments.dropFirst(covered).reduce(0) { $0 + $1.liveRows }
         let indexed = entry.rowCount - tail
         steps.append("\(indexed) live rows through the index (built on version \(index.builtOnVersion)), \(tail) rows of later segments scanned exactly")
-        return QueryPlan(set: request.set, version: snapshot.version, metric: metric, queries: queryCount, exact: false,
-                         index: name, nprobe: nprobe, rerank: rerank, lists: index.lists, indexedRows: indexed, exactRows: tail,
-                         builtOnVersion: index.builtOnVersion, expectedRecall: expectedRecall, note: nil, staleIndex: false, steps: steps)
+        var plan = QueryPlan(set: request.set, version: snapshot.version, metric: metric, queries: queryCount, exact: false,
+                             index: name, nprobe: nprobe, rerank: rerank, lists: index.lists, indexedRows: indexed, exactRows: tail,
+                             builtOnVersion: index.builtOnVersion, expectedRecall: expectedRecall, note: nil, staleIndex: false, steps: steps)
+        plan.kind = index.kind
+        plan.parts = index.parts?.count
+        plan.groupProbe = groupProbe
+        return plan
     }
 
     /// How many of the set's first segments the index covers, or nil when the set no longer

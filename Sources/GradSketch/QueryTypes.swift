@@ -64,6 +64,9 @@ public struct QueryRequest: Sendable {
     public var probe: Probe = .tuned
     /// Candidates re-scored exactly at k = 10 (scaled with k); nil takes the index's default.
     public var rerank: Int? = nil
+    /// Groups of a two-level quantizer (`ivf-rq4`) whose lists are considered when routing;
+    /// nil takes the index's default. Ignored by other kinds.
+    public var groupProbe: Int? = nil
     /// Fetch the labels and metadata of the hits.
     public var annotations: Bool = true
 
@@ -104,6 +107,11 @@ public struct QueryPlan: Sendable, Codable, CustomStringConvertible {
     public let staleIndex: Bool
     /// The plan, step by step, for people.
     public let steps: [String]
+    /// The index's kind (`ivf-int8`, `ivf-rq4`), nil for exact search.
+    public var kind: String? = nil
+    /// `ivf-rq4`: the index's parts and the groups probed when routing.
+    public var parts: Int? = nil
+    public var groupProbe: Int? = nil
 
     public var description: String { steps.joined(separator: "\n") }
 }

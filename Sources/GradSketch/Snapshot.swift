@@ -158,6 +158,7 @@ final class OpenedSet: Sendable {
     let set: SketchSet
     private let live = Mutex<LiveRows?>(nil)
     private let searchers = Mutex<[UTF8Key: IVFSearcher]>([:])
+    private let partSearchers = Mutex<[UTF8Key: PartIndexSearcher]>([:])
 
     init(set: SketchSet) { self.set = set }
 
@@ -166,6 +167,18 @@ final class OpenedSet: Sendable {
         let map = try LiveRows(set)
         live.withLock { $0 = map }
         return map
+    }
+
+    /// The searcher of `ivf-rq4` index `name`, opened once.
+    func partSearcher(_ name: String) throws -> PartIndexSearcher {
+        let key = UTF8Key(name)
+        if let opened = partSearchers.withLock({ $0[key] }) { return opened }
+        let searcher = try PartIndexSearcher(set: set, index: name)
+        return partSearchers.withLock { all in
+            if let existing = all[key] { return existing }
+            all[key] = searcher
+            return searcher
+        }
     }
 
     /// The searcher of index `name`, opened once.

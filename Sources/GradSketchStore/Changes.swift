@@ -98,7 +98,13 @@ package enum StoreChange: Sendable {
         switch self {
         case .appendSegments(_, let segments, _): segments.files
         case .putTensors(_, let tensors), .delta(_, _, _, let tensors): [tensors.file]
-        case .buildIndex(_, _, let entry): [entry.file]
+        // An ivf-rq4 update reuses its quantizer and older parts, which earlier versions
+        // reference: only the parts built on the entry's version are new.
+        case .buildIndex(_, _, let entry):
+            entry.parts.map { parts in
+                (entry.parameters["quantizer_built_on_version"]?.intValue == entry.builtOnVersion ? [entry.file] : [])
+                    + parts.filter { $0.builtOnVersion == entry.builtOnVersion }.map(\.file)
+            } ?? [entry.file]
         case .saveResult(_, let entry): [entry.file]
         case .compact(_, let runs): runs.compactMap { $0.merged?.file }
         case .delete, .setAttributes, .dropSet, .dropTensors, .dropIndex: []

@@ -15,6 +15,9 @@ enum EncodingType: String {
     // Format 1.2: id hash tables (§5.1) and segment lists (§7.1).
     case rowIDHashes = "row-id-hashes", rowIDHashRows = "row-id-hash-rows"
     case segmentList = "segment-list", segmentListJSON = "segment-list-json", segmentListPositions = "segment-list-positions"
+    // Partitioned 4-bit indexes (§10.3): one quantizer file and part files.
+    case ivfRQ4Quantizer = "ivf-rq4-quantizer", ivfGroupCentroids = "ivf-group-centroids", ivfGroupOffsets = "ivf-group-offsets"
+    case ivfRQ4Part = "ivf-rq4-part", ivfRQ4Codes = "ivf-rq4-codes", ivfRQ4Lows = "ivf-rq4-lows", ivfRQ4Steps = "ivf-rq4-steps"
 }
 
 /// Writing and checking the attributes every store file and dataset carries (Spec §2.1).

@@ -203,4 +203,44 @@ extension Store {
             return [.init(object: nil, message: FileKinds.describe(error))]
         }
     }
+
+    /// An `ivf-rq4` quantizer's own rules (Spec §10.3): its datasets against their checksums,
+    /// and no row position in two parts.
+    func checkPartQuantizer(_ name: String, _ entry: Manifest.IndexEntry, k: Int) -> [FileKind.KindProblem] {
+        do {
+            _ = try PartIndexFiles.loadQuantizer(path: absolute(entry.file), entry: entry, k: k, set: nil, alwaysVerify: true)
+        } catch {
+            return [.init(object: nil, message: FileKinds.describe(error))]
+        }
+        var seen = Set<Int64>()
+        for part in entry.parts ?? [] {
+            // Unreadable parts are reported by their own check.
+            guard let loaded = try? PartIndexFiles.loadPart(path: absolute(part.file), entry: part, k: k, lists: entry.lists, set: nil),
+                  let arrays = try? loaded.verifiedArrays() else { continue }
+            for position in arrays.positions where !seen.insert(position).inserted {
+                return [.init(object: nil, message: "row position \(position) appears in two parts of index \(name)")]
+            }
+        }
+        return []
+    }
+
+    /// A part's own rules: every dataset against its checksum, mappable codes, row positions
+    /// inside the covered segments, none twice.
+    func checkIndexPart(_ part: Manifest.IndexPartEntry, k: Int, lists: Int, physicalRows: Int) -> [FileKind.KindProblem] {
+        do {
+            let loaded = try PartIndexFiles.loadPart(path: absolute(part.file), entry: part, k: k, lists: lists, set: nil, alwaysVerify: true)
+            var problems: [FileKind.KindProblem] = []
+            if !loaded.isMapped && part.rows > 0 { problems.append(.init(object: "codes", message: "part codes are not mappable as Spec §2.4 requires")) }
+            let positions = try loaded.verifiedArrays().positions
+            if let bad = positions.first(where: { $0 < 0 || $0 >= Int64(physicalRows) }) {
+                problems.append(.init(object: "positions", message: "row position \(bad) is outside the \(physicalRows) rows of the covered segments"))
+            }
+            if Set(positions).count != positions.count {
+                problems.append(.init(object: "positions", message: "a row position appears twice"))
+            }
+            return problems
+        } catch {
+            return [.init(object: nil, message: FileKinds.describe(error))]
+        }
+    }
 }

@@ -111,7 +111,7 @@ enum FileKinds {
         Set(all.flatMap { $0.entries(manifest).map(\.file) })
     }
 
-    static let builtIn: [FileKind] = [segment, deletions, tensors, index, result, segmentList]
+    static let builtIn: [FileKind] = [segment, deletions, tensors, index, result, segmentList, partQuantizer, indexPart]
 
     static let segment = FileKind(
         name: "segment", directory: "segments", encoding: EncodingType.sketchSegment.rawValue,
@@ -179,7 +179,7 @@ enum FileKinds {
         ],
         entries: { manifest in
             manifest.sketchSets.values.flatMap { set in
-                set.indexes.map { name, index in
+                set.indexes.filter { $0.value.parts == nil }.map { name, index in
                     let physicalRows = set.segments.filter { index.segments.contains($0.file) }.reduce(0) { $0 + $1.rows }
                     let k = set.k
                     return FileKind.Entry(file: index.file, size: index.size, fileChecksum: index.fileChecksum,
@@ -232,6 +232,54 @@ enum FileKinds {
                     return FileKind.Entry(file: list.file, size: list.size, fileChecksum: list.fileChecksum,
                                           datasetChecksums: list.checksums.map { ($0.key, $0.value) }, rows: list.rows) { store in
                         store.checkSegmentList(list, covering: covered)
+                    }
+                }
+            }
+        })
+
+    /// `ivf-rq4` quantizer files (Spec §10.3); the check also reads every part's positions to
+    /// check that no row is indexed twice across parts.
+    static let partQuantizer = FileKind(
+        name: "index quantizer", directory: "indexes", encoding: EncodingType.ivfRQ4Quantizer.rawValue,
+        datasets: [
+            .init("centroids", .ivfCentroids, oneElementPerRow: false, contentCheckedByKind: true),
+            .init("group-centroids", .ivfGroupCentroids, oneElementPerRow: false, contentCheckedByKind: true),
+            .init("group-offsets", .ivfGroupOffsets, oneElementPerRow: false, contentCheckedByKind: true),
+        ],
+        entries: { manifest in
+            manifest.sketchSets.values.flatMap { set in
+                set.indexes.filter { $0.value.parts != nil }.map { name, index in
+                    let k = set.k
+                    return FileKind.Entry(file: index.file, size: index.size, fileChecksum: index.fileChecksum,
+                                          datasetChecksums: index.checksums.map { ($0.key, $0.value) }, rows: nil) { store in
+                        store.checkPartQuantizer(name, index, k: k)
+                    }
+                }
+            }
+        })
+
+    /// `ivf-rq4` part files (Spec §10.3). Two versions' entries may name the same part (an
+    /// update keeps the old parts); each is checked per version like any other file.
+    static let indexPart = FileKind(
+        name: "index part", directory: "indexes", encoding: EncodingType.ivfRQ4Part.rawValue,
+        datasets: [
+            .init("list-offsets", .ivfListOffsets, oneElementPerRow: false, contentCheckedByKind: true),
+            .init("codes", .ivfRQ4Codes, contentCheckedByKind: true),
+            .init("lows", .ivfRQ4Lows, contentCheckedByKind: true),
+            .init("steps", .ivfRQ4Steps, contentCheckedByKind: true),
+            .init("positions", .ivfRowPositions, contentCheckedByKind: true),
+        ],
+        entries: { manifest in
+            manifest.sketchSets.values.flatMap { set in
+                set.indexes.values.flatMap { index -> [FileKind.Entry] in
+                    guard let parts = index.parts else { return [] }
+                    let physicalRows = set.segments.filter { index.segments.contains($0.file) }.reduce(0) { $0 + $1.rows }
+                    let (k, lists) = (set.k, index.lists)
+                    return parts.map { part in
+                        FileKind.Entry(file: part.file, size: part.size, fileChecksum: part.fileChecksum,
+                                       datasetChecksums: part.checksums.map { ($0.key, $0.value) }, rows: part.rows) { store in
+                            store.checkIndexPart(part, k: k, lists: lists, physicalRows: physicalRows)
+                        }
                     }
                 }
             }

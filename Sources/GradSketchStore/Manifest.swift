@@ -178,13 +178,18 @@ package struct Manifest: Codable, Sendable, Equatable {
         public var segments: [String]
         /// Search parameters chosen at build time (`default_nprobe`, `rerank`, `recall_target`, `tuning`, …).
         public var parameters: [String: JSONValue]
+        /// Kind `ivf-rq4` (Spec §10.3): the index's parts in order; their segments concatenated
+        /// are `segments`, their rows summed are `rows`. Nil for `ivf-int8`, whose `file` holds
+        /// every row; for `ivf-rq4`, `file` is the quantizer file.
+        public var parts: [IndexPartEntry]?
         enum CodingKeys: String, CodingKey, CaseIterable {
-            case file, size, checksums, kind, metric, lists, rows, segments, parameters
+            case file, size, checksums, kind, metric, lists, rows, segments, parameters, parts
             case fileChecksum = "file_checksum", builtOnVersion = "built_on_version"
         }
 
         public init(file: String, size: Int?, fileChecksum: String?, checksums: [String: String], kind: String, metric: String,
-                    lists: Int, rows: Int, builtOnVersion: Int, segments: [String], parameters: [String: JSONValue]) {
+                    lists: Int, rows: Int, builtOnVersion: Int, segments: [String], parameters: [String: JSONValue],
+                    parts: [IndexPartEntry]? = nil) {
             self.file = file
             self.size = size
             self.fileChecksum = fileChecksum
@@ -196,6 +201,37 @@ package struct Manifest: Codable, Sendable, Equatable {
             self.builtOnVersion = builtOnVersion
             self.segments = segments
             self.parameters = parameters
+            self.parts = parts
+        }
+    }
+
+    /// One part of an `ivf-rq4` index (Spec §10.3): the 4-bit codes of the rows of a contiguous
+    /// run of the set's segments, grouped by the index's lists.
+    public struct IndexPartEntry: Codable, Sendable, Equatable {
+        public var file: String
+        public var size: Int?
+        public var fileChecksum: String?
+        /// CRC-32C of each dataset of the part file.
+        public var checksums: [String: String]
+        /// Rows the part holds (the live rows of its segments when it was built).
+        public var rows: Int
+        /// Files of the segments the part covers, in set order.
+        public var segments: [String]
+        /// The version whose rows the part was built from.
+        public var builtOnVersion: Int
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case file, size, checksums, rows, segments
+            case fileChecksum = "file_checksum", builtOnVersion = "built_on_version"
+        }
+
+        public init(file: String, size: Int?, fileChecksum: String?, checksums: [String: String], rows: Int, segments: [String], builtOnVersion: Int) {
+            self.file = file
+            self.size = size
+            self.fileChecksum = fileChecksum
+            self.checksums = checksums
+            self.rows = rows
+            self.segments = segments
+            self.builtOnVersion = builtOnVersion
         }
     }
 

@@ -86,10 +86,31 @@ enum ManifestValidation {
                 guard index.rows <= totalRows || !index.segments.allSatisfy(segmentFiles.contains) else {
                     throw fail("\(location) holds \(index.rows) rows, more than the \(totalRows) rows of the set")
                 }
-                let declared = product([index.rows, set.k]).flatMap { codes in
-                    product([index.lists, set.k, 4]).flatMap { add(codes, $0) }
+                if let parts = index.parts {
+                    // ivf-rq4 (Spec §10.3): the quantizer file holds the centroids; each part
+                    // its rows' 4-bit codes, and the parts add up to the index.
+                    try checkSize(index.size, holds: product([index.lists, set.k, 4]), what: location)
+                    var partRows = 0
+                    for part in parts {
+                        try checkName(part.file, directory: "indexes", what: "\(location) part")
+                        try checkCount(part.rows, "\(location) part \(part.file) rows")
+                        try checkCount(part.builtOnVersion, "\(location) part \(part.file) built_on_version")
+                        try checkSize(part.size, holds: product([part.rows, (set.k + 1) / 2]), what: "\(location) part \(part.file)")
+                        guard let sum = add(partRows, part.rows) else { throw fail("\(location) parts hold more rows than fit in 64-bit sizes") }
+                        partRows = sum
+                    }
+                    guard partRows == index.rows, parts.flatMap(\.segments) == index.segments else {
+                        throw fail("\(location) parts cover \(partRows) rows of \(parts.reduce(0) { $0 + $1.segments.count }) segments, expected the index's \(index.rows) rows and its \(index.segments.count) segments in order")
+                    }
+                    guard Set(parts.map(\.file)).count == parts.count, !parts.contains(where: { $0.file == index.file }) else {
+                        throw fail("\(location) lists a part file twice")
+                    }
+                } else {
+                    let declared = product([index.rows, set.k]).flatMap { codes in
+                        product([index.lists, set.k, 4]).flatMap { add(codes, $0) }
+                    }
+                    try checkSize(index.size, holds: declared, what: location)
                 }
-                try checkSize(index.size, holds: declared, what: location)
                 for covered in index.segments where !isDataFileName(covered, directory: "segments") {
                     throw fail("\(location) covers segment file \"\(printable(covered))\", expected segments/<32 lowercase hex digits>.h5")
                 }

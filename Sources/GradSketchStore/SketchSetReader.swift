@@ -391,9 +391,16 @@ public final class SketchSet: Sendable {
     /// (`[count, k]`, row-major) and each row's physical position: its index among all rows of
     /// the set's segments, deleted ones included (Spec §10.2).
     public func forEachLiveChunk(rows chunk: Int = 4096, _ body: (UnsafeBufferPointer<Float>, [Int]) throws -> Void) throws {
+        try forEachLiveChunk(segments: 0..<segments.count, rows: chunk, body)
+    }
+
+    /// ``forEachLiveChunk(rows:_:)`` over segments `range` only; positions stay physical
+    /// positions in the whole set.
+    public func forEachLiveChunk(segments range: Range<Int>, rows chunk: Int = 4096,
+                                 _ body: (UnsafeBufferPointer<Float>, [Int]) throws -> Void) throws {
         var buffer = [Float](repeating: 0, count: chunk * k)
-        var physicalStart = 0
-        try forEachBlock { block in
+        var physicalStart = segments[..<range.lowerBound].reduce(0) { $0 + $1.entry.rows }
+        try forEachBlock(segments: range) { block in
             let live = block.liveRows
             var start = 0
             while start < live.count {

@@ -33,6 +33,7 @@ struct Query: ParsableCommand {
     @Option(help: "Probe as many lists as reach this held-out recall@10 (from the build's tuning).") var recallTarget: Double?
     @Option(help: "Lists to probe (overrides the tuned default).") var nprobe: Int?
     @Option(help: "Candidates re-ranked exactly (at k = 10; overrides the index's default).") var rerank: Int?
+    @Option(help: "ivf-rq4 indexes: groups of lists considered when routing (overrides the index's default).") var groupProbe: Int?
     @Option(help: ArgumentHelp("Another checkpoint's sketch set of the same documents and its query: SET=QUERY[@WEIGHT], QUERY a .npy vector or id:ID. Repeatable; scores become Σ_c w_c ⟨g_c, q_c⟩ (TracIn-style, exact), rows matched by id.", valueName: "term")) var term: [String] = []
     @Option(help: "Weight of the --set term when --term is given (e.g. its learning rate).") var weight: Float = 1
     @Option(help: "Search the store as of this version.") var at: Int?
@@ -42,7 +43,10 @@ struct Query: ParsableCommand {
 
     struct Output: Encodable {
         struct Result: Encodable { let rank: Int, id: String, score: Float, label: String?, metadata: String? }
-        struct IndexUse: Encodable { let name: String, lists: Int, nprobe: Int, rerank: Int, indexedRows: Int, exactRows: Int, builtOnVersion: Int }
+        struct IndexUse: Encodable {
+            let name: String, lists: Int, nprobe: Int, rerank: Int, indexedRows: Int, exactRows: Int, builtOnVersion: Int
+            let kind: String?, parts: Int?, groupProbe: Int?
+        }
         let set: String, version: Int, metric: String, exact: Bool, queries: Int
         let index: IndexUse?
         /// Why an index of the set was not used, when one exists.
@@ -54,6 +58,7 @@ struct Query: ParsableCommand {
         try requireOption(count, "-k", in: 1...OptionLimit.count)
         try requireOption(nprobe, "--nprobe", in: 1...OptionLimit.count)
         try requireOption(rerank, "--rerank", in: 1...OptionLimit.perQuery)
+        try requireOption(groupProbe, "--group-probe", in: 1...OptionLimit.count)
         try requireVersion(at)
         guard weight.isFinite else { throw ValidationError("--weight must be a finite number, found \(weight)") }
     }
@@ -96,6 +101,7 @@ struct Query: ParsableCommand {
             request.index = exact ? .exact : index.map { .named($0) } ?? .auto
             request.probe = nprobe.map { .nprobe($0) } ?? recallTarget.map { .recallTarget($0) } ?? .tuned
             request.rerank = rerank
+            request.groupProbe = groupProbe
             if explain {
                 let plan = try snapshot.plan(request)
                 if json { printJSON(plan) } else { print(plan.description) }
@@ -108,7 +114,8 @@ struct Query: ParsableCommand {
             }
             let use = plan.index.map { name in
                 Output.IndexUse(name: name, lists: plan.lists!, nprobe: plan.nprobe!, rerank: plan.rerank!,
-                                indexedRows: plan.indexedRows, exactRows: plan.exactRows, builtOnVersion: plan.builtOnVersion!)
+                                indexedRows: plan.indexedRows, exactRows: plan.exactRows, builtOnVersion: plan.builtOnVersion!,
+                                kind: plan.kind, parts: plan.parts, groupProbe: plan.groupProbe)
             }
             let output = Output(set: set, version: plan.version, metric: plan.metric, exact: plan.exact, queries: plan.queries,
                                 index: use, note: plan.note, results: result.hits.map(Self.ranked))
