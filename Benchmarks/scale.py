@@ -376,6 +376,8 @@ def table(paths):
             top = max((s for s in searches if s["system"] == system), key=lambda s: s["recall"], default=None)
             fmt = lambda v, f: "—" if v is None else format(v, f)
             rss = b.get("peak_rss")
+            if system.endswith("(Swift)"):
+                b = {}  # the same index as the row above, searched in one Swift process
             lines.append(
                 f"| {system} | {fmt(b.get('build_s'), '.1f')} | {fmt(rss / 1e9 if rss else None, '.2f')} | "
                 f"{fmt(b['index_bytes'] / b['rows'] if b.get('index_bytes') else None, '.1f')} | {fmt(b.get('row_bytes_read'), '.0f')} | "
@@ -387,6 +389,23 @@ def table(paths):
                          f"{u['index_s']:.1f} s = {100 * u['index_s'] / u['full_build_s']:.1f} % of the full build ({u['full_build_s']:.1f} s)")
         for r in (r for r in rs if r["what"] == "import"):
             lines.append(f"import: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s")
+        lines.append("")
+    # Growth with N: build seconds and QPS@0.95 of each system at each size.
+    sizes = sorted(n for n in by_n if n)
+    if len(sizes) > 1:
+        lines.append("### Growth with N (build s / QPS at recall@10 >= 0.95, one thread)")
+        lines.append("")
+        lines.append("| system | " + " | ".join(f"N = {n:.0e}" for n in sizes) + " |")
+        lines.append("|---|" + "---:|" * len(sizes))
+        systems = dict.fromkeys(r["system"] for rs in by_n.values() for r in rs if r["what"] in ("build", "search"))
+        for system in systems:
+            cells = []
+            for n in sizes:
+                b = next((r for r in by_n[n] if r["what"] == "build" and r["system"] == system), None)
+                ok = [r["qps"] for r in by_n[n] if r["what"] == "search" and r["system"] == system and r["recall"] >= TARGET]
+                cells.append(f"{b['build_s']:.0f} s / " if b and "build_s" in b else "— / ")
+                cells[-1] += f"{max(ok):.0f}" if ok else "—"
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
         lines.append("")
     print("\n".join(lines))
 
