@@ -356,6 +356,12 @@ def timed(system, row_bytes_read, command):
 
 def table(paths):
     records = [json.loads(line) for p in paths for line in open(p) if line.startswith("{")]
+    # Build records name the system as scale.sh calls its builder; searches by display name.
+    aliases = {"faiss ivfpq": "faiss IVF-PQ", "faiss hnsw": "faiss HNSW", "lance ivf_pq": "lance IVF_PQ",
+               "lance ivf_hnsw_sq": "lance IVF_HNSW_SQ"}
+    for r in records:
+        if "system" in r:
+            r["system"] = aliases.get(r["system"], r["system"])
     by_n = {}
     for r in records:
         by_n.setdefault(r.get("n"), []).append(r)
