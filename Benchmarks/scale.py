@@ -208,7 +208,7 @@ def faiss_search(work, kind, path):
             for i in range(len(queries)):
                 ids.append(index.search(queries[i:i + 1], K_TOP)[1][0])
             return ids, time.perf_counter() - t
-        for kf in (1, 4, 16):
+        for kf in (1, 4, 16, 64):
             probes = [p for p in (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if p <= nlist]
             sweep("faiss IVF-PQ", [(p, kf) for p in probes], lambda p: run(p), truth)
     else:
