@@ -1,5 +1,6 @@
 import Foundation
 import GradSketch
+import GradSketchInterchange
 import GradSketchStore
 import GradSketchTestSupport
 import Testing
