@@ -1,5 +1,6 @@
 import Foundation
 import GradSketch
+import GradSketchInterchange
 import GradSketchStore
 import GradSketchTestSupport
 import Testing
@@ -119,8 +120,9 @@ import Testing
     @Test func relativePathsResolveAgainstTheMapDirectoryAndAbsoluteOnesStay() throws {
         let directory = try TemporaryDirectory()
         let root = directory.path
-        // The stores exist before the map and are adopted with their own store-ids.
-        let inner = try GradSketch.Store.create(at: root + "/map/inner")
+        // The sibling store exists before the map and is adopted with its own store-id; the
+        // other two are made (with their parent directories).
+        try FileManager.default.createDirectory(atPath: root + "/elsewhere", withIntermediateDirectories: true)
         let sibling = try GradSketch.Store.create(at: root + "/elsewhere/sib")
         let sharded = try ShardedStore.create(at: root + "/map", shards: [
             (name: "inner", host: nil, path: "inner"),
@@ -132,10 +134,10 @@ import Testing
         #expect(sharded.path(of: 2) == root + "/abs/a")
         let reopened = try ShardedStore.open(at: root + "/map/")
         #expect(reopened.directory == root + "/map")
-        #expect(try reopened.openShard(0).path == inner.path)
+        #expect(try reopened.openShard(0).path == root + "/map/inner")
         #expect(FileManager.default.fileExists(atPath: root + "/abs/a/gradsketch.h5"))
+        #expect(reopened.map.shards[1].storeID == (try GradSketchStore.Store(opening: sibling.path).storeID))
         _ = try reopened.openShard(1)
-        _ = sibling
         // The map stores the path as given, not resolved.
         let text = try String(contentsOfFile: root + "/map/gradsketch-shards.json", encoding: .utf8)
         #expect(text.contains("\"path\" : \"../elsewhere/sib\"") || text.contains("\"path\":\"../elsewhere/sib\""))
