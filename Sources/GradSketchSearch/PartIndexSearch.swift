@@ -123,11 +123,12 @@ public final class PartIndexSearcher: @unchecked Sendable {
         guard k >= 1 else { throw StoreError(.invalidInput, "k must be at least 1, found \(k)") }
         let parameters = parameters ?? defaults
         // An nprobe without a group probe: the tuned share of groups, scaled with nprobe.
-        var routed = parameters
+        var scaled = parameters
         if parameters.groupProbe == nil, let tuned = defaults.groupProbe {
-            routed.groupProbe = PartIndexBuilder.groupProbe(forNprobe: parameters.nprobe, tunedNprobe: defaults.nprobe,
+            scaled.groupProbe = PartIndexBuilder.groupProbe(forNprobe: parameters.nprobe, tunedNprobe: defaults.nprobe,
                                                             tunedGroupProbe: tuned, lists: lists, groups: groups)
         }
+        let routed = scaled
         guard parameters.nprobe >= 1, parameters.rerank >= 1, (parameters.groupProbe ?? 1) >= 1 else {
             throw StoreError(.invalidInput, "nprobe, rerank and group probe must be at least 1, found \(parameters.nprobe), \(parameters.rerank) and \(parameters.groupProbe ?? 0)")
         }
