@@ -56,7 +56,7 @@ for ((i = 0; i < shards; i++)); do
     entries+=("$i|$data/shard-$i|$id")
     for ((s = 0; s < segments_per_shard; s++)); do
         # The same rows in every segment would tie every score: shift ids only, values by a seeded permutation.
-        python3 -c "import numpy as np, sys; r = np.load('$data/rows.npy'); p = np.random.default_rng($i * 100 + $s).permutation(r.shape[1]); np.save('$data/seg.npy', r[:, p])"
+        python3 -c "import numpy as np, sys; r = np.load('$data/rows.npy'); p = np.random.default_rng($i * 100 + $s).permutation(r.shape[1]); np.save('$data/seg.npy', np.ascontiguousarray(r[:, p]))"
         "$GRADSKETCH" append "$data/shard-$i" --set g --rows "$data/seg.npy" --dtype float16 >/dev/null
     done
 done

@@ -49,7 +49,7 @@ final class ShardedFixture: Sendable {
         }
         shardSegments = segments
         // A few deletions, in two shards.
-        deleted = [segments[0][1].ids[0], segments[shards - 1][0].ids[1]]
+        deleted = [segments[0][segmentsPerShard - 1].ids[0], segments[shards - 1][0].ids[1]]
         wholePath = directory.path + "/whole"
         let base = directory.path
         let paths = (0..<shards).map { base + "/shard\($0)" }
