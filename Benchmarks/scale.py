@@ -313,7 +313,7 @@ def gs_search(work, store, index, system):
 
 
 def gs_bench(work, bench, store, index, system):
-    """`gradsketch-bench ann STORE SET Q TRUTH ip NPROBES reuse=INDEX`: the IVFSearcher kept open
+    """`gradsketch-bench ann STORE SET Q TRUTH ip NPROBES reuse=INDEX`: the index's searcher kept open
     in one Swift process, queries one at a time (no C/Python layer); its records re-emitted."""
     import subprocess
     probes = "1,2,3,4,6,8,12,16,24,32,48,64,96,128,192,256"
@@ -321,7 +321,7 @@ def gs_bench(work, bench, store, index, system):
                           "ip", probes, f"reuse={index}"], check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         r = json.loads(line)
-        if r.get("method") != "gradsketch ivf-int8":
+        if r.get("method") not in ("gradsketch ivf-int8", "gradsketch ivf-rq4"):
             continue
         emit(what="search", system=system, param=r["params"], recall=r["recall_at_k"], qps=r["qps_1thread"])
 

@@ -82,6 +82,7 @@ for n_text in ${sizes//,/ }; do
       $py timed "GradSketch ivf-rq4" $((2 * k)) -- "$gs" index build "$work/store" --set base --kind ivf-rq4 --name rq4 --json
       phase "N=$n: gradsketch ivf-rq4 search"
       search $py gs-search "$data" "$work/store" rq4 "GradSketch ivf-rq4"
+      search $py gs-bench "$data" "$root/.build/release/gradsketch-bench" "$work/store" rq4 "GradSketch ivf-rq4 (Swift)"
     fi
     for kind in ivfpq hnsw; do
       has "faiss-$kind" || continue

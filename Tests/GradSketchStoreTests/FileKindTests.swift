@@ -173,6 +173,15 @@ import Testing
                                     codes: [Int8](repeating: 1, count: (count - 1) * k), scales: [Float](repeating: 0.01, count: count - 1),
                                     positions: (0..<Int64(count)).filter { $0 != 3 })
         try store.commitIndex("flat", over: try store.sketchSet("g"), coveredSegments: 1, metric: "ip", arrays: arrays, parameters: [:])
+        // An ivf-rq4 index: its quantizer file and one part (one list, one group).
+        let indexed = try store.sketchSet("g")
+        let quantizer = try store.writePartQuantizer(for: indexed, metric: "ip", arrays: PartQuantizerArrays(
+            centroids: [Float](repeating: 0, count: k), groupCentroids: [Float](repeating: 0, count: k), groupOffsets: [0, 1], rotationSeed: nil))
+        let part = try store.writeIndexPart(for: indexed, segments: indexed.entry.segments.map(\.file), lists: 1, arrays: IndexPartArrays(
+            listOffsets: [0, Int64(count - 1)], codes: [UInt8](repeating: 0x37, count: (count - 1) * (k + 1) / 2),
+            lows: [Float](repeating: -0.5, count: count - 1), steps: [Float](repeating: 0.07, count: count - 1),
+            positions: (0..<Int64(count)).filter { $0 != 3 }))
+        try store.commitPartIndex("parts", over: indexed, metric: "ip", quantizer: quantizer, parts: [part], lists: 1, parameters: [:])
         let report = try store.verify()
         #expect(report.isClean, "\(report.problems)")
 
