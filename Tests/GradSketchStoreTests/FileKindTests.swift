@@ -178,7 +178,7 @@ import Testing
         let quantizer = try store.writePartQuantizer(for: indexed, metric: "ip", arrays: PartQuantizerArrays(
             centroids: [Float](repeating: 0, count: k), groupCentroids: [Float](repeating: 0, count: k), groupOffsets: [0, 1], rotationSeed: nil))
         let part = try store.writeIndexPart(for: indexed, segments: indexed.entry.segments.map(\.file), lists: 1, arrays: IndexPartArrays(
-            listOffsets: [0, Int64(count - 1)], codes: [UInt8](repeating: 0x37, count: (count - 1) * (k + 1) / 2),
+            listOffsets: [0, Int64(count - 1)], codes: [UInt8](repeating: 0x37, count: (count - 1) * ((k + 1) / 2)),
             lows: [Float](repeating: -0.5, count: count - 1), steps: [Float](repeating: 0.07, count: count - 1),
             positions: (0..<Int64(count)).filter { $0 != 3 }))
         try store.commitPartIndex("parts", over: indexed, metric: "ip", quantizer: quantizer, parts: [part], lists: 1, parameters: [:])
