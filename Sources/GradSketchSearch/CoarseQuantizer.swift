@@ -26,6 +26,9 @@ public struct CoarseQuantizer: Sendable {
     /// max ‖c − g‖ over the lists c of each group g (derived, not stored): with it,
     /// ⟨q, g⟩ + ‖q‖·radius bounds ⟨q, c⟩ for every list of the group (Cauchy–Schwarz).
     let groupRadii: [Float]
+    /// ‖c‖²/2 of every list and group centroid (derived), for assignment by GEMM.
+    let listHalfNorms: [Float]
+    let groupHalfNorms: [Float]
 
     /// Memberwise, unchecked: for `train`, whose arrays are consistent by construction.
     init(width: Int, lists: Int, centroids: [Float], groupCentroids: [Float], groupOffsets: [Int]) {
@@ -49,6 +52,8 @@ public struct CoarseQuantizer: Sendable {
             radii[g] = largest.squareRoot() * (1 + 1e-5)
         }
         groupRadii = radii
+        listHalfNorms = Self.halfSquaredNorms(centroids, count: lists, width: width)
+        groupHalfNorms = Self.halfSquaredNorms(groupCentroids, count: groupOffsets.count - 1, width: width)
     }
 
     /// From stored arrays, validated.
@@ -97,6 +102,70 @@ public struct CoarseQuantizer: Sendable {
         precondition(points.count >= count * width)
         let flat = KMeans.train(points: points, count: count, width: width, lists: lists, iterations: iterations, seed: seed)
         return grouping(centroids: flat, width: width, groups: groups, iterations: iterations, seed: seed)
+    }
+
+    /// Two-level training for many lists: k-means of `groups` centroids over the points, each
+    /// point to its nearest group, then each group's points split into that group's share of
+    /// the lists (proportional to its points, at least one per non-empty group) by k-means of
+    /// their own. One iteration costs T·(G + L/G)·k instead of T·L·k for flat training, so at
+    /// 8,192 lists (G = 91) about 45× less; lists are trained only against their group's
+    /// points, which suits coding through groups (``assign(_:count:into:threads:groupProbe:)``).
+    public static func trainTwoLevel(points: [Float], count: Int, width: Int, lists: Int, groups: Int?, iterations: Int,
+                                     seed: UInt64) -> CoarseQuantizer {
+        precondition(count >= lists && lists >= 1, "training needs at least as many points (\(count)) as lists (\(lists))")
+        precondition(points.count >= count * width)
+        let groupCount = min(lists, max(1, groups ?? Int(Double(lists).squareRoot().rounded())))
+        let upper = KMeans.train(points: points, count: count, width: width, lists: groupCount, iterations: max(iterations, 1),
+                                 seed: seed ^ 0x6772_6F75_7073_0000)
+        var membership = [Int32](repeating: 0, count: count)
+        KMeans.assign(points: points, count: count, width: width, centroids: upper, lists: groupCount, into: &membership)
+        var members = [[Int]](repeating: [], count: groupCount)
+        for point in 0..<count { members[Int(membership[point])].append(point) }
+        let shares = apportion(lists: lists, among: members.map(\.count))
+        var centroids: [Float] = []
+        centroids.reserveCapacity(lists * width)
+        var offsets = [0]
+        var groupPoints: [Float] = []
+        for g in 0..<groupCount {
+            let share = shares[g]
+            if share > 0 {
+                groupPoints.removeAll(keepingCapacity: true)
+                for point in members[g] { groupPoints += points[(point * width)..<((point + 1) * width)] }
+                if share == members[g].count {
+                    centroids += groupPoints  // as many lists as points: each point its own list
+                } else {
+                    centroids += KMeans.train(points: groupPoints, count: members[g].count, width: width, lists: share,
+                                              iterations: iterations, seed: seed &+ UInt64(g) &* 0x9E37_79B9_7F4A_7C15)
+                }
+            }
+            offsets.append(offsets.last! + share)
+        }
+        return CoarseQuantizer(width: width, lists: lists, centroids: centroids, groupCentroids: upper, groupOffsets: offsets)
+    }
+
+    /// Splits `lists` among groups of `sizes` points in proportion to their sizes (largest
+    /// remainder): every non-empty group gets at least one list and at most one per point,
+    /// empty groups none; the shares sum to `lists`, which must lie between the number of
+    /// non-empty groups and the number of points.
+    public static func apportion(lists: Int, among sizes: [Int]) -> [Int] {
+        let total = sizes.reduce(0, +)
+        precondition(total >= lists && lists >= sizes.filter { $0 > 0 }.count, "\(lists) lists cannot be split among groups of \(sizes) points")
+        let quota = sizes.map { Double(lists) * Double($0) / Double(total) }
+        var shares = sizes.indices.map { g in sizes[g] == 0 ? 0 : min(sizes[g], max(1, Int(quota[g]))) }
+        var assigned = shares.reduce(0, +)
+        // Too few: one more to the groups furthest below their quota that can take one.
+        while assigned < lists {
+            let g = sizes.indices.filter { shares[$0] < sizes[$0] }.max { quota[$0] - Double(shares[$0]) < quota[$1] - Double(shares[$1]) }!
+            shares[g] += 1
+            assigned += 1
+        }
+        // Too many (the minimum of one per group): one fewer from the groups furthest above.
+        while assigned > lists {
+            let g = sizes.indices.filter { shares[$0] > 1 }.max { Double(shares[$0]) - quota[$0] < Double(shares[$1]) - quota[$1] }!
+            shares[g] -= 1
+            assigned -= 1
+        }
+        return shares
     }
 
     /// The upper level over given list centroids ([lists, width]): `groups` k-means centroids of
@@ -230,8 +299,6 @@ public struct CoarseQuantizer: Sendable {
 
     private func assignThroughGroups(_ rows: UnsafePointer<Float>, count: Int, into assignment: UnsafeMutablePointer<Int32>,
                                      groupProbe: Int) {
-        let groupHalfNorms = Self.halfSquaredNorms(groupCentroids, count: groups, width: width)
-        let listHalfNorms = Self.halfSquaredNorms(centroids, count: lists, width: width)
         // Nearest groups: argmax ⟨x, g⟩ − ‖g‖²/2.
         var groupScores = [Float](repeating: 0, count: count * groups)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(count), Int32(groups), Int32(width),

@@ -71,6 +71,7 @@ enum KMeans {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(lists), Int32(width),
                         1, points + start * width, Int32(width), centroids, Int32(width), 0, &scores, Int32(lists))
             scores.withUnsafeBufferPointer { s in
+              halfNorms.withUnsafeBufferPointer { halfNorms in
                 for i in 0..<n {
                     // nearest = argmax ⟨x, c⟩ − ‖c‖²/2
                     var best = 0
@@ -82,6 +83,7 @@ enum KMeans {
                     }
                     assignment[start + i] = Int32(best)
                 }
+              }
             }
             start += n
         }

@@ -26,6 +26,13 @@ public struct PartIndexOptions: Sendable {
     public var groupProbe: Int?
     public var seed: UInt64 = 0
     public var threads: Int = 2
+    /// Train lists within groups (``CoarseQuantizer/trainTwoLevel(points:count:width:lists:groups:iterations:seed:)``)
+    /// instead of flat k-means over all lists; nil: two-level from `twoLevelFromLists` lists on.
+    public var twoLevelTraining: Bool?
+    public static let twoLevelFromLists = 4096
+    /// Nearest groups whose lists a row may be coded into; nil: 8 (every group when the
+    /// quantizer has fewer than 16, where scanning all lists costs little).
+    public var assignGroupProbe: Int?
 
     public init() {}
 }
@@ -58,6 +65,11 @@ public struct PartIndexReport: Sendable, Codable {
     public let memoryBoundBytes: Int
     public let memoryFormula: String
     public let indexBytes: Int
+    /// How rows were given their lists: "exact" (nearest of all lists) or "N of G groups".
+    public let assignment: String
+    /// Of the rows checked (the first 4,096 of each part coded), the share whose list differs
+    /// from the nearest of all lists; 0 for exact assignment.
+    public let misassignedShare: Double
 }
 
 public enum PartIndexBuilder {
@@ -115,8 +127,13 @@ public enum PartIndexBuilder {
         progress?("training \(lists) lists in \(groups) groups on \(trainingCount) rows")
         var training = try set.floatRows(at: trainingPositions)
         if options.metric == .cosine { IVFIndexBuilder.normalizeRows(&training, width: width) }
-        let quantizer = CoarseQuantizer.train(points: training, count: trainingCount, width: width, lists: lists, groups: groups,
-                                              iterations: options.iterations, seed: random.next(), threads: options.threads)
+        let twoLevel = options.twoLevelTraining ?? (lists >= PartIndexOptions.twoLevelFromLists)
+        let quantizer = twoLevel
+            ? CoarseQuantizer.trainTwoLevel(points: training, count: trainingCount, width: width, lists: lists, groups: groups,
+                                            iterations: options.iterations, seed: random.next())
+            : CoarseQuantizer.train(points: training, count: trainingCount, width: width, lists: lists, groups: groups,
+                                    iterations: options.iterations, seed: random.next(), threads: options.threads)
+        let assignGroupProbe = options.assignGroupProbe.map { min(max($0, 1), groups) } ?? (groups < 16 ? groups : 8)
         training = []
         let rotationSeed: UInt64? = options.rotation ? random.next() : nil
         let coder = FourBitCoder(width: width, rotationSeed: rotationSeed)
@@ -129,12 +146,14 @@ public enum PartIndexBuilder {
         do {
             let partPlan = planParts(set, segments: 0..<set.segments.count, partRows: options.partRows)
             var parts: [Manifest.IndexPartEntry] = []
+            var checked = MisassignmentCount()
             for (number, run) in partPlan.enumerated() {
                 progress?("coding part \(number + 1) of \(partPlan.count): segments \(run.lowerBound)..<\(run.upperBound)")
-                let part = try codePart(set, segments: run, quantizer: quantizer, coder: coder, metric: options.metric,
-                                        store: store, threads: options.threads)
+                let (part, misassigned) = try codePart(set, segments: run, quantizer: quantizer, coder: coder, metric: options.metric,
+                                                       store: store, threads: options.threads, assignGroupProbe: assignGroupProbe)
                 parts.append(part)
                 written.append(part.file)
+                checked.add(misassigned)
             }
             clock.lap("code")
 
@@ -185,6 +204,8 @@ public enum PartIndexBuilder {
                 "iterations": .number(Double(options.iterations)),
                 "part_rows": .number(Double(options.partRows)),
                 "seed": JSONValue(options.seed),
+                "training": .string(twoLevel ? "two-level" : "flat"),
+                "assign_group_probe": .number(Double(assignGroupProbe)),
                 "quantizer_built_on_version": .number(Double(set.version)),
                 "tuning": .array(tuning.map { .object(["nprobe": .number(Double($0.nprobe)), "recall": .number($0.recall)]) }),
                 "group_tuning": .array(groupTuning.map { .object(["group_probe": .number(Double($0.groupProbe)), "recall": .number($0.recall)]) }),
@@ -199,7 +220,8 @@ public enum PartIndexBuilder {
                                    partsWritten: parts.count, defaultNprobe: chosen, groupProbe: groupProbe, rerank: options.rerank,
                                    recallTarget: options.recallTarget, tuning: tuning, seconds: clock.seconds, peakRSSBytes: peakRSSBytes(),
                                    memoryBoundBytes: bound, memoryFormula: memoryFormula,
-                                   indexBytes: quantizerFile.size + parts.reduce(0) { $0 + ($1.size ?? 0) })
+                                   indexBytes: quantizerFile.size + parts.reduce(0) { $0 + ($1.size ?? 0) },
+                                   assignment: assignmentText(assignGroupProbe, groups: groups), misassignedShare: checked.share)
         } catch {
             for file in written { try? FileManager.default.removeItem(atPath: store.path + "/" + file) }
             throw error
@@ -226,11 +248,16 @@ public enum PartIndexBuilder {
         defer { claim.release() }
         let plan = planParts(set, segments: covered..<set.segments.count, partRows: partRows)
         var newParts: [Manifest.IndexPartEntry] = []
+        // As the build did (indexes from before the option assigned exactly).
+        let assignGroupProbe = min(max(entry.parameters["assign_group_probe"]?.intValue ?? quantizer.groups, 1), quantizer.groups)
+        var checked = MisassignmentCount()
         do {
             for (number, run) in plan.enumerated() {
                 progress?("coding new part \(number + 1) of \(plan.count): segments \(run.lowerBound)..<\(run.upperBound)")
-                newParts.append(try codePart(set, segments: run, quantizer: quantizer, coder: coder, metric: metric, store: store,
-                                             threads: options.threads))
+                let (part, misassigned) = try codePart(set, segments: run, quantizer: quantizer, coder: coder, metric: metric, store: store,
+                                                       threads: options.threads, assignGroupProbe: assignGroupProbe)
+                newParts.append(part)
+                checked.add(misassigned)
             }
             clock.lap("code")
             let version: Int
@@ -243,7 +270,8 @@ public enum PartIndexBuilder {
             clock.lap("commit")
             return report("update", entry: entry, version: version, name: name, parts: oldParts.map(\.entry) + newParts,
                           written: newParts, rowsCoded: newParts.reduce(0) { $0 + $1.rows }, clock: clock, width: set.k,
-                          boundRows: plan.map { run in set.segments[run].reduce(0) { $0 + $1.entry.rows } }.max() ?? 0)
+                          boundRows: plan.map { run in set.segments[run].reduce(0) { $0 + $1.entry.rows } }.max() ?? 0,
+                          assignment: assignmentText(assignGroupProbe, groups: quantizer.groups), misassignedShare: checked.share)
         } catch {
             for part in newParts { try? FileManager.default.removeItem(atPath: store.path + "/" + part.file) }
             throw error
@@ -313,7 +341,8 @@ public enum PartIndexBuilder {
                                             lists: lists, parameters: entry.parameters)
             clock.lap("commit")
             return report("merge", entry: entry, version: version, name: name, parts: result, written: written, rowsCoded: 0,
-                          clock: clock, width: set.k, boundRows: written.map(\.rows).max() ?? 0)
+                          clock: clock, width: set.k, boundRows: written.map(\.rows).max() ?? 0, assignment: "none (not re-coded)",
+                          misassignedShare: 0)
         } catch {
             for part in written { try? FileManager.default.removeItem(atPath: store.path + "/" + part.file) }
             throw error
@@ -352,20 +381,35 @@ public enum PartIndexBuilder {
     /// Codes the live rows of `segments` into one part file: pass 1 assigns every row to its
     /// list (and counts), pass 2 reads the rows again and codes each residual straight into its
     /// list's slot, so the part is held once (codes, lows, steps, positions) and never sorted.
+    ///
+    /// Rows are assigned through their `assignGroupProbe` nearest groups (exact when that is
+    /// every group); the first chunk is also assigned exactly, to count how many rows got
+    /// another list than the nearest of all (any list is a correct place for a row: its code
+    /// is a residual from that list's centroid, so only recall at a given nprobe can suffer).
     static func codePart(_ set: SketchSet, segments run: Range<Int>, quantizer: CoarseQuantizer, coder: FourBitCoder,
-                         metric: SearchMetric, store: Store, threads: Int) throws -> Manifest.IndexPartEntry {
+                         metric: SearchMetric, store: Store, threads: Int,
+                         assignGroupProbe: Int) throws -> (Manifest.IndexPartEntry, MisassignmentCount) {
         let width = set.k, lists = quantizer.lists, bytesPerRow = coder.bytesPerRow
         let rows = set.segments[run].reduce(0) { $0 + $1.entry.rows - $1.deletedCount }
         var assignment = [Int32](repeating: 0, count: rows)
         var chunk = [Float](repeating: 0, count: 4096 * width)
         var slot = 0
+        var misassigned = MisassignmentCount()
+        let throughGroups = assignGroupProbe < quantizer.groups
         try set.forEachLiveChunk(segments: run, rows: 4096) { block, _ in
             let n = block.count / width
             chunk.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: block.baseAddress!, count: n * width) }
             if metric == .cosine { IVFIndexBuilder.normalizeRows(&chunk, width: width, count: n) }
             chunk.withUnsafeBufferPointer { points in
                 assignment.withUnsafeMutableBufferPointer { a in
-                    quantizer.assign(points.baseAddress!, count: n, into: a.baseAddress! + slot, threads: threads)
+                    quantizer.assign(points.baseAddress!, count: n, into: a.baseAddress! + slot, threads: threads,
+                                     groupProbe: assignGroupProbe)
+                    if throughGroups && slot == 0 {
+                        var exact = [Int32](repeating: 0, count: n)
+                        quantizer.assign(points.baseAddress!, count: n, into: &exact, threads: threads)
+                        misassigned.checked = n
+                        misassigned.differing = (0..<n).filter { exact[$0] != a[$0] }.count
+                    }
                 }
             }
             slot += n
@@ -404,8 +448,9 @@ public enum PartIndexBuilder {
         }
         assignment = []
         let segments = set.segments[run].map(\.entry.file)
-        return try store.writeIndexPart(for: set, segments: segments, lists: lists,
-                                        arrays: IndexPartArrays(listOffsets: offsets, codes: codes, lows: lows, steps: steps, positions: rowPositions))
+        let part = try store.writeIndexPart(for: set, segments: segments, lists: lists,
+                                            arrays: IndexPartArrays(listOffsets: offsets, codes: codes, lows: lows, steps: steps, positions: rowPositions))
+        return (part, misassigned)
     }
 
     // MARK: - Helpers
@@ -418,7 +463,8 @@ public enum PartIndexBuilder {
     }
 
     static func report(_ operation: String, entry: Manifest.IndexEntry, version: Int, name: String, parts: [Manifest.IndexPartEntry],
-                       written: [Manifest.IndexPartEntry], rowsCoded: Int, clock: PhaseClock, width: Int, boundRows: Int) -> PartIndexReport {
+                       written: [Manifest.IndexPartEntry], rowsCoded: Int, clock: PhaseClock, width: Int, boundRows: Int,
+                       assignment: String, misassignedShare: Double) -> PartIndexReport {
         let stored = QueryParametersText.stored(entry)
         let groups = entry.parameters["groups"]?.intValue ?? 1
         return PartIndexReport(operation: operation, version: version, name: name, kind: PartIndexKind.name, metric: entry.metric,
@@ -429,7 +475,19 @@ public enum PartIndexBuilder {
                                seconds: clock.seconds, peakRSSBytes: peakRSSBytes(),
                                memoryBoundBytes: memoryBound(rows: boundRows, width: width, lists: entry.lists, groups: groups, trainingRows: 0),
                                memoryFormula: memoryFormula,
-                               indexBytes: (entry.size ?? 0) + parts.reduce(0) { $0 + ($1.size ?? 0) })
+                               indexBytes: (entry.size ?? 0) + parts.reduce(0) { $0 + ($1.size ?? 0) },
+                               assignment: assignment, misassignedShare: misassignedShare)
+    }
+
+    static func assignmentText(_ groupProbe: Int, groups: Int) -> String {
+        groupProbe >= groups ? "exact" : "\(groupProbe) of \(groups) groups"
+    }
+
+    /// Rows whose list through groups was checked against the nearest of all lists.
+    struct MisassignmentCount {
+        var checked = 0, differing = 0
+        mutating func add(_ other: MisassignmentCount) { checked += other.checked; differing += other.differing }
+        var share: Double { checked == 0 ? 0 : Double(differing) / Double(checked) }
     }
 
     /// `count` distinct positions of `0..<total` in random order.

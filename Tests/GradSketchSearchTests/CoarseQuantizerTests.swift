@@ -101,6 +101,62 @@ import Testing
         }
     }
 
+    @Test("apportion: lists in proportion to group sizes, at least one per non-empty group, at most one per point")
+    func apportion() {
+        // Hand-computed: quotas 5, 3, 2, 0 are whole.
+        #expect(CoarseQuantizer.apportion(lists: 10, among: [50, 30, 20, 0]) == [5, 3, 2, 0])
+        // Quotas 0.07, 0.07, 6.86: the two small groups get their one list, the big one pays: 1, 1, 5.
+        #expect(CoarseQuantizer.apportion(lists: 7, among: [1, 1, 98]) == [1, 1, 5])
+        // Quotas 5.73, 1.27, 0: floors 5, 1 and the one left to the largest remainder: 6, 1, 0.
+        #expect(CoarseQuantizer.apportion(lists: 7, among: [9, 2, 0]) == [6, 1, 0])
+        var generator = SplitMix64(seed: 8)
+        for _ in 0..<200 {
+            let sizes = (0..<Int(1 + generator.next() % 12)).map { _ in Int(generator.next() % 40) }
+            let total = sizes.reduce(0, +)
+            guard total >= 1 else { continue }
+            let nonEmpty = sizes.filter { $0 > 0 }.count
+            let lists = nonEmpty + Int(generator.next() % UInt64(total - nonEmpty + 1))
+            let shares = CoarseQuantizer.apportion(lists: lists, among: sizes)
+            #expect(shares.reduce(0, +) == lists, "\(sizes) → \(shares)")
+            for (size, share) in zip(sizes, shares) {
+                #expect(size == 0 ? share == 0 : (1...size).contains(share), "\(sizes) → \(shares)")
+                // Away from the forced minimum, a share stays within one list of its quota.
+                if lists >= 2 * nonEmpty && size > 0 {
+                    let quota = Double(lists) * Double(size) / Double(total)
+                    #expect(abs(Double(share) - quota) < Double(nonEmpty), "\(sizes) → \(shares)")
+                }
+            }
+        }
+    }
+
+    @Test("two-level training: lists numbered group by group, each list nearest its own group's centroid")
+    func twoLevel() {
+        let q = CoarseQuantizer.trainTwoLevel(points: Self.points(seed: 1), count: 1500, width: Self.width, lists: 64, groups: 8,
+                                              iterations: 8, seed: 3)
+        #expect(q.lists == 64 && q.groups == 8 && q.centroids.count == 64 * Self.width)
+        #expect(q.groupOffsets.first == 0 && q.groupOffsets.last == 64)
+        // A list's centroid is the mean of points in its group's Voronoi cell, which is convex,
+        // so the centroid lies in the cell too (up to k-means' empty-list nudge of 1e-3).
+        for g in 0..<q.groups {
+            #expect(q.groupOffsets[g + 1] > q.groupOffsets[g], "group \(g) has no list")
+            for list in q.groupOffsets[g]..<q.groupOffsets[g + 1] {
+                let c = Array(Self.centroid(q.centroids, list))
+                let distances: [Double] = (0..<q.groups).map { h in Self.squaredDistance(Self.centroid(q.groupCentroids, h), c) }
+                #expect(distances[g] <= distances.min()! * (1 + 1e-2) + 1e-6, "list \(list) in group \(g)")
+            }
+        }
+        // Quantization error comparable to flat training on the same points (within 25 %).
+        let points = Self.points(seed: 1)
+        func error(_ quantizer: CoarseQuantizer) -> Double {
+            (0..<1500).reduce(0.0) { total, i in
+                let row = Self.centroid(points, i)
+                return total + (0..<quantizer.lists).map { Self.squaredDistance(Self.centroid(quantizer.centroids, $0), row) }.min()!
+            }
+        }
+        let flat = error(Self.trained), twoLevel = error(q)
+        #expect(twoLevel <= flat * 1.25, "squared error two-level \(twoLevel) vs flat \(flat)")
+    }
+
     @Test("assign gives the Euclidean-nearest list")
     func assign() {
         let q = Self.trained

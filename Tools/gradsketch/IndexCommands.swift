@@ -40,6 +40,10 @@ struct BuildIndex: ParsableCommand {
     @Option(help: "ivf-rq4: groups probed when routing by default (default ⌈groups/4⌉).") var groupProbe: Int?
     @Option(help: "ivf-rq4: rows a part covers at most (whole segments; bounds the build's memory).") var partRows: Int = 1 << 22
     @Flag(inversion: .prefixedNo, help: "ivf-rq4: rotate residuals (seeded orthogonal rotation) before 4-bit coding.") var rotation = true
+    @Option(help: "ivf-rq4: code each row into the nearest list of its N nearest groups (default 8; all groups when fewer than 16).")
+    var assignGroupProbe: Int?
+    @Option(help: "ivf-rq4: train lists flat (all lists at once) or two-level (groups first, then lists within each); default two-level from 4096 lists.")
+    var training: String?
     @OptionGroup var output: OutputOptions
     var json: Bool { output.json }
 
@@ -54,6 +58,10 @@ struct BuildIndex: ParsableCommand {
         try requireOption(rerank, "--rerank", in: 1...OptionLimit.perQuery)
         try requireOption(groups, "--groups", in: 1...OptionLimit.width)
         try requireOption(groupProbe, "--group-probe", in: 1...OptionLimit.width)
+        try requireOption(assignGroupProbe, "--assign-group-probe", in: 1...OptionLimit.width)
+        if let training, training != "flat" && training != "two-level" {
+            throw ValidationError("--training must be flat or two-level, found \(training)")
+        }
         try requireOption(partRows, "--part-rows", in: 1...OptionLimit.count)
         try requireOption(trainingRows, "--training-rows", in: 1...OptionLimit.count)
         try requireOption(iterations, "--iterations", in: 0...OptionLimit.perQuery)
@@ -74,6 +82,8 @@ struct BuildIndex: ParsableCommand {
                 options.groupProbe = groupProbe
                 options.partRows = partRows
                 options.rotation = rotation
+                options.assignGroupProbe = assignGroupProbe
+                options.twoLevelTraining = training.map { $0 == "two-level" }
                 options.recallTarget = recallTarget
                 if let rerank { options.rerank = rerank }
                 options.trainingRows = trainingRows
@@ -241,6 +251,10 @@ func printPartReport(_ report: PartIndexReport, json: Bool) {
     print("seconds: " + report.seconds.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
     if !report.tuning.isEmpty { print(tuningLine(report.tuning.map { TuningPoint(nprobe: $0.nprobe, recall: $0.recall) })) }
     print("default nprobe \(report.defaultNprobe), group probe \(report.groupProbe), re-ranking \(report.rerank) candidates")
+    if report.assignment != "exact" && report.rowsCoded > 0 {
+        print(String(format: "rows coded through the nearest %@; %.2f %% of the rows checked got another list than the nearest of all",
+                     report.assignment as NSString, 100 * report.misassignedShare))
+    }
 }
 
 struct UpdateIndex: ParsableCommand {
