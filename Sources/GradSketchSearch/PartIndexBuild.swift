@@ -19,9 +19,13 @@ public struct PartIndexOptions: Sendable {
     public var rotation: Bool = true
     public var recallTarget: Double = 0.95
     public var tuningQueries: Int = 200
-    /// Candidates re-ranked exactly at k = 10. 4-bit estimates rank less well than int8, so
-    /// the default keeps more candidates than ivf-int8's 32.
+    /// Candidates re-ranked exactly at k = 10: the most the build considers, or the number
+    /// used when `tuneRerank` is false.
     public var rerank: Int = 64
+    /// Lower `rerank` at the tuned nprobe to the smallest of 16, 24, 32, 48 whose held-out
+    /// recall stays at the target and within 0.005 of `rerank`'s (each re-ranked candidate is
+    /// a random read of a stored row, the largest per-query cost after the scan).
+    public var tuneRerank = true
     /// Groups probed by default; nil chooses ⌈groups / 4⌉ (at least 1).
     public var groupProbe: Int?
     public var seed: UInt64 = 0
@@ -164,9 +168,9 @@ public enum PartIndexBuilder {
                                                  defaults: PartSearchParameters(nprobe: 1, rerank: options.rerank, groupProbe: nil), tuning: [])
             let queries = try set.floatRows(at: heldOut)
             let truth = try ExactSearch.search(set, queries: queries, count: tuningCount, metric: options.metric, k: 11, threads: options.threads)
-            func recall(nprobe: Int, groupProbe: Int?) throws -> Double {
+            func recall(nprobe: Int, groupProbe: Int?, rerank: Int? = nil) throws -> Double {
                 let found = try searcher.search(queries: queries, count: tuningCount, k: 11,
-                                                parameters: PartSearchParameters(nprobe: nprobe, rerank: options.rerank, groupProbe: groupProbe),
+                                                parameters: PartSearchParameters(nprobe: nprobe, rerank: rerank ?? options.rerank, groupProbe: groupProbe),
                                                 threads: options.threads)
                 return IVFIndexBuilder.meanRecall(found: found, truth: truth, excluding: heldOut, k: 10)
             }
@@ -190,6 +194,17 @@ public enum PartIndexBuilder {
                     if reached >= options.recallTarget { groupProbe = candidate; break }
                 }
             }
+            var rerank = options.rerank
+            var rerankTuning: [(rerank: Int, recall: Double)] = []
+            if options.tuneRerank && chosen < lists {
+                let most = try recall(nprobe: chosen, groupProbe: groupProbe)
+                rerankTuning.append((options.rerank, most))
+                for candidate in [16, 24, 32, 48] where candidate < options.rerank {
+                    let reached = try recall(nprobe: chosen, groupProbe: groupProbe, rerank: candidate)
+                    rerankTuning.append((candidate, reached))
+                    if reached >= options.recallTarget && reached >= most - 0.005 { rerank = candidate; break }
+                }
+            }
             clock.lap("tune")
 
             progress?("committing")
@@ -197,7 +212,8 @@ public enum PartIndexBuilder {
                 "default_nprobe": .number(Double(chosen)),
                 "group_probe": .number(Double(groupProbe)),
                 "groups": .number(Double(groups)),
-                "rerank": .number(Double(options.rerank)),
+                "rerank": .number(Double(rerank)),
+                "rerank_tuning": .array(rerankTuning.map { .object(["rerank": .number(Double($0.rerank)), "recall": .number($0.recall)]) }),
                 "recall_target": .number(options.recallTarget),
                 "tuning_queries": .number(Double(tuningCount)),
                 "training_rows": .number(Double(trainingCount)),
@@ -217,7 +233,7 @@ public enum PartIndexBuilder {
                                     width: width, lists: lists, groups: groups, trainingRows: trainingCount)
             return PartIndexReport(operation: "build", version: version, name: name, kind: PartIndexKind.name, metric: options.metric.rawValue,
                                    lists: lists, groups: groups, rows: parts.reduce(0) { $0 + $1.rows }, rowsCoded: live, parts: parts.count,
-                                   partsWritten: parts.count, defaultNprobe: chosen, groupProbe: groupProbe, rerank: options.rerank,
+                                   partsWritten: parts.count, defaultNprobe: chosen, groupProbe: groupProbe, rerank: rerank,
                                    recallTarget: options.recallTarget, tuning: tuning, seconds: clock.seconds, peakRSSBytes: peakRSSBytes(),
                                    memoryBoundBytes: bound, memoryFormula: memoryFormula,
                                    indexBytes: quantizerFile.size + parts.reduce(0) { $0 + ($1.size ?? 0) },

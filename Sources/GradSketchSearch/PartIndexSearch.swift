@@ -169,8 +169,10 @@ public final class PartIndexSearcher: @unchecked Sendable {
         let probes = query.withUnsafeBufferPointer { quantizer.probe($0.baseAddress!, nprobe: nprobe, groupProbe: groupProbe) }
         let prepared = query.withUnsafeBufferPointer { coder.prepare(query: $0.baseAddress!) }
         var candidates = TopK(capacity: IVFSearchParameters(nprobe: nprobe, rerank: parameters.rerank).candidates(for: k))
-        var estimates = [Float](repeating: 0, count: 4096)
+        let chunk = 4096
+        try withUnsafeTemporaryAllocation(of: Float.self, capacity: chunk) { estimates in
         try quantizer.centroids.withUnsafeBufferPointer { centroids in
+        try deleted.withUnsafeBufferPointer { deleted in
             for probe in probes {
                 let list = Int(probe)
                 var base: Float = 0
@@ -178,34 +180,37 @@ public final class PartIndexSearcher: @unchecked Sendable {
                 for (partIndex, part) in parts.enumerated() {
                     try part.verify(list: list)
                     let (codes, lows, steps, positions) = part.unverifiedArrays
+                    let firstCandidate = partStarts[partIndex]
                     var start = part.listOffsets[list]
                     let end = part.listOffsets[list + 1]
                     while start < end {
-                        let n = min(estimates.count, end - start)
-                        estimates.withUnsafeMutableBufferPointer { e in
-                            coder.estimate(prepared, codes: codes.baseAddress! + start * bytesPerRow, lows: lows.baseAddress! + start,
-                                           steps: steps.baseAddress! + start, count: n, into: e.baseAddress!)
-                        }
+                        let n = min(chunk, end - start)
+                        coder.estimate(prepared, codes: codes.baseAddress! + start * bytesPerRow, lows: lows.baseAddress! + start,
+                                       steps: steps.baseAddress! + start, count: n, into: estimates.baseAddress!)
+                        // The threshold only rises, so it is re-read after an offer, not per row.
+                        var threshold = candidates.threshold
                         for i in 0..<n {
                             let estimate = base + estimates[i]
-                            guard estimate >= candidates.threshold else { continue }
+                            guard estimate >= threshold else { continue }
                             let physical = positions[start + i]
                             // A position out of range is caught when re-ranked, below.
                             if !deleted.isEmpty && physical >= 0 && physical < Int64(deleted.count) && deleted[Int(physical)] { continue }
-                            candidates.offer(estimate, position: partStarts[partIndex] + start + i)
+                            candidates.offer(estimate, position: firstCandidate + start + i)
+                            threshold = candidates.threshold
                         }
                         start += n
                     }
                 }
             }
-        }
+        }}}
         // Exact re-rank from the stored rows.
         var top = TopK(capacity: k)
         let physicalRows = physicalStarts.last!
         let rowBytes = width * set.dtype.byteWidth
+        let ranked = candidates.sorted
         var located: [(row: UnsafeRawPointer, segment: Int, local: Int)] = []
-        located.reserveCapacity(candidates.sorted.count)
-        for candidate in candidates.sorted {
+        located.reserveCapacity(ranked.count)
+        for candidate in ranked {
             var partIndex = 0
             while partStarts[partIndex + 1] <= candidate.position { partIndex += 1 }
             let physical = Int(parts[partIndex].unverifiedArrays.positions[candidate.position - partStarts[partIndex]])

@@ -206,8 +206,10 @@ do {
         let entry = set.entry.indexes[indexName]!
         if entry.kind == "ivf-rq4" {
             // The partitioned 4-bit index: the same loop through its own searcher.
+            // An optional last argument `rerank=N` overrides the index's tuned re-rank count.
+            let rerank = arguments.count > 9 && arguments[9].hasPrefix("rerank=") ? Int(arguments[9].dropFirst(7)) : nil
             try benchPartIndex(set: set, index: indexName, queries: queries, count: count, width: width, truth: truth,
-                               truthWidth: truthWidth, probes: probes, indexBytes: entry.size ?? 0)
+                               truthWidth: truthWidth, probes: probes, indexBytes: entry.size ?? 0, rerank: rerank)
             break
         }
         let searcher = try IVFSearcher(set: set, index: indexName)
@@ -455,14 +457,14 @@ do {
 /// `ann … reuse=NAME` for an ivf-rq4 index: recall@10 and one-thread QPS per nprobe, queries one
 /// at a time, best of three passes (as for ivf-int8 above). Index bytes count every part file.
 func benchPartIndex(set: SketchSet, index: String, queries: [Float], count: Int, width: Int, truth: [Int], truthWidth: Int,
-                    probes: [Int], indexBytes: Int) throws {
+                    probes: [Int], indexBytes: Int, rerank: Int? = nil) throws {
     let searcher = try PartIndexSearcher(set: set, index: index)
     let partBytes = (set.entry.indexes[index]?.parts ?? []).reduce(indexBytes) { $0 + ($1.size ?? 0) }
     let indexBytesPerRow = Double(partBytes) / Double(set.rowCount)
     _ = try searcher.search(queries: Array(queries[0..<width]), count: 1, k: 10)  // map and verify once
     let tuned = searcher.defaults.nprobe
     for nprobe in (probes + [tuned]) {
-        let parameters = PartSearchParameters(nprobe: nprobe, rerank: searcher.defaults.rerank, groupProbe: nil)
+        let parameters = PartSearchParameters(nprobe: nprobe, rerank: rerank ?? searcher.defaults.rerank, groupProbe: nil)
         var hits: [[SearchHit]] = []
         var time = Double.infinity
         for _ in 0..<3 {
@@ -477,7 +479,7 @@ func benchPartIndex(set: SketchSet, index: String, queries: [Float], count: Int,
         for q in 0..<count {
             found += Set(hits[q].prefix(10).map(\.position)).intersection(truth[(q * truthWidth)..<(q * truthWidth + 10)]).count
         }
-        emit(["what": "ann", "method": "gradsketch ivf-rq4", "params": "nprobe=\(nprobe) rerank=\(parameters.rerank) groups=all\(nprobe == tuned ? " (tuned)" : "")",
+        emit(["what": "ann", "method": "gradsketch ivf-rq4", "params": "nprobe=\(nprobe) rerank=\(parameters.rerank) groups=tuned share\(nprobe == tuned ? " (tuned)" : "")",
               "build_s": 0.0, "qps_1thread": Double(count) / time, "recall_at_k": Double(found) / Double(10 * count),
               "bytes_per_vec": Double(set.k * set.dtype.byteWidth) + indexBytesPerRow, "index_bytes_per_vec": indexBytesPerRow,
               "tuned_nprobe": tuned])

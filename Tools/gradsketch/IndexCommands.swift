@@ -30,7 +30,7 @@ struct BuildIndex: ParsableCommand {
     @Option(help: "ip (inner product) or cosine.") var metric: String = "ip"
     @Option(help: "Number of lists (default: the power of two nearest 2·√N).") var lists: Int?
     @Option(help: "Held-out recall@10 the default nprobe must reach.") var recallTarget: Double = 0.95
-    @Option(help: "Candidates re-ranked exactly per query (at k = 10; scaled with k; default 32 for ivf-int8, 64 for ivf-rq4).") var rerank: Int?
+    @Option(help: "Candidates re-ranked exactly per query (at k = 10; scaled with k; default 32 for ivf-int8; for ivf-rq4 the smallest of 16…64 that keeps the recall target).") var rerank: Int?
     @Option(help: "Rows k-means trains on (default: 128 per list).") var trainingRows: Int?
     @Option(help: "k-means iterations.") var iterations: Int = 20
     @Option(help: "Seed for sampling and k-means.") var seed: UInt64 = 0
@@ -85,7 +85,10 @@ struct BuildIndex: ParsableCommand {
                 options.assignGroupProbe = assignGroupProbe
                 options.twoLevelTraining = training.map { $0 == "two-level" }
                 options.recallTarget = recallTarget
-                if let rerank { options.rerank = rerank }
+                if let rerank {
+                    options.rerank = rerank
+                    options.tuneRerank = false
+                }
                 options.trainingRows = trainingRows
                 options.iterations = iterations
                 options.seed = seed
