@@ -1,3 +1,5 @@
+import COpenBLAS
+import Dispatch
 import Foundation
 import GradSketchInterchange
 public import GradSketchStore
@@ -409,6 +411,12 @@ public enum PartIndexBuilder {
         let rows = set.segments[run].reduce(0) { $0 + $1.entry.rows - $1.deletedCount }
         var assignment = [Int32](repeating: 0, count: rows)
         var chunk = [Float](repeating: 0, count: 4096 * width)
+        // Rows are split among `threads` threads that each call GEMM; OpenBLAS's own threads on
+        // top would oversubscribe the cores (measured: a quarter of the coding time went to
+        // its threads yielding). Process-wide, so GEMMs elsewhere run on one thread meanwhile.
+        let blasThreads = openblas_get_num_threads()
+        if threads > 1 { openblas_set_num_threads(1) }
+        defer { if threads > 1 { openblas_set_num_threads(blasThreads) } }
         var slot = 0
         var misassigned = MisassignmentCount()
         let throughGroups = assignGroupProbe < quantizer.groups
@@ -440,23 +448,44 @@ public enum PartIndexBuilder {
         var codes = [UInt8](repeating: 0, count: rows * bytesPerRow)
         var lows = [Float](repeating: 0, count: rows), steps = [Float](repeating: 0, count: rows)
         var rowPositions = [Int64](repeating: 0, count: rows)
-        var residual = [Float](repeating: 0, count: width)
+        var destinations = [Int](repeating: 0, count: 4096)
         slot = 0
         try set.forEachLiveChunk(segments: run, rows: 4096) { block, positions in
             let n = positions.count
             chunk.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: block.baseAddress!, count: n * width) }
             if metric == .cosine { IVFIndexBuilder.normalizeRows(&chunk, width: width, count: n) }
-            quantizer.centroids.withUnsafeBufferPointer { centroids in
-                codes.withUnsafeMutableBufferPointer { codes in
-                    for i in 0..<n {
-                        let list = Int(assignment[slot + i])
-                        let to = next[list]
-                        next[list] += 1
-                        for j in 0..<width { residual[j] = chunk[i * width + j] - centroids[list * width + j] }
-                        let (low, step) = residual.withUnsafeBufferPointer { coder.encode($0.baseAddress!, into: codes.baseAddress! + to * bytesPerRow) }
+            // Slots in order (so each list keeps its rows in set order), then the coding of
+            // distinct slots split among threads.
+            for i in 0..<n {
+                let list = Int(assignment[slot + i])
+                destinations[i] = next[list]
+                next[list] += 1
+                rowPositions[destinations[i]] = Int64(positions[i])
+            }
+            let workers = max(1, min(threads, n / 256))
+            let addresses = (chunk: UInt(bitPattern: chunk.withUnsafeBufferPointer { $0.baseAddress }),
+                             centroids: UInt(bitPattern: quantizer.centroids.withUnsafeBufferPointer { $0.baseAddress }),
+                             destinations: UInt(bitPattern: destinations.withUnsafeBufferPointer { $0.baseAddress }),
+                             assignment: UInt(bitPattern: assignment.withUnsafeBufferPointer { $0.baseAddress.map { $0 + slot } }),
+                             codes: UInt(bitPattern: codes.withUnsafeMutableBufferPointer { $0.baseAddress }),
+                             lows: UInt(bitPattern: lows.withUnsafeMutableBufferPointer { $0.baseAddress }),
+                             steps: UInt(bitPattern: steps.withUnsafeMutableBufferPointer { $0.baseAddress }))
+            // The arrays above are neither resized nor reallocated while the workers run.
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                let rows = UnsafePointer<Float>(bitPattern: addresses.chunk)!
+                let centroids = UnsafePointer<Float>(bitPattern: addresses.centroids)!
+                let destinations = UnsafePointer<Int>(bitPattern: addresses.destinations)!
+                let lists = UnsafePointer<Int32>(bitPattern: addresses.assignment)!
+                let codes = UnsafeMutablePointer<UInt8>(bitPattern: addresses.codes)!
+                let lows = UnsafeMutablePointer<Float>(bitPattern: addresses.lows)!
+                let steps = UnsafeMutablePointer<Float>(bitPattern: addresses.steps)!
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: width) { residual in
+                    for i in (n * worker / workers)..<(n * (worker + 1) / workers) {
+                        let list = Int(lists[i]), to = destinations[i]
+                        for j in 0..<width { residual[j] = rows[i * width + j] - centroids[list * width + j] }
+                        let (low, step) = coder.encode(residual.baseAddress!, into: codes + to * bytesPerRow)
                         lows[to] = low
                         steps[to] = step
-                        rowPositions[to] = Int64(positions[i])
                     }
                 }
             }
