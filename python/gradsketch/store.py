@@ -291,18 +291,19 @@ def _take_result(pointer: c_void_p) -> tuple[list[list[Hit]], np.ndarray, np.nda
         plan = json.loads(plan_text.decode("utf-8")) if plan_text else {}
     finally:
         handle.release()
-    lists: list[list[Hit]] = []
-    for q in range(list_count):
-        hits = []
-        for i in range(int(offsets[q]), int(offsets[q + 1])):
-            hits.append(Hit(
-                id=ids[i],
-                score=float(scores[i]),
-                address=(int(addresses[i]["segment"]), int(addresses[i]["row"])),
-                label=labels[i] if labels is not None else None,
-                metadata=metadata[i] if metadata is not None else None,
-            ))
-        lists.append(hits)
+    # Plain Python lists first: indexing numpy arrays element by element costs a scalar object
+    # per access, which dominated a one-query call.
+    bounds = offsets.tolist()
+    score_values = scores.tolist()
+    segments = addresses["segment"].tolist() if hit_count else []
+    rows = addresses["row"].tolist() if hit_count else []
+    lists: list[list[Hit]] = [
+        [Hit(id=ids[i], score=score_values[i], address=(segments[i], rows[i]),
+             label=labels[i] if labels is not None else None,
+             metadata=metadata[i] if metadata is not None else None)
+         for i in range(bounds[q], bounds[q + 1])]
+        for q in range(list_count)
+    ]
     return lists, scores, addresses, version, plan
 
 
