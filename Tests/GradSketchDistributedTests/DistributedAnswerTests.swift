@@ -236,7 +236,8 @@ import Testing
         let paths = [scratch.path + "/a", scratch.path + "/b"]
         for (shard, path) in paths.enumerated() {
             let store = try GradSketch.Store.create(at: path)
-            var values = (0..<(12 * k)).map { Float(($0 * 7 + shard * 3) % 11) - 5 }
+            var random = SplitMix64(seed: UInt64(shard) + 5)
+            var values = (0..<(12 * k)).map { _ in Float(random.nextUnit() * 2 - 1) }
             if shard == 1 { values[5 * k + 2] = .nan }  // row 5 of shard 1's only segment
             let ids = (0..<12).map { "s\(shard)-\($0)" }
             try store.transaction { transaction in

@@ -17,9 +17,10 @@ final class IndexedShards: Sendable {
     let paths: [String]
 
     init(indexEveryShard: Bool) throws {
-        directory = try TemporaryDirectory()
+        let scratch = try TemporaryDirectory()
+        directory = scratch
         var random = SplitMix64(seed: 23)
-        paths = (0..<3).map { directory.path + "/shard\($0)" }
+        paths = (0..<3).map { scratch.path + "/shard\($0)" }
         for (shard, path) in paths.enumerated() {
             let store = try GradSketch.Store.create(at: path)
             for segment in 0..<2 { try Self.append(store, rows: 60, tag: "s\(shard)g\(segment)", random: &random) }
@@ -73,7 +74,8 @@ final class IndexedShards: Sendable {
             var request = QueryRequest(set: Self.set, input: .vectors(queries, count: count))
             request.k = k
             request.index = index.name.map { .named($0) } ?? .auto
-            if shard == 2 && index.name == nil && (try snapshot.sketchSet(Self.set)).indexes.isEmpty {
+            let unindexed = try snapshot.sketchSet(Self.set).indexes.isEmpty
+            if shard == 2 && index.name == nil && unindexed {
                 request.index = .exact
             } else {
                 request.probe = index.nprobe.map { .nprobe($0) } ?? .tuned
