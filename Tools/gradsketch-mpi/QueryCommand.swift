@@ -49,9 +49,34 @@ struct Query: ParsableCommand {
         let set: String, metric: String, exact: Bool, queries: Int
         let shards: [ShardOutput]
         /// How each shard was searched, when an index was asked for.
-        let search: [FanOutQuery.ShardSearch]?
+        let search: [ShardSearchOutput]?
         let results: [[FanOutQuery.Hit]]
         let ranks: [RankStatistics<FanOutQuery.Statistics>]?
+    }
+
+    /// How a shard was searched, as printed: the rank that searched it only with --stats, so
+    /// the default JSON stays byte-identical for any number of ranks.
+    struct ShardSearchOutput: Encodable {
+        let shard: String, shardIndex: Int, rank: Int?, exact: Bool
+        let index: String?, kind: String?, lists: Int?, nprobe: Int?, rerank: Int?, groupProbe: Int?
+        let indexedRows: Int, exactRows: Int, builtOnVersion: Int?, note: String?
+
+        init(_ search: FanOutQuery.ShardSearch, withRank: Bool) {
+            shard = search.shard
+            shardIndex = search.shardIndex
+            rank = withRank ? search.rank : nil
+            exact = search.exact
+            index = search.index
+            kind = search.kind
+            lists = search.lists
+            nprobe = search.nprobe
+            rerank = search.rerank
+            groupProbe = search.groupProbe
+            indexedRows = search.indexedRows
+            exactRows = search.exactRows
+            builtOnVersion = search.builtOnVersion
+            note = search.note
+        }
     }
 
     func validate() throws {
@@ -109,13 +134,13 @@ struct Query: ParsableCommand {
             let ranks = try gatherStatistics(result.statistics, asked: stats, collective: collective)
             let exactly = result.shardSearches?.allSatisfy(\.exact) ?? true
             let answer = Output(set: set, metric: metric, exact: exactly, queries: queries, shards: shardOutputs(layout, versions: result.versions),
-                                search: result.shardSearches, results: result.hits, ranks: ranks)
+                                search: result.shardSearches?.map { ShardSearchOutput($0, withRank: stats) }, results: result.hits, ranks: ranks)
             output.emit(answer, on: collective) { answer in
                 var lines: [String] = []
                 for search in answer.search ?? [] {
                     lines.append(search.exact
-                        ? "\(search.shard): scanned exactly by rank \(search.rank)\(search.note.map { " (\($0))" } ?? "")"
-                        : "\(search.shard): index \(search.index ?? "?") (\(search.kind ?? "?")), nprobe \(search.nprobe ?? 0) of \(search.lists ?? 0), rerank \(search.rerank ?? 0), \(search.indexedRows) rows indexed + \(search.exactRows) exact, by rank \(search.rank)")
+                        ? "\(search.shard): scanned exactly\(search.note.map { " (\($0))" } ?? "")"
+                        : "\(search.shard): index \(search.index ?? "?") (\(search.kind ?? "?")), nprobe \(search.nprobe ?? 0) of \(search.lists ?? 0), rerank \(search.rerank ?? 0), \(search.indexedRows) rows indexed + \(search.exactRows) exact")
                 }
                 for (index, list) in answer.results.enumerated() {
                     if answer.results.count > 1 { lines.append("query \(index):") }
