@@ -167,3 +167,28 @@ final class IndexedShards: Sendable {
         #expect(try #require(auto.shardSearches).map(\.index) == ["ip", "ip", "other"])
     }
 }
+
+@Suite struct ShardedIndexBuildKindTests {
+    @Test func ivfRQ4IsBuiltInEveryShardSpreadOverRanksAndAnswersTheIndexedFanOut() throws {
+        let shards = try IndexedShards(indexEveryShard: false)
+        var options = PartIndexOptions()
+        options.lists = 4
+        options.groups = 2
+        options.iterations = 5
+        options.tuningQueries = 20
+        let built = try allRanks(ThreadCollective.run(size: 2) { [options] group in
+            try ShardedIndexBuild.run(set: IndexedShards.set, name: "rq2", options: .ivfRQ4(options), on: shards.layout, collective: group).shards
+        })
+        let reports = built[0]
+        #expect(reports.map(\.kind) == ["ivf-rq4", "ivf-rq4", "ivf-rq4"])
+        #expect(reports.map(\.rank) == [0, 1, 0])
+        #expect(reports.map(\.rows) == [145, 120, 120])
+        #expect(reports.allSatisfy { $0.partReport?.lists == 4 && $0.report == nil })
+        var request = FanOutQuery.Request(set: IndexedShards.set, queries: FanOutIndexTests.queries(2), count: 2)
+        let exact = try FanOutIndexTests.fanOut(request, layout: shards.layout, ranks: 2)
+        request.index = FanOutQuery.IndexRequest(name: "rq2", nprobe: 4, rerank: 1000)
+        let indexed = try FanOutIndexTests.fanOut(request, layout: shards.layout, ranks: 2)
+        #expect(try #require(indexed.shardSearches).map(\.kind) == ["ivf-rq4", "ivf-rq4", "ivf-rq4"])
+        #expect(indexed.hits.map { $0.map(\.id) } == exact.hits.map { $0.map(\.id) })
+    }
+}
