@@ -111,10 +111,13 @@ extension FanOutQuery {
         query.groupProbe = index.groupProbe
         var note: String?
         if index.name == nil {
-            // Without a name, a shard with no index for the metric is scanned exactly.
+            // Without a name, a shard with no index for the metric is scanned exactly (the
+            // planner's exact plan without a note; aggregated queries and stale indexes get
+            // the planner's own note from the query below).
             var probe = query
             probe.probe = .tuned
-            if try prefixed(name, { try snapshot.plan(probe) }).index == nil {
+            let plan = try prefixed(name) { try snapshot.plan(probe) }
+            if plan.index == nil && plan.note == nil {
                 note = "shard \(name) has no index for metric \(request.metric.rawValue): scanned exactly"
                 query.index = .exact
                 query.probe = .tuned
