@@ -16,15 +16,8 @@ public import GradSketchStore
 ///   instead of a sequential generator; each rank offers its best `count` keys, the global
 ///   top `count` (ties by shard, segment, row) is the sample.
 public enum DistributedDensity {
-    public struct Pick: Sendable, Codable, Equatable {
-        public let shard: String
-        public let shardIndex: Int
-        public let segment: Int
-        public let row: Int
-        public let id: String
-        /// The kernel-sum estimate (1/R) Σ_r C[r, h_r(x)] of the row.
-        public let score: Double
-    }
+    /// One sampled row; its score is the kernel-sum estimate (1/R) Σ_r C[r, h_r(x)].
+    public typealias Pick = ShardRowPick
 
     public struct Statistics: Sendable, Codable {
         public let rowsScanned: Int
@@ -159,20 +152,43 @@ public enum DistributedDensity {
         let directions: [Float], offsets: [Double], width: Double, buckets: Int, power: Int, hashes: Int, k: Int
     }
 
-    /// A row's sampling key (key bits kept exact on the wire by JSON's shortest round-trip form).
+    /// A row's sampling key. Key and score travel as their bit patterns (as ``WireHits`` does
+    /// with scores), so every value, NaN and infinities included, crosses the wire exactly.
     struct Key: Codable {
-        let key: Double, score: Double, shard: Int, segment: Int, row: Int
+        let keyBits: UInt64, scoreBits: UInt64, shard: Int, segment: Int, row: Int
         var id: String
+        var key: Double { Double(bitPattern: keyBits) }
+        var score: Double { Double(bitPattern: scoreBits) }
+
+        init(key: Double, score: Double, shard: Int, segment: Int, row: Int, id: String) {
+            keyBits = key.bitPattern
+            scoreBits = score.bitPattern
+            self.shard = shard
+            self.segment = segment
+            self.row = row
+            self.id = id
+        }
         static func precedes(_ x: Key, _ y: Key) -> Bool {
             if x.key != y.key { return x.key > y.key }
             return (x.shard, x.segment, x.row) < (y.shard, y.segment, y.row)
         }
     }
 
-    /// A row offered for the width sample: its hash, place and values.
+    /// A row offered for the width sample: its hash, place and values, the floats as bit
+    /// patterns so that they travel exactly (JSON has no NaN).
     struct Candidate: Codable {
-        let hash: Double, shard: Int, segment: Int, row: Int
-        let values: [Float]
+        let hashBits: UInt64, shard: Int, segment: Int, row: Int
+        let valueBits: [UInt32]
+        var hash: Double { Double(bitPattern: hashBits) }
+        var values: [Float] { valueBits.map(Float.init(bitPattern:)) }
+
+        init(hash: Double, shard: Int, segment: Int, row: Int, values: [Float]) {
+            hashBits = hash.bitPattern
+            self.shard = shard
+            self.segment = segment
+            self.row = row
+            valueBits = values.map(\.bitPattern)
+        }
         static func precedes(_ x: Candidate, _ y: Candidate) -> Bool {
             if x.hash != y.hash { return x.hash < y.hash }
             return (x.shard, x.segment, x.row) < (y.shard, y.segment, y.row)
@@ -189,6 +205,10 @@ public enum DistributedDensity {
             func flush() throws {
                 guard !addresses.isEmpty else { return }
                 let n = addresses.count
+                let bad = rows.withUnsafeBufferPointer { DensitySampling.firstNonfiniteRow($0, count: n, k: sketch.k) }
+                if let bad {
+                    throw DensitySampling.nonfiniteRowError(set: range.set.name, segment: addresses[bad].segment, row: addresses[bad].row)
+                }
                 let buckets = rows.withUnsafeBufferPointer { pointer in
                     DensitySampling.bucketsOf(UnsafeBufferPointer(rebasing: pointer[0..<(n * sketch.k)]), count: n, k: sketch.k,
                                               directions: sketch.directions, offsets: sketch.offsets, width: sketch.width,
@@ -242,12 +262,13 @@ public enum DistributedDensity {
     /// Median over the sample of the distance to the nearest other sampled row, in binary64.
     static func medianNearestDistance(_ sample: [Candidate]) -> Double {
         let m = sample.count
+        let values = sample.map(\.values)
         var nearest: [Double] = []
         for i in 0..<m {
             var best = Double.infinity
             for j in 0..<m where j != i {
                 var sum = 0.0
-                for t in sample[i].values.indices { let d = Double(sample[i].values[t]) - Double(sample[j].values[t]); sum += d * d }
+                for t in values[i].indices { let d = Double(values[i][t]) - Double(values[j][t]); sum += d * d }
                 best = min(best, sum)
             }
             nearest.append(best.squareRoot())

@@ -11,14 +11,8 @@ public import GradSketchStore
 /// greedy, so the picks and their scores are the same bits.
 public enum DistributedGreedy {
     /// A picked row.
-    public struct Pick: Sendable, Codable, Equatable {
-        public let shard: String
-        public let shardIndex: Int
-        public let segment: Int
-        public let row: Int
-        public let id: String
-        public let score: Double
-    }
+    /// One pick: the row and the greedy objective cos(S + s_i, q) after adding it.
+    public typealias Pick = ShardRowPick
 
     public struct Statistics: Sendable, Codable {
         public let rowsScanned: Int

@@ -4,8 +4,9 @@ public import GradSketchSearch
 public import GradSketchStore
 
 /// Top-k search of a set across the shards of a ``ShardLayout`` (Spec/distributed.md §3.3):
-/// each rank scans its ranges exactly, keeps its best k per query, the ranks all-gather those
-/// and every rank merges them in the same deterministic order.
+/// each rank scans its ranges exactly (or, with ``Request/index``, searches whole shards
+/// through their own indexes), keeps its best k per query, the ranks all-gather those and
+/// every rank merges them in the same deterministic order.
 public enum FanOutQuery {
     public struct Request: Sendable {
         public var set: String
@@ -22,6 +23,9 @@ public enum FanOutQuery {
         /// One version per shard (nil: the latest of each).
         public var versions: [Int]?
         public var threads = 2
+        /// Search each shard through its own index instead of scanning exactly (§3.3.1); nil:
+        /// exact scan, split by segments among the serving ranks.
+        public var index: IndexRequest?
 
         public init(set: String, queries: [Float], count: Int) {
             self.set = set
@@ -60,6 +64,9 @@ public enum FanOutQuery {
         public let versions: [Int]
         public let hits: [[Hit]]
         public let statistics: Statistics
+        /// How each shard was searched, in shard order, when an index was asked for (nil for
+        /// the exact fan-out).
+        public var shardSearches: [ShardSearch]? = nil
     }
 
     /// Whether `a` comes before `b` in an answer: score (descending, or ascending with
@@ -76,12 +83,21 @@ public enum FanOutQuery {
     public static func run(_ request: Request, on layout: ShardLayout, collective: some Collective) throws -> Result {
         guard request.k >= 1 else { throw AgreedError(StoreError(.invalidInput, "k must be at least 1, found \(request.k)")) }
         let work = try WorkAssignment.agree(on: layout, set: request.set, versions: request.versions, collective: collective)
+        if let index = request.index { return try runIndexed(request, index: index, work: work, layout: layout, collective: collective) }
         let started = DispatchTime.now()
         let local = attempt { try localHits(request, work: work, layout: layout) }
         let localSeconds = seconds(since: started)
         if case .failure(let error) = local { try collective.throwIfAnyFailed(error) }
         try collective.throwIfAnyFailed(nil)
         let mine = try local.get()
+        let (hits, statistics) = try merge(mine, request: request, rowsSearched: work.localRows, localSeconds: localSeconds,
+                                           layout: layout, collective: collective)
+        return Result(versions: work.versions, hits: hits, statistics: statistics)
+    }
+
+    /// All-gathers every rank's best k per query and merges them in answer order (collective).
+    static func merge(_ mine: [[Hit]], request: Request, rowsSearched: Int, localSeconds: Double, layout: ShardLayout,
+                      collective: some Collective) throws -> ([[Hit]], Statistics) {
         let merging = DispatchTime.now()
         let payload = try WireHits(mine).encoded()
         let gathered = try collective.allGather(payload)
@@ -92,9 +108,9 @@ public enum FanOutQuery {
             }
         }
         let hits = merged.map { Array($0.sorted { precedes($0, $1, smallest: request.smallest) }.prefix(request.k)) }
-        let statistics = Statistics(rowsScanned: work.localRows, localSeconds: localSeconds, bytesSent: payload.count,
+        let statistics = Statistics(rowsScanned: rowsSearched, localSeconds: localSeconds, bytesSent: payload.count,
                                     bytesGathered: gathered.reduce(0) { $0 + $1.count }, mergeSeconds: seconds(since: merging))
-        return Result(versions: work.versions, hits: hits, statistics: statistics)
+        return (hits, statistics)
     }
 
     /// This rank's best k per query over its ranges, in answer order.

@@ -56,6 +56,15 @@ public enum DensitySampling {
             var scores = [Double](repeating: 0, count: pass == 1 ? set.rowCount : 0)
             try set.forEachLiveChunk { rows, physical in
                 let count = physical.count
+                if pass == 0, let bad = firstNonfiniteRow(rows, count: count, k: k) {
+                    // Physical position (deleted rows counted) → segment and row.
+                    var segment = 0, row = physical[bad]
+                    while segment < set.segments.count && row >= set.segments[segment].entry.rows {
+                        row -= set.segments[segment].entry.rows
+                        segment += 1
+                    }
+                    throw nonfiniteRowError(set: set.name, segment: segment, row: row)
+                }
                 buckets = bucketsOf(rows, count: count, k: k, directions: directions, offsets: offsets, width: width, buckets: options.buckets,
                                     power: options.power)
                 for i in 0..<count {
@@ -137,6 +146,19 @@ public enum DensitySampling {
             }
         }
         return result
+    }
+
+    /// The first of `count` rows (`[count, k]`) holding a NaN or ±Inf, or nil: such a row has
+    /// no bucket (its projections are not finite), so density sampling refuses it.
+    public static func firstNonfiniteRow(_ rows: UnsafeBufferPointer<Float>, count: Int, k: Int) -> Int? {
+        for i in 0..<count where !rows[(i * k)..<((i + 1) * k)].allSatisfy(\.isFinite) { return i }
+        return nil
+    }
+
+    /// The error of density sampling (one process or distributed) over a row with NaN or ±Inf,
+    /// which a set created with `--allow-nonfinite` may hold.
+    public static func nonfiniteRowError(set: String, segment: Int, row: Int) -> StoreError {
+        StoreError(.invalidInput, "density sampling needs finite rows: set \(set) has NaN or ±Inf in row \(row) of segment \(segment) (the set allows non-finite rows); delete that row or select with another method")
     }
 
     /// Median, over up to 1000 sampled rows, of the distance to the nearest other sampled row.

@@ -1,6 +1,7 @@
 import Foundation
-import GradSketchInterchange
+import GradSketch
 import GradSketchDistributed
+import GradSketchInterchange
 import GradSketchSearch
 import GradSketchSelect
 import GradSketchStore
@@ -194,6 +195,74 @@ import Testing
                 try DistributedDensity.run(set: ShardedFixture.set, count: 3, options: options, on: fixture.layout(), collective: group).width
             })
             #expect(widths.allSatisfy { $0 == expected }, "\(size) ranks: \(widths) vs \(expected)")
+        }
+    }
+}
+
+/// `DistributedDensity.rowUniform` pinned to values computed outside the code under test
+/// (Spec/distributed.md §3.5), by this python3 (SplitMix64's published constants):
+///
+///     M = (1 << 64) - 1
+///     def mix(z):
+///         z = (z + 0x9E3779B97F4A7C15) & M
+///         z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+///         z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+///         return z ^ (z >> 31)
+///     def u(seed, shard, segment, row):
+///         h = mix(seed)
+///         for c in (shard, segment, row): h = mix(h ^ c)
+///         return (h >> 11) + 1   # the numerator over 2**53
+///     print(u(0, 0, 0, 0), u(42, 1, 2, 3), u(0xD15, 3, 0, 17))
+///     # 1167743916529921 2242093438946049 1937657422429535
+@Suite struct RowUniformTests {
+    @Test(arguments: [
+        (UInt64(0), 0, 0, 0, 1_167_743_916_529_921 as UInt64),
+        (42, 1, 2, 3, 2_242_093_438_946_049),
+        (0xD15, 3, 0, 17, 1_937_657_422_429_535),
+    ])
+    func matchesAnIndependentSplitMix64(seed: UInt64, shard: Int, segment: Int, row: Int, numerator: UInt64) {
+        #expect(DistributedDensity.rowUniform(seed: seed, shard: shard, segment: segment, row: row)
+            == Double(numerator) / Double(UInt64(1) << 53))
+    }
+}
+
+/// A set created to allow non-finite rows, with one NaN row: the one-process density sampler
+/// and the distributed one (whose width sample now carries float bits, so the NaN row crosses
+/// the exchange) refuse it with the same clear error instead of trapping.
+@Suite struct DensityNonfiniteTests {
+    @Test func oneProcessAndEveryRankCountRefuseANaNRowWithTheSameError() throws {
+        let scratch = try TemporaryDirectory()
+        let k = 4
+        let paths = [scratch.path + "/a", scratch.path + "/b"]
+        for (shard, path) in paths.enumerated() {
+            let store = try GradSketch.Store.create(at: path)
+            var random = SplitMix64(seed: UInt64(shard) + 5)
+            var values = (0..<(12 * k)).map { _ in Float(random.nextUnit() * 2 - 1) }
+            if shard == 1 { values[5 * k + 2] = .nan }  // row 5 of shard 1's only segment
+            let ids = (0..<12).map { "s\(shard)-\($0)" }
+            try store.transaction { transaction in
+                try values.withUnsafeBytes { bytes in
+                    try transaction.append(to: "g", rows: try GradSketchStore.RowInput(bytes: bytes, elementType: .float32, rowCount: 12, k: k),
+                                           annotations: GradSketchStore.RowAnnotations(ids: ids),
+                                           options: GradSketchStore.SketchSetOptions(allowNonfinite: true))
+                }
+            }
+        }
+        let expected = "density sampling needs finite rows: set g has NaN or ±Inf in row 5 of segment 0"
+        let engine = try GradSketchStore.Store(opening: paths[1])
+        var options = DensitySampling.Options()
+        options.hashes = 8
+        options.buckets = 32
+        let single = #expect(throws: StoreError.self) { _ = try DensitySampling.scores(try engine.sketchSet("g"), options: options) }
+        #expect(single.map { "\($0)".contains(expected) } == true, "\(String(describing: single))")
+        let layout = ShardLayout(shards: paths.enumerated().map { ShardLayout.Shard(name: "s\($0)", host: nil, path: $1) })
+        for size in 1...2 {
+            for result in ThreadCollective.run(size: size, { [options] group in
+                try DistributedDensity.run(set: "g", count: 3, options: options, on: layout, collective: group)
+            }) {
+                let error = #expect(throws: AgreedError.self) { _ = try result.get() }
+                #expect(error.map { "\($0)".contains(expected) } == true, "\(size) ranks: \(String(describing: error))")
+            }
         }
     }
 }

@@ -40,8 +40,8 @@ $MPIRUN -np 2 "$GRADSKETCH" query "$work/sharded" --set g --vector "$work/q.npy"
 cmp "$work/hook2.json" "$work/query.1.json" || fail "mpirun gradsketch query differs from gradsketch-mpi"
 check "gradsketch query on a sharded store, with and without mpirun, execs gradsketch-mpi"
 
-# Refusals: options an exact distributed search does not support.
-if "$GRADSKETCH_MPI" query "$work/sharded" --set g --vector "$work/q.npy" --nprobe 4 2> "$work/refused.txt"; then fail "--nprobe was accepted"; fi
-grep -q "not supported" "$work/refused.txt" || fail "the --nprobe refusal does not say why: $(cat "$work/refused.txt")"
-check "--nprobe refused with a reason"
+# Refusals: query sources a distributed search does not support (index options: fanout-index.sh).
+if "$GRADSKETCH_MPI" query "$work/sharded" --set g --id r3 2> "$work/refused.txt"; then fail "--id was accepted"; fi
+grep -q "not supported" "$work/refused.txt" || fail "the --id refusal does not say why: $(cat "$work/refused.txt")"
+check "--id refused with a reason"
 echo "fanout: ok"
