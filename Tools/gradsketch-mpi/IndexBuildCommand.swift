@@ -23,7 +23,7 @@ struct IndexBuild: ParsableCommand {
     @Option(help: "ip (inner product) or cosine.") var metric: String = "ip"
     @Option(help: "Number of lists per shard (default: the power of two nearest 2·√N of the shard).") var lists: Int?
     @Option(help: "Held-out recall@10 the default nprobe must reach.") var recallTarget: Double = 0.95
-    @Option(help: "Candidates re-ranked exactly per query (at k = 10; scaled with k; default 32 for ivf-int8, 64 for ivf-rq4).") var rerank: Int?
+    @Option(help: "Candidates re-ranked exactly per query (at k = 10; scaled with k; default 32 for ivf-int8; for ivf-rq4 the smallest of 16…64 that keeps the recall target).") var rerank: Int?
     @Option(help: "Rows k-means trains on (default: 128 per list).") var trainingRows: Int?
     @Option(help: "k-means iterations.") var iterations: Int = 20
     @Option(help: "Seed for sampling and k-means.") var seed: UInt64 = 0
@@ -69,7 +69,10 @@ struct IndexBuild: ParsableCommand {
             part.partRows = partRows
             part.rotation = rotation
             part.recallTarget = recallTarget
-            if let rerank { part.rerank = rerank }
+            if let rerank {
+                part.rerank = rerank
+                part.tuneRerank = false
+            }
             part.trainingRows = trainingRows
             part.iterations = iterations
             part.seed = seed
