@@ -462,33 +462,17 @@ public enum PartIndexBuilder {
                 next[list] += 1
                 rowPositions[destinations[i]] = Int64(positions[i])
             }
-            let workers = max(1, min(threads, n / 256))
-            let addresses = (chunk: UInt(bitPattern: chunk.withUnsafeBufferPointer { $0.baseAddress }),
-                             centroids: UInt(bitPattern: quantizer.centroids.withUnsafeBufferPointer { $0.baseAddress }),
-                             destinations: UInt(bitPattern: destinations.withUnsafeBufferPointer { $0.baseAddress }),
-                             assignment: UInt(bitPattern: assignment.withUnsafeBufferPointer { $0.baseAddress.map { $0 + slot } }),
-                             codes: UInt(bitPattern: codes.withUnsafeMutableBufferPointer { $0.baseAddress }),
-                             lows: UInt(bitPattern: lows.withUnsafeMutableBufferPointer { $0.baseAddress }),
-                             steps: UInt(bitPattern: steps.withUnsafeMutableBufferPointer { $0.baseAddress }))
-            // The arrays above are neither resized nor reallocated while the workers run.
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                let rows = UnsafePointer<Float>(bitPattern: addresses.chunk)!
-                let centroids = UnsafePointer<Float>(bitPattern: addresses.centroids)!
-                let destinations = UnsafePointer<Int>(bitPattern: addresses.destinations)!
-                let lists = UnsafePointer<Int32>(bitPattern: addresses.assignment)!
-                let codes = UnsafeMutablePointer<UInt8>(bitPattern: addresses.codes)!
-                let lows = UnsafeMutablePointer<Float>(bitPattern: addresses.lows)!
-                let steps = UnsafeMutablePointer<Float>(bitPattern: addresses.steps)!
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: width) { residual in
-                    for i in (n * worker / workers)..<(n * (worker + 1) / workers) {
-                        let list = Int(lists[i]), to = destinations[i]
-                        for j in 0..<width { residual[j] = rows[i * width + j] - centroids[list * width + j] }
-                        let (low, step) = coder.encode(residual.baseAddress!, into: codes + to * bytesPerRow)
-                        lows[to] = low
-                        steps[to] = step
-                    }
-                }
-            }
+            chunk.withUnsafeBufferPointer { chunkRows in
+            quantizer.centroids.withUnsafeBufferPointer { centroids in
+            destinations.withUnsafeBufferPointer { destinations in
+            assignment.withUnsafeBufferPointer { lists in
+            codes.withUnsafeMutableBufferPointer { codes in
+            lows.withUnsafeMutableBufferPointer { lows in
+            steps.withUnsafeMutableBufferPointer { steps in
+                codeResiduals(chunkRows.baseAddress!, count: n, lists: lists.baseAddress! + slot, destinations: destinations.baseAddress!,
+                              centroids: centroids.baseAddress!, coder: coder, codes: codes.baseAddress!, lows: lows.baseAddress!,
+                              steps: steps.baseAddress!, threads: threads)
+            }}}}}}}
             slot += n
         }
         assignment = []
@@ -496,6 +480,37 @@ public enum PartIndexBuilder {
         let part = try store.writeIndexPart(for: set, segments: segments, lists: lists,
                                             arrays: IndexPartArrays(listOffsets: offsets, codes: codes, lows: lows, steps: steps, positions: rowPositions))
         return (part, misassigned)
+    }
+
+    /// Codes `count` rows (`[count, width]`, float32) as 4-bit residuals from their lists'
+    /// centroids into part slots `destinations[i]` (distinct), split among `threads` threads.
+    static func codeResiduals(_ rows: UnsafePointer<Float>, count: Int, lists: UnsafePointer<Int32>, destinations: UnsafePointer<Int>,
+                              centroids: UnsafePointer<Float>, coder: FourBitCoder, codes: UnsafeMutablePointer<UInt8>,
+                              lows: UnsafeMutablePointer<Float>, steps: UnsafeMutablePointer<Float>, threads: Int) {
+        let width = coder.width, bytesPerRow = coder.bytesPerRow
+        let workers = max(1, min(threads, count / 256))
+        // Every pointer stays valid for this call; the workers write disjoint slots.
+        let addresses = (rows: UInt(bitPattern: rows), lists: UInt(bitPattern: lists), destinations: UInt(bitPattern: destinations),
+                         centroids: UInt(bitPattern: centroids), codes: UInt(bitPattern: codes), lows: UInt(bitPattern: lows),
+                         steps: UInt(bitPattern: steps))
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            let rows = UnsafePointer<Float>(bitPattern: addresses.rows)!
+            let lists = UnsafePointer<Int32>(bitPattern: addresses.lists)!
+            let destinations = UnsafePointer<Int>(bitPattern: addresses.destinations)!
+            let centroids = UnsafePointer<Float>(bitPattern: addresses.centroids)!
+            let codes = UnsafeMutablePointer<UInt8>(bitPattern: addresses.codes)!
+            let lows = UnsafeMutablePointer<Float>(bitPattern: addresses.lows)!
+            let steps = UnsafeMutablePointer<Float>(bitPattern: addresses.steps)!
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: width) { residual in
+                for i in (count * worker / workers)..<(count * (worker + 1) / workers) {
+                    let list = Int(lists[i]), to = destinations[i]
+                    for j in 0..<width { residual[j] = rows[i * width + j] - centroids[list * width + j] }
+                    let (low, step) = coder.encode(residual.baseAddress!, into: codes + to * bytesPerRow)
+                    lows[to] = low
+                    steps[to] = step
+                }
+            }
+        }
     }
 
     // MARK: - Helpers
