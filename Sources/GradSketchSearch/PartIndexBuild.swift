@@ -21,13 +21,12 @@ public struct PartIndexOptions: Sendable {
     public var rotation: Bool = true
     public var recallTarget: Double = 0.95
     public var tuningQueries: Int = 200
-    /// Candidates re-ranked exactly at k = 10: the most the build considers, or the number
-    /// used when `tuneRerank` is false.
-    public var rerank: Int = 64
-    /// Lower `rerank` at the tuned nprobe to the smallest of 16, 24, 32, 48 whose held-out
-    /// recall stays at the target and within 0.005 of `rerank`'s (each re-ranked candidate is
-    /// a random read of a stored row, the largest per-query cost after the scan).
-    public var tuneRerank = true
+    /// Candidates re-ranked exactly at k = 10. nil tunes it: at the tuned nprobe, the smallest
+    /// of 16, 24, 32, 48 whose held-out recall stays at the target and within 0.005 of
+    /// `tunedRerankCeiling`'s, else the ceiling (each re-ranked candidate is a random read of
+    /// a stored row, the largest per-query cost after the scan).
+    public var rerank: Int?
+    public static let tunedRerankCeiling = 64
     /// Groups probed by default; nil chooses ⌈groups / 4⌉ (at least 1).
     public var groupProbe: Int?
     public var seed: UInt64 = 0
@@ -111,11 +110,12 @@ public enum PartIndexBuilder {
         guard groups >= 1, groups <= lists else {
             throw StoreError(.invalidInput, "an index of \(lists) lists needs between 1 and \(lists) groups, found \(groups)")
         }
-        guard (0.0...1.0).contains(options.recallTarget), options.partRows >= 1, options.rerank >= 1 else {
-            throw StoreError(.invalidInput, "recall target must be in 0...1 (found \(options.recallTarget)), part rows and rerank at least 1 (found \(options.partRows), \(options.rerank))")
+        guard (0.0...1.0).contains(options.recallTarget), options.partRows >= 1, (options.rerank ?? 1) >= 1 else {
+            throw StoreError(.invalidInput, "recall target must be in 0...1 (found \(options.recallTarget)), part rows and rerank at least 1 (found \(options.partRows), \(options.rerank ?? 0))")
         }
         var clock = PhaseClock()
         var random = SeededRandom(seed: options.seed)
+        let mostRerank = options.rerank ?? PartIndexOptions.tunedRerankCeiling
         let claim = try store.claimWrites()
         defer { claim.release() }
 
@@ -167,12 +167,12 @@ public enum PartIndexBuilder {
             let loaded = try parts.map { try StoredIndexPart.open(storePath: store.path, entry: $0, k: width, lists: lists, set: set.name) }
             let searcher = try PartIndexSearcher(set: set, quantizer: quantizer, coder: coder, parts: loaded, metric: options.metric,
                                                  coveredSegments: parts.reduce(0) { $0 + $1.segments.count }, indexName: name,
-                                                 defaults: PartSearchParameters(nprobe: 1, rerank: options.rerank, groupProbe: nil), tuning: [])
+                                                 defaults: PartSearchParameters(nprobe: 1, rerank: mostRerank, groupProbe: nil), tuning: [])
             let queries = try set.floatRows(at: heldOut)
             let truth = try ExactSearch.search(set, queries: queries, count: tuningCount, metric: options.metric, k: 11, threads: options.threads)
             func recall(nprobe: Int, groupProbe: Int?, rerank: Int? = nil) throws -> Double {
                 let found = try searcher.search(queries: queries, count: tuningCount, k: 11,
-                                                parameters: PartSearchParameters(nprobe: nprobe, rerank: rerank ?? options.rerank, groupProbe: groupProbe),
+                                                parameters: PartSearchParameters(nprobe: nprobe, rerank: rerank ?? mostRerank, groupProbe: groupProbe),
                                                 threads: options.threads)
                 return IVFIndexBuilder.meanRecall(found: found, truth: truth, excluding: heldOut, k: 10)
             }
@@ -196,12 +196,12 @@ public enum PartIndexBuilder {
                     if reached >= options.recallTarget { groupProbe = candidate; break }
                 }
             }
-            var rerank = options.rerank
+            var rerank = mostRerank
             var rerankTuning: [(rerank: Int, recall: Double)] = []
-            if options.tuneRerank && chosen < lists {
+            if options.rerank == nil && chosen < lists {
                 let most = try recall(nprobe: chosen, groupProbe: groupProbe)
-                rerankTuning.append((options.rerank, most))
-                for candidate in [16, 24, 32, 48] where candidate < options.rerank {
+                rerankTuning.append((mostRerank, most))
+                for candidate in [16, 24, 32, 48] where candidate < mostRerank {
                     let reached = try recall(nprobe: chosen, groupProbe: groupProbe, rerank: candidate)
                     rerankTuning.append((candidate, reached))
                     if reached >= options.recallTarget && reached >= most - 0.005 { rerank = candidate; break }

@@ -69,10 +69,7 @@ struct IndexBuild: ParsableCommand {
             part.partRows = partRows
             part.rotation = rotation
             part.recallTarget = recallTarget
-            if let rerank {
-                part.rerank = rerank
-                part.tuneRerank = false
-            }
+            part.rerank = rerank
             part.trainingRows = trainingRows
             part.iterations = iterations
             part.seed = seed

@@ -85,10 +85,7 @@ struct BuildIndex: ParsableCommand {
                 options.assignGroupProbe = assignGroupProbe
                 options.twoLevelTraining = training.map { $0 == "two-level" }
                 options.recallTarget = recallTarget
-                if let rerank {
-                    options.rerank = rerank
-                    options.tuneRerank = false
-                }
+                options.rerank = rerank
                 options.trainingRows = trainingRows
                 options.iterations = iterations
                 options.seed = seed
